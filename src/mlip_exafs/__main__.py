@@ -1,0 +1,3 @@
+from mlip_exafs.cli import main
+
+main()

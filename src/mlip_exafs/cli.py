@@ -1,0 +1,95 @@
+"""The ``mlip-exafs`` command line: one verb per pipeline stage.
+
+Each verb is a thin wrapper: parse options, call the stage function, print a
+short summary. A :class:`UserError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+import mlip_exafs
+from mlip_exafs.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Is this universal ML potential right for my material?")
+console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mlip-exafs {mlip_exafs.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """mlip-exafs: validate and fine-tune universal ML potentials against DFT and EXAFS."""
+
+
+@app.command("potentials")
+def potentials_cmd() -> None:
+    """List the potentials available offline."""
+    from mlip_exafs.potentials import available_potentials
+
+    for info in available_potentials():
+        print(f"{info.name:12s} {info.description}")
+    print(f"{'PATH.pt':12s} a fine-tuned checkpoint written by 'mlip-exafs finetune'")
+
+
+@app.command("singlepoint")
+def singlepoint_cmd(
+    structure: str = typer.Argument(..., help="Built-in crystal (ws2, w-bcc) or structure file."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help="Potential name or checkpoint path."),
+    supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 3x3x1."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+) -> None:
+    """Energy (eV), forces (eV/Å) and stress (GPa) of one structure."""
+    from mlip_exafs.singlepoint import singlepoint
+
+    result = singlepoint(structure, potential, supercell, threads)
+    print(f"structure        {result['formula']} ({result['n_atoms']} atoms)")
+    print(f"potential        {result['potential']}")
+    print(f"energy           {result['energy_ev']:.6f} eV  ({result['energy_ev_atom']:.6f} eV/atom)")
+    print(f"max |force|      {result['max_force_ev_a']:.6f} eV/Å")
+    s = result["stress_gpa"]
+    print("stress (GPa)     xx yy zz yz xz xy = " + " ".join(f"{v:.4f}" for v in s) + "  (positive = tensile)")
+
+
+def _register_stage_verbs() -> None:
+    """Stage verbs live next to their stage; import them so they attach to ``app``."""
+    import importlib
+
+    for module in ("label", "dataset", "finetune", "validate", "md", "analysis", "exafs", "compare", "report", "study"):
+        try:
+            importlib.import_module(f"mlip_exafs.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mlip_exafs.commands.{module}":
+                raise
+
+
+def main() -> None:
+    _register_stage_verbs()
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

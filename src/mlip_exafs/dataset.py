@@ -1,0 +1,129 @@
+"""Labelled datasets: where they live, how to load them, what they contain.
+
+A dataset is a folder with ``train.db`` and ``test.db`` (ASE SQLite databases
+written by ``mlip-exafs label`` or ``mlip-exafs import``) and ``dataset.json``
+(how it was made). The shipped datasets (``ws2``, ``w-bcc``) are stored
+gzip-compressed inside the package and unpacked to a cache on first use.
+Every verb that takes a DATASET accepts a shipped name, a dataset folder, or a
+single ``.db`` file (then the split is the whole file).
+
+Rows with ``scf_converged=False`` are never returned for training or testing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from mlip_exafs.errors import UserError
+
+Split = Literal["train", "test", "all"]
+SHIPPED = ("ws2", "w-bcc")
+
+
+def shipped_dir(name: str) -> Path:
+    return Path(str(resources.files("mlip_exafs") / "data" / "datasets" / name))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MLIP_EXAFS_CACHE", Path.home() / ".cache" / "mlip-exafs"))
+
+
+def _unpack_shipped(name: str) -> Path:
+    """Decompress a shipped dataset into the cache (once per content version)."""
+    from mlip_exafs.files import atomic_path, sha256_file
+
+    src = shipped_dir(name)
+    if not (src / "train.db.gz").exists():
+        raise UserError(f"shipped dataset '{name}' is not in this installation; reinstall mlip-exafs")
+    tag = sha256_file(src / "train.db.gz")[:12] + sha256_file(src / "test.db.gz")[:12]
+    dest = cache_dir() / "datasets" / f"{name}-{tag}"
+    for split in ("train", "test"):
+        target = dest / f"{split}.db"
+        if not target.exists():
+            with gzip.open(src / f"{split}.db.gz", "rb") as fin, atomic_path(target) as tmp:
+                with open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+    if (src / "dataset.json").exists() and not (dest / "dataset.json").exists():
+        shutil.copy(src / "dataset.json", dest / "dataset.json")
+    return dest
+
+
+def dataset_folder(spec: str | Path) -> Path | None:
+    """The folder of a dataset name or folder path; None for a single .db file."""
+    if str(spec) in SHIPPED and not Path(spec).exists():
+        return _unpack_shipped(str(spec))
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "train.db").exists() and not (path / "test.db").exists():
+            raise UserError(f"dataset folder {path} has neither train.db nor test.db; label or import structures into it first")
+        return path
+    if path.suffix == ".db":
+        if not path.exists():
+            raise UserError(f"dataset file {path} does not exist; check the path")
+        return None
+    raise UserError(f"unknown dataset '{spec}'; use a shipped name ({', '.join(SHIPPED)}), a dataset folder or a .db file")
+
+
+def resolve_db(spec: str | Path, split: Split) -> Path:
+    folder = dataset_folder(spec)
+    if folder is None:
+        return Path(spec)
+    if split == "all":
+        raise UserError(f"dataset {spec} is a folder with splits; ask for 'train' or 'test'")
+    db = folder / f"{split}.db"
+    if not db.exists():
+        raise UserError(f"dataset {spec} has no {split} split ({db} missing); label or import a {split} set")
+    return db
+
+
+def load_structures(spec: str | Path, split: Split = "all", converged_only: bool = True) -> list[Atoms]:
+    """Labelled structures with energy (eV), forces (eV/Å), stress (eV/Å^3, ASE sign) attached."""
+    import ase.db
+
+    db_path = resolve_db(spec, "all" if (dataset_folder(spec) is None) else split)
+    frames = []
+    with ase.db.connect(db_path) as db:
+        for row in db.select():
+            if converged_only and not row.get("scf_converged", True):
+                continue
+            frames.append(_row_to_atoms(row))
+    if not frames:
+        raise UserError(f"dataset {spec} ({split}) holds no usable labelled structures; label or import some first")
+    for atoms in frames:
+        _check_finite(atoms, spec)
+    return frames
+
+
+def _row_to_atoms(row) -> Atoms:
+    atoms = row.toatoms()
+    results = {"energy": row.energy, "forces": row.forces}
+    if row.get("stress") is not None:
+        results["stress"] = row.stress
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    atoms.info.update(row.key_value_pairs)
+    atoms.info["row_id"] = row.id
+    return atoms
+
+
+def _check_finite(atoms: Atoms, spec) -> None:
+    calc = atoms.calc
+    values = [np.atleast_1d(calc.results[k]) for k in ("energy", "forces", "stress") if k in calc.results]
+    if not all(np.isfinite(v).all() for v in values):
+        uid = atoms.info.get("uid", atoms.info.get("row_id"))
+        raise UserError(f"dataset {spec}: structure {uid} has NaN or infinite labels; remove it or relabel it")
+
+
+def db_metadata(db_path: Path) -> dict:
+    import ase.db
+
+    with ase.db.connect(db_path) as db:
+        return dict(db.metadata)

@@ -1,0 +1,166 @@
+"""Turn a potential name or a checkpoint path into an ASE calculator, offline.
+
+Names: ``chgnet`` (pretrained 0.3.0 weights shipped in the chgnet wheel),
+``sevennet-0`` (shipped in the sevenn wheel). Paths: a fine-tuned checkpoint
+written by ``mlip-exafs finetune`` (``*.pt``), loaded with
+``torch.load(weights_only=True)`` so that no code in it can run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from mlip_exafs.errors import UserError
+from mlip_exafs.files import sha256_file
+
+CHECKPOINT_FORMAT = "mlip-exafs-chgnet-v1"
+CHGNET_MAX_Z = 94  # CHGNet's MPtrj training covers H..Pu
+
+
+@dataclass(frozen=True)
+class PotentialInfo:
+    name: str
+    description: str
+
+
+AVAILABLE = {
+    "chgnet": PotentialInfo("chgnet", "CHGNet 0.3.0 pretrained on MPtrj (weights in the chgnet wheel)"),
+    "sevennet-0": PotentialInfo("sevennet-0", "SevenNet-0 (11Jul2024) pretrained on MPtrj (weights in the sevenn wheel)"),
+}
+
+
+def set_torch_threads(threads: int | None) -> int:
+    """Use ``threads`` torch threads (default: all cores). Returns the number set.
+
+    On a shared CPU, oversubscribed torch threads spin and make every call
+    tens of times slower, so callers running several processes must lower it.
+    """
+    import torch
+
+    n = threads or int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def available_potentials() -> list[PotentialInfo]:
+    return list(AVAILABLE.values())
+
+
+def is_checkpoint(spec: str | Path) -> bool:
+    return str(spec).lower() not in AVAILABLE and Path(spec).suffix in {".pt", ".pth"}
+
+
+def potential_id(spec: str | Path) -> str:
+    """A stable identity for provenance: the name, or the checkpoint's sha256."""
+    if str(spec).lower() in AVAILABLE:
+        return str(spec).lower()
+    return f"{Path(spec).name}:sha256:{sha256_file(spec)[:16]}"
+
+
+def supported_elements(spec: str | Path) -> set[int]:
+    key = str(spec).lower()
+    if key == "sevennet-0":
+        return _sevennet_numbers()
+    return set(range(1, CHGNET_MAX_Z + 1))
+
+
+def check_elements(spec: str | Path, atoms: Atoms) -> None:
+    """Refuse a structure with an element the model never saw, before any compute."""
+    missing = sorted(set(atoms.get_chemical_symbols()) - {_symbol(z) for z in supported_elements(spec)})
+    if missing:
+        raise UserError(
+            f"potential '{spec}' does not cover element(s) {', '.join(missing)}; choose a potential trained on them"
+        )
+
+
+def get_calculator(spec: str | Path, threads: int | None = None) -> Calculator:
+    """An ASE calculator for a potential name or a fine-tuned checkpoint path."""
+    set_torch_threads(threads)
+    key = str(spec).lower()
+    if key == "chgnet":
+        from chgnet.model import CHGNet
+
+        return _chgnet_calculator(CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False))
+    if key == "sevennet-0":
+        from sevenn.calculator import SevenNetCalculator
+
+        return SevenNetCalculator("7net-0", device="cpu")
+    path = Path(spec)
+    if path.suffix in {".pt", ".pth"}:
+        return _chgnet_calculator(load_chgnet_checkpoint(path))
+    names = ", ".join(AVAILABLE)
+    raise UserError(f"unknown potential '{spec}'; use one of: {names}, or a checkpoint .pt written by 'mlip-exafs finetune'")
+
+
+def calculator_for(spec: str | Path, atoms: Atoms, threads: int | None = None) -> Calculator:
+    """Check the elements, then build the calculator: the usual entry point."""
+    if str(spec).lower() not in AVAILABLE and not Path(spec).exists():
+        get_calculator(spec)  # raises the 'unknown potential' error
+    check_elements(spec, atoms)
+    return get_calculator(spec, threads)
+
+
+def _chgnet_calculator(model) -> Calculator:
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    return CHGNetCalculator(model=model, use_device="cpu")
+
+
+def save_chgnet_checkpoint(model, path: str | Path, metadata: dict) -> None:
+    """Save weights + hyperparameters only (no pickled code), atomically."""
+    import torch
+
+    from mlip_exafs.files import atomic_path
+
+    payload = {"format": CHECKPOINT_FORMAT, "model": model.as_dict(), "metadata": metadata}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_chgnet_checkpoint(path: str | Path):
+    """Load a checkpoint written by :func:`save_chgnet_checkpoint`; refuse anything else."""
+    import pickle
+
+    import torch
+    from chgnet.model import CHGNet
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist; give a .pt written by 'mlip-exafs finetune'")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"refusing checkpoint {path}: it is corrupted or not a plain-weights file ({first}); "
+            "use a checkpoint written by 'mlip-exafs finetune'"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"refusing checkpoint {path}: not an mlip-exafs checkpoint; use one written by 'mlip-exafs finetune'")
+    model = CHGNet.from_dict(payload["model"])
+    model.eval()
+    return model
+
+
+def checkpoint_metadata(path: str | Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True).get("metadata", {})
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z]
+
+
+def _sevennet_numbers() -> set[int]:
+    from ase.data import atomic_numbers
+    from sevenn.util import load_checkpoint
+
+    return {atomic_numbers[s] for s in load_checkpoint("7net-0").config["chemical_species"]}

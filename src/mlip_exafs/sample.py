@@ -1,0 +1,114 @@
+"""Structures to label: MD snapshots at several temperatures, strained and rattled cells.
+
+Deterministic for a seed. Each structure carries how it was made in
+``atoms.info`` (``uid``, ``method``, ``temperature_k``, ``strain_voigt``,
+``rattle_a``, ``seed``) so a dataset documents its own sampling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlip_exafs.errors import UserError
+
+
+class SampleSpec(BaseModel):
+    """How to sample one pool of structures (a training pool or a test set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    structure: str = "ws2"
+    supercell: str = "3x3x1"
+    potential: str = Field("chgnet", description="potential that drives the sampling MD")
+    temperatures_k: list[float] = Field(default_factory=lambda: [300.0, 600.0, 1000.0])
+    snapshots_per_temperature: int = Field(22, ge=0)
+    strained: int = Field(20, ge=0, description="MD snapshots with a random strain applied")
+    strain_max: float = Field(0.03, ge=0, lt=0.5, description="largest strain component (0.03 = 3 %)")
+    strain_temperature_k: float = Field(600.0, gt=0)
+    rattled: int = Field(14, ge=0, description="perfect cells with Gaussian displacements")
+    rattle_max_a: float = Field(0.12, gt=0, description="largest rattle standard deviation (Å)")
+    timestep_fs: float = Field(2.0, gt=0)
+    equilibration_fs: float = Field(1000.0, ge=0)
+    interval_fs: float = Field(50.0, gt=0, description="MD time between snapshots (fs)")
+    seed: int = 0
+    threads: int | None = None
+
+    def total(self) -> int:
+        return len(self.temperatures_k) * self.snapshots_per_temperature + self.strained + self.rattled
+
+
+def sample(spec: SampleSpec, out: Path, progress=None) -> list[Atoms]:
+    """Sample the structures of ``spec`` and write them (shuffled by seed) to an extxyz file."""
+    from mlip_exafs.files import atomic_path
+    from mlip_exafs.potentials import calculator_for
+    from mlip_exafs.structures import load_structure
+
+    import ase.io
+
+    base = load_structure(spec.structure, spec.supercell)
+    calc = calculator_for(spec.potential, base, spec.threads)
+    rng = np.random.default_rng(spec.seed)
+    frames: list[Atoms] = []
+    for temperature in spec.temperatures_k:
+        frames += _md_snapshots(base, calc, temperature, spec.snapshots_per_temperature, spec, rng, progress)
+    for snap in _md_snapshots(base, calc, spec.strain_temperature_k, spec.strained, spec, rng, progress):
+        frames.append(_strained(snap, spec.strain_max, rng))
+    for i in range(spec.rattled):
+        frames.append(_rattled(base, spec.rattle_max_a * (i + 1) / spec.rattled, rng))
+    order = rng.permutation(len(frames))
+    frames = [frames[i] for i in order]
+    for i, atoms in enumerate(frames):
+        atoms.info["uid"] = f"{spec.structure}-s{spec.seed}-{i:04d}-{atoms.info['method']}"
+        atoms.info["seed"] = spec.seed
+        atoms.info["sample_potential"] = spec.potential
+    with atomic_path(out) as tmp:
+        ase.io.write(tmp, frames, format="extxyz")
+    return frames
+
+
+def _md_snapshots(base: Atoms, calc, temperature: float, count: int, spec: SampleSpec, rng, progress) -> list[Atoms]:
+    """Langevin NVT from the perfect cell; one snapshot every ``interval_fs`` after equilibration."""
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    if count == 0:
+        return []
+    atoms = base.copy()
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    dyn = Langevin(atoms, spec.timestep_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng)
+    every = max(1, round(spec.interval_fs / spec.timestep_fs))
+    dyn.run(round(spec.equilibration_fs / spec.timestep_fs))
+    snaps = []
+    for _ in range(count):
+        dyn.run(every)
+        if not np.isfinite(atoms.positions).all() or atoms.get_temperature() > 5 * temperature + 500:
+            raise UserError(f"sampling MD at {temperature} K blew up; lower the temperature or the timestep")
+        snap = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True)
+        snap.info.update(method="md", temperature_k=float(temperature))
+        snaps.append(snap)
+        if progress:
+            progress()
+    return snaps
+
+
+def _strained(atoms: Atoms, strain_max: float, rng) -> Atoms:
+    """Apply a random symmetric strain (each component uniform in ±strain_max) to cell and atoms."""
+    voigt = rng.uniform(-strain_max, strain_max, 6)
+    voigt[3:] *= 0.5  # shear components smaller: layered crystals shear easily
+    eps = np.array([[voigt[0], voigt[5], voigt[4]], [voigt[5], voigt[1], voigt[3]], [voigt[4], voigt[3], voigt[2]]])
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+    out.info.update(method="strained", strain_voigt=voigt.round(6).tolist())
+    return out
+
+
+def _rattled(base: Atoms, sigma: float, rng) -> Atoms:
+    out = Atoms(base.numbers, base.positions + rng.normal(0, sigma, base.positions.shape), cell=base.cell, pbc=True)
+    out.info.update(method="rattled", rattle_a=round(float(sigma), 5))
+    return out

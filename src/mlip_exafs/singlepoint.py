@@ -1,0 +1,27 @@
+"""One-structure energy/forces/stress: the smallest check that a potential works."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.units import GPa
+
+from mlip_exafs.potentials import calculator_for, potential_id
+from mlip_exafs.structures import load_structure
+
+
+def singlepoint(structure: str, potential: str, supercell: str | None = None, threads: int | None = None) -> dict:
+    atoms = load_structure(structure, supercell)
+    atoms.calc = calculator_for(potential, atoms, threads)
+    energy = float(atoms.get_potential_energy())
+    forces = atoms.get_forces()
+    stress = atoms.get_stress(voigt=True) / GPa  # ASE: eV/Å^3, positive = tensile
+    return {
+        "formula": atoms.get_chemical_formula(),
+        "n_atoms": len(atoms),
+        "potential": potential_id(potential),
+        "energy_ev": energy,
+        "energy_ev_atom": energy / len(atoms),
+        "forces_ev_a": forces,
+        "max_force_ev_a": float(np.linalg.norm(forces, axis=1).max()),
+        "stress_gpa": stress,
+    }

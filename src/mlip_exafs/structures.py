@@ -1,0 +1,98 @@
+"""Crystal structures: built-in named crystals, files, and supercells.
+
+Every verb that takes a STRUCTURE accepts either a built-in name (``ws2``,
+``w-bcc``) or a file ASE can read (CIF, POSCAR, extxyz, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk
+from ase.spacegroup import crystal
+
+from mlip_exafs.errors import UserError
+
+
+def ws2_2h() -> Atoms:
+    """2H-WS2 (tungstenite), P6_3/mmc: a = 3.1532 Å, c = 12.323 Å, S z = 0.6225."""
+    atoms = crystal(
+        ["W", "S"],
+        basis=[(1 / 3, 2 / 3, 1 / 4), (1 / 3, 2 / 3, 0.6225)],
+        spacegroup=194,
+        cellpar=[3.1532, 3.1532, 12.323, 90, 90, 120],
+    )
+    del atoms.arrays["spacegroup_kinds"]
+    atoms.info = {"name": "ws2"}
+    return atoms
+
+
+def w_bcc() -> Atoms:
+    """bcc W, conventional cubic cell (2 atoms), a = 3.165 Å."""
+    atoms = bulk("W", "bcc", a=3.165, cubic=True)
+    atoms.info["name"] = "w-bcc"
+    return atoms
+
+
+BUILTIN: dict[str, Callable[[], Atoms]] = {"ws2": ws2_2h, "w-bcc": w_bcc}
+
+
+def parse_supercell(text: str | None) -> tuple[int, int, int]:
+    """'3x3x1' -> (3, 3, 1)."""
+    if text is None or text == "":
+        return (1, 1, 1)
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        reps = tuple(int(p) for p in parts)
+    except ValueError:
+        reps = ()
+    if len(reps) != 3 or min(reps) < 1:
+        raise UserError(f"supercell '{text}' is not of the form NxMxL with positive integers; use e.g. 3x3x1")
+    return reps  # type: ignore[return-value]
+
+
+def load_structure(name_or_path: str | Path, supercell: str | None = None) -> Atoms:
+    """A built-in crystal or the first frame of a structure file, optionally repeated."""
+    key = str(name_or_path).lower()
+    if key in BUILTIN:
+        atoms = BUILTIN[key]()
+    else:
+        atoms = _read_structure_file(Path(name_or_path))
+    reps = parse_supercell(supercell)
+    if reps != (1, 1, 1):
+        info = dict(atoms.info)
+        atoms = atoms.repeat(reps)
+        atoms.info.update(info)
+        atoms.info["supercell"] = "x".join(map(str, reps))
+    return atoms
+
+
+def _read_structure_file(path: Path) -> Atoms:
+    import ase.io
+
+    if not path.exists():
+        known = ", ".join(BUILTIN)
+        raise UserError(f"structure '{path}' is neither a file nor a built-in crystal ({known}); check the path")
+    try:
+        atoms = ase.io.read(path, index=0)
+    except Exception as exc:  # ASE raises many types for unreadable files
+        raise UserError(f"cannot read structure file {path} ({type(exc).__name__}: {exc}); give a CIF, POSCAR or extxyz file") from None
+    if len(atoms) == 0:
+        raise UserError(f"structure file {path} contains no atoms; give a CIF, POSCAR or extxyz file with atoms")
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        raise UserError(f"structure in {path} is not a 3D periodic crystal; give a file with a full unit cell")
+    if not np.isfinite(atoms.positions).all():
+        raise UserError(f"structure file {path} has non-finite positions; fix the file")
+    atoms.info.setdefault("name", path.stem)
+    return atoms
+
+
+def min_image_half_width(atoms: Atoms) -> float:
+    """Largest radius for which minimum-image distances are unique (half the shortest cell height)."""
+    cell = atoms.cell.array
+    volume = abs(np.linalg.det(cell))
+    heights = [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+    return 0.5 * min(heights)
