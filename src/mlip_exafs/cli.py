@@ -17,7 +17,7 @@ import mlip_exafs
 from mlip_exafs.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Is this universal ML potential right for my material?")
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def _version(value: bool) -> None:

@@ -127,3 +127,73 @@ def db_metadata(db_path: Path) -> dict:
 
     with ase.db.connect(db_path) as db:
         return dict(db.metadata)
+
+
+def dataset_info(spec: str | Path) -> dict:
+    """Counts, composition, label ranges and DFT settings of a dataset (for humans and for JSON)."""
+    folder = dataset_folder(spec)
+    splits = {"all": Path(spec)} if folder is None else {s: folder / f"{s}.db" for s in ("train", "test")}
+    info: dict = {"dataset": str(spec)}
+    meta: dict = {}
+    for split, db_path in splits.items():
+        if not db_path.exists():
+            info[f"n_{split}"] = 0
+            continue
+        meta = meta or db_metadata(db_path)
+        info[f"n_{split}"] = _count_rows(db_path)
+        info[f"n_{split}_not_converged"] = _count_rows(db_path) - _count_rows(db_path, converged=True)
+        if info[f"n_{split}"] > info[f"n_{split}_not_converged"]:
+            info[f"{split}_summary"] = _summary(load_structures(db_path, "all"))
+    if folder is not None and (folder / "dataset.json").exists():
+        from mlip_exafs.files import read_json
+
+        info["made_by"] = read_json(folder / "dataset.json")
+    info["dft_code"] = meta.get("dft_code", {"name": "unknown", "version": "unknown"})
+    info["settings"] = meta.get("settings", {})
+    info["settings_hash"] = meta.get("settings_hash")
+    info["units"] = meta.get("units", {})
+    return info
+
+
+def _count_rows(db_path: Path, converged: bool = False) -> int:
+    import ase.db
+
+    with ase.db.connect(db_path) as db:
+        return db.count("scf_converged=True") if converged else db.count()
+
+
+def _summary(frames: list[Atoms]) -> dict:
+    from ase.units import GPa
+
+    energies = np.array([a.get_potential_energy() / len(a) for a in frames])
+    fmax = np.array([np.abs(a.get_forces()).max() for a in frames])
+    stress = [a.calc.results["stress"] / GPa for a in frames if "stress" in a.calc.results]
+    methods: dict[str, int] = {}
+    for a in frames:
+        methods[a.info.get("method", "unknown")] = methods.get(a.info.get("method", "unknown"), 0) + 1
+    return {
+        "compositions": sorted({a.get_chemical_formula() for a in frames}),
+        "n_atoms": sorted({len(a) for a in frames}),
+        "methods": methods,
+        "energy_ev_atom_range": [float(energies.min()), float(energies.max())],
+        "max_abs_force_component_ev_a": float(fmax.max()),
+        "mean_abs_force_component_ev_a": float(np.mean([np.abs(a.get_forces()).mean() for a in frames])),
+        "stress_gpa_range": [float(np.min(stress)), float(np.max(stress))] if stress else None,
+    }
+
+
+def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
+    """Compress a labelled dataset folder into the package (how the shipped datasets are made)."""
+    from mlip_exafs.files import atomic_path, write_json
+
+    dest = shipped_dir(name)
+    dest.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        db_path = source / f"{split}.db"
+        if not db_path.exists():
+            raise UserError(f"{db_path} is missing; label the {split} split before packing")
+        with open(db_path, "rb") as fin, atomic_path(dest / f"{split}.db.gz") as tmp:
+            with gzip.GzipFile(tmp, "wb", mtime=0) as fout:
+                shutil.copyfileobj(fin, fout)
+    write_json(dest / "dataset.json", made_by)
+    return dest

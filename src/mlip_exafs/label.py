@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 from ase import Atoms
@@ -72,18 +72,17 @@ def label_structures(
 ) -> dict:
     """Label every structure not yet in ``db_path``; returns counts and timings."""
     frames = read_structures(structures)
+    version = cp2k_version()  # fails clearly, before anything is written, if CP2K is missing
     ensure_settings(db_path, settings)
     done = finished_uids(db_path)
     todo = [a for a in frames if a.info["uid"] not in done][:limit]
-    version = cp2k_version()
-    scratch = db_path.parent / f".{db_path.stem}-cp2k"
+    failures = db_path.parent / f"{db_path.stem}-cp2k-failures"
     times: list[float] = []
     for i, atoms in enumerate(todo):
-        elapsed = _label_one(atoms, db_path, settings, version, scratch / atoms.info["uid"], mpi_ranks)
+        elapsed = _label_one(atoms, db_path, settings, version, failures / atoms.info["uid"], mpi_ranks)
         times.append(elapsed)
         if on_progress:
             on_progress(i + 1, len(todo), elapsed)
-    shutil.rmtree(scratch, ignore_errors=True)
     return {"total": len(frames), "already_done": len(done & {a.info["uid"] for a in frames}), "labelled": len(todo), "seconds": times}
 
 
@@ -109,9 +108,15 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
             )
 
 
-def _label_one(atoms: Atoms, db_path: Path, settings: Cp2kSettings, version: str, workdir: Path, mpi_ranks: int) -> float:
-    """Run CP2K on one structure and commit one row (or raise, writing nothing)."""
-    shutil.rmtree(workdir, ignore_errors=True)
+def _label_one(atoms: Atoms, db_path: Path, settings: Cp2kSettings, version: str, keep_dir: Path, mpi_ranks: int) -> float:
+    """Run CP2K on one structure and commit one row (or raise, writing nothing).
+
+    CP2K runs in a short temporary folder: it aborts on a PROJECT path longer
+    than 80 characters. On failure its output is kept in ``keep_dir``.
+    """
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="mlx-cp2k-", dir="/tmp" if Path("/tmp").is_dir() else None))
     work = atoms.copy()
     calc = make_calculator(settings, work, workdir, mpi_ranks)
     start = time.perf_counter()
@@ -121,40 +126,59 @@ def _label_one(atoms: Atoms, db_path: Path, settings: Cp2kSettings, version: str
         forces = work.get_forces()
         stress = work.get_stress(voigt=True)
     except Exception as exc:
-        raise UserError(
-            f"CP2K failed on structure {atoms.info['uid']} ({type(exc).__name__}); see {workdir / 'cp2k.out'}"
-        ) from None
-    finally:
         calc.close()
+        _keep_output(workdir, keep_dir)
+        raise UserError(f"CP2K failed on structure {atoms.info['uid']} ({type(exc).__name__}); see {keep_dir / 'cp2k.out'}") from None
+    calc.close()
     elapsed = time.perf_counter() - start
     converged = scf_converged(workdir / "cp2k.out")
     if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
         converged = False
-    write_row(db_path, atoms, energy, forces, stress, converged, elapsed, version, settings, kpoint_mesh(atoms, settings.kspacing_inv_a))
+    if not converged:
+        _keep_output(workdir, keep_dir)
+    data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
+    write_row(db_path, atoms, energy, forces, stress, _cp2k_row_keys(atoms, converged, elapsed, version, settings), data)
     shutil.rmtree(workdir, ignore_errors=True)
     return elapsed
 
 
-def write_row(db_path: Path, atoms: Atoms, energy: float, forces, stress, converged: bool, wall_time_s: float,
-              version: str, settings: Cp2kSettings, kpts: Iterable[int]) -> None:
-    """One committed row per structure (ASE db writes are single transactions)."""
+def _keep_output(workdir: Path, keep_dir: Path) -> None:
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("cp2k.out", "cp2k.inp"):
+        if (workdir / name).exists():
+            shutil.copy(workdir / name, keep_dir / name)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_row(db_path: Path, atoms: Atoms, energy: float, forces, stress, keys: dict, data: dict | None = None) -> None:
+    """One committed row per structure (an ASE db write is one transaction).
+
+    ``keys`` must hold ``uid`` and ``scf_converged``; energy eV, forces eV/Å,
+    stress eV/Å^3 in ASE's sign convention (positive = tensile).
+    """
     import ase.db
 
     clean = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-    clean.calc = SinglePointCalculator(clean, energy=float(energy), forces=np.asarray(forces), stress=np.asarray(stress))
+    results = {"energy": float(energy), "forces": np.asarray(forces, dtype=float)}
+    if stress is not None:
+        results["stress"] = np.asarray(stress, dtype=float)
+    clean.calc = SinglePointCalculator(clean, **results)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with ase.db.connect(db_path) as db:
+        db.write(clean, key_value_pairs=keys, data=data or {})
+
+
+def _cp2k_row_keys(atoms: Atoms, converged: bool, wall_time_s: float, version: str, settings: Cp2kSettings) -> dict:
     keys = {
         "uid": atoms.info["uid"],
         "scf_converged": bool(converged),
         "wall_time_s": round(float(wall_time_s), 2),
         "dft_code": "CP2K",
-        "cp2k_version": version,
+        "cp2k_version": f"v{version}",  # ase.db refuses float-like strings
         "settings_hash": settings.settings_hash(),
-        "kpts": "x".join(str(k) for k in kpts),
+        "kpts": "x".join(str(k) for k in kpoint_mesh(atoms, settings.kspacing_inv_a)),
     }
     for key in INFO_KEYS:
         if key in atoms.info:
             keys[key] = atoms.info[key]
-    data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else {}
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with ase.db.connect(db_path) as db:
-        db.write(clean, key_value_pairs=keys, data=data)
+    return keys

@@ -42,11 +42,12 @@ def label_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Label at most this many new structures."),
 ) -> None:
     """Label structures with CP2K; resumable (finished rows are skipped)."""
-    from mlip_exafs.cp2k import Cp2kSettings
+    from mlip_exafs.cp2k import Cp2kSettings, cp2k_executable
     from mlip_exafs.label import finished_uids, label_structures, read_structures
     from mlip_exafs.progress import progress_bar
 
     settings = load_yaml_model(Cp2kSettings, config) if config else Cp2kSettings()
+    cp2k_executable()
     n_todo = len({a.info["uid"] for a in read_structures(structures)} - finished_uids(db))
     if limit:
         n_todo = min(n_todo, limit)
@@ -55,3 +56,20 @@ def label_cmd(
     secs = result["seconds"]
     mean = f", {sum(secs) / len(secs):.0f} s per structure" if secs else ""
     console.print(f"labelled {result['labelled']} new, {result['already_done']} already done, of {result['total']}{mean}")
+
+
+@app.command("import")
+def import_cmd(
+    files: list[Path] = typer.Argument(..., help="VASP OUTCAR / vasprun.xml or extxyz files with energies and forces."),
+    db: Path = typer.Option(..., "--db", help="ASE SQLite database to add the labels to (e.g. mydata/train.db)."),
+    fmt: str = typer.Option("auto", "--format", help="auto, outcar, vasprun or extxyz."),
+    stress_units: str = typer.Option("ev/a3", "--stress-units", help="extxyz stress units: ev/a3 (ASE sign), gpa (positive = tensile), kbar-vasp (VASP sign)."),
+) -> None:
+    """Import a user's DFT labels, converting units explicitly (VASP kbar and sign → eV/Å³, ASE sign)."""
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.importers import import_files
+
+    if stress_units not in ("ev/a3", "gpa", "kbar-vasp"):
+        raise UserError(f"unknown --stress-units '{stress_units}'; use ev/a3, gpa or kbar-vasp")
+    result = import_files(files, db, fmt, stress_units)  # type: ignore[arg-type]
+    console.print(f"imported {result['added']} structures into {db} ({result['skipped']} already there)")

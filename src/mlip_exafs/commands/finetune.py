@@ -1,0 +1,103 @@
+"""CLI verbs for fine-tuning: ``finetune`` and ``learning-curve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mlip_exafs.cli import app, console
+from mlip_exafs.errors import UserError
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """'1,2,5' -> [1, 2, 5]; anything else is a one-line error."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise UserError(f"{option} '{text}' is not a comma-separated list of non-negative integers; use e.g. 1,2,5")
+    return values
+
+
+def recipe_from_options(epochs: Optional[int], lr: Optional[float], freeze: str, batch_size: int, stress_weight: float):
+    from mlip_exafs.config import validate_model
+    from mlip_exafs.finetune import FinetuneRecipe
+
+    data = {"epochs": epochs, "learning_rate": lr, "freeze": freeze, "batch_size": batch_size, "stress_weight": stress_weight}
+    return validate_model(FinetuneRecipe, data, "options")
+
+
+EPOCHS_HELP = "Epochs (default: 100 for N <= 10, about 1000/N above, at least 20)."
+LR_HELP = "Initial learning rate (default: 1e-3 none, 3e-3 readout, 1e-2 energy-scale); cosine-decayed to 1 %."
+FREEZE_HELP = "none: train all; readout: last conv layer + readout; energy-scale: one trainable scalar."
+
+
+@app.command("finetune")
+def finetune_cmd(
+    train: str = typer.Option(..., "--train", help="Dataset (shipped name, folder or .db); its train split is the pool."),
+    n: int = typer.Option(..., "--n", min=1, help="Number of structures to train on."),
+    out: Path = typer.Option(..., "--out", help="Output folder (model.pt, finetune.json, training curve)."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help="chgnet or a CHGNet checkpoint .pt."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed that draws the N structures and the split."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP),
+    lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
+    freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),
+    batch_size: int = typer.Option(4, "--batch-size", help="Structures per optimizer step."),
+    stress_weight: float = typer.Option(0.1, "--stress-weight", help="Loss weight of stress (GPa); force weight is 100."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+) -> None:
+    """Fine-tune CHGNet on N DFT structures (Deng et al. 2025 recipe); a finished run is not redone."""
+    from mlip_exafs.config import validate_model
+    from mlip_exafs.files import read_json
+    from mlip_exafs.finetune import FinetuneSettings, finetune
+
+    recipe = recipe_from_options(epochs, lr, freeze, batch_size, stress_weight)
+    settings = validate_model(FinetuneSettings, dict(potential=potential, train=train, n=n, seed=seed, recipe=recipe, threads=threads), "options")
+    with console.status(f"fine-tuning {potential} on {n} structures"):
+        model = finetune(settings, out)
+    record = read_json(out / "finetune.json")
+    console.print(
+        f"wrote {model}: {record['epochs']} epochs ({record['kept_by']}, epoch {record['kept_epoch']}), "
+        f"train force MAE {record['train_force_mae_before_ev_a']:.4f} -> {record['train_force_mae_after_ev_a']:.4f} eV/Å, "
+        f"{record['seconds_per_structure_epoch']:.3f} s per structure per epoch"
+    )
+
+
+@app.command("learning-curve")
+def learning_curve_cmd(
+    train: str = typer.Option(..., "--train", help="Dataset whose train split is the pool."),
+    test: str = typer.Option(..., "--test", help="Dataset whose test split validates every run."),
+    out: Path = typer.Option(..., "--out", help="Output folder; finished runs in it are reused."),
+    ns: str = typer.Option("1,2,5,10,20,50,100", "--n", help="Comma-separated N values."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help="chgnet or a CHGNet checkpoint .pt."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP + " Same for every N if given."),
+    lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
+    freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),
+    batch_size: int = typer.Option(4, "--batch-size", help="Structures per optimizer step."),
+    stress_weight: float = typer.Option(0.1, "--stress-weight", help="Loss weight of stress (GPa)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+) -> None:
+    """Fine-tune N x seeds models, validate each, plot error and softening vs N."""
+    from mlip_exafs.config import validate_model
+    from mlip_exafs.learning_curve import LearningCurveSettings, learning_curve
+    from mlip_exafs.progress import progress_bar
+
+    n_values = parse_int_list(ns, "--n")
+    seed_values = parse_int_list(seeds, "--seeds")
+    if min(n_values) < 1:
+        raise UserError(f"--n '{ns}' contains 0; every N must be at least 1")
+    recipe = recipe_from_options(epochs, lr, freeze, batch_size, stress_weight)
+    data = dict(potential=potential, train=train, test=test, ns=n_values, seeds=seed_values, recipe=recipe, threads=threads)
+    settings = validate_model(LearningCurveSettings, data, "options")
+    with progress_bar("learning curve (fine-tune + validate)", len(n_values) * len(seed_values)) as advance:
+        result = learning_curve(settings, out, advance)
+    for row in result["summary"]:
+        console.print(
+            f"N={row['n']:4d}  force MAE {row['force_mae_ev_a_mean']:.4f} ± {row['force_mae_ev_a_std']:.4f} eV/Å  "
+            f"slope {row['softening_slope_mean']:.3f} ± {row['softening_slope_std']:.3f}"
+        )
+    console.print(f"recommended N: {result['recommended_n']} ({result['recommended_n_rule']})")

@@ -1,0 +1,32 @@
+"""CLI verb ``validate``: a potential against DFT test labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlip_exafs.cli import app, console
+
+
+@app.command("validate")
+def validate_cmd(
+    test: str = typer.Option(..., "--test", help="Dataset (shipped name, folder or .db); its test split is used."),
+    out: Path = typer.Option(..., "--out", help="Output folder (validate.json, parity plots)."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help="Potential name or checkpoint .pt."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+) -> None:
+    """Energy/force/stress errors, softening slope and cMAE against DFT; parity plots."""
+    from mlip_exafs.dataset import load_structures
+    from mlip_exafs.progress import progress_bar
+    from mlip_exafs.validate import validate
+
+    n_structures = len(load_structures(test, "test"))
+    with progress_bar(f"validating {potential}", n_structures) as advance:
+        m = validate(potential, test, out, threads, advance)
+    stress = "n/a" if m["stress_mae_gpa"] is None else f"{m['stress_mae_gpa']:.3f} GPa"
+    console.print(
+        f"{m['n_test_structures']} structures: energy MAE {m['energy_mae_mev_atom']:.2f} meV/atom, "
+        f"force MAE {m['force_mae_ev_a']:.4f} eV/Å (RMSE {m['force_rmse_ev_a']:.4f}), stress MAE {stress}, "
+        f"softening slope {m['softening_slope']:.3f}, cMAE {m['cmae_ev_a']:.4f} eV/Å"
+    )

@@ -1,0 +1,302 @@
+"""The exafs stage: configuration-averaged χ(k) of MD snapshots.
+
+``run_exafs(settings, traj, out)`` reads the snapshots, computes FEFF8L
+potentials once for the reference (ideal or average) structure, averages χ(k)
+over every absorber of every frame with the chosen engine, and writes
+``chi.csv``, convergence diagnostics, plots and ``exafs.json`` to ``out``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import numpy as np
+from ase import Atoms
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlip_exafs.errors import UserError
+from mlip_exafs.exafs.feff import FEFF_EDGES, Cluster, Potentials, compute_potentials, feff_input
+from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, read_frames, snapshots_from_frames, subsample
+from mlip_exafs.files import save_figure, write_json, write_text
+from mlip_exafs.provenance import provenance
+from mlip_exafs.spectra import FTWindow, edge_energy_ev, fourier_transform, k_weighted_r_factor
+from mlip_exafs.structures import load_structure, min_image_half_width
+
+PATH_MARGIN_A = 0.3  # paths are enumerated this far beyond rmax; the cut is applied per snapshot, as FEFF does
+POTENTIAL_CLUSTER_EXTRA_A = 1.5  # atoms beyond the SCF radius that still shape the potentials
+
+
+class ExafsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    absorber: str = "W"
+    edge: str = "L3"
+    rmax_a: float = Field(6.0, gt=1.0, description="Largest half path length kept (Å).")
+    engine: Literal["fast", "feff"] = "fast"
+    nleg: int = Field(4, ge=2, le=4, description="Most legs per path (FEFF NLEG).")
+    scf_radius_a: Optional[float] = Field(4.5, gt=0, description="FEFF SCF radius (Å); None = overlapped atoms, no SCF.")
+    ideal: Optional[str] = Field(None, description="Ideal structure (file or built-in + supercell) instead of the frame average.")
+    ideal_supercell: Optional[str] = None
+    max_frames: Optional[int] = Field(None, ge=1)
+    max_absorbers: Optional[int] = Field(None, ge=1)
+    n_blocks: int = Field(10, ge=2, description="Frame blocks for the error band.")
+    ft: FTWindowSettings = Field(default_factory=lambda: FTWindowSettings())
+
+
+class FTWindowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kmin_inv_a: float = 3.0
+    kmax_inv_a: float = 15.0
+    dk_inv_a: float = 1.0
+    kweight: int = 2
+
+    def window(self) -> FTWindow:
+        return FTWindow(self.kmin_inv_a, self.kmax_inv_a, self.dk_inv_a, self.kweight)
+
+
+ExafsSettings.model_rebuild()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything both engines need, checked once."""
+
+    settings: ExafsSettings
+    snapshots: Snapshots
+    frames: np.ndarray  # indices of the frames used
+    absorbers: np.ndarray
+    potentials: Potentials
+    ipot_of_atom: np.ndarray
+    phase_pad: Path
+    block_of_frame: np.ndarray  # block of each used frame
+
+
+@dataclass(frozen=True)
+class AveragedChi:
+    k_inv_a: np.ndarray
+    chi: np.ndarray
+    first_half: np.ndarray
+    second_half: np.ndarray
+    stderr: np.ndarray
+    n_blocks: int
+
+
+def run_exafs(settings: ExafsSettings, traj: str | Path, out: str | Path, advance: Callable[[], None] | None = None) -> Path:
+    """Snapshots on disk -> ``out/chi.csv`` (+ diagnostics, plots, exafs.json). Returns the chi.csv path."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    prepared = prepare(settings, traj, out)
+    t_setup = time.perf_counter() - t0
+    averaged, engine_info = average_chi(prepared, advance or (lambda: None))
+    elapsed = time.perf_counter() - t0
+    write_outputs(prepared, averaged, engine_info, traj, out, {"setup_s": t_setup, "engine_s": elapsed - t_setup, "total_s": elapsed})
+    return out / "chi.csv"
+
+
+def prepare(settings: ExafsSettings, traj: str | Path, out: Path) -> Prepared:
+    check_edge(settings.absorber, settings.edge)
+    ideal = load_structure(settings.ideal, settings.ideal_supercell) if settings.ideal else None
+    snapshots = snapshots_from_frames(read_frames(traj), ideal)
+    check_rmax(snapshots.reference, settings.rmax_a)
+    frames = subsample(snapshots.n_frames, settings.max_frames)
+    absorbers = absorber_indices(snapshots.reference, settings.absorber)
+    absorbers = absorbers[subsample(len(absorbers), settings.max_absorbers)]
+    potentials = Potentials(settings.absorber, tuple(sorted(set(snapshots.reference.get_chemical_symbols()))))
+    ipot_of_atom = np.array([potentials.ipot_of(s) for s in snapshots.reference.get_chemical_symbols()])
+    phase_pad = cached_potentials(snapshots.reference, int(absorbers[0]), potentials, ipot_of_atom, settings, out / "potentials")
+    n_blocks = even_blocks(len(frames), settings.n_blocks)
+    block_of_frame = np.concatenate([np.full(len(b), i) for i, b in enumerate(np.array_split(np.arange(len(frames)), n_blocks))])
+    return Prepared(settings, snapshots, frames, absorbers, potentials, ipot_of_atom, phase_pad, block_of_frame)
+
+
+def check_edge(element: str, edge: str) -> None:
+    from ase.data import chemical_symbols
+
+    if element not in chemical_symbols[1:]:
+        raise UserError(f"absorber '{element}' is not a chemical element symbol; give e.g. --absorber W")
+    if edge not in FEFF_EDGES:
+        raise UserError(f"edge '{edge}' is not one FEFF8L can compute; use one of {', '.join(FEFF_EDGES)}")
+    edge_energy_ev(element, edge)
+
+
+def check_rmax(reference: Atoms, rmax_a: float) -> None:
+    half = min_image_half_width(reference)
+    if rmax_a > half:
+        raise UserError(f"--rmax {rmax_a:g} Å exceeds half the supercell width ({half:.2f} Å); use a larger MD supercell or --rmax ≤ {half:.2f}")
+
+
+def even_blocks(n_frames: int, wanted: int) -> int:
+    """An even number of frame blocks (halves are unions of blocks); 1 for a single frame."""
+    n = min(wanted, n_frames)
+    return n - (n % 2) if n >= 2 else 1
+
+
+def cached_potentials(reference: Atoms, absorber: int, potentials: Potentials, ipot_of_atom: np.ndarray, settings: ExafsSettings, folder: Path) -> Path:
+    """FEFF potentials of the reference structure, reused while their input is unchanged."""
+    from mlip_exafs.exafs.paths import build_pairs
+    from mlip_exafs.exafs.persnapshot import cluster_of
+
+    radius = max(settings.rmax_a, settings.scf_radius_a or 0.0) + POTENTIAL_CLUSTER_EXTRA_A
+    pairs = build_pairs(reference, radius)
+    frac = reference.get_scaled_positions(wrap=False)
+    cluster = cluster_of(pairs, absorber, frac, reference.cell.array, ipot_of_atom)
+    cluster = _round_cluster(cluster)
+    text = feff_input(cluster, potentials, settings.edge, 1.0, 2, settings.scf_radius_a)
+    stamp = folder / "feff_pot.inp"
+    if stamp.exists() and stamp.read_text() == text and (folder / "phase.pad").exists():
+        return folder / "phase.pad"
+    phase_pad = compute_potentials(cluster, potentials, settings.edge, settings.scf_radius_a, folder)
+    write_text(stamp, text)
+    return phase_pad
+
+
+def _round_cluster(cluster: Cluster) -> Cluster:
+    """Positions rounded as in feff.inp, so the cache key is stable."""
+    return Cluster(np.round(cluster.positions_a, 6), cluster.ipots)
+
+
+def average_chi(prepared: Prepared, advance: Callable[[], None]) -> tuple[AveragedChi, dict]:
+    from mlip_exafs.exafs.fast import k_grid
+
+    k = k_grid()
+    if prepared.settings.engine == "fast":
+        raw, info = _fast_blocks(prepared, k, advance)
+    else:
+        raw, info = _feff_blocks(prepared, k, advance)
+    frames_per_block = np.bincount(prepared.block_of_frame)
+    return summarize(k, raw, frames_per_block, len(prepared.absorbers)), info
+
+
+def _fast_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None]) -> tuple[np.ndarray, dict]:
+    from mlip_exafs.exafs.fast import FastEngine
+    from mlip_exafs.exafs.paths import enumerate_paths
+
+    s = prepared.settings
+    paths = enumerate_paths(prepared.snapshots.reference, prepared.absorbers, prepared.ipot_of_atom, s.rmax_a, s.nleg, PATH_MARGIN_A)
+    engine = FastEngine(paths, prepared.phase_pad, s.rmax_a, int(prepared.block_of_frame.max()) + 1)
+    snaps = prepared.snapshots
+    for i, f in enumerate(prepared.frames):
+        engine.add_frame(prepared.block_of_frame[i], snaps.frac[f], snaps.cells[f])
+        advance()
+    raw = engine.chi_blocks(k)
+    return raw, {"path_instances": paths.n_instances, "ms_path_types": engine.n_ms_types}
+
+
+def _feff_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None]) -> tuple[np.ndarray, dict]:
+    from mlip_exafs.exafs.paths import build_pairs
+    from mlip_exafs.exafs.persnapshot import feff_chi_blocks
+
+    s = prepared.settings
+    pairs = build_pairs(prepared.snapshots.reference, s.rmax_a + PATH_MARGIN_A)
+    raw = feff_chi_blocks(prepared, pairs, k, advance)
+    return raw, {"absorber_frames": len(prepared.frames) * len(prepared.absorbers)}
+
+
+def summarize(k: np.ndarray, raw_blocks: np.ndarray, frames_per_block: np.ndarray, n_absorbers: int) -> AveragedChi:
+    """Mean χ, the two halves of the frames, and the standard error of the block means."""
+    n_blocks = len(frames_per_block)
+    per_block = raw_blocks / (frames_per_block[:, None] * n_absorbers)
+    chi = raw_blocks.sum(axis=0) / (frames_per_block.sum() * n_absorbers)
+    if n_blocks < 2:
+        nan = np.full_like(chi, np.nan)
+        return AveragedChi(k, chi, nan, nan, nan, n_blocks)
+    half = n_blocks // 2
+    halves = [raw_blocks[sl].sum(axis=0) / (frames_per_block[sl].sum() * n_absorbers) for sl in (slice(0, half), slice(half, None))]
+    stderr = per_block.std(axis=0, ddof=1) / np.sqrt(n_blocks)
+    return AveragedChi(k, chi, halves[0], halves[1], stderr, n_blocks)
+
+
+# ---------------------------------------------------------------- outputs
+
+def write_outputs(prepared: Prepared, avg: AveragedChi, engine_info: dict, traj: str | Path, out: Path, timing: dict) -> None:
+    s = prepared.settings
+    window = s.ft.window()
+    write_text(out / "chi.csv", _csv("k,chi", avg.k_inv_a, avg.chi))
+    write_text(out / "convergence.csv", _csv("k,chi,chi_first_half,chi_second_half,chi_stderr", avg.k_inv_a, avg.chi, avg.first_half, avg.second_half, avg.stderr))
+    half_r = k_weighted_r_factor(avg.k_inv_a, avg.first_half, avg.second_half, window) if avg.n_blocks >= 2 else None
+    plot_chi(avg, window, out / "chi_k2.png")
+    plot_ft(avg, window, out / "ft.png")
+    summary = {
+        "settings": s.model_dump(),
+        "engine": s.engine,
+        "n_frames": int(len(prepared.frames)),
+        "n_frames_in_file": int(prepared.snapshots.n_frames),
+        "n_absorbers": int(len(prepared.absorbers)),
+        "n_blocks": avg.n_blocks,
+        "half_vs_half_r_factor": half_r,
+        "half_vs_half_note": f"R of k^{window.kweight}·χ, first vs second half of the frames, k = {window.kmin_inv_a:g}-{window.kmax_inv_a:g} 1/Å",
+        "timing_s": timing,
+        "engine_info": engine_info,
+        "reference_structure": prepared.snapshots.reference.info.get("reference", s.ideal),
+        "potentials": str(prepared.phase_pad.parent),
+        "provenance": provenance({"trajectory": str(traj)}),
+    }
+    write_json(out / "exafs.json", summary)
+
+
+def _csv(header: str, *columns: np.ndarray) -> str:
+    rows = "\n".join(",".join(f"{v:.8g}" for v in row) for row in zip(*columns))
+    return f"{header}\n{rows}\n"
+
+
+def plot_chi(avg: AveragedChi, window: FTWindow, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, w = avg.k_inv_a, avg.k_inv_a**window.kweight
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if avg.n_blocks >= 2:
+        ax.fill_between(k, w * (avg.chi - 2 * avg.stderr), w * (avg.chi + 2 * avg.stderr), color="C0", alpha=0.3, label="±2 block std. error")
+        ax.plot(k, w * avg.first_half, "C1--", lw=0.8, label="first half")
+        ax.plot(k, w * avg.second_half, "C2:", lw=0.8, label="second half")
+    ax.plot(k, w * avg.chi, "C0", lw=1.2, label="all frames")
+    ax.set_xlabel("k (1/Å)")
+    ax.set_ylabel(f"k$^{window.kweight}$ χ(k) (Å$^{{-{window.kweight}}}$)")
+    ax.set_xlim(0, window.kmax_inv_a + 2)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def plot_ft(avg: AveragedChi, window: FTWindow, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    curves = [("all frames", avg.chi, "C0")]
+    if avg.n_blocks >= 2:
+        curves += [("first half", avg.first_half, "C1"), ("second half", avg.second_half, "C2")]
+    for label, chi, color in curves:
+        ft = fourier_transform(avg.k_inv_a, chi, window)
+        ax.plot(ft.r, ft.chir_mag, color=color, lw=1.2 if label == "all frames" else 0.8, label=label)
+    ax.set_xlabel("R (Å), no phase correction")
+    ax.set_ylabel(f"|FT k$^{window.kweight}$χ| (Å$^{{-{window.kweight + 1}}}$)")
+    ax.set_xlim(0, 8)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def read_chi_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A chi.csv written by this stage (or a folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "chi.csv"
+    if not path.exists():
+        raise UserError(f"{path} does not exist; run 'mlip-exafs exafs' first or give its chi.csv")
+    try:
+        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as exc:
+        raise UserError(f"{path} is not a k,chi CSV ({str(exc).splitlines()[0]}); give the chi.csv written by 'mlip-exafs exafs'") from None
+    if data.shape[1] < 2 or len(data) < 20:
+        raise UserError(f"{path} needs a header line and at least 20 rows of k,chi; give the chi.csv written by 'mlip-exafs exafs'")
+    return data[:, 0], data[:, 1]
+
+
+__all__ = ["ExafsSettings", "run_exafs", "read_chi_csv", "AveragedChi"]

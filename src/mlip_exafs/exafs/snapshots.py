@@ -1,0 +1,97 @@
+"""MD snapshots in, reference structure and per-frame fractional positions out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from mlip_exafs.errors import UserError
+
+SNAPSHOT_FILE = "snapshots.extxyz"  # what the md stage writes
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """Frames as fractional positions relative to a reference, unwrapped to the nearest image."""
+
+    reference: Atoms
+    frac: np.ndarray  # (n_frames, n_atoms, 3), continuous with the reference
+    cells: np.ndarray  # (n_frames, 3, 3) Å
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frac)
+
+
+def read_frames(traj: str | Path) -> list[Atoms]:
+    """All frames of an extxyz/.traj file, or of ``snapshots.extxyz`` inside a folder."""
+    import ase.io
+
+    path = Path(traj)
+    if path.is_dir():
+        path = path / SNAPSHOT_FILE
+    if not path.exists():
+        raise UserError(f"trajectory {path} does not exist; give an extxyz/.traj file or the md output folder")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as exc:  # ASE raises many types for unreadable files
+        raise UserError(f"cannot read trajectory {path} ({type(exc).__name__}: {exc}); give an extxyz or ASE .traj file") from None
+    if not frames:
+        raise UserError(f"trajectory {path} has no frames; rerun the MD that writes it")
+    _check_same_topology(frames, path)
+    return frames
+
+
+def _check_same_topology(frames: list[Atoms], path: Path) -> None:
+    first = frames[0].get_chemical_symbols()
+    for n, atoms in enumerate(frames):
+        if atoms.get_chemical_symbols() != first:
+            raise UserError(f"frame {n} of {path} has different atoms than frame 0; all snapshots must share one atom list")
+        if not atoms.pbc.all() or atoms.cell.rank < 3:
+            raise UserError(f"frame {n} of {path} is not a 3D periodic cell; write the MD snapshots with their cell")
+
+
+def snapshots_from_frames(frames: list[Atoms], ideal: Atoms | None) -> Snapshots:
+    """Unwrap every frame onto the reference: the ideal structure if given, else the average one."""
+    cells = np.array([f.cell.array for f in frames])
+    frac = np.array([f.get_scaled_positions(wrap=False) for f in frames])
+    anchor = frames[0].get_scaled_positions(wrap=False) if ideal is None else _ideal_frac(ideal, frames[0])
+    frac = anchor + _wrap_half(frac - anchor)
+    if ideal is None:
+        reference = frames[0].copy()
+        reference.calc = None
+        reference.cell = cells.mean(axis=0)
+        reference.set_scaled_positions(frac.mean(axis=0))
+        reference.info["reference"] = "average of the frames"
+    else:
+        reference = ideal.copy()
+    return Snapshots(reference, frac, cells)
+
+
+def _ideal_frac(ideal: Atoms, frame: Atoms) -> np.ndarray:
+    if ideal.get_chemical_symbols() != frame.get_chemical_symbols():
+        raise UserError(f"--ideal structure has {ideal.get_chemical_formula()} but the snapshots have {frame.get_chemical_formula()} (or another atom order); give the same supercell as the MD")
+    return ideal.get_scaled_positions(wrap=False)
+
+
+def _wrap_half(dfrac: np.ndarray) -> np.ndarray:
+    return dfrac - np.rint(dfrac)
+
+
+def absorber_indices(reference: Atoms, absorber: str) -> np.ndarray:
+    symbols = np.array(reference.get_chemical_symbols())
+    idx = np.flatnonzero(symbols == absorber)
+    if len(idx) == 0:
+        present = ", ".join(sorted(set(symbols)))
+        raise UserError(f"absorber '{absorber}' is not in the structure (it has {present}); choose --absorber among those")
+    return idx
+
+
+def subsample(n: int, limit: int | None) -> np.ndarray:
+    """``limit`` evenly spread indices out of ``n`` (all when no limit)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(int))

@@ -1,0 +1,200 @@
+"""EXAFS spectra: reading experimental files, Fourier transforms and R-factors.
+
+Readers accept XDI (larch ``read_xdi``), Athena projects (``read_athena``) and
+two-column text files, either (E in eV, μ) or (k in Å⁻¹, χ). Anything
+malformed is a one-line :class:`UserError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlip_exafs.errors import UserError
+
+EDGE_TOLERANCE_EV = 100.0  # the file's edge must lie this close to the tabulated edge
+MIN_POINTS = 20
+
+
+@dataclass(frozen=True)
+class FTWindow:
+    """One window for every transform, so theory and experiment are comparable."""
+
+    kmin_inv_a: float = 3.0
+    kmax_inv_a: float = 14.0
+    dk_inv_a: float = 1.0
+    kweight: int = 2
+    window: str = "hanning"
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """χ(k) on a uniform 0.05 Å⁻¹ grid, with where it came from."""
+
+    k_inv_a: np.ndarray
+    chi: np.ndarray
+    source: str
+    e0_ev: float | None = None
+
+
+def r_factor(model: np.ndarray, reference: np.ndarray) -> float:
+    """Σ(model − reference)² / Σ reference² (complex arrays allowed)."""
+    den = float(np.sum(np.abs(reference) ** 2))
+    return float(np.sum(np.abs(model - reference) ** 2)) / den if den > 0 else float("nan")
+
+
+def k_weighted_r_factor(k: np.ndarray, model: np.ndarray, reference: np.ndarray, window: FTWindow) -> float:
+    """R-factor of k^w χ inside [kmin, kmax]."""
+    m = (k >= window.kmin_inv_a) & (k <= window.kmax_inv_a)
+    w = k[m] ** window.kweight
+    return r_factor(w * model[m], w * reference[m])
+
+
+def fourier_transform(k: np.ndarray, chi: np.ndarray, window: FTWindow):
+    """larch ``xftf``; returns the larch group (r, chir, chir_mag, kwin, ...)."""
+    from larch import Group
+    from larch.xafs import xftf
+
+    group = Group(k=k, chi=chi)
+    xftf(group, kmin=window.kmin_inv_a, kmax=window.kmax_inv_a, dk=window.dk_inv_a, window=window.window, kweight=window.kweight)
+    return group
+
+
+def uniform_k(k: np.ndarray, chi: np.ndarray, step: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    grid = step * np.arange(int(np.floor(k.max() / step)) + 1)
+    return grid, np.interp(grid, k, chi, left=0.0, right=0.0)
+
+
+def edge_energy_ev(element: str, edge: str) -> float:
+    """Tabulated edge energy (xraydb); a one-line error for an edge the element lacks."""
+    import xraydb
+
+    try:
+        found = xraydb.xray_edge(element, edge)
+    except Exception:
+        found = None
+    if found is None:
+        raise UserError(f"element '{element}' has no {edge} edge in xraydb; use one of {', '.join(_edges(element))}")
+    return float(found.energy)
+
+
+def _edges(element: str) -> list[str]:
+    import xraydb
+
+    try:
+        return list(xraydb.xray_edges(element))
+    except Exception:
+        raise UserError(f"'{element}' is not a chemical element symbol; give e.g. W") from None
+
+
+# ---------------------------------------------------------------- reading
+
+def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1.0) -> Spectrum:
+    """χ(k) of an experimental file: μ(E) files are normalised and background-removed."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"experiment file {path} does not exist; check the path")
+    if path.suffix.lower() == ".prj":
+        energy, mu = _read_athena(path)
+    elif path.suffix.lower() == ".xdi" or _looks_like_xdi(path):
+        energy, mu = _read_xdi(path)
+    else:
+        x, y = _read_columns(path)
+        if x.max() < 50.0:  # a k grid (Å⁻¹), not energies (eV)
+            _check_monotonic(x, path, "k")
+            return Spectrum(*uniform_k(x, y), source=str(path))
+        energy, mu = x, y
+    return _background_removed(energy, mu, path, element, edge, rbkg_a)
+
+
+def _looks_like_xdi(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(5) == b"#XDI/"
+
+
+def _read_xdi(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from larch.io import read_xdi
+
+    try:
+        xdi = read_xdi(str(path))
+    except Exception as exc:
+        raise UserError(f"cannot read XDI file {path} ({_first_line(exc)}); check that the file is complete") from None
+    labels = [str(c).lower() for c in getattr(xdi, "array_labels", [])]
+    if not labels or labels[0] not in ("energy", "e"):
+        raise UserError(f"XDI file {path} has no energy column first (columns: {', '.join(labels) or 'none'}); add an energy column in eV")
+    energy = np.asarray(xdi.energy, dtype=float)
+    return energy, _mu_from_columns(xdi, labels, path)
+
+
+def _mu_from_columns(xdi, labels: list[str], path: Path) -> np.ndarray:
+    def col(name):
+        return np.asarray(getattr(xdi, name), dtype=float)
+
+    if "mutrans" in labels:
+        return col("mutrans")
+    if "mufluor" in labels:
+        return col("mufluor")
+    if "itrans" in labels and "i0" in labels:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = np.log(col("i0") / col("itrans"))
+        return mu
+    if "ifluor" in labels and "i0" in labels:
+        return col("ifluor") / col("i0")
+    raise UserError(f"XDI file {path} has no mutrans/mufluor or i0+itrans/ifluor columns; add them or export μ(E) as two columns")
+
+
+def _read_athena(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from larch.io import read_athena
+
+    try:
+        project = read_athena(str(path), do_preedge=False, do_bkg=False, do_fft=False)
+        groups = [g for name, g in project.groups.items()] if hasattr(project, "groups") else [getattr(project, n) for n in dir(project) if not n.startswith("_")]
+    except Exception as exc:
+        raise UserError(f"cannot read Athena project {path} ({_first_line(exc)}); save it again from Athena") from None
+    groups = [g for g in groups if hasattr(g, "energy") and hasattr(g, "mu")]
+    if not groups:
+        raise UserError(f"Athena project {path} holds no μ(E) group; save a project with at least one spectrum")
+    return np.asarray(groups[0].energy, dtype=float), np.asarray(groups[0].mu, dtype=float)
+
+
+def _read_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = np.loadtxt(path, comments="#", ndmin=2)
+    except ValueError as exc:
+        raise UserError(f"{path} is not a table of numbers ({_first_line(exc)}); give two columns: E (eV) and μ, or k (Å⁻¹) and χ") from None
+    if data.shape[1] < 2 or data.shape[0] < MIN_POINTS:
+        raise UserError(f"{path} has {data.shape[0]} rows × {data.shape[1]} columns; give at least {MIN_POINTS} rows of two columns: E (eV) and μ, or k (Å⁻¹) and χ")
+    return data[:, 0], data[:, 1]
+
+
+def _check_monotonic(x: np.ndarray, path: Path, name: str) -> None:
+    if not np.all(np.diff(x) > 0):
+        bad = int(np.argmax(np.diff(x) <= 0)) + 1
+        raise UserError(f"{name} in {path} is not strictly increasing (row {bad + 1}); sort the data and remove duplicate points")
+
+
+def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a: float) -> Spectrum:
+    from larch import Group
+    from larch.xafs import autobk, pre_edge
+
+    if len(energy) < MIN_POINTS:
+        raise UserError(f"{path} has only {len(energy)} points; the file looks truncated, give the full scan")
+    _check_monotonic(energy, path, "energy")
+    if not np.isfinite(mu).all():
+        raise UserError(f"{path} has non-numeric or infinite μ values; fix or remove those rows")
+    tabulated = edge_energy_ev(element, edge)
+    group = Group(energy=energy, mu=mu)
+    pre_edge(group)
+    if abs(group.e0 - tabulated) > EDGE_TOLERANCE_EV:
+        raise UserError(f"{path} has its edge at {group.e0:.0f} eV but {element} {edge} is at {tabulated:.0f} eV; give a {element} {edge} spectrum or fix --absorber/--edge")
+    if energy.max() - group.e0 < 150.0:
+        raise UserError(f"{path} ends {energy.max() - group.e0:.0f} eV above the edge; EXAFS needs a scan to at least 150 eV (k ≈ 6 Å⁻¹) above it")
+    autobk(group, rbkg=rbkg_a, kweight=2)
+    return Spectrum(np.asarray(group.k), np.asarray(group.chi), source=str(path), e0_ev=float(group.e0))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,106 @@
+"""Fine-tuning CHGNet on tiny stiffened-CHGNet data: it learns, saves, reloads, resumes."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from fake_dft import write_fake_dataset
+from mlip_exafs.errors import UserError
+from mlip_exafs.finetune import (
+    FinetuneRecipe,
+    FinetuneSettings,
+    epochs_for_n,
+    finetune,
+    scheduler_steps_per_epoch,
+    select_structures,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_fake_dataset(tmp_path_factory.mktemp("ds"), n_train=10, n_test=2)
+
+
+def settings(dataset, n, **recipe):
+    return FinetuneSettings(train=str(dataset), n=n, seed=0, recipe=FinetuneRecipe(**recipe))
+
+
+def test_selection_is_seeded_nested_and_bounded(dataset):
+    from mlip_exafs.dataset import load_structures
+
+    pool = load_structures(dataset, "train")
+    uids = lambda frames: [a.info["uid"] for a in frames]  # noqa: E731
+    assert uids(select_structures(pool, 3, 7)) == uids(select_structures(list(reversed(pool)), 3, 7))
+    assert uids(select_structures(pool, 5, 7))[:3] == uids(select_structures(pool, 3, 7))
+    assert uids(select_structures(pool, 3, 7)) != uids(select_structures(pool, 3, 8))
+    with pytest.raises(UserError, match="has 10 usable structures"):
+        select_structures(pool, 11, 0)
+
+
+def test_epoch_rule_and_scheduler_steps():
+    assert [epochs_for_n(n) for n in (1, 10, 20, 50, 100)] == [100, 100, 50, 20, 20]
+    assert [scheduler_steps_per_epoch(b) for b in (1, 3, 10, 25)] == [1, 3, 10, 10]
+
+
+def test_finetune_lowers_loss_and_checkpoint_reloads(dataset, tmp_path):
+    from mlip_exafs.potentials import calculator_for
+    from mlip_exafs.structures import load_structure
+
+    out = tmp_path / "ft"
+    model = finetune(settings(dataset, 3, epochs=2), out)
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["train_loss_after"] < record["train_loss_before"]
+    assert record["train_force_mae_after_ev_a"] < record["train_force_mae_before_ev_a"]
+    assert record["kept_by"].startswith("last epoch") and record["uids_val"] == []
+    assert record["energy_offsets_ev"]["W"] == pytest.approx(-800.8, abs=0.2)  # 1.1 x CHGNet - 800 eV/atom
+    assert len((out / "training_curve.csv").read_text().splitlines()) == 1 + 2
+    assert (out / "training_curve.png").exists() and not (out / ".work").exists()
+    atoms = load_structure("ws2")
+    atoms.calc = calculator_for(model, atoms, threads=1)
+    assert np.isfinite(atoms.get_forces()).all()
+    # finished: not redone; other inputs in the same folder: refused
+    stamp = model.stat().st_mtime_ns
+    finetune(settings(dataset, 3, epochs=2), out)
+    assert model.stat().st_mtime_ns == stamp
+    with pytest.raises(UserError, match="other inputs"):
+        finetune(settings(dataset, 3, epochs=3), out)
+
+
+def test_killed_run_restarts_cleanly(dataset, tmp_path):
+    out = tmp_path / "killed"
+    (out / ".work" / "trainer").mkdir(parents=True)
+    (out / ".work" / "trainer" / "epoch0_e0_f0_s0_mNA.pth.tar").write_bytes(b"partial")
+    (out / "model.pt").write_bytes(b"half-written")  # no finetune.json: the run never finished
+    model = finetune(settings(dataset, 1, epochs=1), out)
+    from mlip_exafs.potentials import load_chgnet_checkpoint
+
+    load_chgnet_checkpoint(model)
+    assert not (out / ".work").exists()
+
+
+def test_energy_scale_trains_one_scalar_towards_stiffer_labels(dataset, tmp_path):
+    out = tmp_path / "scale"
+    finetune(settings(dataset, 1, epochs=3, freeze="energy-scale"), out)
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["trainable_parameters"] == 1
+    assert record["energy_scale"] > 1.0  # labels are 10 % stiffer than CHGNet
+    assert record["train_loss_after"] < record["train_loss_before"]
+
+
+def test_readout_freeze_with_validation_split_keeps_best_force_epoch(dataset, tmp_path):
+    out = tmp_path / "readout"
+    finetune(settings(dataset, 10, epochs=2, freeze="readout"), out)
+    record = json.loads((out / "finetune.json").read_text())
+    assert len(record["uids_val"]) == 1 and len(record["uids_train"]) == 9
+    assert record["kept_by"] == "best validation force MAE" and 1 <= record["kept_epoch"] <= 2
+    assert 0 < record["trainable_parameters"] < 100_000
+
+
+def test_cli_finetune_too_many_structures_is_one_line_error(dataset, tmp_path):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    run = subprocess.run(["mlip-exafs", "finetune", "--train", str(dataset), "--n", "50", "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error:") and "n = 50" in run.stderr and run.stderr.count("\n") == 1

@@ -1,0 +1,95 @@
+"""Import of users' DFT labels: explicit unit and sign conversion, one test per format."""
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.units import GPa
+
+from conftest import assert_one_line_error, run_cli
+from mlip_exafs.dataset import load_structures
+from mlip_exafs.errors import UserError
+from mlip_exafs.importers import import_files, vasp_kbar_to_ase
+from mlip_exafs.structures import load_structure
+
+VASP_DATA = Path(str(resources.files("ase.test") / "testdata" / "vasp"))  # real VASP outputs shipped with ASE
+
+
+def test_vasp_kbar_conversion_reorders_and_flips_sign():
+    # VASP 'in kB' order XX YY ZZ XY YZ ZX, compressive positive -> ASE xx yy zz yz xz xy, tensile positive
+    ase_gpa = vasp_kbar_to_ase(np.array([-10.0, -20.0, -30.0, 1.0, 2.0, 3.0])) / GPa
+    assert np.allclose(ase_gpa, [1.0, 2.0, 3.0, -0.2, -0.3, -0.1])
+
+
+def test_outcar_import(tmp_path):
+    db = tmp_path / "train.db"
+    assert import_files([VASP_DATA / "OUTCAR_example_1"], db)["added"] == 1
+    (atoms,) = load_structures(db)
+    # the file's last 'in kB' line: -4.29429 -4.58894 -4.50342 0.50047 -0.94049 0.36481
+    expected_gpa = [0.429429, 0.458894, 0.450342, 0.094049, -0.036481, -0.050047]
+    assert np.allclose(atoms.get_stress() / GPa, expected_gpa, atol=1e-6)
+    assert np.isclose(atoms.get_potential_energy(), -68.22868532)  # force-consistent free energy (eV)
+    assert atoms.info["dft_code"].startswith("VASP 5.3.3")
+    assert import_files([VASP_DATA / "OUTCAR_example_1"], db) == {"added": 0, "skipped": 1}
+
+
+def test_vasprun_import(tmp_path):
+    db = tmp_path / "train.db"
+    import_files([VASP_DATA / "vasprun_pstress.xml"], db)
+    (atoms,) = load_structures(db)
+    # vasprun stress: -165.99562580 kbar on the diagonal (VASP sign) = +16.59956258 GPa tensile (ASE sign)
+    assert np.allclose(atoms.get_stress() / GPa, [16.59956258] * 3 + [0, 0, 0], atol=1e-7)
+    assert np.abs(atoms.get_forces()).max() < 10
+
+
+def _labelled_extxyz(path, stress_voigt, **extra_info):
+    import ase.io
+
+    atoms = load_structure("ws2")
+    atoms.rattle(0.02, seed=1)
+    atoms.calc = SinglePointCalculator(atoms, energy=-49.0, forces=np.full((6, 3), 0.1), stress=np.asarray(stress_voigt, float))
+    atoms.info.update(extra_info)
+    ase.io.write(path, atoms, format="extxyz")
+
+
+@pytest.mark.parametrize(
+    "units, written, expected_gpa",
+    [
+        ("ev/a3", np.array([1, 2, 3, 4, 5, 6]) * GPa, [1, 2, 3, 4, 5, 6]),
+        ("gpa", [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]),
+        ("kbar-vasp", [10, 20, 30, 40, 50, 60], [-1, -2, -3, -4, -5, -6]),
+    ],
+)
+def test_extxyz_import_with_stated_stress_units(tmp_path, units, written, expected_gpa):
+    src = tmp_path / "labels.extxyz"
+    _labelled_extxyz(src, written)
+    db = tmp_path / "train.db"
+    import_files([src], db, stress_units=units)
+    (atoms,) = load_structures(db)
+    assert np.allclose(atoms.get_stress() / GPa, expected_gpa)
+    assert np.isclose(atoms.get_potential_energy(), -49.0)
+    assert np.allclose(atoms.get_forces(), 0.1)
+
+
+def test_extxyz_without_labels_and_with_nan_are_refused_before_writing(tmp_path):
+    import ase.io
+
+    bare = tmp_path / "bare.extxyz"
+    ase.io.write(bare, load_structure("ws2"), format="extxyz")
+    with pytest.raises(UserError, match="no energy or forces"):
+        import_files([bare], tmp_path / "a.db")
+    nan = tmp_path / "nan.extxyz"
+    _labelled_extxyz(nan, [np.nan] * 6)
+    with pytest.raises(UserError, match="NaN or infinite"):
+        import_files([nan], tmp_path / "a.db")
+    assert not (tmp_path / "a.db").exists()
+
+
+def test_import_cli(tmp_path):
+    db = tmp_path / "d" / "train.db"
+    run_cli("import", str(VASP_DATA / "OUTCAR_example_1"), "--db", str(db), check=True)
+    info = run_cli("dataset", "info", str(db), "--json", check=True).stdout
+    assert '"n_all": 1' in info and '"VASP"' in info
+    assert_one_line_error(run_cli("import", str(tmp_path / "nope.xml"), "--db", str(db)), "does not exist")

@@ -1,0 +1,142 @@
+"""CP2K labelling: a real DFT calculation on a tiny cell, force check, resume after kill -9."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, requires_cp2k, run_cli
+from mlip_exafs.cp2k import Cp2kSettings, kpoint_mesh, make_calculator
+from mlip_exafs.label import finished_uids
+from mlip_exafs.structures import load_structure
+
+# A cheap but real level of theory: 2-atom bcc W, 2x2x2 k-points, 200 Ry.
+TINY = Cp2kSettings(cutoff_ry=200, rel_cutoff_ry=30, eps_default=1e-8, kspacing_inv_a=1.0, added_mos=10)
+
+
+def _tiny_config(tmp_path):
+    import yaml
+
+    path = tmp_path / "cp2k.yaml"
+    path.write_text(yaml.safe_dump(TINY.model_dump()))
+    return path
+
+
+def _rattled_w(n, seed=0):
+    import ase.io  # noqa: F401
+
+    frames = []
+    for i in range(n):
+        atoms = load_structure("w-bcc")
+        atoms.rattle(0.08, seed=seed + i)
+        atoms.info["uid"] = f"w-tiny-{i}"
+        frames.append(atoms)
+    return frames
+
+
+def test_kpoint_mesh_from_spacing():
+    assert kpoint_mesh(load_structure("ws2"), 0.26) == (9, 9, 2)
+    assert kpoint_mesh(load_structure("ws2", "3x3x1"), 0.26) == (3, 3, 2)
+
+
+@requires_cp2k
+def test_cp2k_force_matches_finite_difference(tmp_path):
+    atoms = _rattled_w(1, seed=3)[0]
+
+    def energy_forces(a, name):
+        calc = make_calculator(TINY, a, tmp_path / name, mpi_ranks=1)
+        a.calc = calc
+        try:
+            return a.get_potential_energy(), a.get_forces()
+        finally:
+            calc.close()
+
+    _, forces = energy_forces(atoms.copy(), "0")
+    h = 0.005
+    plus, minus = atoms.copy(), atoms.copy()
+    plus.positions[0, 0] += h
+    minus.positions[0, 0] -= h
+    fd = -(energy_forces(plus, "p")[0] - energy_forces(minus, "m")[0]) / (2 * h)
+    assert abs(forces[0, 0]) > 0.5
+    assert abs(fd - forces[0, 0]) < 0.01 * abs(forces[0, 0])
+
+
+@requires_cp2k
+def test_label_is_resumable_after_kill_9(tmp_path):
+    import ase.db
+    import ase.io
+
+    structures = tmp_path / "s.extxyz"
+    ase.io.write(structures, _rattled_w(3))
+    db = tmp_path / "labels.db"
+    config = _tiny_config(tmp_path)
+    cmd = [sys.executable, "-m", "mlip_exafs", "label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1"]
+    log = open(tmp_path / "label.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.time() + 600
+    while len(finished_uids(db)) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, (tmp_path / "label.log").read_text()
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: python and cp2k
+    proc.wait()
+    done_before = finished_uids(db)
+    assert 1 <= len(done_before) < 3
+    with ase.db.connect(db) as conn:
+        first_rows = {r.uid: (r.id, r.energy) for r in conn.select()}
+
+    run_cli("label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1", check=True)
+    with ase.db.connect(db) as conn:
+        rows = list(conn.select())
+        assert sorted(r.uid for r in rows) == ["w-tiny-0", "w-tiny-1", "w-tiny-2"]
+        for r in rows:  # finished rows were not recomputed
+            if r.uid in first_rows:
+                assert (r.id, r.energy) == first_rows[r.uid]
+            assert r.scf_converged and r.dft_code == "CP2K" and r.settings_hash == TINY.settings_hash()
+            assert np.isfinite(r.forces).all() and r.stress.shape == (6,)
+        assert conn.metadata["settings"]["cutoff_ry"] == 200
+    # a rerun has nothing to do
+    out = run_cli("label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1", check=True).stdout
+    assert "labelled 0 new, 3 already done" in out
+
+
+@requires_cp2k
+def test_unconverged_scf_is_recorded_and_never_used(tmp_path):
+    import ase.io
+
+    from mlip_exafs.dataset import dataset_info
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.dataset import load_structures
+    from mlip_exafs.label import label_structures
+
+    structures = tmp_path / "s.extxyz"
+    ase.io.write(structures, _rattled_w(1))
+    db = tmp_path / "labels.db"
+    label_structures(structures, db, TINY.model_copy(update={"max_scf": 2}), mpi_ranks=1)
+    info = dataset_info(db)
+    assert info["n_all"] == 1 and info["n_all_not_converged"] == 1
+    with pytest.raises(UserError, match="no usable labelled structures"):
+        load_structures(db)
+
+
+def test_cp2k_missing_from_path_is_a_clear_error(tmp_path):
+    import ase.io
+
+    structures = tmp_path / "s.extxyz"
+    ase.io.write(structures, _rattled_w(1))
+    proc = run_cli("label", str(structures), "--db", str(tmp_path / "x.db"), env={"PATH": os.path.dirname(sys.executable)})
+    assert_one_line_error(proc, "cp2k_shell", "apt-get install cp2k")
+    assert not (tmp_path / "x.db").exists()
+
+
+@requires_cp2k
+def test_mixing_settings_in_one_database_is_refused(tmp_path):
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.label import ensure_settings
+
+    ensure_settings(tmp_path / "a.db", TINY)
+    with pytest.raises(UserError, match="other CP2K settings"):
+        ensure_settings(tmp_path / "a.db", TINY.model_copy(update={"cutoff_ry": 300}))
