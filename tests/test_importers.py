@@ -93,3 +93,47 @@ def test_import_cli(tmp_path):
     info = run_cli("dataset", "info", str(db), "--json", check=True).stdout
     assert '"n_all": 1' in info and '"VASP"' in info
     assert_one_line_error(run_cli("import", str(tmp_path / "nope.xml"), "--db", str(db)), "does not exist")
+
+
+def _chgnet_labelled_strained_cells(tmp_path, scale_gpa):
+    """Five strained WS2 cells labelled by CHGNet, stress written in GPa times ``scale_gpa``."""
+    import ase.io
+
+    from mlip_exafs.potentials import calculator_for
+
+    base = load_structure("ws2")
+    calc = calculator_for("chgnet", base, threads=1)
+    frames = []
+    for i, strain in enumerate(np.linspace(-0.03, 0.03, 5)):
+        atoms = base.copy()
+        atoms.set_cell(base.cell * (1 + strain), scale_atoms=True)
+        atoms.rattle(0.01, seed=i)
+        atoms.calc = calc
+        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress() / GPa * scale_gpa
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+        frames.append(atoms)
+    path = tmp_path / "strained.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+@pytest.mark.parametrize("scale, needle", [(-1.0, "sign-flipped"), (10.0, "factor of ~10"), (1.0, None)])
+def test_stress_units_off_by_sign_or_ten_are_detected(tmp_path, scale, needle):
+    src = _chgnet_labelled_strained_cells(tmp_path, scale)
+    db = tmp_path / "train.db"
+    if needle is None:
+        assert import_files([src], db, stress_units="gpa")["added"] == 5
+    else:
+        with pytest.raises(UserError, match=needle):
+            import_files([src], db, stress_units="gpa")
+        assert not db.exists()
+
+
+def test_train_test_overlap_is_refused():
+    from mlip_exafs.dataset import assert_disjoint
+
+    a, b = load_structure("ws2"), load_structure("ws2")
+    b.rattle(0.05, seed=3)
+    assert_disjoint([a], [b])
+    with pytest.raises(UserError, match="both the training pool and the test set"):
+        assert_disjoint([a, b], [b.copy()])

@@ -197,3 +197,21 @@ def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
                 shutil.copyfileobj(fin, fout)
     write_json(dest / "dataset.json", made_by)
     return dest
+
+
+def structure_fingerprint(atoms: Atoms) -> str:
+    """Identity of a structure's geometry (positions to 1e-4 Å, cell, species)."""
+    import hashlib
+
+    payload = np.round(atoms.positions, 4).tobytes() + np.round(atoms.cell.array, 4).tobytes() + atoms.numbers.tobytes()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def assert_disjoint(train: list[Atoms], test: list[Atoms]) -> None:
+    """Refuse a test set that shares structures with the training pool (it would flatter the model)."""
+    shared = {structure_fingerprint(a) for a in train} & {structure_fingerprint(a) for a in test}
+    if shared:
+        raise UserError(
+            f"{len(shared)} structure(s) appear in both the training pool and the test set; "
+            "use a test set sampled separately (another seed or temperature)"
+        )

@@ -145,8 +145,12 @@ def structure_uid(atoms: Atoms, source: str, index: int) -> str:
     return f"{source}:{index}:{digest}"
 
 
-def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_units: StressUnits = "ev/a3") -> dict:
-    """Import every frame of every file; rerunning skips frames already in the database."""
+def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_units: StressUnits = "ev/a3", check_units: bool = True) -> dict:
+    """Import every frame of every file; rerunning skips frames already in the database.
+
+    With ``check_units`` the stresses are compared with the pretrained CHGNet
+    (:func:`check_stress_units`) before anything is written.
+    """
     from mlip_exafs.label import finished_uids, write_row
 
     parsed = [(path, *read_labelled(path, fmt, stress_units)) for path in paths]  # read all before writing any
@@ -156,6 +160,9 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
             values = [labels["energy"], labels["forces"]] + ([] if labels["stress"] is None else [labels["stress"]])
             if not all(np.isfinite(v).all() for v in values):
                 raise UserError(f"{path}: frame {i} has NaN or infinite labels; remove that frame and import again")
+    if check_units:
+        with_stress = [(a, a.info["labels"]["stress"]) for _, frames, _ in parsed for a in frames if a.info["labels"]["stress"] is not None]
+        check_stress_units([a for a, _ in with_stress], [s for _, s in with_stress])
     _ensure_metadata(db_path, parsed[0][2])
     done = finished_uids(db_path)
     added = 0
@@ -182,3 +189,41 @@ def _ensure_metadata(db_path: Path, code: str) -> None:
         if not db.metadata:
             name, _, version = code.partition(" ")
             db.metadata = {"dft_code": {"name": name, "version": version or "unknown"}, "settings": {"imported": True}, "units": UNITS}
+
+
+def check_stress_units(frames: list[Atoms], stresses_ase: list[np.ndarray], potential: str = "chgnet") -> None:
+    """Refuse stresses that are detectably off by a sign or a factor of 10 (kbar vs GPa).
+
+    The pretrained potential is no reference for absolute stresses (it lacks
+    dispersion, for one), but how the stress *varies* between structures it
+    gets right to tens of percent. So compare the spread around the mean: a
+    negative slope means a flipped sign, a slope near 10 or 0.1 a unit slip.
+    Skipped when the structures barely differ in stress (< 0.3 GPa spread).
+    """
+    from mlip_exafs.potentials import calculator_for
+
+    if len(frames) < 3:
+        return
+    picks = np.linspace(0, len(frames) - 1, min(len(frames), 8)).round().astype(int)
+    calc = calculator_for(potential, frames[0], threads=1)
+    predicted = []
+    for i in picks:
+        atoms = frames[i].copy()
+        atoms.calc = calc
+        predicted.append(atoms.get_stress(voigt=True) / GPa)
+    labelled = np.array([stresses_ase[i] / GPa for i in picks])
+    predicted = np.array(predicted)
+    d, p = labelled - labelled.mean(0), predicted - predicted.mean(0)
+    if np.abs(p).max() < 0.3:
+        return
+    slope = float((d * p).sum() / (p * p).sum())
+    if slope < -0.3:
+        raise UserError(
+            f"stresses look sign-flipped (slope {slope:.2f} against {potential}); "
+            "if they are VASP kbar use --stress-units kbar-vasp, else negate them (ASE: positive = tensile)"
+        )
+    if slope > 4 or slope < 0.25:
+        raise UserError(
+            f"stresses look off by a factor of ~{slope:.3g} against {potential}; "
+            "check --stress-units (ev/a3, gpa or kbar-vasp: 1 GPa = 10 kbar = 0.00624 eV/Å^3)"
+        )
