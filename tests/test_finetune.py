@@ -61,12 +61,13 @@ def test_finetune_lowers_loss_and_checkpoint_reloads(dataset, tmp_path):
     atoms = load_structure("ws2")
     atoms.calc = calculator_for(model, atoms, threads=1)
     assert np.isfinite(atoms.get_forces()).all()
-    # finished: not redone; other inputs in the same folder: refused
+    # finished: not redone; other inputs in the same folder: redone and replaced
     stamp = model.stat().st_mtime_ns
     finetune(settings(dataset, 3, epochs=2), out)
     assert model.stat().st_mtime_ns == stamp
-    with pytest.raises(UserError, match="other inputs"):
-        finetune(settings(dataset, 3, epochs=3), out)
+    finetune(settings(dataset, 3, epochs=1), out)
+    assert model.stat().st_mtime_ns != stamp
+    assert len((out / "training_curve.csv").read_text().splitlines()) == 1 + 1
 
 
 def test_killed_run_restarts_cleanly(dataset, tmp_path):

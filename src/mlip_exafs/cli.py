@@ -66,7 +66,7 @@ def _register_stage_verbs() -> None:
     """Stage verbs live next to their stage; import them so they attach to ``app``."""
     import importlib
 
-    for module in ("label", "dataset", "finetune", "validate", "md", "analysis", "exafs", "compare", "report", "study"):
+    for module in ("label", "dataset", "finetune", "validate", "md", "analysis", "exafs", "compare", "study"):
         try:
             importlib.import_module(f"mlip_exafs.commands.{module}")
         except ModuleNotFoundError as exc:

@@ -342,16 +342,14 @@ def inputs_hash_of(inputs: dict) -> str:
 
 
 def finished_run(out: Path, inputs_hash: str) -> bool:
-    """True if ``out`` holds a complete run with these inputs; refuse to mix other inputs."""
+    """True if ``out`` holds a complete run with these inputs (record and matching model.pt)."""
     from mlip_exafs.files import read_json, sha256_file
 
     record_path, model_path = out / "finetune.json", out / "model.pt"
     if not record_path.exists():
         return False
     record = read_json(record_path)
-    if record.get("inputs_hash") != inputs_hash:
-        raise UserError(f"{out} holds a fine-tune with other inputs; choose another --out or delete that folder")
-    return model_path.exists() and sha256_file(model_path) == record.get("model_sha256")
+    return record.get("inputs_hash") == inputs_hash and model_path.exists() and sha256_file(model_path) == record.get("model_sha256")
 
 
 def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings: FinetuneSettings, work: Path) -> dict:
@@ -409,6 +407,7 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     inputs_hash = inputs_hash_of(inputs)
     if finished_run(out, inputs_hash):
         return out / "model.pt"
+    (out / "finetune.json").unlink(missing_ok=True)  # an older run with other inputs is replaced
     work = out / ".work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

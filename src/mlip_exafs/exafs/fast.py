@@ -13,6 +13,7 @@ Debye-Waller factor: the disorder is in the snapshots.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,15 @@ class OnGrid:
 
 
 def on_grid(signal: PathSignal, k: np.ndarray) -> OnGrid:
-    phase = np.unwrap(signal.phase)
-    return OnGrid(*(CubicSpline(signal.k_inv_a, y)(k) for y in (signal.amp, phase, signal.lambda_a)))
+    """Cubic-spline FEFF's k grid onto ``k`` (as larch does), as one matrix product."""
+    matrix = _spline_matrix(tuple(signal.k_inv_a), tuple(k))
+    return OnGrid(matrix @ signal.amp, matrix @ np.unwrap(signal.phase), matrix @ signal.lambda_a)
+
+
+@lru_cache(maxsize=8)
+def _spline_matrix(k_from: tuple, k_to: tuple) -> np.ndarray:
+    """Cubic-spline interpolation is linear in the data: interpolate the identity once."""
+    return CubicSpline(np.array(k_from), np.eye(len(k_from)))(np.array(k_to))
 
 
 def path_chi(k: np.ndarray, amp: np.ndarray, phase: np.ndarray, lambda_a: np.ndarray, r_a: np.ndarray) -> np.ndarray:

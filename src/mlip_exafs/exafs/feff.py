@@ -138,13 +138,14 @@ def feff_chi(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float,
     return data[:, 0], data[:, 1]
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
 def _onepath_library():
     from larch.larchlib import get_dll
 
     return get_dll("feff8lpath")
 
 
+@lru_cache(maxsize=8)
 def _read_pad_atoms(phase_pad: Path) -> np.ndarray:
     """Atomic numbers of the potentials in ``phase.pad`` (what calc_onepath needs as iz)."""
     with open(phase_pad) as fh:

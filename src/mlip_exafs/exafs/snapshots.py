@@ -11,6 +11,7 @@ from ase import Atoms
 from mlip_exafs.errors import UserError
 
 SNAPSHOT_FILE = "snapshots.extxyz"  # what the md stage writes
+SYMPREC_A = 0.1
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,26 @@ def snapshots_from_frames(frames: list[Atoms], ideal: Atoms | None) -> Snapshots
         reference.calc = None
         reference.cell = cells.mean(axis=0)
         reference.set_scaled_positions(frac.mean(axis=0))
-        reference.info["reference"] = "average of the frames"
+        reference.info["reference"] = symmetrize(reference)
     else:
         reference = ideal.copy()
     return Snapshots(reference, frac, cells)
+
+
+def symmetrize(atoms: Atoms) -> str:
+    """Snap the average structure onto its space group (in place); says what was done.
+
+    Thermal noise in an MD average splits symmetry-equivalent paths into
+    thousands of path types; the symmetrized average restores the degeneracy.
+    """
+    from ase.spacegroup.symmetrize import check_symmetry, refine_symmetry
+
+    try:
+        refine_symmetry(atoms, symprec=SYMPREC_A, verbose=False)
+        number = check_symmetry(atoms, 1e-5).number
+    except Exception:  # spglib finds no symmetry (e.g. a liquid): keep the plain average
+        return "average of the frames (no symmetry found)"
+    return f"average of the frames, symmetrized to space group {number} (symprec {SYMPREC_A} Å)"
 
 
 def _ideal_frac(ideal: Atoms, frame: Atoms) -> np.ndarray:

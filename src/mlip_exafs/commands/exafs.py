@@ -1,0 +1,44 @@
+"""CLI verb ``exafs``: configuration-averaged χ(k) of MD snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mlip_exafs.cli import app, console
+
+
+@app.command("exafs")
+def exafs_cmd(
+    traj: Path = typer.Argument(..., help="extxyz/.traj of MD snapshots, or the md output folder (snapshots.extxyz)."),
+    out: Path = typer.Option(..., "--out", help="Folder for chi.csv, convergence.csv, plots and exafs.json."),
+    absorber: str = typer.Option("W", "--absorber", help="Absorbing element."),
+    edge: str = typer.Option("L3", "--edge", help="Absorption edge (K, L1, L2, L3, ...)."),
+    rmax: float = typer.Option(6.0, "--rmax", help="Largest half path length (Å); at most half the supercell width."),
+    engine: str = typer.Option("fast", "--engine", help="fast (histogram method) or feff (FEFF8L per snapshot, slow)."),
+    nleg: int = typer.Option(4, "--nleg", help="Most legs per scattering path (2-4)."),
+    ideal: Optional[str] = typer.Option(None, "--ideal", help="Ideal structure (file or built-in) for potentials and path types; default: symmetrized frame average."),
+    ideal_supercell: Optional[str] = typer.Option(None, "--ideal-supercell", help="Repeat --ideal to the MD supercell, e.g. 4x4x4."),
+    scf_radius: Optional[float] = typer.Option(4.5, "--scf-radius", help="FEFF SCF radius (Å); 0 = no SCF (overlapped atoms)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Use at most this many evenly spaced frames."),
+    max_absorbers: Optional[int] = typer.Option(None, "--max-absorbers", help="Use at most this many evenly spaced absorbers."),
+    n_blocks: int = typer.Option(10, "--blocks", help="Frame blocks for the error band."),
+) -> None:
+    """Average χ(k) over every absorber of every snapshot (FEFF8L potentials computed once)."""
+    from mlip_exafs.config import validate_model
+    from mlip_exafs.exafs import ExafsSettings, run_exafs
+    from mlip_exafs.files import read_json
+    from mlip_exafs.progress import progress_bar
+
+    fields = dict(absorber=absorber, edge=edge, rmax_a=rmax, engine=engine, nleg=nleg, ideal=ideal, ideal_supercell=ideal_supercell,
+                  scf_radius_a=scf_radius or None, max_frames=max_frames, max_absorbers=max_absorbers, n_blocks=n_blocks)
+    settings = validate_model(ExafsSettings, fields, "exafs options")
+    with progress_bar(f"EXAFS ({settings.engine} engine)", total=0) as advance:
+        chi_csv = run_exafs(settings, traj, out, advance=advance)
+    summary = read_json(out / "exafs.json")
+    half = summary["half_vs_half_r_factor"]
+    console.print(f"χ(k) of {summary['n_frames']} frames × {summary['n_absorbers']} {absorber} absorbers in {summary['timing_s']['total_s']:.1f} s -> {chi_csv}")
+    if half is not None:
+        console.print(f"convergence: first vs second half R = {half:.2e} (k-weighted {summary['settings']['ft']['kmin_inv_a']:g}-{summary['settings']['ft']['kmax_inv_a']:g} 1/Å)")

@@ -1,0 +1,43 @@
+"""CLI verbs ``study`` and ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mlip_exafs.cli import app, console
+
+
+@app.command("study")
+def study_cmd(
+    config: Path = typer.Argument(..., help="Study YAML (e.g. examples/ws2.yaml)."),
+    out: Path = typer.Option(..., "--out", help="Study folder (cache, results, report)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config: quick or paper."),
+    executor: str = typer.Option("local", "--executor", help="local, or dask (a LocalCluster unless --scheduler is given)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
+) -> None:
+    """Run a whole study from one YAML; cached and resumable."""
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.study import run_study
+
+    if executor not in ("local", "dask"):
+        raise UserError(f"unknown --executor '{executor}'; use local or dask")
+
+    def on_step(name: str, cached: bool) -> None:
+        console.print(f"  {'cached' if cached else 'done  '} {name}")
+
+    summary = run_study(config, out, profile, executor, scheduler, on_step)
+    console.print(f"recommended N = {summary['recommended_n']}; report: {out / 'report.html'}")
+
+
+@app.command("report")
+def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder written by 'mlip-exafs study'.")) -> None:
+    """Rebuild the HTML report of a finished study."""
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.report import write_report
+
+    if not (study_dir / "summary.json").exists():
+        raise UserError(f"{study_dir} has no summary.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
+    console.print(f"wrote {write_report(study_dir)}")

@@ -1,0 +1,144 @@
+"""The compare stage: an MD χ(k) against an experimental spectrum.
+
+An MD χ(k) has no paths to refine, so only the two parameters that no
+simulation fixes are fitted: the amplitude reduction S0² and the edge shift
+ΔE0 (χ_model(k) = S0² χ_theory(√(k² − ΔE0·0.2625))), on the R-space residual
+of both spectra transformed with the same window. R-factors are reported in
+k and R space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.optimize import least_squares
+
+from mlip_exafs.errors import UserError
+from mlip_exafs.exafs.feff import ETOK
+from mlip_exafs.files import save_figure, sha256_file, write_json
+from mlip_exafs.provenance import provenance
+from mlip_exafs.spectra import FTWindow, Spectrum, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
+
+DE0_SCAN_EV = np.arange(-15.0, 15.01, 1.0)  # coarse scan first: the phase makes the residual multi-modal
+
+
+class CompareSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    absorber: str = "W"
+    edge: str = "L3"
+    kmin_inv_a: float = Field(3.0, ge=0)
+    kmax_inv_a: float = Field(14.0, gt=0)
+    dk_inv_a: float = Field(1.0, ge=0)
+    kweight: int = Field(2, ge=0, le=3)
+    rmin_a: float = Field(1.0, ge=0)
+    rmax_a: float = Field(5.0, gt=0)
+    rbkg_a: float = Field(1.0, gt=0, description="autobk background cutoff (Å)")
+    de0_bound_ev: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.kmin_inv_a >= self.kmax_inv_a or self.rmin_a >= self.rmax_a:
+            raise ValueError("kmin must be below kmax and rmin below rmax")
+        return self
+
+    def window(self, kmax_inv_a: float | None = None) -> FTWindow:
+        return FTWindow(self.kmin_inv_a, kmax_inv_a or self.kmax_inv_a, self.dk_inv_a, self.kweight)
+
+
+def compare(theory: str | Path, experiment: str | Path, settings: CompareSettings, out: str | Path) -> dict:
+    """chi.csv (or exafs folder) + experimental file -> ``out/compare.json`` and overlay plots."""
+    from mlip_exafs.exafs import read_chi_csv
+
+    out = Path(out)
+    k_th, chi_th = read_chi_csv(theory)
+    exp = read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a)
+    window = settings.window(usable_kmax(settings, k_th, exp))
+    s02, de0 = fit_s02_de0(k_th, chi_th, exp, window, settings)
+    model = shifted_theory(k_th, chi_th, exp.k_inv_a, s02, de0)
+    ft_exp, ft_model = fourier_transform(exp.k_inv_a, exp.chi, window), fourier_transform(exp.k_inv_a, model, window)
+    r_mask = (ft_exp.r >= settings.rmin_a) & (ft_exp.r <= settings.rmax_a)
+    result = {
+        "r_factor_k": k_weighted_r_factor(exp.k_inv_a, model, exp.chi, window),
+        "r_factor_r": r_factor(ft_model.chir[r_mask], ft_exp.chir[r_mask]),
+        "s02": s02,
+        "de0_ev": de0,
+        "kmin": window.kmin_inv_a,
+        "kmax": window.kmax_inv_a,
+        "rmin": settings.rmin_a,
+        "rmax": settings.rmax_a,
+        "kweight": window.kweight,
+        "window": f"{window.window}, dk = {window.dk_inv_a:g} 1/Å",
+        "experiment_e0_ev": exp.e0_ev,
+        "settings": settings.model_dump(),
+        "provenance": provenance({"theory": str(theory), "experiment": str(experiment), "experiment_sha256": sha256_file(experiment)}),
+    }
+    plot_overlay(exp, model, ft_exp, ft_model, window, settings, out / "compare.png")
+    write_json(out / "compare.json", result)
+    return result
+
+
+def usable_kmax(settings: CompareSettings, k_theory: np.ndarray, exp: Spectrum) -> float:
+    """The window's kmax, clipped to where both spectra have data."""
+    kmax = min(settings.kmax_inv_a, float(k_theory.max()) - 0.5, float(exp.k_inv_a.max()))
+    if kmax - settings.kmin_inv_a < 3.0:
+        raise UserError(f"the spectra overlap only up to k = {kmax:.1f} 1/Å; lower --kmin or give data to higher k")
+    return kmax
+
+
+def shifted_theory(k_th: np.ndarray, chi_th: np.ndarray, k: np.ndarray, s02: float, de0_ev: float) -> np.ndarray:
+    """S0² χ_theory(k') with k' = √(k² − ΔE0·0.2625), zero where k' is imaginary."""
+    kp2 = k * k - de0_ev * ETOK
+    kp = np.sqrt(np.clip(kp2, 0.0, None))
+    return np.where(kp2 > 0, s02 * np.interp(kp, k_th, chi_th, left=0.0, right=0.0), 0.0)
+
+
+def fit_s02_de0(k_th, chi_th, exp: Spectrum, window: FTWindow, settings: CompareSettings) -> tuple[float, float]:
+    """Least squares on Re/Im χ(R) in [rmin, rmax]; ΔE0 starts from the best point of a coarse scan."""
+    ft_exp = fourier_transform(exp.k_inv_a, exp.chi, window)
+    mask = (ft_exp.r >= settings.rmin_a) & (ft_exp.r <= settings.rmax_a)
+    target = ft_exp.chir[mask]
+
+    def model_chir(de0):
+        return fourier_transform(exp.k_inv_a, shifted_theory(k_th, chi_th, exp.k_inv_a, 1.0, de0), window).chir[mask]
+
+    def best_s02(chir):  # S0² enters linearly
+        return float(np.real(np.vdot(chir, target)) / max(np.vdot(chir, chir).real, 1e-30))
+
+    scan = [(r_factor(best_s02(m) * m, target), de0) for de0 in DE0_SCAN_EV for m in [model_chir(de0)]]
+    de0_start = min(scan)[1]
+
+    def residual(p):
+        diff = p[0] * model_chir(p[1]) - target
+        return np.concatenate([diff.real, diff.imag])
+
+    bound = settings.de0_bound_ev
+    fit = least_squares(residual, x0=[best_s02(model_chir(de0_start)), de0_start], bounds=([0.05, -bound], [3.0, bound]), diff_step=1e-3)
+    return float(fit.x[0]), float(fit.x[1])
+
+
+def plot_overlay(exp: Spectrum, model, ft_exp, ft_model, window: FTWindow, settings: CompareSettings, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
+    w = exp.k_inv_a**window.kweight
+    ax_k.plot(exp.k_inv_a, w * exp.chi, "k", lw=1, label="experiment")
+    ax_k.plot(exp.k_inv_a, w * model, "C3", lw=1, label="MD theory (fitted S0², ΔE0)")
+    ax_k.axvspan(window.kmin_inv_a, window.kmax_inv_a, color="0.9", zorder=0)
+    ax_k.set_xlim(0, window.kmax_inv_a + 2)
+    ax_k.set_xlabel("k (1/Å)")
+    ax_k.set_ylabel(f"k$^{window.kweight}$ χ(k)")
+    ax_k.legend(fontsize=8)
+    ax_r.plot(ft_exp.r, ft_exp.chir_mag, "k", lw=1, label="experiment")
+    ax_r.plot(ft_model.r, ft_model.chir_mag, "C3", lw=1, label="MD theory")
+    ax_r.axvspan(settings.rmin_a, settings.rmax_a, color="0.9", zorder=0)
+    ax_r.set_xlim(0, 8)
+    ax_r.set_xlabel("R (Å), no phase correction")
+    ax_r.set_ylabel("|χ(R)|")
+    ax_r.legend(fontsize=8)
+    save_figure(fig, path)

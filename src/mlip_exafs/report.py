@@ -1,0 +1,166 @@
+"""One self-contained HTML report of a study: every number, every plot, the provenance.
+
+Plots are embedded as base64 PNGs so the file can be mailed or archived alone.
+The report is built only from files on disk (``summary.json``, ``study.json``
+and the step folders), so ``mlip-exafs report DIR`` can rebuild it any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mlip_exafs.files import read_json, save_figure, write_text
+
+SECTIONS = (  # (step-folder prefix, section title)
+    ("validate-", "Parity against held-out DFT"),
+    ("finetune-", "Fine-tuning curves"),
+    ("analyze-", "Structure from MD: RDF, MSRD, bond angles"),
+    ("exafs-", "Configuration-averaged EXAFS"),
+    ("compare-", "Against experiment"),
+)
+
+
+def write_report(study_dir: Path) -> Path:
+    """Build ``report.html`` (and the learning-curve plot) from a finished study folder."""
+    summary = read_json(study_dir / "summary.json")
+    record = read_json(study_dir / "study.json")
+    curve_png = study_dir / "learning_curve.png"
+    if summary["learning_curve"]:
+        plot_learning_curve(summary, curve_png)
+    parts = [_head(summary["study"]), _overview(summary, record)]
+    if curve_png.exists() and summary["learning_curve"]:
+        parts.append(_section("Learning curve", _img(curve_png, "learning curve")))
+    parts.append(_section("Validation against DFT", _validation_table(summary)))
+    msrd = _msrd_table(summary)
+    if msrd:
+        parts.append(_section("Mean-square relative displacements", msrd))
+    exafs = _exafs_table(summary)
+    if exafs:
+        parts.append(_section("EXAFS agreement", exafs))
+    for prefix, title in SECTIONS:
+        gallery = _gallery(study_dir / "steps", prefix)
+        if gallery:
+            parts.append(_section(title, gallery))
+    parts.append(_section("Provenance", _provenance(record)))
+    parts.append("</body></html>")
+    out = study_dir / "report.html"
+    write_text(out, "\n".join(parts))
+    return out
+
+
+def plot_learning_curve(summary: dict, path: Path) -> None:
+    """Force MAE and softening slope against N: seeds as dots, the seed mean as a line, pretrained as dashes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["learning_curve"]
+    ns = sorted({r["n"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    pristine = {k: v for k, v in summary["potentials"].items() if "-ft-" not in k}
+    for ax, key, label in ((axes[0], "force_mae_ev_a", "force MAE (eV/Å)"), (axes[1], "softening_slope", "softening slope")):
+        means = [np.mean([r[key] for r in rows if r["n"] == n]) for n in ns]
+        stds = [np.std([r[key] for r in rows if r["n"] == n]) for n in ns]
+        ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label="fine-tuned (mean ± std over seeds)")
+        ax.scatter([r["n"] for r in rows], [r[key] for r in rows], s=10, color="gray", alpha=0.6)
+        for name, entry in pristine.items():
+            ax.axhline(entry["validation"][key], ls="--", lw=1, label=f"{name} (pretrained)")
+        if summary.get("recommended_n"):
+            ax.axvline(summary["recommended_n"], color="g", lw=1, alpha=0.6, label=f"recommended N = {summary['recommended_n']}")
+        ax.set_xscale("log")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
+        ax.set_xlabel("training structures N")
+        ax.set_ylabel(label)
+    axes[1].axhline(1.0, color="k", lw=0.6)
+    axes[0].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def _head(title: str) -> str:
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th{background:#f0f0f0}td:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
+        "figure{display:inline-block;margin:6px;max-width:48%;vertical-align:top}figcaption{font-size:0.8em;color:#555}"
+        "pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:0.8em}"
+    )
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mlip-exafs: {html.escape(title)}</title><style>{style}</style></head><body>"
+
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n{body}"
+
+
+def _overview(summary: dict, record: dict) -> str:
+    n = summary.get("recommended_n")
+    verdict = f"<b>Recommended training-set size: N = {n}</b>" if n else "<b>No N met the criteria</b>"
+    return (
+        f"<h1>mlip-exafs study: {html.escape(summary['study'])}</h1>"
+        f"<p>Structure {html.escape(str(record['config']['structure']))}, absorber {html.escape(record['config']['absorber'])}, "
+        f"dataset {html.escape(str(record['config']['dataset']))}, profile {html.escape(str(record.get('profile')))}.</p>"
+        f"<p>{verdict}<br><small>Rule: {html.escape(summary.get('recommended_n_rule', ''))}</small></p>"
+    )
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _validation_table(summary: dict) -> str:
+    keys = ["energy_mae_mev_atom", "force_mae_ev_a", "force_rmse_ev_a", "stress_mae_gpa", "softening_slope", "cmae_ev_a", "n_test_structures"]
+    header = ["potential", "E MAE (meV/atom)", "F MAE (eV/Å)", "F RMSE (eV/Å)", "σ MAE (GPa)", "softening slope", "cMAE (eV/Å)", "test structures"]
+    rows = [[name] + [entry["validation"][k] for k in keys] for name, entry in summary["potentials"].items()]
+    return _table(header, rows)
+
+
+def _msrd_table(summary: dict) -> str:
+    with_md = {k: v["msrd"] for k, v in summary["potentials"].items() if v.get("msrd")}
+    if not with_md:
+        return ""
+    shells = list(next(iter(with_md.values())))
+    header = ["potential"] + [f"{s}: r (Å) / σ² (Å²)" for s in shells]
+    rows = [[name] + [f"{m[s]['r_mean']:.4f} / {m[s]['sigma2']:.5f}" if s in m else None for s in shells] for name, m in with_md.items()]
+    return _table(header, rows)
+
+
+def _exafs_table(summary: dict) -> str:
+    rows = [[name, e["r_factor_r"], e["r_factor_k"], e["s02"], e["de0_ev"], f"{e['kmin']}–{e['kmax']}", f"{e['rmin']}–{e['rmax']}"]
+            for name, v in summary["potentials"].items() if (e := v.get("exafs"))]
+    if not rows:
+        return ""
+    return _table(["potential", "R-factor (R)", "R-factor (k)", "S0²", "ΔE0 (eV)", "k range (Å⁻¹)", "R range (Å)"], rows)
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _gallery(steps_dir: Path, prefix: str) -> str:
+    if not steps_dir.exists():
+        return ""
+    figures = []
+    for folder in sorted(p for p in steps_dir.iterdir() if p.name.startswith(prefix)):
+        for png in sorted(folder.rglob("*.png")):
+            figures.append(_img(png, f"{folder.name[len(prefix):]}: {png.stem.replace('_', ' ')}"))
+    return "\n".join(figures)
+
+
+def _provenance(record: dict) -> str:
+    return "<pre>" + html.escape(json.dumps(record, indent=2, default=str)) + "</pre>"

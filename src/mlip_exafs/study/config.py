@@ -1,0 +1,107 @@
+"""The one study config: YAML -> pydantic, with named profiles (quick, paper).
+
+A profile is a partial config under ``profiles.NAME`` deep-merged over the
+base before validation, so a profile can change any setting and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlip_exafs.config import validate_model
+from mlip_exafs.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FinetunePlan(_Strict):
+    base: str = Field("chgnet", description="potential to fine-tune")
+    n: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100], description="training-set sizes")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    freeze: Literal["none", "readout", "energy-scale"] = "none"
+    epochs: Optional[int] = Field(None, ge=1, description="None: the recipe's epochs for each N")
+
+
+class MdPlan(_Strict):
+    finetuned_n: list[int] = Field(default_factory=list, description="fine-tuned models (first seed) that also get MD + EXAFS")
+    supercell: str = "6x6x2"
+    temperature_k: float = Field(300.0, gt=0)
+    timestep_fs: float = Field(2.0, gt=0)
+    equilibrate_fs: float = Field(2000.0, ge=0)
+    production_fs: float = Field(10000.0, gt=0)
+    every_fs: float = Field(50.0, gt=0)
+
+
+class ExafsPlan(_Strict):
+    edge: str = "L3"
+    rmax_a: float = Field(6.0, gt=1.0)
+    engine: Literal["fast", "feff"] = "fast"
+
+
+class ExperimentPlan(_Strict):
+    file: Path
+    kmin_inv_a: float = 3.0
+    kmax_inv_a: float = 14.0
+    rmin_a: float = 1.0
+    rmax_a: float = 5.0
+
+
+class StudyConfig(_Strict):
+    """Everything a study needs; relative paths are relative to the YAML file."""
+
+    name: str
+    structure: str = Field(..., description="built-in crystal or structure file for the MD")
+    absorber: str = Field(..., description="absorbing element, e.g. W")
+    dataset: str = Field(..., description="labelled dataset: shipped name, folder, or a sample+label block (future)")
+    pristine: list[str] = Field(default_factory=lambda: ["chgnet"], description="pretrained potentials to compare")
+    finetune: FinetunePlan = Field(default_factory=FinetunePlan)
+    md: MdPlan = Field(default_factory=MdPlan)
+    exafs: ExafsPlan = Field(default_factory=ExafsPlan)
+    experiment: Optional[ExperimentPlan] = None
+    threads: Optional[int] = Field(None, ge=1, description="torch threads per task (default: cores / workers)")
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_study_config(path: Path, profile: str | None = None) -> StudyConfig:
+    """Read the YAML, apply the profile, resolve relative paths, validate."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"study config {path} does not exist; check the path (examples/ws2.yaml is bundled)") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"study config {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"study config {path} must be a mapping of settings; see examples/ws2.yaml")
+    profiles = raw.pop("profiles", {}) or {}
+    if profile is not None:
+        if profile not in profiles:
+            raise UserError(f"profile '{profile}' is not in {path}; choose one of: {', '.join(profiles) or '(none defined)'}")
+        raw = deep_merge(raw, profiles[profile])
+    config = validate_model(StudyConfig, raw, str(path))
+    return _resolve_paths(config, Path(path).resolve().parent)
+
+
+def _resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
+    def resolve(value: str) -> str:
+        candidate = root / value
+        return str(candidate) if not Path(value).is_absolute() and candidate.exists() else value
+
+    update = {"structure": resolve(config.structure), "dataset": resolve(config.dataset)}
+    if config.experiment is not None:
+        exp_file = config.experiment.file if config.experiment.file.is_absolute() else root / config.experiment.file
+        if not exp_file.exists():
+            raise UserError(f"experimental spectrum {exp_file} does not exist; fix experiment.file in the config or remove the block")
+        update["experiment"] = config.experiment.model_copy(update={"file": exp_file})
+    return config.model_copy(update=update)

@@ -1,0 +1,60 @@
+"""Run a DAG of steps here, one after another, or spread over Dask workers.
+
+Both executors call the same ``run_step``; Dask receives the dependency
+results as futures, so independent steps (fine-tunes per N and seed, MD per
+potential, EXAFS per potential) run at the same time on different workers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from mlip_exafs.study.steps import Step, all_hashes, cached_result, run_step
+
+
+def run_local(steps: list[Step], root: Path, on_step: Callable[[str, bool], None] | None = None) -> dict[str, dict]:
+    """Run steps in the given (dependency) order in this process."""
+    hashes = all_hashes(steps)
+    results: dict[str, dict] = {}
+    for step in steps:
+        was_cached = cached_result(root, step, hashes[step.name]) is not None
+        results[step.name] = run_step(root, step, hashes[step.name], {d: results[d] for d in step.deps})
+        if on_step:
+            on_step(step.name, was_cached)
+    return results
+
+
+def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, workers: int = 2, on_step=None) -> dict[str, dict]:
+    """Submit every step at once; Dask orders them by their dependencies.
+
+    Without a scheduler address a LocalCluster of ``workers`` single-threaded
+    processes is started (torch threads x workers must not exceed the cores).
+    """
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    hashes = all_hashes(steps)
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
+        client = Client(cluster)
+    try:
+        futures = {}
+        for step in steps:
+            deps = {d: futures[d] for d in step.deps}
+            futures[step.name] = client.submit(run_step, root, step, hashes[step.name], deps, key=f"{step.name}-{hashes[step.name]}", pure=False)
+        names = {f.key: n for n, f in futures.items()}
+        for future in as_completed(list(futures.values())):
+            future.result()  # re-raises a step's error here
+            if on_step:
+                on_step(names[future.key], False)
+        return {name: f.result() for name, f in futures.items()}
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

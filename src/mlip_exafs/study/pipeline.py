@@ -1,0 +1,97 @@
+"""From a study config to steps, from step results to ``summary.json`` and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlip_exafs.study.config import StudyConfig
+from mlip_exafs.study.steps import Step
+
+
+def finetuned_name(config: StudyConfig, n: int, seed: int) -> str:
+    return f"{config.finetune.base}-ft-n{n}-s{seed}"
+
+
+def build_steps(config: StudyConfig) -> list[Step]:
+    """The study as a dependency-ordered list of steps."""
+    steps: list[Step] = []
+    for potential in config.pristine:
+        steps += _model_steps(config, potential, {"potential": potential}, deps=(), with_md=True)
+    for n in config.finetune.n:
+        for seed in config.finetune.seeds:
+            name = finetuned_name(config, n, seed)
+            params = {"base": config.finetune.base, "dataset": config.dataset, "n": n, "seed": seed,
+                      "freeze": config.finetune.freeze, "epochs": config.finetune.epochs}
+            steps.append(Step(f"finetune-{name}", "finetune", params))
+            with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
+            steps += _model_steps(config, name, {}, deps=(f"finetune-{name}",), with_md=with_md)
+    return steps
+
+
+def _model_steps(config: StudyConfig, name: str, potential: dict, deps: tuple[str, ...], with_md: bool) -> list[Step]:
+    steps = [Step(f"validate-{name}", "validate", {"dataset": config.dataset, **potential}, deps)]
+    if not with_md:
+        return steps
+    md = config.md.model_dump(exclude={"finetuned_n"})
+    steps.append(Step(f"md-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps))
+    steps.append(Step(f"analyze-{name}", "analyze", {"absorber": config.absorber}, (f"md-{name}",)))
+    exafs = {"absorber": config.absorber, "edge": config.exafs.edge, "rmax_a": config.exafs.rmax_a, "engine": config.exafs.engine}
+    steps.append(Step(f"exafs-{name}", "exafs", exafs, (f"md-{name}",)))
+    if config.experiment is not None:
+        window = config.experiment.model_dump(exclude={"file"})
+        compare = {"experiment": str(config.experiment.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": window}
+        steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",)))
+    return steps
+
+
+def potential_names(config: StudyConfig) -> list[str]:
+    return list(config.pristine) + [finetuned_name(config, n, s) for n in config.finetune.n for s in config.finetune.seeds]
+
+
+VALIDATION_KEYS = ("energy_mae_mev_atom", "force_mae_ev_a", "force_rmse_ev_a", "stress_mae_gpa", "softening_slope", "cmae_ev_a", "n_test_structures")
+EXAFS_KEYS = ("r_factor_k", "r_factor_r", "s02", "de0_ev", "kmin", "kmax", "rmin", "rmax")
+
+
+def summarize(config: StudyConfig, results: dict[str, dict]) -> dict:
+    """``summary.json``: per-potential numbers, the learning curve and the recommended N."""
+    potentials = {}
+    for name in potential_names(config):
+        validation = results[f"validate-{name}"]
+        analysis = results.get(f"analyze-{name}")
+        comparison = results.get(f"compare-{name}")
+        potentials[name] = {
+            "validation": {k: validation[k] for k in VALIDATION_KEYS},
+            "msrd": analysis["msrd"] if analysis else None,
+            "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None,
+        }
+    curve = [
+        {"n": n, "seed": s, "force_mae_ev_a": potentials[finetuned_name(config, n, s)]["validation"]["force_mae_ev_a"],
+         "softening_slope": potentials[finetuned_name(config, n, s)]["validation"]["softening_slope"]}
+        for n in config.finetune.n for s in config.finetune.seeds
+    ]
+    recommended, rule = recommend(config, potentials)
+    return {"study": config.name, "potentials": potentials, "learning_curve": curve, "recommended_n": recommended, "recommended_n_rule": rule}
+
+
+EXAFS_TOLERANCE = 0.10  # relative R-factor margin over the best model
+
+
+def recommend(config: StudyConfig, potentials: dict) -> tuple[int | None, str]:
+    """Smallest N passing the DFT criteria and, with an experiment, agreeing with EXAFS as well as the best model."""
+    from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
+
+    rows = [{"n": n, "seed": s, **potentials[finetuned_name(config, n, s)]["validation"]} for n in config.finetune.n for s in config.finetune.seeds]
+    if not rows:
+        return None, "no fine-tuned models in this study"
+    by_n = summarize_by_n(rows)
+    dft_ok = {s["n"] for s in by_n if recommend_n([s, by_n[-1]]) == s["n"]}
+    exafs_r = {n: potentials[finetuned_name(config, n, config.finetune.seeds[0])]["exafs"] for n in config.md.finetuned_n}
+    exafs_r = {n: e["r_factor_r"] for n, e in exafs_r.items() if e}
+    if config.experiment is None or not exafs_r:
+        return recommend_n(by_n), RULE_TEXT
+    best = min([*exafs_r.values(), *(potentials[p]["exafs"]["r_factor_r"] for p in config.pristine if potentials[p]["exafs"])])
+    passing = sorted(n for n, r in exafs_r.items() if n in dft_ok and r <= (1 + EXAFS_TOLERANCE) * best)
+    rule = f"{RULE_TEXT}; and, among the N with MD-EXAFS, an R-space R-factor within {EXAFS_TOLERANCE:.0%} of the best model's"
+    if passing:
+        return passing[0], rule
+    return recommend_n(by_n), RULE_TEXT + " (no N with MD-EXAFS also passed the EXAFS criterion, so it is not applied)"

@@ -1,0 +1,97 @@
+"""Cached pipeline steps: a step reruns only when its inputs (or an upstream step's) change.
+
+Each step owns ``ROOT/<name>/``. ``step.json`` (written last, atomically) holds
+the hash of its inputs and its small JSON result: if the hash matches, the step
+is done and is not run again. A step whose inputs changed starts from an empty
+folder; a step that was killed keeps its folder, so stages that resume (MD
+checkpoints) continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import mlip_exafs
+from mlip_exafs.files import read_json, write_json, write_text
+
+Action = Callable[..., dict]
+ACTIONS: dict[str, Action] = {}
+
+
+def action(name: str) -> Callable[[Action], Action]:
+    """Register ``fn(folder, deps, **params) -> dict`` as a step action."""
+
+    def register(fn: Action) -> Action:
+        ACTIONS[name] = fn
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    action: str
+    params: dict = field(default_factory=dict)
+    deps: tuple[str, ...] = ()
+
+
+def inputs_hash(step: Step, dep_hashes: dict[str, str]) -> str:
+    payload = {"action": step.action, "params": step.params, "deps": dep_hashes, "version": mlip_exafs.__version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def all_hashes(steps: list[Step]) -> dict[str, str]:
+    """Hashes in dependency order; a step's hash covers every upstream step's."""
+    by_name = {s.name: s for s in steps}
+    hashes: dict[str, str] = {}
+
+    def visit(name: str) -> str:
+        if name not in hashes:
+            step = by_name[name]
+            hashes[name] = inputs_hash(step, {d: visit(d) for d in step.deps})
+        return hashes[name]
+
+    for s in steps:
+        visit(s.name)
+    return hashes
+
+
+def cached_result(root: Path, step: Step, digest: str) -> dict | None:
+    marker = root / step.name / "step.json"
+    if marker.exists():
+        record = read_json(marker)
+        if record.get("inputs_hash") == digest:
+            return record["result"]
+    return None
+
+
+def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) -> dict:
+    """Run one step unless its result is cached; safe to call from a Dask worker."""
+    import mlip_exafs.study.actions  # noqa: F401  (registers the actions in this process)
+
+    cached = cached_result(root, step, digest)
+    if cached is not None:
+        return cached
+    folder = root / step.name
+    stamp = folder / ".inputs_hash"
+    if folder.exists() and (not stamp.exists() or stamp.read_text() != digest):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(stamp, digest)
+    result = ACTIONS[step.action](folder, dep_results, **step.params)
+    write_json(folder / "step.json", {"step": step.name, "action": step.action, "params": step.params, "inputs_hash": digest, "result": result})
+    return result
+
+
+def result_of(deps: dict[str, dict], prefix: str) -> Any:
+    """The result of the one dependency whose name starts with ``prefix``."""
+    matches = [v for k, v in deps.items() if k.startswith(prefix)]
+    if len(matches) != 1:
+        raise KeyError(f"expected one dependency starting with {prefix!r}, got {len(matches)}")
+    return matches[0]
