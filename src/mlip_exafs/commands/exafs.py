@@ -35,8 +35,7 @@ def exafs_cmd(
     fields = dict(absorber=absorber, edge=edge, rmax_a=rmax, engine=engine, nleg=nleg, ideal=ideal, ideal_supercell=ideal_supercell,
                   scf_radius_a=scf_radius or None, max_frames=max_frames, max_absorbers=max_absorbers, n_blocks=n_blocks)
     settings = validate_model(ExafsSettings, fields, "exafs options")
-    with progress_bar(f"EXAFS ({settings.engine} engine)", total=0) as advance:
-        chi_csv = run_exafs(settings, traj, out, advance=advance)
+    chi_csv = run_exafs(settings, traj, out, progress=progress_bar)
     summary = read_json(out / "exafs.json")
     half = summary["half_vs_half_r_factor"]
     console.print(f"χ(k) of {summary['n_frames']} frames × {summary['n_absorbers']} {absorber} absorbers in {summary['timing_s']['total_s']:.1f} s -> {chi_csv}")

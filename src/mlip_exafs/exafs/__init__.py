@@ -8,10 +8,11 @@ over every absorber of every frame with the chosen engine, and writes
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, ContextManager, Iterator, Literal, Optional
 
 import numpy as np
 from ase import Atoms
@@ -25,6 +26,7 @@ from mlip_exafs.provenance import provenance
 from mlip_exafs.spectra import FTWindow, edge_energy_ev, fourier_transform, k_weighted_r_factor
 from mlip_exafs.structures import load_structure, min_image_half_width
 
+Progress = Callable[[str, int], ContextManager[Callable[[], None]]]
 PATH_MARGIN_A = 0.3  # paths are enumerated this far beyond rmax; the cut is applied per snapshot, as FEFF does
 POTENTIAL_CLUSTER_EXTRA_A = 1.5  # atoms beyond the SCF radius that still shape the potentials
 
@@ -85,25 +87,36 @@ class AveragedChi:
     n_blocks: int
 
 
-def run_exafs(settings: ExafsSettings, traj: str | Path, out: str | Path, advance: Callable[[], None] | None = None) -> Path:
-    """Snapshots on disk -> ``out/chi.csv`` (+ diagnostics, plots, exafs.json). Returns the chi.csv path."""
+def run_exafs(settings: ExafsSettings, traj: str | Path, out: str | Path, progress: Progress | None = None) -> Path:
+    """Snapshots on disk -> ``out/chi.csv`` (+ diagnostics, plots, exafs.json). Returns the chi.csv path.
+
+    ``progress(description, total)`` is a context manager yielding ``advance()``
+    (e.g. :func:`mlip_exafs.progress.progress_bar`); none by default.
+    """
     out = Path(out)
     t0 = time.perf_counter()
     prepared = prepare(settings, traj, out)
     t_setup = time.perf_counter() - t0
-    averaged, engine_info = average_chi(prepared, advance or (lambda: None))
+    steps = len(prepared.frames) * (1 if settings.engine == "fast" else len(prepared.absorbers))
+    with (progress or _silent)(f"EXAFS, {settings.engine} engine", steps) as advance:
+        averaged, engine_info = average_chi(prepared, advance)
     elapsed = time.perf_counter() - t0
     write_outputs(prepared, averaged, engine_info, traj, out, {"setup_s": t_setup, "engine_s": elapsed - t_setup, "total_s": elapsed})
     return out / "chi.csv"
+
+
+@contextlib.contextmanager
+def _silent(description: str, total: int) -> Iterator[Callable[[], None]]:
+    yield lambda: None
 
 
 def prepare(settings: ExafsSettings, traj: str | Path, out: Path) -> Prepared:
     check_edge(settings.absorber, settings.edge)
     ideal = load_structure(settings.ideal, settings.ideal_supercell) if settings.ideal else None
     snapshots = snapshots_from_frames(read_frames(traj), ideal)
+    absorbers = absorber_indices(snapshots.reference, settings.absorber)
     check_rmax(snapshots.reference, settings.rmax_a)
     frames = subsample(snapshots.n_frames, settings.max_frames)
-    absorbers = absorber_indices(snapshots.reference, settings.absorber)
     absorbers = absorbers[subsample(len(absorbers), settings.max_absorbers)]
     potentials = Potentials(settings.absorber, tuple(sorted(set(snapshots.reference.get_chemical_symbols()))))
     ipot_of_atom = np.array([potentials.ipot_of(s) for s in snapshots.reference.get_chemical_symbols()])

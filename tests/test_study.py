@@ -1,0 +1,129 @@
+"""A whole study on tiny data: end to end, cached rerun, resume after kill, Dask = local, report renders."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SHARED, assert_one_line_error, run_cli
+from fake_dft import write_fake_dataset
+
+TINY_STUDY = {
+    "name": "tiny",
+    "structure": "ws2",
+    "absorber": "W",
+    "dataset": "data",
+    "pristine": ["chgnet"],
+    "finetune": {"base": "chgnet", "n": [1, 2], "seeds": [0], "epochs": 1},
+    "md": {"finetuned_n": [2], "supercell": "3x3x1", "temperature_k": 300, "timestep_fs": 2,
+           "equilibrate_fs": 10, "production_fs": 40, "every_fs": 10},
+    "exafs": {"edge": "L3", "rmax_a": 4.0, "engine": "fast"},
+}
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    write_fake_dataset(root / "data", n_train=3, n_test=2)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY_STUDY))
+    return root
+
+
+def _numbers(summary: dict) -> dict:
+    return {"potentials": summary["potentials"], "learning_curve": summary["learning_curve"], "recommended_n": summary["recommended_n"]}
+
+
+@pytest.fixture(scope="module")
+def local_run(study_root):
+    out = study_root / "local"
+    run_cli("study", str(study_root / "tiny.yaml"), "--out", str(out), check=True)
+    return out
+
+
+def test_study_runs_end_to_end(local_run):
+    summary = json.loads((local_run / "summary.json").read_text())
+    assert set(summary["potentials"]) == {"chgnet", "chgnet-ft-n1-s0", "chgnet-ft-n2-s0"}
+    pristine = summary["potentials"]["chgnet"]
+    assert 0.8 < pristine["validation"]["softening_slope"] < 1.0  # labels are CHGNet x 1.1
+    assert pristine["msrd"] and all(shell["sigma2"] > 0 for shell in pristine["msrd"].values())
+    assert summary["potentials"]["chgnet-ft-n1-s0"]["msrd"] is None
+    assert [(r["n"], r["seed"]) for r in summary["learning_curve"]] == [(1, 0), (2, 0)]
+    assert (local_run / "report.html").stat().st_size > 10_000
+
+
+def test_rerun_is_a_no_op(local_run, study_root):
+    before = {p: p.stat().st_mtime_ns for p in local_run.rglob("*") if p.is_file()}
+    proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(local_run), check=True)
+    assert "done  " not in proc.stdout and proc.stdout.count("cached") == len(list((local_run / "steps").iterdir()))
+    after = {p: p.stat().st_mtime_ns for p in local_run.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_changed_setting_reruns_only_what_depends_on_it(local_run, study_root):
+    out = study_root / "changed"
+    shutil.copytree(local_run, out)
+    config = dict(TINY_STUDY, exafs={**TINY_STUDY["exafs"], "rmax_a": 3.5})
+    (study_root / "changed.yaml").write_text(yaml.safe_dump(config))
+    proc = run_cli("study", str(study_root / "changed.yaml"), "--out", str(out), check=True)
+    rerun = sorted(line.split()[-1] for line in proc.stdout.splitlines() if line.strip().startswith("done"))
+    assert rerun == ["exafs-chgnet", "exafs-chgnet-ft-n2-s0"]
+
+
+def test_killed_study_resumes_with_the_same_result(local_run, study_root):
+    out = study_root / "killed"
+    cmd = [sys.executable, "-m", "mlip_exafs", "study", str(study_root / "tiny.yaml"), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None and len(list(out.glob("steps/*/step.json"))) < 3:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("steps/*/step.json")}
+    assert finished, "the study should have finished some steps before the kill"
+    run_cli("study", str(study_root / "tiny.yaml"), "--out", str(out), check=True)
+    for name, mtime in finished.items():  # finished steps were not redone
+        assert (out / "steps" / name / "step.json").stat().st_mtime_ns == mtime
+    resumed = json.loads((out / "summary.json").read_text())
+    assert _numbers(resumed) == _numbers(json.loads((local_run / "summary.json").read_text()))
+
+
+def test_dask_gives_the_same_summary(local_run, study_root):
+    out = study_root / "dask"
+    run_cli("study", str(study_root / "tiny.yaml"), "--out", str(out), "--executor", "dask", check=True)
+    assert _numbers(json.loads((out / "summary.json").read_text())) == _numbers(json.loads((local_run / "summary.json").read_text()))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (scripts/install.sh --test installs it)")
+def test_report_renders_all_images_in_chromium(local_run, tmp_path):
+    """Chromium loads the report; a script counts images that failed to decode."""
+    probe = tmp_path / "probe.html"
+    report = (local_run / "report.html").read_text()
+    script = ("<script>window.onload=()=>{const imgs=[...document.images];"
+              "document.title=imgs.length+' images, '+imgs.filter(i=>!(i.complete&&i.naturalWidth>0)).length+' broken';}</script>")
+    probe.write_text(report.replace("</body>", script + "</body>"))
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    title = proc.stdout.split("<title>")[1].split("</title>")[0]
+    n_images, broken = int(title.split()[0]), int(title.split(", ")[1].split()[0])
+    assert n_images >= 5 and broken == 0, title
+
+
+def test_bad_study_configs_are_one_line_errors(study_root, tmp_path):
+    bad_key = dict(TINY_STUDY, colour="red")
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(bad_key))
+    assert_one_line_error(run_cli("study", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "o")), "unknown key 'colour'")
+    bad_type = dict(TINY_STUDY, md={**TINY_STUDY["md"], "temperature_k": "hot"})
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(bad_type))
+    assert_one_line_error(run_cli("study", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")), "md.temperature_k")
+    assert_one_line_error(run_cli("study", str(study_root / "tiny.yaml"), "--out", str(tmp_path / "o"), "--profile", "nope"), "profile 'nope'")
+    assert not (tmp_path / "o").exists()
