@@ -1,6 +1,6 @@
 """MD-EXAFS of bcc W (pristine CHGNet, 300 K) against the W-foil spectrum of the XAS Data Library.
 
-    python bench/w_foil_exafs.py [--out bench_out/w_foil] [--supercell 4x4x4]
+    python bench/w_foil_exafs.py [--out scratch/w_foil] [--supercell 4x4x4]
 
 Steps: Langevin NVT at the experimental lattice (a = 3.165 Å) with CHGNet,
 1 torch thread; snapshots every ``--every-fs``; configuration-averaged χ(k)
@@ -27,7 +27,7 @@ EXPERIMENT = Path("/work/shared/data/exafs/W_metal_rt_01.xdi")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("bench_out/w_foil"))
+    ap.add_argument("--out", type=Path, default=Path("scratch/w_foil"))
     ap.add_argument("--supercell", default="4x4x4")
     ap.add_argument("--temperature-k", type=float, default=300.0)
     ap.add_argument("--equil-ps", type=float, default=1.0)

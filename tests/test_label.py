@@ -140,3 +140,23 @@ def test_mixing_settings_in_one_database_is_refused(tmp_path):
     ensure_settings(tmp_path / "a.db", TINY)
     with pytest.raises(UserError, match="other CP2K settings"):
         ensure_settings(tmp_path / "a.db", TINY.model_copy(update={"cutoff_ry": 300}))
+
+
+@requires_cp2k
+def test_reusing_cp2k_between_structures_gives_the_fresh_result(tmp_path):
+    """Consecutive structures of one cell reuse CP2K's wavefunction: same labels as a cold start."""
+    import ase.io
+
+    from mlip_exafs.dataset import load_structures
+    from mlip_exafs.label import label_structures
+
+    frames = _rattled_w(2, seed=7)
+    ase.io.write(tmp_path / "both.extxyz", frames)
+    ase.io.write(tmp_path / "second.extxyz", frames[1:])
+    label_structures(tmp_path / "both.extxyz", tmp_path / "both.db", TINY, mpi_ranks=1)
+    label_structures(tmp_path / "second.extxyz", tmp_path / "second.db", TINY, mpi_ranks=1)
+    reused = {a.info["uid"]: a for a in load_structures(tmp_path / "both.db")}["w-tiny-1"]
+    (fresh,) = load_structures(tmp_path / "second.db")
+    assert abs(reused.get_potential_energy() - fresh.get_potential_energy()) < 1e-4
+    assert np.abs(reused.get_forces() - fresh.get_forces()).max() < 2e-3
+    assert np.abs(reused.get_stress() - fresh.get_stress()).max() < 2e-5  # eV/Å^3 (0.003 GPa)

@@ -40,14 +40,16 @@ def test_cli_learning_curve_runs_reuses_and_records_forgetting(tmp_path):
     dataset = write_fake_dataset(tmp_path / "ds", n_train=3, n_test=2)
     out = tmp_path / "lc"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    cmd = ["mlip-exafs", "learning-curve", "--train", str(dataset), "--test", str(dataset), "--n", "1,2", "--seeds", "0", "--epochs", "1", "--out", str(out)]
+    cmd = ["mlip-exafs", "learning-curve", "--train", str(dataset), "--test", str(dataset), "--n", "1,2", "--seeds", "0", "--epochs", "1", "--out", str(out),
+           "--forgetting-test", str(dataset)]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr
     result = json.loads((out / "learning_curve.json").read_text())
     assert [(r["n"], r["seed"]) for r in result["runs"]] == [(1, 0), (2, 0)]
     run = result["runs"][0]
     assert {"force_mae_ev_a", "softening_slope", "epochs", "seconds_per_structure_epoch"} <= set(run)
-    assert set(run["forgetting"]) == {"energy_shift_mev_atom", "force_mad_ev_a", "stress_mad_gpa", "force_slope_vs_base"}
+    assert set(run["forgetting"]) == {"energy_shift_mev_atom", "force_mad_ev_a", "stress_mad_gpa", "force_slope_vs_base", "dft"}
+    assert run["forgetting"]["dft"]["n_test_structures"] == result["pretrained_forgetting_dft"]["n_test_structures"] == 2
     assert result["pretrained"]["softening_slope"] == pytest.approx(1 / 1.1, rel=1e-3)
     assert "recommended_n" in result and (out / "learning_curve.png").exists()
     stamp = (out / "n1-s0" / "model.pt").stat().st_mtime_ns

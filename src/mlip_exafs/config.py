@@ -13,15 +13,22 @@ from mlip_exafs.errors import UserError
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_yaml_model(model: type[M], path: Path) -> M:
-    """Read ``path`` into ``model``; unknown keys and wrong types are one-line errors."""
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
+    """A YAML file that must hold a mapping; every failure is a one-line error."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist; check the path") from None
+        raise UserError(f"{what} {path} does not exist; check the path") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-    return validate_model(model, data, str(path))
+        raise UserError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} must be a mapping of settings (key: value lines)")
+    return data
+
+
+def load_yaml_model(model: type[M], path: Path) -> M:
+    """Read ``path`` into ``model``; unknown keys and wrong types are one-line errors."""
+    return validate_model(model, read_yaml_mapping(path), str(path))
 
 
 def validate_model(model: type[M], data: object, where: str) -> M:

@@ -170,9 +170,11 @@ def make_calculator(settings: Cp2kSettings, atoms: Atoms, workdir: Path, mpi_ran
     )
 
 
-def scf_converged(output_file: Path) -> bool:
-    """True only if every SCF in the CP2K output converged."""
-    text = output_file.read_text(errors="replace")
+def scf_converged(output_file: Path, offset: int = 0) -> bool:
+    """True only if every SCF in the CP2K output (from byte ``offset`` on) converged."""
+    with open(output_file, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
     if "SCF run NOT converged" in text:
         return False
     return "SCF run converged in" in text

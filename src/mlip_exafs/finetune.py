@@ -113,9 +113,11 @@ def load_base_model(potential: str):
     if potential.lower() == "chgnet":
         from chgnet.model import CHGNet
 
-        return CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+        with contextlib.redirect_stdout(None):  # CHGNet prints a banner on load
+            return CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
     if is_checkpoint(potential):
-        return load_chgnet_checkpoint(potential)
+        with contextlib.redirect_stdout(None):
+            return load_chgnet_checkpoint(potential)
     raise UserError(f"fine-tuning supports --potential chgnet or a CHGNet checkpoint .pt, not '{potential}'")
 
 
@@ -419,6 +421,8 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     before = training_loss(model, train, offsets_ev, settings.recipe)
     trained = train_model(model, train, val, offsets_ev, settings, work)
     after = training_loss(model, train, offsets_ev, settings.recipe)
+    if not np.isfinite(after["loss"]):
+        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / 'train.log'}); lower --lr or --stress-weight")
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
     save_chgnet_checkpoint(model, out / "model.pt", metadata)

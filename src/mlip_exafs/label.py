@@ -78,12 +78,83 @@ def label_structures(
     todo = [a for a in frames if a.info["uid"] not in done][:limit]
     failures = db_path.parent / f"{db_path.stem}-cp2k-failures"
     times: list[float] = []
-    for i, atoms in enumerate(todo):
-        elapsed = _label_one(atoms, db_path, settings, version, failures / atoms.info["uid"], mpi_ranks)
-        times.append(elapsed)
-        if on_progress:
-            on_progress(i + 1, len(todo), elapsed)
+    with Cp2kSession(settings, mpi_ranks) as session:
+        for i, atoms in enumerate(todo):
+            start = time.perf_counter()
+            energy, forces, stress, converged = session.evaluate(atoms, failures / atoms.info["uid"])
+            elapsed = time.perf_counter() - start
+            data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
+            keys = _cp2k_row_keys(atoms, converged, elapsed, version, settings)
+            write_row(db_path, atoms, energy, forces, stress, keys, data)
+            times.append(elapsed)
+            if on_progress:
+                on_progress(i + 1, len(todo), elapsed)
     return {"total": len(frames), "already_done": len(done & {a.info["uid"] for a in frames}), "labelled": len(todo), "seconds": times}
+
+
+class Cp2kSession:
+    """One running CP2K, reused while consecutive structures share species and cell.
+
+    Reuse only moves the atoms: CP2K then starts the SCF from the previous
+    wavefunction (about half the SCF steps of a cold start for MD snapshots),
+    and the result is the same to the SCF tolerance. A new cell or new species
+    starts a fresh CP2K, so grids and k-points always belong to the structure.
+    CP2K runs in a short temporary folder: it aborts on a PROJECT path longer
+    than 80 characters.
+    """
+
+    def __init__(self, settings: Cp2kSettings, mpi_ranks: int):
+        self.settings, self.mpi_ranks = settings, mpi_ranks
+        self.calc = None
+        self.workdir: Path | None = None
+        self.key: tuple | None = None
+
+    def __enter__(self) -> "Cp2kSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.calc is not None:
+            self.calc.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.calc, self.workdir, self.key = None, None, None
+
+    def _calculator_for(self, atoms: Atoms):
+        import tempfile
+
+        key = (tuple(atoms.numbers), tuple(np.round(atoms.cell.array, 8).ravel()))
+        if key != self.key:
+            self.close()
+            self.workdir = Path(tempfile.mkdtemp(prefix="mlx-cp2k-", dir="/tmp" if Path("/tmp").is_dir() else None))
+            self.calc = make_calculator(self.settings, atoms, self.workdir, self.mpi_ranks)
+            self.key = key
+        return self.calc
+
+    def evaluate(self, atoms: Atoms, keep_dir: Path) -> tuple[float, np.ndarray, np.ndarray, bool]:
+        """Energy (eV), forces (eV/Å), stress (eV/Å^3, ASE sign) and whether the SCF converged."""
+        calc = self._calculator_for(atoms)
+        output = self.workdir / "cp2k.out"
+        offset = output.stat().st_size if output.exists() else 0
+        work = atoms.copy()
+        work.calc = calc
+        try:
+            energy = work.get_potential_energy()
+            forces = work.get_forces()
+            stress = work.get_stress(voigt=True)
+        except Exception as exc:
+            _keep_output(self.workdir, keep_dir)
+            self.close()
+            raise UserError(f"CP2K failed on structure {atoms.info['uid']} ({type(exc).__name__}); see {keep_dir / 'cp2k.out'}") from None
+        converged = scf_converged(output, offset)
+        if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
+            converged = False
+        if not converged:  # keep the evidence, and do not start the next SCF from this one
+            _keep_output(self.workdir, keep_dir)
+            self.close()
+        return float(energy), forces, stress, converged
 
 
 def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
@@ -108,46 +179,11 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
             )
 
 
-def _label_one(atoms: Atoms, db_path: Path, settings: Cp2kSettings, version: str, keep_dir: Path, mpi_ranks: int) -> float:
-    """Run CP2K on one structure and commit one row (or raise, writing nothing).
-
-    CP2K runs in a short temporary folder: it aborts on a PROJECT path longer
-    than 80 characters. On failure its output is kept in ``keep_dir``.
-    """
-    import tempfile
-
-    workdir = Path(tempfile.mkdtemp(prefix="mlx-cp2k-", dir="/tmp" if Path("/tmp").is_dir() else None))
-    work = atoms.copy()
-    calc = make_calculator(settings, work, workdir, mpi_ranks)
-    start = time.perf_counter()
-    try:
-        work.calc = calc
-        energy = work.get_potential_energy()
-        forces = work.get_forces()
-        stress = work.get_stress(voigt=True)
-    except Exception as exc:
-        calc.close()
-        _keep_output(workdir, keep_dir)
-        raise UserError(f"CP2K failed on structure {atoms.info['uid']} ({type(exc).__name__}); see {keep_dir / 'cp2k.out'}") from None
-    calc.close()
-    elapsed = time.perf_counter() - start
-    converged = scf_converged(workdir / "cp2k.out")
-    if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
-        converged = False
-    if not converged:
-        _keep_output(workdir, keep_dir)
-    data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
-    write_row(db_path, atoms, energy, forces, stress, _cp2k_row_keys(atoms, converged, elapsed, version, settings), data)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return elapsed
-
-
 def _keep_output(workdir: Path, keep_dir: Path) -> None:
     keep_dir.mkdir(parents=True, exist_ok=True)
     for name in ("cp2k.out", "cp2k.inp"):
         if (workdir / name).exists():
             shutil.copy(workdir / name, keep_dir / name)
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def write_row(db_path: Path, atoms: Atoms, energy: float, forces, stress, keys: dict, data: dict | None = None) -> None:

@@ -3,7 +3,9 @@
 For every N and seed: fine-tune on N structures drawn by the seed, validate on
 the test set, and check forgetting on a structure outside the training
 chemistry (bcc W for a WS2 model: fine-tuned vs base model, no DFT needed).
-Runs live in ``out/n{N}-s{seed}/`` and finished ones are reused on rerun.
+With ``forgetting_test`` (a DFT dataset of that other chemistry, e.g.
+``datasets/w-bcc``) each model is also validated on it. Runs live in
+``out/n{N}-s{seed}/`` and finished ones are reused on rerun.
 
 Epochs per N follow :func:`mlip_exafs.finetune.epochs_for_n` unless the
 recipe fixes them: 100 epochs for N <= 10, then ~1000 structure-passes
@@ -41,6 +43,7 @@ class LearningCurveSettings(BaseModel):
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     recipe: FinetuneRecipe = FinetuneRecipe()
     forgetting_structure: str = "w-bcc"
+    forgetting_test: str | None = None  # optional DFT dataset outside the training chemistry (e.g. datasets/w-bcc)
     threads: int = Field(1, ge=1)
 
 
@@ -131,6 +134,8 @@ def run_one(settings: LearningCurveSettings, n: int, seed: int, out: Path, forge
     record = read_json(run_dir / "finetune.json")
     frames, base_labels = forgetting
     moved = model_difference(frames, base_labels, predict_labels(model, frames, settings.threads))
+    if settings.forgetting_test:
+        moved["dft"] = validate(model, settings.forgetting_test, run_dir / "validate-forgetting", settings.threads)
     return {
         "n": n,
         "seed": seed,
@@ -179,6 +184,9 @@ def learning_curve(settings: LearningCurveSettings, out: str | Path, advance=Non
     baseline = validate(settings.potential, settings.test, out / "pretrained" / "validate", settings.threads)
     frames = forgetting_structures(settings.forgetting_structure)
     forgetting = (frames, predict_labels(settings.potential, frames, settings.threads))
+    forgetting_dft = None
+    if settings.forgetting_test:
+        forgetting_dft = validate(settings.potential, settings.forgetting_test, out / "pretrained" / "validate-forgetting", settings.threads)
     rows = []
     for n in sorted(settings.ns):
         for seed in settings.seeds:
@@ -191,6 +199,7 @@ def learning_curve(settings: LearningCurveSettings, out: str | Path, advance=Non
         "runs": rows,
         "summary": summary,
         "pretrained": baseline,
+        "pretrained_forgetting_dft": forgetting_dft,
         "recommended_n": recommend_n(summary),
         "recommended_n_rule": RULE_TEXT,
         "forgetting_structure": f"{settings.forgetting_structure} 3x3x3, rattled 0.05 Å, and a 2 %-compressed copy; fine-tuned vs base model",

@@ -12,9 +12,7 @@ import html
 import json
 from pathlib import Path
 
-import numpy as np
-
-from mlip_exafs.files import read_json, save_figure, write_text
+from mlip_exafs.files import read_json, write_text
 
 SECTIONS = (  # (step-folder prefix, section title)
     ("validate-", "Parity against held-out DFT"),
@@ -54,33 +52,13 @@ def write_report(study_dir: Path) -> Path:
 
 
 def plot_learning_curve(summary: dict, path: Path) -> None:
-    """Force MAE and softening slope against N: seeds as dots, the seed mean as a line, pretrained as dashes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The learning-curve figure of the learning-curve stage, with the study's first pretrained model as baseline."""
+    from mlip_exafs.learning_curve import plot_learning_curve as plot, summarize_by_n
 
     rows = summary["learning_curve"]
-    ns = sorted({r["n"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    pristine = {k: v for k, v in summary["potentials"].items() if "-ft-" not in k}
-    for ax, key, label in ((axes[0], "force_mae_ev_a", "force MAE (eV/Å)"), (axes[1], "softening_slope", "softening slope")):
-        means = [np.mean([r[key] for r in rows if r["n"] == n]) for n in ns]
-        stds = [np.std([r[key] for r in rows if r["n"] == n]) for n in ns]
-        ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label="fine-tuned (mean ± std over seeds)")
-        ax.scatter([r["n"] for r in rows], [r[key] for r in rows], s=10, color="gray", alpha=0.6)
-        for name, entry in pristine.items():
-            ax.axhline(entry["validation"][key], ls="--", lw=1, label=f"{name} (pretrained)")
-        if summary.get("recommended_n"):
-            ax.axvline(summary["recommended_n"], color="g", lw=1, alpha=0.6, label=f"recommended N = {summary['recommended_n']}")
-        ax.set_xscale("log")
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.minorticks_off()
-        ax.set_xlabel("training structures N")
-        ax.set_ylabel(label)
-    axes[1].axhline(1.0, color="k", lw=0.6)
-    axes[0].legend(fontsize=7)
-    save_figure(fig, path)
+    pristine = [v["validation"] for k, v in summary["potentials"].items() if "-ft-" not in k]
+    baseline = pristine[0] if pristine else {"force_mae_ev_a": float("nan"), "softening_slope": float("nan")}
+    plot(rows, summarize_by_n(rows, keys=("force_mae_ev_a", "softening_slope")), baseline, path)
 
 
 def _head(title: str) -> str:

@@ -18,6 +18,7 @@ Metrics (all over the test structures):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ def predict_labels(potential: str | Path, frames: list[Atoms], threads: int = 1,
 
     for atoms in frames:
         check_elements(potential, atoms)
-    calc = calculator_for(potential, frames[0], threads)
+    with contextlib.redirect_stdout(None):  # CHGNet prints banners on load; keep stdout for results
+        calc = calculator_for(potential, frames[0], threads)
     energies, forces, stresses = [], [], []
     for atoms in frames:
         work = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)

@@ -79,6 +79,7 @@ def learning_curve_cmd(
     freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),
     batch_size: int = typer.Option(4, "--batch-size", help="Structures per optimizer step."),
     stress_weight: float = typer.Option(0.1, "--stress-weight", help="Loss weight of stress (GPa)."),
+    forgetting_test: Optional[str] = typer.Option(None, "--forgetting-test", help="DFT dataset outside the training chemistry (e.g. datasets/w-bcc) to validate every model on."),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
 ) -> None:
     """Fine-tune N x seeds models, validate each, plot error and softening vs N."""
@@ -91,7 +92,7 @@ def learning_curve_cmd(
     if min(n_values) < 1:
         raise UserError(f"--n '{ns}' contains 0; every N must be at least 1")
     recipe = recipe_from_options(epochs, lr, freeze, batch_size, stress_weight)
-    data = dict(potential=potential, train=train, test=test, ns=n_values, seeds=seed_values, recipe=recipe, threads=threads)
+    data = dict(potential=potential, train=train, test=test, ns=n_values, seeds=seed_values, recipe=recipe, forgetting_test=forgetting_test, threads=threads)
     settings = validate_model(LearningCurveSettings, data, "options")
     with progress_bar("learning curve (fine-tune + validate)", len(n_values) * len(seed_values)) as advance:
         result = learning_curve(settings, out, advance)

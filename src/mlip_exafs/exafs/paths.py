@@ -95,19 +95,18 @@ def enumerate_paths(reference: Atoms, absorbers: np.ndarray, ipot_of_atom: np.nd
     cutoff = rmax_a + margin_a
     pairs = build_pairs(reference, cutoff)
     lookup = _PairLookup(pairs, len(reference))
-    cell = reference.cell.array
     ss_pair, ss_ipot, collected = [], [], {3: [], 4: []}
     for a in absorbers:
         nb = np.flatnonzero(pairs.i == a)
         ss_pair.append(nb)
         ss_ipot.append(ipot_of_atom[pairs.j[nb]])
         if nleg_max >= 3:
-            _collect_ms(a, nb, pairs, lookup, cell, ipot_of_atom, cutoff, nleg_max, collected)
+            _collect_ms(a, nb, pairs, lookup, cutoff, nleg_max, collected)
     legs, types_idx, weights, types = _type_ms_paths(collected, pairs, reference, ipot_of_atom)
     return PathInstances(pairs, np.asarray(absorbers), np.concatenate(ss_pair), np.concatenate(ss_ipot), legs, types_idx, weights, types)
 
 
-def _collect_ms(a, nb, pairs, lookup, cell, ipot_of_atom, cutoff, nleg_max, collected) -> None:
+def _collect_ms(a, nb, pairs, lookup, cutoff, nleg_max, collected) -> None:
     """3- and 4-leg paths of absorber ``a``; the absorber may be the middle atom of a 4-leg path."""
     n = len(nb)
     atom = np.concatenate([pairs.j[nb], [a]])  # node n is the absorber itself

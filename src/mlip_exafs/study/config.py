@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlip_exafs.config import validate_model
+from mlip_exafs.config import read_yaml_mapping, validate_model
 from mlip_exafs.errors import UserError
 
 
@@ -76,14 +75,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def load_study_config(path: Path, profile: str | None = None) -> StudyConfig:
     """Read the YAML, apply the profile, resolve relative paths, validate."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"study config {path} does not exist; check the path (examples/ws2.yaml is bundled)") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"study config {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"study config {path} must be a mapping of settings; see examples/ws2.yaml")
+    raw = read_yaml_mapping(path, "study config")
     profiles = raw.pop("profiles", {}) or {}
     if profile is not None:
         if profile not in profiles:

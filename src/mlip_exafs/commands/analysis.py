@@ -1,0 +1,39 @@
+"""CLI verb ``analyze``: RDFs, shell distances and σ², bond angles of MD snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mlip_exafs.cli import app, console
+
+
+@app.command("analyze")
+def analyze_cmd(
+    trajs: List[Path] = typer.Argument(..., help="snapshots.extxyz files or md output folders (one per potential)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (analysis.json, rdf.csv, PNGs)."),
+    absorber: str = typer.Option("W", "--absorber", help="Element whose coordination shells are reported."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Ideal structure (built-in or file); default: each trajectory's average."),
+    reference_supercell: Optional[str] = typer.Option(None, "--reference-supercell", help="Supercell of --reference (the MD supercell)."),
+    label: Optional[List[str]] = typer.Option(None, "--label", help="Name of each trajectory (repeat once per TRAJ)."),
+    shell_rmax: float = typer.Option(4.5, "--shell-rmax", help="Report shells up to this distance (Å)."),
+    rdf_rmax: float = typer.Option(6.0, "--rdf-rmax", help="RDF range (Å)."),
+) -> None:
+    """Shells around the absorber (mean distance, MSRD σ² ± block error), RDFs and bond angles; compares trajectories."""
+    from mlip_exafs.analysis import AnalysisSettings, analyze
+    from mlip_exafs.config import validate_model
+
+    values = {"absorber": absorber, "reference": reference, "reference_supercell": reference_supercell,
+              "labels": label or None, "shell_rmax_a": shell_rmax, "rdf_rmax_a": rdf_rmax}
+    settings = validate_model(AnalysisSettings, values, "mlip-exafs analyze")
+    summary = analyze(list(trajs), settings, out)
+    for traj in summary["trajectories"]:
+        console.print(f"[bold]{traj['label']}[/bold]: {traj['n_frames']} frames; reference = {traj['reference']}")
+        for s in traj["shells"]:
+            err = f"{s['sigma2_err']:.5f}" if s["sigma2_err"] is not None else "n/a"
+            console.print(f"  {s['label']:8s} n = {s['n']:5.2f}  r_ideal {s['r_ideal']:.4f} Å  r_mean {s['r_mean']:.4f} Å  σ² {s['sigma2']:.5f} ± {err} Å²")
+        for a in traj["angles"]:
+            console.print(f"  angle {a['label']}: ideal {', '.join(f'{v:g}' for v in a['ideal_deg'])}°, rms deviation {a['rms_deviation_deg']:.2f}°")
+    console.print(f"-> {out / 'analysis.json'}")

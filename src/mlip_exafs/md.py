@@ -1,0 +1,622 @@
+"""The md stage: thermal-disorder MD whose production snapshots feed the EXAFS stage.
+
+Ensembles
+    NVT with Bussi stochastic velocity rescaling (``ase.md.bussi``, Bussi et al.
+    J. Chem. Phys. 126, 014101 (2007)). It samples the canonical ensemble like
+    Nosé–Hoover but cannot get stuck in non-ergodic oscillations in a stiff
+    crystal, and it rescales all velocities globally instead of adding a local
+    friction (Langevin), so vibrational dynamics are barely perturbed. Its only
+    state is the random generator, which is checkpointed, so a resumed run is
+    the same run. The centre of mass is fixed (``FixCom``): the kinetic
+    temperature then counts 3N − 3 degrees of freedom, which matters in the
+    small cells of tests.
+    Optional NPT first (``npt_fs`` > 0): Berendsen barostat and thermostat with
+    independently scaled cell axes (``Inhomogeneous_NPTBerendsen``), enough to
+    find the thermal lattice of a layered crystal. The mean cell of the second
+    half of the NPT run is then imposed, and the NVT equilibration and
+    production follow at that fixed cell.
+
+Outputs in ``out``: ``snapshots.extxyz`` (production frames only), ``thermo.csv``,
+``md.json`` and ``checkpoint.npz``. A killed run (even ``kill -9``) resumes from
+its last checkpoint: both logs are cut back to their length at that checkpoint
+and the run continues with the same step count, velocities and random state.
+
+Speed: with CHGNet the calculator is :class:`FastCHGNetCalculator`, which
+skips stress (unless the barostat asks for it) and magnetic moments and does
+not build a double-backward graph: about 1.5–2× faster per step than
+``CHGNetCalculator`` (see ``bench/md_speed.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator, all_changes
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlip_exafs.errors import UserError
+
+SNAPSHOT_FILE = "snapshots.extxyz"
+THERMO_FILE = "thermo.csv"
+CHECKPOINT_FILE = "checkpoint.npz"
+SUMMARY_FILE = "md.json"
+THERMO_COLUMNS = ("step", "time_fs", "temperature_k", "epot_ev", "ekin_ev", "etot_ev", "phase")
+CHECKPOINT_VERSION = 1
+BLOWUP_FACTOR = 3.0  # a run hotter than this × target ...
+BLOWUP_STEPS = 10  # ... for this many consecutive steps has blown up
+RUNTIME_ONLY = {"threads"}  # settings that may change between a run and its resumption
+
+_DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(fs|ps|ns)?\s*$", re.IGNORECASE)
+_FS_PER_UNIT = {"fs": 1.0, "ps": 1000.0, "ns": 1.0e6}
+
+
+def parse_duration_fs(text: str | float, what: str = "duration") -> float:
+    """'2ps' -> 2000.0, '500fs' -> 500.0, '10' -> 10.0 (a plain number is in fs)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise UserError(f"{what} '{text}' is not a duration; write e.g. 500fs, 2ps or a plain number of fs")
+    return float(match.group(1)) * _FS_PER_UNIT[(match.group(2) or "fs").lower()]
+
+
+class MdSettings(BaseModel):
+    """One MD run. Times are in fs; they must be whole multiples of the timestep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    structure: str = Field("ws2", description="built-in crystal or structure file")
+    supercell: Optional[str] = None
+    potential: str = "chgnet"
+    temperature_k: float = Field(300.0, gt=0)
+    timestep_fs: float = Field(2.0, gt=0, le=20)
+    equilibration_fs: float = Field(2000.0, ge=0)
+    production_fs: float = Field(10000.0, gt=0)
+    snapshot_every_fs: float = Field(50.0, gt=0)
+    thermo_every_fs: float = Field(10.0, gt=0)
+    checkpoint_every_fs: float = Field(200.0, gt=0)
+    npt_fs: float = Field(0.0, ge=0, description="NPT run before NVT to find the thermal lattice (0 = none)")
+    pressure_gpa: float = 0.0
+    bulk_modulus_gpa: float = Field(50.0, gt=0, description="sets the Berendsen barostat's response time only")
+    thermostat_time_fs: float = Field(100.0, gt=0)
+    barostat_time_fs: float = Field(1000.0, gt=0)
+    seed: int = 0
+    threads: int = Field(1, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        return self.model_dump(exclude=RUNTIME_ONLY)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step numbers of the phases and of the outputs. Step k is the k-th completed step."""
+
+    npt_steps: int
+    equilibration_steps: int
+    production_steps: int
+    snapshot_every: int
+    thermo_every: int
+    checkpoint_every: int
+
+    @property
+    def production_start(self) -> int:
+        return self.npt_steps + self.equilibration_steps
+
+    @property
+    def total(self) -> int:
+        return self.production_start + self.production_steps
+
+    @property
+    def n_frames(self) -> int:
+        return self.production_steps // self.snapshot_every
+
+    def phase_of(self, step: int) -> str:
+        """Phase that the step from ``step - 1`` to ``step`` belongs to."""
+        if step <= self.npt_steps:
+            return "npt"
+        return "equilibration" if step <= self.production_start else "production"
+
+    def ensemble_of(self, step: int) -> str:
+        return "npt" if step <= self.npt_steps else "nvt"
+
+    def frames_until(self, step: int) -> int:
+        return max(0, step - self.production_start) // self.snapshot_every
+
+    def is_snapshot(self, step: int) -> bool:
+        return step > self.production_start and (step - self.production_start) % self.snapshot_every == 0
+
+    def averages_cell(self, step: int) -> bool:
+        """The second half of the NPT run gives the thermal lattice."""
+        return self.npt_steps // 2 < step <= self.npt_steps
+
+
+def schedule_of(settings: MdSettings) -> Schedule:
+    dt = settings.timestep_fs
+
+    def steps(value_fs: float, name: str) -> int:
+        n = round(value_fs / dt)
+        if abs(n * dt - value_fs) > 1e-6 * max(1.0, value_fs):
+            raise UserError(f"{name} {value_fs:g} fs is not a whole number of {dt:g} fs timesteps; choose a multiple of the timestep")
+        return n
+
+    every = steps(settings.snapshot_every_fs, "snapshot interval (--every)")
+    production = steps(settings.production_fs, "production time (--production)")
+    if every < 1 or production < every:
+        raise UserError(f"production {settings.production_fs:g} fs is shorter than one snapshot interval ({settings.snapshot_every_fs:g} fs); lengthen --production or shorten --every")
+    return Schedule(
+        npt_steps=steps(settings.npt_fs, "NPT time (--npt-time)"),
+        equilibration_steps=steps(settings.equilibration_fs, "equilibration time (--equilibrate)"),
+        production_steps=production,
+        snapshot_every=every,
+        thermo_every=max(1, round(settings.thermo_every_fs / dt)),
+        checkpoint_every=max(1, round(settings.checkpoint_every_fs / dt)),
+    )
+
+
+# ---------------------------------------------------------------- fast CHGNet
+
+
+class FastCHGNetCalculator(Calculator):
+    """CHGNet energy and forces for MD, without the work MD does not need.
+
+    ``CHGNetCalculator`` always predicts stress and magnetic moments, takes
+    gradients with ``create_graph=True`` (kept for training) and builds its
+    graph with Python objects per edge. Here the graph is built with array
+    operations (:func:`crystal_graph`), one backward pass with
+    ``create_graph=False`` gives the forces, and the stress too, from
+    dE/d(lattice), only when asked (``compute_stress`` or an ASE request for
+    "stress"). Same model, same graph: results agree with ``CHGNetCalculator``
+    to float32 precision (tested).
+    """
+
+    implemented_properties = ("energy", "free_energy", "forces", "stress")
+
+    def __init__(self, model, compute_stress: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model.to("cpu").eval()
+        for noise in ("To copy construct from a tensor", "Converting a tensor with requires_grad=True to a scalar"):
+            warnings.filterwarnings("ignore", message=noise, category=UserWarning)
+        self.compute_stress = compute_stress
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import torch
+
+        super().calculate(atoms, properties, system_changes)
+        want_stress = self.compute_stress or "stress" in properties
+        graph = crystal_graph(self.atoms, self.model.graph_converter.atom_graph_cutoff, self.model.graph_converter.bond_graph_cutoff)
+        with torch.enable_grad():
+            energy_per_atom = self.model([graph], task="e")["e"]
+            energy = energy_per_atom.sum() * len(self.atoms) if self.model.is_intensive else energy_per_atom.sum()
+            inputs = [graph.atom_frac_coord, graph.lattice] if want_stress else [graph.atom_frac_coord]
+            grads = torch.autograd.grad(energy, inputs)
+        cell = self.atoms.cell.array
+        de_dfrac = grads[0].detach().double().numpy()
+        forces = -de_dfrac @ np.linalg.inv(cell).T  # frac = cart @ inv(cell)
+        self.results = {"energy": float(energy), "free_energy": float(energy), "forces": forces}
+        if want_stress:
+            self.results["stress"] = _stress_from_lattice_gradient(grads[1].detach().double().numpy(), cell)
+
+
+def crystal_graph(atoms: Atoms, atom_cutoff_a: float, bond_cutoff_a: float):
+    """CHGNet's ``CrystalGraph`` built with array operations instead of one Python object per edge.
+
+    Same content as ``CrystalGraphConverter`` (edge order aside, which the
+    model's sums ignore): directed edges within ``atom_cutoff_a``, each paired
+    with its reverse into an undirected edge, and an angle for every ordered
+    pair of distinct directed edges shorter than ``bond_cutoff_a`` that leave
+    the same atom.
+    """
+    import torch
+    from chgnet.graph.crystalgraph import CrystalGraph
+    from pymatgen.optimization.neighbors import find_points_in_spheres
+
+    cell = np.ascontiguousarray(atoms.cell.array, dtype=float)
+    cart = np.ascontiguousarray(atoms.positions, dtype=float)
+    center, neighbor, image, distance = find_points_in_spheres(cart, cart, r=float(atom_cutoff_a), pbc=np.ones(3, dtype=np.int64), lattice=cell, tol=1e-8)
+    keep = ~((center == neighbor) & (distance <= 1e-8))
+    center, neighbor, image, distance = center[keep], neighbor[keep], image[keep].astype(np.int64), distance[keep]
+    reverse = _reverse_edges(center, neighbor, image, len(atoms))
+    first = np.minimum(np.arange(len(center)), reverse)  # the directed edge that founds its undirected edge
+    founders, directed2undirected = np.unique(first, return_inverse=True)
+    bond_graph = _angle_pairs(center, distance < bond_cutoff_a, directed2undirected)
+    frac = cart @ np.linalg.inv(cell)
+    return CrystalGraph(
+        atomic_number=torch.tensor(atoms.numbers, dtype=torch.int32),
+        atom_frac_coord=torch.tensor(frac, dtype=torch.float32, requires_grad=True),
+        atom_graph=torch.tensor(np.stack([center, neighbor], axis=1), dtype=torch.int32),
+        neighbor_image=torch.tensor(image, dtype=torch.float32),
+        directed2undirected=torch.tensor(directed2undirected, dtype=torch.int32),
+        undirected2directed=torch.tensor(founders, dtype=torch.int32),
+        bond_graph=torch.tensor(bond_graph, dtype=torch.int32),
+        lattice=torch.tensor(cell, dtype=torch.float32, requires_grad=True),
+        atom_graph_cutoff=atom_cutoff_a,
+        bond_graph_cutoff=bond_cutoff_a,
+        composition=atoms.get_chemical_formula(),
+    )
+
+
+def _reverse_edges(center: np.ndarray, neighbor: np.ndarray, image: np.ndarray, n_atoms: int) -> np.ndarray:
+    """Index of the edge j -> i (image -s) for every edge i -> j (image s)."""
+    def key(i, j, s):
+        s = s + 512
+        return ((i * n_atoms + j) * 1024 + s[:, 0]) * 1024 * 1024 + s[:, 1] * 1024 + s[:, 2]
+
+    forward = key(center.astype(np.int64), neighbor.astype(np.int64), image)
+    order = np.argsort(forward)
+    backward = key(neighbor.astype(np.int64), center.astype(np.int64), -image)
+    pos = np.searchsorted(forward, backward, sorter=order)
+    reverse = order[np.clip(pos, 0, len(order) - 1)]
+    if len(center) and not np.array_equal(forward[reverse], backward):
+        raise RuntimeError("neighbour list is not symmetric; cannot pair directed edges")
+    return reverse
+
+
+def _angle_pairs(center: np.ndarray, short: np.ndarray, directed2undirected: np.ndarray) -> np.ndarray:
+    """Rows [atom, bond1 undirected, bond1 directed, bond2 undirected, bond2 directed] for all
+    ordered pairs of distinct short bonds leaving the same atom (CHGNet's line graph)."""
+    edges = np.flatnonzero(short)
+    edges = edges[np.argsort(center[edges], kind="stable")]
+    atoms_of = center[edges]
+    starts = np.searchsorted(atoms_of, atoms_of, side="left")
+    sizes = np.searchsorted(atoms_of, atoms_of, side="right") - starts
+    first = np.repeat(np.arange(len(edges)), sizes)
+    second = np.repeat(starts, sizes) + (np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+    distinct = first != second
+    d1, d2 = edges[first[distinct]], edges[second[distinct]]
+    return np.stack([center[d1], directed2undirected[d1], d1, directed2undirected[d2], d2], axis=1).reshape(-1, 5)
+
+
+def _stress_from_lattice_gradient(de_dcell: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """ASE stress (eV/Å^3, Voigt) = (1/V) dE/dε with the cell strained as cell·(1+ε)."""
+    de_dstrain = cell.T @ de_dcell
+    sym = 0.5 * (de_dstrain + de_dstrain.T) / abs(np.linalg.det(cell))
+    return np.array([sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]])
+
+
+def md_calculator(potential: str, atoms: Atoms, threads: int) -> Calculator:
+    """The calculator for ``potential``; CHGNet models get :class:`FastCHGNetCalculator`."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from mlip_exafs.potentials import calculator_for
+
+    with contextlib.redirect_stdout(io.StringIO()):  # CHGNetCalculator prints its device
+        calc = calculator_for(potential, atoms, threads)
+    if isinstance(calc, CHGNetCalculator):
+        return FastCHGNetCalculator(calc.model)
+    return calc
+
+
+# ---------------------------------------------------------------- run state
+
+
+@dataclass
+class RunState:
+    """Everything besides positions and momenta that a resumed run needs."""
+
+    step: int
+    rng: np.random.Generator
+    transferred_energy_ev: float = 0.0  # Bussi thermostat bookkeeping
+    cell_sum_a: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
+    cell_count: int = 0
+    segments: list[dict] = field(default_factory=list)  # timing of each invocation
+
+
+@dataclass(frozen=True)
+class OutFiles:
+    out: Path
+
+    @property
+    def snapshots(self) -> Path:
+        return self.out / SNAPSHOT_FILE
+
+    @property
+    def thermo(self) -> Path:
+        return self.out / THERMO_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / CHECKPOINT_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.out / SUMMARY_FILE
+
+
+def save_checkpoint(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSettings, potential_id: str) -> None:
+    """Positions, momenta, cell, step, RNG and thermostat state, plus the log lengths they match."""
+    from mlip_exafs.files import atomic_path
+
+    meta = {
+        "version": CHECKPOINT_VERSION,
+        "step": state.step,
+        "rng_state": state.rng.bit_generator.state,
+        "transferred_energy_ev": state.transferred_energy_ev,
+        "cell_sum_a": state.cell_sum_a.tolist(),
+        "cell_count": state.cell_count,
+        "segments": state.segments,
+        "settings": settings.identity(),
+        "potential_id": potential_id,
+        "log_bytes": {name: _synced_size(path) for name, path in (("snapshots", files.snapshots), ("thermo", files.thermo))},
+    }
+    with atomic_path(files.checkpoint) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, positions=atoms.positions, momenta=atoms.get_momenta(), cell=atoms.cell.array, numbers=atoms.numbers, meta=np.array(json.dumps(meta)))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _synced_size(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+    return path.stat().st_size
+
+
+def load_checkpoint(files: OutFiles, atoms: Atoms, settings: MdSettings, potential_id: str) -> RunState:
+    """Restore ``atoms`` and the run state; cut the logs back to what the checkpoint saw."""
+    path = files.checkpoint
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ("positions", "momenta", "cell", "numbers", "meta")}
+        meta = json.loads(str(arrays["meta"]))
+        step = int(meta["step"])
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng_state"]
+    except Exception as exc:  # a truncated/garbled file fails in many ways
+        raise UserError(f"checkpoint {path} is corrupted ({type(exc).__name__}); delete it and rerun (the MD restarts from step 0)") from None
+    if arrays["positions"].shape != atoms.positions.shape or not np.array_equal(arrays["numbers"], atoms.numbers):
+        raise UserError(f"checkpoint {path} holds another structure ({len(arrays['numbers'])} atoms); use another --out or delete {path}")
+    _check_same_run(meta, settings, potential_id, path)
+    atoms.set_cell(arrays["cell"], scale_atoms=False)
+    atoms.positions = arrays["positions"]
+    atoms.set_momenta(arrays["momenta"], apply_constraint=False)
+    for name, target in (("snapshots", files.snapshots), ("thermo", files.thermo)):
+        _truncate(target, int(meta["log_bytes"][name]), path)
+    return RunState(step, rng, float(meta["transferred_energy_ev"]), np.array(meta["cell_sum_a"]), int(meta["cell_count"]), list(meta["segments"]))
+
+
+def _check_same_run(meta: dict, settings: MdSettings, potential_id: str, path: Path) -> None:
+    saved = meta["settings"]
+    for key, value in settings.identity().items():
+        if saved.get(key) != value:
+            raise UserError(f"{path.parent} holds an MD run with {key} = {saved.get(key)!r}, not {value!r}; use another --out or delete {path.parent} to start over")
+    if meta["potential_id"] != potential_id:
+        raise UserError(f"{path.parent} was run with potential {meta['potential_id']}, not {potential_id}; use another --out or delete {path.parent}")
+
+
+def _truncate(path: Path, size: int, checkpoint: Path) -> None:
+    current = path.stat().st_size if path.exists() else 0
+    if current < size:
+        raise UserError(f"{path} is shorter than {checkpoint} expects (lost output); delete {path.parent} and rerun")
+    if current > size:
+        os.truncate(path, size)
+
+
+# ---------------------------------------------------------------- dynamics
+
+
+def make_dynamics(atoms: Atoms, ensemble: str, settings: MdSettings, state: RunState):
+    """The ASE integrator of an ensemble: Berendsen NPT, or Bussi NVT."""
+    from ase.md.bussi import Bussi
+    from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen
+
+    dt = settings.timestep_fs * units.fs
+    if ensemble == "npt":
+        return Inhomogeneous_NPTBerendsen(
+            atoms, dt, temperature_K=settings.temperature_k, taut=settings.thermostat_time_fs * units.fs,
+            pressure_au=settings.pressure_gpa * units.GPa, taup=settings.barostat_time_fs * units.fs,
+            compressibility_au=1.0 / (settings.bulk_modulus_gpa * units.GPa), fixcm=False,
+        )
+    dyn = Bussi(atoms, dt, temperature_K=settings.temperature_k, taut=settings.thermostat_time_fs * units.fs, rng=state.rng)
+    dyn.transferred_energy = state.transferred_energy_ev
+    return dyn
+
+
+def fresh_state(atoms: Atoms, settings: MdSettings) -> RunState:
+    """Maxwell–Boltzmann velocities at the target temperature, no net momentum."""
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    rng = np.random.default_rng(settings.seed)
+    thermalize_momenta(atoms, temperature_K=settings.temperature_k, rng=rng)
+    Stationary(atoms)
+    return RunState(0, rng)
+
+
+class BlowUpGuard:
+    """Stops a run whose temperature runs away or whose positions stop being finite."""
+
+    def __init__(self, target_k: float, out: Path):
+        self.limit_k = BLOWUP_FACTOR * target_k
+        self.hot_steps = 0
+        self.out = out
+
+    def check(self, atoms: Atoms, step: int) -> None:
+        temperature = atoms.get_temperature()
+        if not (np.isfinite(atoms.positions).all() and math.isfinite(temperature)):
+            self._fail(step, "positions or velocities became non-finite")
+        self.hot_steps = self.hot_steps + 1 if temperature > self.limit_k else 0
+        if self.hot_steps >= BLOWUP_STEPS:
+            self._fail(step, f"T = {temperature:.0f} K stayed above {self.limit_k:.0f} K for {BLOWUP_STEPS} steps")
+
+    def _fail(self, step: int, why: str) -> None:
+        raise UserError(f"MD blew up at step {step} ({why}); delete {self.out} and rerun with a smaller --timestep, or check the structure and potential")
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def thermo_row(atoms: Atoms, step: int, settings: MdSettings, phase: str) -> str:
+    epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+    values = (step, step * settings.timestep_fs, atoms.get_temperature(), epot, ekin, epot + ekin)
+    return "{},{:.3f},{:.3f},{:.6f},{:.6f},{:.6f},{}\n".format(*values, phase)
+
+
+def snapshot_of(atoms: Atoms, step: int, settings: MdSettings) -> Atoms:
+    """A bare copy (no calculator, no velocities) carrying step, time and energies."""
+    snap = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    snap.info.update(step=step, time_fs=step * settings.timestep_fs, temperature_k=round(atoms.get_temperature(), 3), epot_ev=round(atoms.get_potential_energy(), 6))
+    return snap
+
+
+def read_thermo(path: str | Path) -> dict[str, np.ndarray]:
+    """thermo.csv as columns (numbers as floats, ``phase`` as strings)."""
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:] if line]
+    return {name: np.array([r[i] for r in rows], dtype=str if name == "phase" else float) for i, name in enumerate(header)}
+
+
+def write_summary(files: OutFiles, settings: MdSettings, schedule: Schedule, potential_id: str, state: RunState, atoms: Atoms, status: str) -> dict:
+    from mlip_exafs.files import write_json
+    from mlip_exafs.provenance import provenance
+
+    thermo = read_thermo(files.thermo)
+    prod = thermo["phase"] == "production"
+    steps = sum(s["steps"] for s in state.segments)
+    wall = sum(s["wall_s"] for s in state.segments)
+    summary = {
+        "status": status,
+        "settings": settings.model_dump(),
+        "potential_id": potential_id,
+        "n_atoms": len(atoms),
+        "step": state.step,
+        "total_steps": schedule.total,
+        "n_frames": schedule.frames_until(state.step),
+        "steps_per_s": steps / wall if wall > 0 else None,
+        "segments": state.segments,
+        "production_temperature_k": {"mean": float(thermo["temperature_k"][prod].mean()), "std": float(thermo["temperature_k"][prod].std())} if prod.any() else None,
+        "cell_a": atoms.cell.array.tolist(),
+        "npt_mean_cell_a": (state.cell_sum_a / state.cell_count).tolist() if state.cell_count else None,
+        "files": {"snapshots": SNAPSHOT_FILE, "thermo": THERMO_FILE, "checkpoint": CHECKPOINT_FILE},
+        "provenance": provenance({"structure": settings.structure, "potential": potential_id}),
+    }
+    write_json(files.summary, summary)
+    return summary
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
+    """Structure and potential -> ``out/snapshots.extxyz`` (+ thermo.csv, md.json). Resumes a killed run."""
+    from ase.constraints import FixCom
+
+    from mlip_exafs.potentials import potential_id as potential_id_of
+    from mlip_exafs.structures import load_structure
+
+    files = OutFiles(Path(out))
+    schedule = schedule_of(settings)
+    atoms = load_structure(settings.structure, settings.supercell)
+    pid = potential_id_of(settings.potential)
+    if _finished(files, settings, pid):
+        return files.snapshots
+    atoms.calc = md_calculator(settings.potential, atoms, settings.threads)
+    atoms.set_constraint(FixCom())
+    state = _start_or_resume(files, atoms, settings, pid)
+    _run_steps(files, atoms, state, settings, schedule, pid, show_progress)
+    write_summary(files, settings, schedule, pid, state, atoms, "complete")
+    return files.snapshots
+
+
+def _finished(files: OutFiles, settings: MdSettings, potential_id: str) -> bool:
+    """True when ``out`` already holds this very run, complete; refuses a different one."""
+    from mlip_exafs.files import read_json
+
+    if not files.summary.exists():
+        return False
+    summary = read_json(files.summary)
+    if summary.get("status") != "complete":
+        return False
+    saved = {k: v for k, v in summary.get("settings", {}).items() if k not in RUNTIME_ONLY}
+    if saved != settings.identity() or summary.get("potential_id") != potential_id:
+        raise UserError(f"{files.out} already holds a finished MD run with other settings; use another --out or delete it")
+    return True
+
+
+def _start_or_resume(files: OutFiles, atoms: Atoms, settings: MdSettings, potential_id: str) -> RunState:
+    if files.checkpoint.exists():
+        return load_checkpoint(files, atoms, settings, potential_id)
+    from mlip_exafs.files import write_text
+
+    state = fresh_state(atoms, settings)
+    write_text(files.thermo, ",".join(THERMO_COLUMNS) + "\n" + thermo_row(atoms, 0, settings, "start"))
+    write_text(files.snapshots, "")
+    save_checkpoint(files, atoms, state, settings, potential_id)
+    return state
+
+
+def _run_steps(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSettings, schedule: Schedule, potential_id: str, show_progress: bool) -> None:
+    import ase.io
+
+    from mlip_exafs.progress import progress_bar
+
+    guard = BlowUpGuard(settings.temperature_k, files.out)
+    ensemble, dyn = None, None
+    segment = {"start_step": state.step, "end_step": state.step, "steps": 0, "wall_s": 0.0, "steps_per_s": None}
+    state.segments.append(segment)
+    t0 = time.perf_counter()
+    bar = progress_bar(f"MD {settings.temperature_k:g} K", schedule.total - state.step) if show_progress else _no_bar()
+    with bar as advance, open(files.snapshots, "a") as snapshots, open(files.thermo, "a") as thermo:
+        for step in range(state.step + 1, schedule.total + 1):
+            if schedule.ensemble_of(step) != ensemble:
+                ensemble = schedule.ensemble_of(step)
+                dyn = _enter_ensemble(atoms, ensemble, settings, state)
+            dyn.step()
+            guard.check(atoms, step)
+            state.step = step
+            if schedule.averages_cell(step):
+                state.cell_sum_a += atoms.cell.array
+                state.cell_count += 1
+            if step % schedule.thermo_every == 0 or step == schedule.total:
+                thermo.write(thermo_row(atoms, step, settings, schedule.phase_of(step)))
+            if schedule.is_snapshot(step):
+                ase.io.write(snapshots, snapshot_of(atoms, step, settings), format="extxyz")
+            if step == schedule.npt_steps:
+                _impose_mean_cell(atoms, state)
+            if step % schedule.checkpoint_every == 0 or step == schedule.total:
+                snapshots.flush(), thermo.flush()
+                _update_segment(segment, state.step, time.perf_counter() - t0)
+                state.transferred_energy_ev = float(getattr(dyn, "transferred_energy", state.transferred_energy_ev))
+                save_checkpoint(files, atoms, state, settings, potential_id)
+                write_summary(files, settings, schedule, potential_id, state, atoms, "running")
+            advance()
+
+
+def _enter_ensemble(atoms: Atoms, ensemble: str, settings: MdSettings, state: RunState):
+    """A fresh integrator; the barostat needs stress at every step, NVT never does."""
+    if isinstance(atoms.calc, FastCHGNetCalculator):
+        atoms.calc.compute_stress = ensemble == "npt"
+    return make_dynamics(atoms, ensemble, settings, state)
+
+
+def _impose_mean_cell(atoms: Atoms, state: RunState) -> None:
+    if state.cell_count:
+        atoms.set_cell(state.cell_sum_a / state.cell_count, scale_atoms=True)
+
+
+def _update_segment(segment: dict, step: int, wall_s: float) -> None:
+    """Steps and wall time of this invocation so far (one segment per resumption)."""
+    segment.update(end_step=step, steps=step - segment["start_step"], wall_s=round(wall_s, 3))
+    segment["steps_per_s"] = round(segment["steps"] / wall_s, 4) if wall_s > 0 else None
+
+
+class _no_bar:
+    def __enter__(self) -> Callable[[], None]:
+        return lambda: None
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -1,0 +1,159 @@
+"""compare stage: the real W-foil spectrum against an MD-style χ(k), and malformed spectrum files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlip_exafs.compare import CompareSettings, compare, shifted_theory
+from mlip_exafs.errors import UserError
+from mlip_exafs.exafs import ExafsSettings, run_exafs
+from mlip_exafs.spectra import read_experiment
+
+W_FOIL = Path("/work/shared/data/exafs/W_metal_rt_01.xdi")
+pytestmark = pytest.mark.skipif(not W_FOIL.exists(), reason="W foil spectrum not available")
+
+
+@pytest.fixture(scope="module")
+def theory_chi(tmp_path_factory) -> Path:
+    """χ(k) of Gaussian-disordered bcc W (σ ≈ 300 K) from the fast engine, non-SCF potentials."""
+    import ase.io
+
+    from mlip_exafs.structures import load_structure
+
+    tmp = tmp_path_factory.mktemp("theory")
+    rng = np.random.default_rng(3)
+    base = load_structure("w-bcc", "4x4x4")
+    frames = []
+    for _ in range(4):
+        atoms = base.copy()
+        atoms.positions += rng.normal(0.0, 0.04, atoms.positions.shape)
+        frames.append(atoms)
+    ase.io.write(tmp / "w.extxyz", frames)
+    settings = ExafsSettings(absorber="W", edge="L3", rmax_a=6.0, scf_radius_a=None, ideal="w-bcc", ideal_supercell="4x4x4", max_absorbers=16)
+    return run_exafs(settings, tmp / "w.extxyz", tmp / "exafs")
+
+
+def test_w_foil_comparison_fits_s02_and_de0(theory_chi, tmp_path):
+    result = compare(theory_chi.parent, W_FOIL, CompareSettings(absorber="W", edge="L3"), tmp_path)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    for key in ("r_factor_k", "r_factor_r", "s02", "de0_ev", "kmin", "kmax", "rmin", "rmax", "provenance"):
+        assert key in saved
+    assert 0.5 < result["s02"] < 1.3
+    assert abs(result["de0_ev"]) < 15
+    assert result["r_factor_r"] < 0.1 and result["r_factor_k"] < 0.3
+    assert (tmp_path / "compare.png").stat().st_size > 1000
+    # the fit is a real optimum: a wrong ΔE0 or S0² fits worse
+    worse = compare_with_fixed(theory_chi, result["s02"] * 0.7, result["de0_ev"] + 5.0)
+    assert worse > result["r_factor_r"]
+
+
+def compare_with_fixed(theory_csv: Path, s02: float, de0: float) -> float:
+    from mlip_exafs.exafs import read_chi_csv
+    from mlip_exafs.spectra import FTWindow, fourier_transform, r_factor
+
+    k_th, chi_th = read_chi_csv(theory_csv)
+    exp = read_experiment(W_FOIL, "W", "L3")
+    window = FTWindow(3.0, 14.0)
+    model = shifted_theory(k_th, chi_th, exp.k_inv_a, s02, de0)
+    a, b = fourier_transform(exp.k_inv_a, model, window), fourier_transform(exp.k_inv_a, exp.chi, window)
+    m = (b.r >= 1.0) & (b.r <= 5.0)
+    return r_factor(a.chir[m], b.chir[m])
+
+
+def test_two_column_files_give_the_same_chi_as_xdi(tmp_path):
+    xdi = read_experiment(W_FOIL, "W", "L3")
+    energy, itrans, i0 = np.loadtxt(W_FOIL, comments="#", unpack=True)
+    np.savetxt(tmp_path / "mu.dat", np.c_[energy, np.log(i0 / itrans)], header="energy mu")
+    from_mu = read_experiment(tmp_path / "mu.dat", "W", "L3")
+    n = min(len(xdi.chi), len(from_mu.chi))
+    np.testing.assert_allclose(from_mu.chi[:n], xdi.chi[:n], atol=1e-6)
+    np.savetxt(tmp_path / "chi.dat", np.c_[xdi.k_inv_a, xdi.chi], header="k chi")
+    from_chi = read_experiment(tmp_path / "chi.dat", "W", "L3")
+    np.testing.assert_allclose(from_chi.chi[: len(xdi.chi)], xdi.chi, atol=1e-6)
+
+
+def _xdi_lines() -> list[str]:
+    return W_FOIL.read_text().splitlines(keepends=True)
+
+
+def _write(path: Path, lines) -> Path:
+    path.write_text("".join(lines))
+    return path
+
+
+def _header_end(lines) -> int:
+    return max(i for i, line in enumerate(lines) if line.startswith("#")) + 1
+
+
+def malformed_truncated(tmp: Path) -> Path:
+    lines = _xdi_lines()
+    return _write(tmp / "truncated.xdi", lines[: _header_end(lines) + 8])
+
+
+def malformed_no_energy(tmp: Path) -> Path:
+    lines = [line.replace("Column.1: energy eV", "Column.1: time s").replace("#  energy ", "#  time ") for line in _xdi_lines()]
+    return _write(tmp / "noenergy.xdi", lines)
+
+
+def malformed_non_monotonic(tmp: Path) -> Path:
+    energy, itrans, i0 = np.loadtxt(W_FOIL, comments="#", unpack=True)
+    energy[100], energy[101] = energy[101], energy[100]
+    np.savetxt(tmp / "swapped.dat", np.c_[energy, np.log(i0 / itrans)])
+    return tmp / "swapped.dat"
+
+
+def malformed_wrong_edge(tmp: Path) -> Path:
+    energy, itrans, i0 = np.loadtxt(W_FOIL, comments="#", unpack=True)
+    np.savetxt(tmp / "shifted.dat", np.c_[energy + 1500.0, np.log(i0 / itrans)])  # edge 1.5 keV off W L3
+    return tmp / "shifted.dat"
+
+
+def malformed_text(tmp: Path) -> Path:
+    return _write(tmp / "words.dat", ["energy mu\n", "a b\n"] * 30)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (malformed_truncated, "truncated"),
+        (malformed_no_energy, "no energy column"),
+        (malformed_non_monotonic, "not strictly increasing"),
+        (malformed_wrong_edge, "W L3 is at 10207 eV"),
+        (malformed_text, "not a table of numbers"),
+    ],
+)
+def test_malformed_spectrum_is_one_line_user_error(tmp_path, make, message):
+    with pytest.raises(UserError) as err:
+        read_experiment(make(tmp_path), "W", "L3")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_exit_code_2_for_malformed_file(theory_chi, tmp_path):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    bad = malformed_truncated(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "mlip_exafs", "compare", str(theory_chi), "--experiment", str(bad), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "truncated" in lines[0]
+
+
+def test_athena_project_reads_like_the_xdi(tmp_path):
+    from larch import Group
+    from larch.io import AthenaProject
+
+    energy, itrans, i0 = np.loadtxt(W_FOIL, comments="#", unpack=True)
+    project = AthenaProject(str(tmp_path / "w.prj"))
+    project.add_group(Group(energy=energy, mu=np.log(i0 / itrans), filename="w_foil"))
+    project.save()
+    from_prj = read_experiment(tmp_path / "w.prj", "W", "L3")
+    xdi = read_experiment(W_FOIL, "W", "L3")
+    n = min(len(xdi.chi), len(from_prj.chi))
+    np.testing.assert_allclose(from_prj.chi[:n], xdi.chi[:n], atol=1e-6)

@@ -1,0 +1,103 @@
+"""EXAFS stage: fast engine against per-snapshot FEFF8L, the no-disorder limit, outputs and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+
+from mlip_exafs.errors import UserError
+from mlip_exafs.exafs import ExafsSettings, read_chi_csv, run_exafs
+from mlip_exafs.spectra import FTWindow, k_weighted_r_factor
+from mlip_exafs.structures import load_structure
+
+WINDOW = FTWindow(kmin_inv_a=3.0, kmax_inv_a=15.0)
+
+
+def gaussian_snapshots(name: str, supercell: str, n_frames: int, sigma_a: float, path, seed: int = 0):
+    """Independent Gaussian displacements: enough disorder to test engine against engine."""
+    rng = np.random.default_rng(seed)
+    base = load_structure(name, supercell)
+    frames = []
+    for _ in range(n_frames):
+        atoms = base.copy()
+        atoms.positions += rng.normal(0.0, sigma_a, atoms.positions.shape)
+        frames.append(atoms)
+    ase.io.write(path, frames)
+    return path
+
+
+def both_engines(traj, tmp_path, **fields):
+    chis = {}
+    for engine in ("fast", "feff"):
+        settings = ExafsSettings(engine=engine, scf_radius_a=None, n_blocks=2, **fields)
+        k, chis[engine] = read_chi_csv(run_exafs(settings, traj, tmp_path / engine))
+    return k, chis
+
+
+def test_fast_engine_matches_per_snapshot_feff_with_multiple_scattering(tmp_path):
+    # bcc W to 4.6 Å: two single-scattering shells, 3-leg triangles and 4-leg paths
+    traj = gaussian_snapshots("w-bcc", "3x3x3", 3, 0.05, tmp_path / "w.extxyz")
+    k, chi = both_engines(traj, tmp_path, absorber="W", edge="L3", rmax_a=4.6, max_frames=2, max_absorbers=2)
+    r = k_weighted_r_factor(k, chi["fast"], chi["feff"], WINDOW)
+    assert r <= 1e-3, r
+    info = json.loads((tmp_path / "fast" / "exafs.json").read_text())
+    assert info["engine_info"]["ms_path_types"] > 0
+    assert np.max(np.abs(k**2 * chi["feff"])) > 0.5  # a real spectrum, not zeros
+
+
+def test_fast_engine_reduces_to_feff_perfect_crystal_two_elements(tmp_path):
+    # no disorder: FEFF's own perfect-crystal χ(k) (degenerate paths merged, σ² = 0)
+    traj = gaussian_snapshots("ws2", "3x3x1", 1, 0.0, tmp_path / "ws2.extxyz")
+    k, chi = both_engines(traj, tmp_path, absorber="W", edge="L3", rmax_a=3.8, max_absorbers=1)
+    r = k_weighted_r_factor(k, chi["fast"], chi["feff"], WINDOW)
+    assert r <= 1e-4, r
+
+
+def test_outputs_and_convergence_diagnostics(tmp_path):
+    folder = tmp_path / "md"
+    folder.mkdir()
+    gaussian_snapshots("w-bcc", "3x3x3", 4, 0.04, folder / "snapshots.extxyz")  # the md stage's file name
+    settings = ExafsSettings(absorber="W", edge="L3", rmax_a=4.0, scf_radius_a=None, n_blocks=4)
+    chi_csv = run_exafs(settings, folder, tmp_path / "out")
+    assert chi_csv.read_text().splitlines()[0] == "k,chi"
+    conv = np.loadtxt(tmp_path / "out" / "convergence.csv", delimiter=",", skiprows=1)
+    assert conv.shape[1] == 5 and np.all(conv[:, 4] >= 0) and np.any(conv[:, 4] > 0)
+    assert not np.allclose(conv[:, 2], conv[:, 3])  # different frames give different halves
+    np.testing.assert_allclose(conv[:, 1], 0.5 * (conv[:, 2] + conv[:, 3]), atol=1e-7)  # equal-size halves
+    info = json.loads((tmp_path / "out" / "exafs.json").read_text())
+    assert info["n_frames"] == 4 and info["n_absorbers"] == 54
+    assert 0 < info["half_vs_half_r_factor"] < 1
+    assert {"settings", "timing_s", "provenance"} <= set(info)
+    for png in ("chi_k2.png", "ft.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(absorber="Mo"), "absorber 'Mo' is not in the structure"),
+        (dict(rmax_a=7.0), "exceeds half the supercell width"),
+        (dict(edge="L7"), "edge 'L7'"),
+        (dict(absorber="H", edge="L3"), "no L3 edge"),
+    ],
+)
+def test_bad_input_is_one_line_user_error(tmp_path, fields, message):
+    traj = gaussian_snapshots("w-bcc", "3x3x3", 1, 0.0, tmp_path / "w.extxyz")
+    settings = ExafsSettings(**{"scf_radius_a": None, **fields})
+    with pytest.raises(UserError) as err:
+        run_exafs(settings, traj, tmp_path / "out")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_reports_missing_trajectory_in_one_line(tmp_path):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run([sys.executable, "-m", "mlip_exafs", "exafs", str(tmp_path / "none.extxyz"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: trajectory") and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,174 @@
+"""The md stage: temperature control, kill -9 + resume, blow-up and input errors, fast CHGNet."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from mlip_exafs.errors import UserError
+from mlip_exafs.md import CHECKPOINT_FILE, MdSettings, parse_duration_fs, read_thermo, run_md, schedule_of
+
+# 6-atom WS2 cell: about 30 steps/s on one loaded core
+KILL_RUN = ["ws2", "--equilibrate", "40fs", "--production", "560fs", "--every", "10fs", "--checkpoint-every", "20fs", "--seed", "3"]
+
+
+def test_durations_accept_units():
+    assert parse_duration_fs("2ps") == 2000.0
+    assert parse_duration_fs("500fs") == 500.0
+    assert parse_duration_fs("10") == 10.0
+    assert parse_duration_fs("0.5 ns") == 5.0e5
+    with pytest.raises(UserError, match="not a duration"):
+        parse_duration_fs("2 hours")
+
+
+def test_schedule_counts_phases_and_frames():
+    s = schedule_of(MdSettings(timestep_fs=2, npt_fs=100, equilibration_fs=200, production_fs=1000, snapshot_every_fs=50))
+    assert (s.npt_steps, s.production_start, s.total, s.n_frames) == (50, 150, 650, 20)
+    assert s.phase_of(50) == "npt" and s.phase_of(51) == "equilibration" and s.phase_of(151) == "production"
+    assert not s.is_snapshot(150) and s.is_snapshot(175) and s.frames_until(650) == 20
+    with pytest.raises(UserError, match="whole number"):
+        schedule_of(MdSettings(timestep_fs=2, snapshot_every_fs=45))
+
+
+def test_fast_chgnet_matches_chgnet_calculator():
+    """Energy, forces and stress of the fast calculator equal CHGNet's own (strained, rattled, atoms outside the cell)."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from mlip_exafs.md import FastCHGNetCalculator
+    from mlip_exafs.potentials import get_calculator
+    from mlip_exafs.structures import load_structure
+
+    atoms = load_structure("ws2", "2x2x1")
+    atoms.rattle(0.08, seed=2)
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + [[0.02, 0.01, 0], [0.01, -0.01, 0.003], [0, 0.003, 0.015]]), scale_atoms=True)
+    model = get_calculator("chgnet", threads=1).model
+    ref, fast = atoms.copy(), atoms.copy()
+    ref.calc = CHGNetCalculator(model=model, use_device="cpu")
+    fast.positions += atoms.cell.array[0] - 2 * atoms.cell.array[2]  # unwrapped, as in a long MD run
+    fast.calc = FastCHGNetCalculator(model)
+    assert fast.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-4)
+    np.testing.assert_allclose(fast.get_forces(), ref.get_forces(), atol=2e-4)
+    np.testing.assert_allclose(fast.get_stress(), ref.get_stress(), atol=1e-6)
+    assert np.abs(ref.get_stress()).max() > 1e-3  # the strain makes the stress comparison meaningful
+
+
+def test_short_nvt_run_holds_the_target_temperature(tmp_path):
+    settings = MdSettings(structure="ws2", supercell="2x2x1", temperature_k=400, equilibration_fs=300, production_fs=600,
+                          snapshot_every_fs=20, thermostat_time_fs=50, seed=1)
+    snaps = run_md(settings, tmp_path, show_progress=False)
+    thermo = read_thermo(tmp_path / "thermo.csv")
+    prod = thermo["phase"] == "production"
+    mean_t = thermo["temperature_k"][prod].mean()
+    # 24 atoms: T fluctuates by ~17 % per sample; the mean of 600 fs is good to ~5 %
+    assert abs(mean_t - 400) < 0.15 * 400, mean_t
+    frames = ase.io.read(snaps, ":")
+    assert len(frames) == 30 and [f.info["step"] for f in frames] == list(range(160, 451, 10))
+    assert np.allclose(thermo["etot_ev"], thermo["epot_ev"] + thermo["ekin_ev"], atol=2e-6)
+
+
+def _wait_for_checkpoint_step(out: Path, proc: subprocess.Popen, min_step: int, timeout_s: float = 240) -> None:
+    from mlip_exafs.files import read_json
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"md ended before it could be killed: {proc.stderr.read()}")
+        try:
+            if read_json(out / "md.json")["step"] >= min_step:
+                return
+        except (UserError, KeyError):
+            pass
+        time.sleep(0.2)
+    pytest.fail("md made no checkpoint in time")
+
+
+def test_kill_9_then_rerun_continues_the_same_run(tmp_path):
+    """A run killed mid-way and rerun ends identical to one never interrupted: no lost or doubled frames."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mlip_exafs", "md", *KILL_RUN, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    _wait_for_checkpoint_step(out, proc, min_step=60)
+    time.sleep(0.7)  # kill between checkpoints, with frames written after the last one
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / CHECKPOINT_FILE).exists()
+    run_cli("md", *KILL_RUN, "--out", str(out), check=True)
+
+    from mlip_exafs.files import read_json
+
+    summary = read_json(out / "md.json")
+    assert summary["status"] == "complete" and len(summary["segments"]) == 2
+    resumed_at = summary["segments"][1]["start_step"]
+    assert 60 <= resumed_at < 300, summary["segments"]
+    frames = ase.io.read(out / "snapshots.extxyz", ":")
+    assert [f.info["step"] for f in frames] == list(range(25, 301, 5))
+    thermo = read_thermo(out / "thermo.csv")
+    assert list(thermo["step"]) == list(range(0, 301, 5))
+
+    reference = MdSettings(structure="ws2", equilibration_fs=40, production_fs=560, snapshot_every_fs=10, checkpoint_every_fs=20, seed=3)
+    run_md(reference, tmp_path / "straight", show_progress=False)
+    straight = ase.io.read(tmp_path / "straight" / "snapshots.extxyz", ":")
+    np.testing.assert_allclose(frames[-1].positions, straight[-1].positions, atol=1e-8)
+
+
+def test_rerun_of_a_finished_run_does_nothing_and_other_settings_are_refused(tmp_path):
+    settings = MdSettings(structure="ws2", equilibration_fs=0, production_fs=20, snapshot_every_fs=10)
+    run_md(settings, tmp_path, show_progress=False)
+    before = (tmp_path / "snapshots.extxyz").read_text()
+    run_md(settings, tmp_path, show_progress=False)
+    assert (tmp_path / "snapshots.extxyz").read_text() == before
+    with pytest.raises(UserError, match="other settings"):
+        run_md(settings.model_copy(update={"temperature_k": 600.0}), tmp_path, show_progress=False)
+
+
+def test_corrupted_checkpoint_is_a_one_line_error(tmp_path):
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 not really a zip")
+    proc = run_cli("md", "ws2", "--equilibrate", "0", "--production", "20", "--every", "10", "--out", str(tmp_path))
+    assert_one_line_error(proc, "corrupted", "delete it and rerun")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--temperature", "-5"], "temperature_k"),
+        (["--temperature", "0"], "temperature_k"),
+        (["--timestep", "0"], "timestep_fs"),
+        (["--timestep", "-1fs"], "timestep_fs"),
+        (["--production", "2 hours"], "not a duration"),
+        (["--every", "3fs"], "whole number"),
+    ],
+)
+def test_bad_md_inputs_are_one_line_errors(tmp_path, args, needle):
+    proc = run_cli("md", "ws2", "--out", str(tmp_path / "x"), *args)
+    assert_one_line_error(proc, needle)
+
+
+def test_blow_up_stops_with_a_user_error(tmp_path):
+    settings = MdSettings(structure="ws2", temperature_k=1000, timestep_fs=20, equilibration_fs=0, production_fs=4000, snapshot_every_fs=200)
+    with pytest.raises(UserError, match="blew up"):
+        run_md(settings, tmp_path, show_progress=False)
+
+
+def test_npt_then_nvt_at_the_mean_cell(tmp_path):
+    """--npt: the barostat moves the cell, and NVT continues at the mean cell of the NPT run's second half."""
+    settings = MdSettings(structure="ws2", npt_fs=200, equilibration_fs=20, production_fs=40, snapshot_every_fs=20, barostat_time_fs=200)
+    run_md(settings, tmp_path, show_progress=False)
+    from mlip_exafs.files import read_json
+    from mlip_exafs.structures import load_structure
+
+    mean_cell = np.array(read_json(tmp_path / "md.json")["npt_mean_cell_a"])
+    frames = ase.io.read(tmp_path / "snapshots.extxyz", ":")
+    assert len(frames) == 2
+    for frame in frames:
+        np.testing.assert_allclose(frame.cell.array, mean_cell, atol=1e-9)
+    assert np.abs(mean_cell - load_structure("ws2").cell.array).max() > 1e-3
+    assert "npt" in set(read_thermo(tmp_path / "thermo.csv")["phase"])
