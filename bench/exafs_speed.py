@@ -4,7 +4,7 @@
 
 Without --traj, 2H-WS2 snapshots are made here: Langevin NVT at 300 K with
 pretrained CHGNet (1 torch thread), 6x6x1 supercell (216 atoms, 72 W
-absorbers). Both engines share the same SCF FEFF8L potentials (computed once,
+absorbers). The ideal crystal (a = 3.1532 Å) is the reference. Both engines share the same SCF FEFF8L potentials (computed once,
 not timed). The fast engine runs on ALL frames × absorbers; FEFF (NLEG 4,
 CRITERIA 0 0) runs on an evenly spaced subsample of frames × absorbers and its
 time per absorber-frame is scaled to the full set. The R-factor compares the
@@ -54,7 +54,7 @@ def main() -> None:
     traj = args.traj or args.out / "snapshots.extxyz"
     if not traj.exists():
         langevin_snapshots("ws2", args.supercell, 300.0, 0.4, args.frames * args.every_fs / 1000.0, args.every_fs, traj)
-    base = dict(absorber="W", edge="L3", rmax_a=args.rmax, nleg=4)
+    base = dict(absorber="W", edge="L3", rmax_a=args.rmax, nleg=4, ideal="ws2", ideal_supercell=args.supercell)
     fast_all = run(ExafsSettings(engine="fast", **base), traj, args.out / "fast_all", None)
     potentials = args.out / "fast_all" / "potentials"
     sub = dict(max_frames=args.feff_frames, max_absorbers=args.feff_absorbers, n_blocks=2)

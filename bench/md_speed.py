@@ -25,6 +25,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,8 @@ def theirs_steps_per_s(model, supercell: str, steps: int) -> float:
     from chgnet.model.dynamics import MolecularDynamics
 
     atoms = load_structure("ws2", supercell)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ASE's NPT deprecation notice
         md = MolecularDynamics(atoms, model=model, ensemble="nvt", thermostat="Nose-Hoover", temperature=TEMPERATURE_K,
                                starting_temperature=TEMPERATURE_K, timestep=TIMESTEP_FS, use_device="cpu")
         md.run(2)

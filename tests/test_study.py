@@ -23,7 +23,7 @@ TINY_STUDY = {
     "pristine": ["chgnet"],
     "finetune": {"base": "chgnet", "n": [1, 2], "seeds": [0], "epochs": 1},
     "md": {"finetuned_n": [2], "supercell": "3x3x1", "temperature_k": 300, "timestep_fs": 2,
-           "equilibrate_fs": 10, "production_fs": 40, "every_fs": 10},
+           "equilibration_fs": 10, "production_fs": 40, "snapshot_every_fs": 10},
     "exafs": {"edge": "L3", "rmax_a": 4.0, "engine": "fast"},
 }
 

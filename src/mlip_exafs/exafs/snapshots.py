@@ -11,7 +11,7 @@ from ase import Atoms
 from mlip_exafs.errors import UserError
 
 SNAPSHOT_FILE = "snapshots.extxyz"  # what the md stage writes
-SYMPREC_A = 0.1
+SYMPREC_A = (0.1, 0.2, 0.3)
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,14 @@ def symmetrize(atoms: Atoms) -> str:
     """
     from ase.spacegroup.symmetrize import check_symmetry, refine_symmetry
 
-    try:
-        refine_symmetry(atoms, symprec=SYMPREC_A, verbose=False)
-        number = check_symmetry(atoms, 1e-5).number
-    except Exception:  # spglib finds no symmetry (e.g. a liquid): keep the plain average
-        return "average of the frames (no symmetry found)"
-    return f"average of the frames, symmetrized to space group {number} (symprec {SYMPREC_A} Å)"
+    for symprec in SYMPREC_A:  # the tightest tolerance that finds more than P1
+        try:
+            if check_symmetry(atoms, symprec).number > 1:
+                refine_symmetry(atoms, symprec=symprec, verbose=False)
+                return f"average of the frames, symmetrized to space group {check_symmetry(atoms, 1e-5).number} (symprec {symprec} Å)"
+        except Exception:  # spglib failure: try the next tolerance
+            continue
+    return "average of the frames (no symmetry found up to 0.3 Å; MS path types may be many: consider --ideal)"
 
 
 def _ideal_frac(ideal: Atoms, frame: Atoms) -> np.ndarray:

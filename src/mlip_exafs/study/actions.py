@@ -42,7 +42,7 @@ def md_action(folder: Path, deps: dict, *, structure: str, settings: dict, poten
     from mlip_exafs.md import MdSettings, run_md
 
     md_settings = MdSettings(structure=structure, potential=_potential(deps, potential), threads=_threads(), **settings)
-    snapshots = run_md(md_settings, folder)
+    snapshots = run_md(md_settings, folder, show_progress=False)
     return {"snapshots": str(snapshots)}
 
 

@@ -32,9 +32,9 @@ class MdPlan(_Strict):
     supercell: str = "6x6x2"
     temperature_k: float = Field(300.0, gt=0)
     timestep_fs: float = Field(2.0, gt=0)
-    equilibrate_fs: float = Field(2000.0, ge=0)
+    equilibration_fs: float = Field(2000.0, ge=0)
     production_fs: float = Field(10000.0, gt=0)
-    every_fs: float = Field(50.0, gt=0)
+    snapshot_every_fs: float = Field(50.0, gt=0)
 
 
 class ExafsPlan(_Strict):

@@ -72,9 +72,12 @@ def cached_result(root: Path, step: Step, digest: str) -> dict | None:
 
 
 def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) -> dict:
-    """Run one step unless its result is cached; safe to call from a Dask worker."""
-    import mlip_exafs.study.actions  # noqa: F401  (registers the actions in this process)
+    """Run one step unless its result is cached; safe to call from a Dask worker.
 
+    The action runs in a fresh child process: its numbers then cannot depend on
+    what ran before in the same process (library state, loaded models), so a
+    resumed, a local and a Dask study give identical results.
+    """
     cached = cached_result(root, step, digest)
     if cached is not None:
         return cached
@@ -84,7 +87,7 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(stamp, digest)
-    result = ACTIONS[step.action](folder, dep_results, **step.params)
+    result = _run_in_child(folder, step, dep_results)
     write_json(folder / "step.json", {"step": step.name, "action": step.action, "params": step.params, "inputs_hash": digest, "result": result})
     return result
 
@@ -95,3 +98,36 @@ def result_of(deps: dict[str, dict], prefix: str) -> Any:
     if len(matches) != 1:
         raise KeyError(f"expected one dependency starting with {prefix!r}, got {len(matches)}")
     return matches[0]
+
+
+CALL_FILE, RESULT_FILE, ERROR_FILE, LOG_FILE = ".step-call.json", ".step-result.json", ".step-error.json", "step.log"
+
+
+def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dict:
+    """``python -m mlip_exafs.study.child FOLDER``; dies with its parent (no orphan writes on after a kill)."""
+    import subprocess
+    import sys
+
+    from mlip_exafs.errors import UserError
+
+    for name in (RESULT_FILE, ERROR_FILE):
+        (folder / name).unlink(missing_ok=True)
+    write_json(folder / CALL_FILE, {"action": step.action, "params": step.params, "deps": dep_results})
+    with open(folder / LOG_FILE, "a") as log:
+        proc = subprocess.run([sys.executable, "-m", "mlip_exafs.study.child", str(folder)], stdout=log, stderr=log, preexec_fn=_die_with_parent)
+    if (folder / ERROR_FILE).exists():
+        raise UserError(f"step {step.name}: {read_json(folder / ERROR_FILE)['message']}")
+    if proc.returncode != 0 or not (folder / RESULT_FILE).exists():
+        raise RuntimeError(f"step {step.name} failed (exit {proc.returncode}); see {folder / LOG_FILE}")
+    return read_json(folder / RESULT_FILE)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the study process dies, so a killed study leaves no worker behind."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
