@@ -53,7 +53,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     traj = args.traj or args.out / "snapshots.extxyz"
     if not traj.exists():
-        langevin_snapshots("ws2", args.supercell, 300.0, 0.4, args.frames * args.every_fs / 1000.0, args.every_fs, traj)
+        traj = langevin_snapshots("ws2", args.supercell, 300.0, 0.4, args.frames * args.every_fs / 1000.0, args.every_fs, traj)
     base = dict(absorber="W", edge="L3", rmax_a=args.rmax, nleg=4, ideal="ws2", ideal_supercell=args.supercell)
     fast_all = run(ExafsSettings(engine="fast", **base), traj, args.out / "fast_all", None)
     potentials = args.out / "fast_all" / "potentials"

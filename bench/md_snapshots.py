@@ -1,8 +1,4 @@
-"""Shared by the EXAFS benchmarks: Langevin MD snapshots with CHGNet, 1 torch thread.
-
-The md stage is written elsewhere; the benchmarks only need plain ASE Langevin
-at fixed cell (the experimental lattice), so they do it here.
-"""
+"""Shared by the EXAFS benchmarks: MD snapshots from the project's own md stage (1 torch thread)."""
 
 from __future__ import annotations
 
@@ -10,44 +6,18 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
 
-import time
 from pathlib import Path
 
-import ase.io
-from ase import units
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-
-from mlip_exafs.potentials import calculator_for
-from mlip_exafs.structures import load_structure
+from mlip_exafs.md import MdSettings, run_md
 
 
 def langevin_snapshots(structure: str, supercell: str, temperature_k: float, equil_ps: float, prod_ps: float,
                        every_fs: float, out: Path, timestep_fs: float = 2.0, seed: int = 1) -> Path:
-    """Run NVT Langevin with pretrained CHGNet and write the production frames to ``out`` (extxyz)."""
-    import numpy as np
+    """NVT MD (Bussi thermostat) with pretrained CHGNet; returns the production snapshots (extxyz).
 
-    atoms = load_structure(structure, supercell)
-    atoms.calc = calculator_for("chgnet", atoms, threads=1)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed))
-    Stationary(atoms)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_k, friction=0.02 / units.fs, rng=np.random.default_rng(seed + 1))
-    n_equil = int(round(equil_ps * 1000 / timestep_fs))
-    n_prod = int(round(prod_ps * 1000 / timestep_fs))
-    every = max(1, int(round(every_fs / timestep_fs)))
-    t0 = time.perf_counter()
-    dyn.run(n_equil)
-    frames = []
-    for _ in range(n_prod // every):
-        dyn.run(every)
-        snap = atoms.copy()
-        snap.info = {"temperature_k": float(atoms.get_temperature()), "step": int(dyn.nsteps)}
-        frames.append(snap)
-    tmp = out.with_suffix(".tmp.extxyz")
-    ase.io.write(tmp, frames, format="extxyz")
-    os.replace(tmp, out)
-    steps = n_equil + n_prod
-    print(f"md: {len(atoms)} atoms, {steps} steps in {time.perf_counter() - t0:.0f} s "
-          f"({steps / (time.perf_counter() - t0):.2f} steps/s), {len(frames)} frames, "
-          f"mean T {np.mean([f.info['temperature_k'] for f in frames]):.0f} K -> {out}", flush=True)
-    return out
+    The run lives in ``out``'s folder (``md/``) and resumes if interrupted.
+    """
+    settings = MdSettings(structure=structure, supercell=supercell, potential="chgnet", temperature_k=temperature_k,
+                          timestep_fs=timestep_fs, equilibration_fs=1000 * equil_ps, production_fs=1000 * prod_ps,
+                          snapshot_every_fs=every_fs, seed=seed, threads=1)
+    return run_md(settings, Path(out).parent / "md")

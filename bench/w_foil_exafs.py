@@ -22,7 +22,7 @@ from md_snapshots import langevin_snapshots  # noqa: E402  (sets OMP_WAIT_POLICY
 from mlip_exafs.compare import CompareSettings, compare  # noqa: E402
 from mlip_exafs.exafs import ExafsSettings, run_exafs  # noqa: E402
 
-EXPERIMENT = Path("/work/shared/data/exafs/W_metal_rt_01.xdi")
+EXPERIMENT = Path(__file__).resolve().parents[1] / "examples" / "data" / "W_metal_rt_01.xdi"
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     traj = args.out / "snapshots.extxyz"
     if not traj.exists():
-        langevin_snapshots("w-bcc", args.supercell, args.temperature_k, args.equil_ps, args.prod_ps, args.every_fs, traj)
+        traj = langevin_snapshots("w-bcc", args.supercell, args.temperature_k, args.equil_ps, args.prod_ps, args.every_fs, traj)
     settings = ExafsSettings(absorber="W", edge="L3", rmax_a=args.rmax, ideal="w-bcc", ideal_supercell=args.supercell)
     chi_csv = run_exafs(settings, traj, args.out / "exafs")
     result = compare(chi_csv, args.experiment, CompareSettings(absorber="W", edge="L3"), args.out / "compare")
