@@ -1,5 +1,6 @@
 """Fine-tuning CHGNet on tiny stiffened-CHGNet data: it learns, saves, reloads, resumes."""
 
+import sys
 import json
 import os
 import subprocess
@@ -102,6 +103,6 @@ def test_readout_freeze_with_validation_split_keeps_best_force_epoch(dataset, tm
 
 def test_cli_finetune_too_many_structures_is_one_line_error(dataset, tmp_path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    run = subprocess.run(["mlip-exafs", "finetune", "--train", str(dataset), "--n", "50", "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-m", "mlip_exafs", "finetune", "--train", str(dataset), "--n", "50", "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env)
     assert run.returncode == 2
     assert run.stderr.startswith("error:") and "n = 50" in run.stderr and run.stderr.count("\n") == 1

@@ -1,5 +1,6 @@
 """Learning curve: the recommendation rule (pure) and a tiny end-to-end run with reuse."""
 
+import sys
 import json
 import os
 import subprocess
@@ -40,7 +41,7 @@ def test_cli_learning_curve_runs_reuses_and_records_forgetting(tmp_path):
     dataset = write_fake_dataset(tmp_path / "ds", n_train=3, n_test=2)
     out = tmp_path / "lc"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    cmd = ["mlip-exafs", "learning-curve", "--train", str(dataset), "--test", str(dataset), "--n", "1,2", "--seeds", "0", "--epochs", "1", "--out", str(out),
+    cmd = [sys.executable, "-m", "mlip_exafs", "learning-curve", "--train", str(dataset), "--test", str(dataset), "--n", "1,2", "--seeds", "0", "--epochs", "1", "--out", str(out),
            "--forgetting-test", str(dataset)]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr
@@ -56,5 +57,5 @@ def test_cli_learning_curve_runs_reuses_and_records_forgetting(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
     assert (out / "n1-s0" / "model.pt").stat().st_mtime_ns == stamp
-    too_many = subprocess.run(cmd[:6] + ["--n", "1,9"] + cmd[8:], capture_output=True, text=True, env=env)
+    too_many = subprocess.run(cmd[:8] + ["--n", "1,9"] + cmd[10:], capture_output=True, text=True, env=env)
     assert too_many.returncode == 2 and "[9]" in too_many.stderr

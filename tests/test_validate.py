@@ -1,5 +1,6 @@
 """Validation metrics against DFT labels: slope, cMAE, energy reference, files, CLI."""
 
+import sys
 import json
 import os
 import subprocess
@@ -68,9 +69,9 @@ def test_validate_pretrained_sees_the_known_softening(fake_test_db, tmp_path):
 
 def test_cli_validate_writes_json_and_reports_errors_in_one_line(fake_test_db, tmp_path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    ok = subprocess.run(["mlip-exafs", "validate", "--test", str(fake_test_db), "--out", str(tmp_path / "v")], capture_output=True, text=True, env=env)
+    ok = subprocess.run([sys.executable, "-m", "mlip_exafs", "validate", "--test", str(fake_test_db), "--out", str(tmp_path / "v")], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "softening slope 0.909" in ok.stdout
-    bad = subprocess.run(["mlip-exafs", "validate", "--test", str(tmp_path / "missing.db"), "--out", str(tmp_path / "v2")], capture_output=True, text=True, env=env)
+    bad = subprocess.run([sys.executable, "-m", "mlip_exafs", "validate", "--test", str(tmp_path / "missing.db"), "--out", str(tmp_path / "v2")], capture_output=True, text=True, env=env)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1

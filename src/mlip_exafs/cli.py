@@ -74,7 +74,17 @@ def _register_stage_verbs() -> None:
                 raise
 
 
+def _quiet_library_warnings() -> None:
+    """Third-party deprecation chatter would bury the one line a user needs to read."""
+    import warnings
+
+    for module in ("chgnet", "sevenn", "torch", "e3nn", "larch", "pymatgen", "ase"):
+        warnings.filterwarnings("ignore", module=module)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main() -> None:
+    _quiet_library_warnings()
     _register_stage_verbs()
     try:
         app(standalone_mode=False)
@@ -86,10 +96,9 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click/typer usage errors
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            print(f"error: {message}; see 'mlip-exafs --help' or 'mlip-exafs VERB --help'", file=sys.stderr)
             sys.exit(exc.exit_code)
         raise

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from functools import lru_cache
@@ -127,7 +128,7 @@ def cp2k_executable() -> str:
 
 def shell_command(mpi_ranks: int) -> str:
     """The command ASE starts; fixed strings only, no user paths in it."""
-    exe = cp2k_executable()
+    exe = shlex.quote(cp2k_executable())  # ASE starts this string with a shell
     if mpi_ranks <= 1:
         return f"env OMP_NUM_THREADS=1 {exe}"
     mpirun = shutil.which("mpirun")
@@ -135,7 +136,7 @@ def shell_command(mpi_ranks: int) -> str:
         raise UserError("mpirun not found; install OpenMPI (comes with 'apt-get install cp2k') or use --mpi-ranks 1")
     return (
         "env OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-        f"{mpirun} --bind-to none -np {int(mpi_ranks)} {exe}"
+        f"{shlex.quote(mpirun)} --bind-to none -np {int(mpi_ranks)} {exe}"
     )
 
 

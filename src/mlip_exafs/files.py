@@ -39,6 +39,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def db_write_guard(path: str | Path) -> Iterator[None]:
+    """Writes to an ASE SQLite database: a full disk is a one-line error, not a traceback.
+
+    Each ASE write is one transaction, so an existing database keeps every
+    committed row; a database that this block created is removed again.
+    """
+    import sqlite3
+
+    path = Path(path)
+    existed = path.exists()
+    try:
+        yield
+    except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+        if not existed:
+            for leftover in (path, path.with_name(path.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"could not write {path}: {reason}; free disk space or choose another --db") from None
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -409,13 +409,13 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     inputs_hash = inputs_hash_of(inputs)
     if finished_run(out, inputs_hash):
         return out / "model.pt"
+    start = time.perf_counter()
+    model = load_base_model(settings.potential)  # a bad --potential fails before anything is written
     (out / "finetune.json").unlink(missing_ok=True)  # an older run with other inputs is replaced
     work = out / ".work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    start = time.perf_counter()
 
-    model = load_base_model(settings.potential)
     offsets_ev, offset_method = fit_energy_offsets(model, chosen)
     train, val = split_train_val(chosen, settings.recipe.val_fraction, settings.seed)
     before = training_loss(model, train, offsets_ev, settings.recipe)

@@ -151,6 +151,7 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
     With ``check_units`` the stresses are compared with the pretrained CHGNet
     (:func:`check_stress_units`) before anything is written.
     """
+    from mlip_exafs.files import db_write_guard
     from mlip_exafs.label import finished_uids, write_row
 
     parsed = [(path, *read_labelled(path, fmt, stress_units)) for path in paths]  # read all before writing any
@@ -163,18 +164,19 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
     if check_units:
         with_stress = [(a, a.info["labels"]["stress"]) for _, frames, _ in parsed for a in frames if a.info["labels"]["stress"] is not None]
         check_stress_units([a for a, _ in with_stress], [s for _, s in with_stress])
-    _ensure_metadata(db_path, parsed[0][2])
-    done = finished_uids(db_path)
-    added = 0
-    for path, frames, code in parsed:
-        for i, atoms in enumerate(frames):
-            uid = structure_uid(atoms, path.name, i)
-            if uid in done:
-                continue
-            labels = atoms.info["labels"]
-            keys = {"uid": uid, "scf_converged": True, "dft_code": code, "source_file": path.name, "method": "imported"}
-            write_row(db_path, atoms, labels["energy"], labels["forces"], labels["stress"], keys)
-            added += 1
+    with db_write_guard(db_path):  # disk full: one-line error; a database this import created is removed
+        _ensure_metadata(db_path, parsed[0][2])
+        done = finished_uids(db_path)
+        added = 0
+        for path, frames, code in parsed:
+            for i, atoms in enumerate(frames):
+                uid = structure_uid(atoms, path.name, i)
+                if uid in done:
+                    continue
+                labels = atoms.info["labels"]
+                keys = {"uid": uid, "scf_converged": True, "dft_code": code, "source_file": path.name, "method": "imported"}
+                write_row(db_path, atoms, labels["energy"], labels["forces"], labels["stress"], keys)
+                added += 1
     return {"added": added, "skipped": sum(len(f) for _, f, _ in parsed) - added}
 
 

@@ -24,6 +24,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_exafs.cp2k import Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import db_write_guard
 
 UNITS = {
     "energy": "eV",
@@ -73,7 +74,8 @@ def label_structures(
     """Label every structure not yet in ``db_path``; returns counts and timings."""
     frames = read_structures(structures)
     version = cp2k_version()  # fails clearly, before anything is written, if CP2K is missing
-    ensure_settings(db_path, settings)
+    with db_write_guard(db_path):  # a new database that cannot be written is not left behind
+        ensure_settings(db_path, settings)
     done = finished_uids(db_path)
     todo = [a for a in frames if a.info["uid"] not in done][:limit]
     failures = db_path.parent / f"{db_path.stem}-cp2k-failures"
@@ -85,7 +87,8 @@ def label_structures(
             elapsed = time.perf_counter() - start
             data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
             keys = _cp2k_row_keys(atoms, converged, elapsed, version, settings)
-            write_row(db_path, atoms, energy, forces, stress, keys, data)
+            with db_write_guard(db_path):  # disk full: one-line error, every committed row kept
+                write_row(db_path, atoms, energy, forces, stress, keys, data)
             times.append(elapsed)
             if on_progress:
                 on_progress(i + 1, len(todo), elapsed)
@@ -135,7 +138,13 @@ class Cp2kSession:
 
     def evaluate(self, atoms: Atoms, keep_dir: Path) -> tuple[float, np.ndarray, np.ndarray, bool]:
         """Energy (eV), forces (eV/Å), stress (eV/Å^3, ASE sign) and whether the SCF converged."""
-        calc = self._calculator_for(atoms)
+        try:
+            calc = self._calculator_for(atoms)
+        except UserError:
+            raise
+        except Exception as exc:  # cp2k_shell died at start-up (MPI, missing data files, killed)
+            self.close()
+            raise UserError(f"CP2K did not start for structure {atoms.info['uid']} ({type(exc).__name__}); check that 'cp2k_shell' runs on its own") from None
         output = self.workdir / "cp2k.out"
         offset = output.stat().st_size if output.exists() else 0
         work = atoms.copy()

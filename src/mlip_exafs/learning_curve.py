@@ -113,13 +113,15 @@ def model_difference(frames: list[Atoms], reference, other) -> dict:
 
 
 def check_pool_sizes(settings: LearningCurveSettings) -> None:
-    """Fail before hours of training if the largest N cannot be drawn."""
-    from mlip_exafs.dataset import load_structures
+    """Fail before hours of training if the largest N cannot be drawn, or the test set shares structures with the pool."""
+    from mlip_exafs.dataset import assert_disjoint, load_structures
 
-    pool = len(load_structures(settings.train, "train"))
+    frames = load_structures(settings.train, "train")
+    pool = len(frames)
     too_big = [n for n in settings.ns if n > pool]
     if too_big:
         raise UserError(f"the training pool has {pool} usable structures but --n asks for {too_big}; drop those N or label more structures")
+    assert_disjoint(frames, load_structures(settings.test, "test"))
 
 
 def run_one(settings: LearningCurveSettings, n: int, seed: int, out: Path, forgetting) -> dict:

@@ -527,7 +527,12 @@ def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
     atoms.calc = md_calculator(settings.potential, atoms, settings.threads)
     atoms.set_constraint(FixCom())
     state = _start_or_resume(files, atoms, settings, pid)
-    _run_steps(files, atoms, state, settings, schedule, pid, show_progress)
+    try:
+        _run_steps(files, atoms, state, settings, schedule, pid, show_progress)
+    except OSError as exc:  # disk full mid-run: the checkpoint and the logs up to it are intact
+        raise UserError(
+            f"could not write to {files.out} ({exc.strerror or type(exc).__name__}); free disk space, then rerun the same command to resume"
+        ) from None
     write_summary(files, settings, schedule, pid, state, atoms, "complete")
     return files.snapshots
 

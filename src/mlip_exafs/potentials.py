@@ -59,7 +59,17 @@ def potential_id(spec: str | Path) -> str:
     """A stable identity for provenance: the name, or the checkpoint's sha256."""
     if str(spec).lower() in AVAILABLE:
         return str(spec).lower()
-    return f"{Path(spec).name}:sha256:{sha256_file(spec)[:16]}"
+    path = Path(spec)
+    if path.suffix not in {".pt", ".pth"}:
+        raise unknown_potential(spec)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; give a .pt written by 'mlip-exafs finetune'")
+    return f"{path.name}:sha256:{sha256_file(path)[:16]}"
+
+
+def unknown_potential(spec: str | Path) -> UserError:
+    names = ", ".join(AVAILABLE)
+    return UserError(f"unknown potential '{spec}'; use one of: {names}, or a checkpoint .pt written by 'mlip-exafs finetune'")
 
 
 def supported_elements(spec: str | Path) -> set[int]:
@@ -80,21 +90,24 @@ def check_elements(spec: str | Path, atoms: Atoms) -> None:
 
 def get_calculator(spec: str | Path, threads: int | None = None) -> Calculator:
     """An ASE calculator for a potential name or a fine-tuned checkpoint path."""
+    import contextlib
+    import io
+
     set_torch_threads(threads)
     key = str(spec).lower()
-    if key == "chgnet":
-        from chgnet.model import CHGNet
+    with contextlib.redirect_stdout(io.StringIO()):  # the models print banners; stdout is for results
+        if key == "chgnet":
+            from chgnet.model import CHGNet
 
-        return _chgnet_calculator(CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False))
-    if key == "sevennet-0":
-        from sevenn.calculator import SevenNetCalculator
+            return _chgnet_calculator(CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False))
+        if key == "sevennet-0":
+            from sevenn.calculator import SevenNetCalculator
 
-        return SevenNetCalculator("7net-0", device="cpu")
-    path = Path(spec)
-    if path.suffix in {".pt", ".pth"}:
-        return _chgnet_calculator(load_chgnet_checkpoint(path))
-    names = ", ".join(AVAILABLE)
-    raise UserError(f"unknown potential '{spec}'; use one of: {names}, or a checkpoint .pt written by 'mlip-exafs finetune'")
+            return SevenNetCalculator("7net-0", device="cpu")
+        path = Path(spec)
+        if path.suffix in {".pt", ".pth"}:
+            return _chgnet_calculator(load_chgnet_checkpoint(path))
+    raise unknown_potential(spec)
 
 
 def calculator_for(spec: str | Path, atoms: Atoms, threads: int | None = None) -> Calculator:
@@ -135,7 +148,7 @@ def load_chgnet_checkpoint(path: str | Path):
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"refusing checkpoint {path}: it is corrupted or not a plain-weights file ({first}); "
             "use a checkpoint written by 'mlip-exafs finetune'"

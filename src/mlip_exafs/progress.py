@@ -16,4 +16,8 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[], None]]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+        try:
+            yield lambda: progress.advance(task)
+        except BaseException:
+            progress.live.transient = True  # on an error the one line on stderr is the error, not a half-full bar
+            raise

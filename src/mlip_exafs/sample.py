@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from mlip_exafs.errors import UserError
 
@@ -24,7 +24,7 @@ class SampleSpec(BaseModel):
     structure: str = "ws2"
     supercell: str = "3x3x1"
     potential: str = Field("chgnet", description="potential that drives the sampling MD")
-    temperatures_k: list[float] = Field(default_factory=lambda: [300.0, 600.0, 1000.0])
+    temperatures_k: list[PositiveFloat] = Field(default_factory=lambda: [300.0, 600.0, 1000.0])
     snapshots_per_temperature: int = Field(22, ge=0)
     strained: int = Field(20, ge=0, description="MD snapshots with a random strain applied")
     strain_max: float = Field(0.03, ge=0, lt=0.5, description="largest strain component (0.03 = 3 %)")

@@ -33,6 +33,8 @@ def run_study(
 
     config = load_study_config(config_path, profile)
     steps = build_steps(config)
+    if config.finetune.n and config.finetune.seeds:
+        _check_train_test_disjoint(config.dataset)
     out.mkdir(parents=True, exist_ok=True)
     _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
     if executor == "dask":
@@ -46,6 +48,13 @@ def run_study(
 
         write_report(out)
     return summary
+
+
+def _check_train_test_disjoint(dataset: str) -> None:
+    """Fine-tunes draw from the train split and every model is validated on the test split: they must not overlap."""
+    from mlip_exafs.dataset import assert_disjoint, load_structures
+
+    assert_disjoint(load_structures(dataset, "train"), load_structures(dataset, "test"))
 
 
 def _study_record(config: StudyConfig, profile: str | None, hashes: dict[str, str]) -> dict:
