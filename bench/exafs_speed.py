@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--traj", type=Path, help="Existing snapshots (extxyz/.traj); default: make WS2 MD snapshots.")
     ap.add_argument("--out", type=Path, default=Path("scratch/exafs_speed"))
     ap.add_argument("--supercell", default="6x6x1")
-    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--every-fs", type=float, default=20.0)
     ap.add_argument("--rmax", type=float, default=6.0)
     ap.add_argument("--feff-frames", type=int, default=3)
