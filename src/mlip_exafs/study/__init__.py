@@ -9,6 +9,7 @@ study resumes (finished steps are cached, MD resumes from its checkpoint).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +33,8 @@ def run_study(
     import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
 
     config = load_study_config(config_path, profile)
+    if config.threads:  # inherited by every step's child process (and by local Dask workers)
+        os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
     steps = build_steps(config)
     if config.finetune.n and config.finetune.seeds:
         _check_train_test_disjoint(config.dataset)

@@ -39,7 +39,7 @@ def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, worker
     if scheduler:
         client = Client(scheduler)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or max(1, (os.cpu_count() or 1) // workers)
         env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
         client = Client(cluster)
