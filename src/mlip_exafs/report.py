@@ -32,7 +32,7 @@ def write_report(study_dir: Path) -> Path:
         plot_learning_curve(summary, curve_png)
     parts = [_head(summary["study"]), _overview(summary, record)]
     if curve_png.exists() and summary["learning_curve"]:
-        parts.append(_section("Learning curve", _img(curve_png, "learning curve")))
+        parts.append(_section("Learning curve", _img(curve_png, "learning curve", wide=True)))
     parts.append(_section("Validation against DFT", _validation_table(summary)))
     msrd = _msrd_table(summary)
     if msrd:
@@ -82,7 +82,7 @@ def _overview(summary: dict, record: dict) -> str:
     return (
         f"<h1>mlip-exafs study: {html.escape(summary['study'])}</h1>"
         f"<p>Structure {html.escape(str(record['config']['structure']))}, absorber {html.escape(record['config']['absorber'])}, "
-        f"dataset {html.escape(str(record['config']['dataset']))}, profile {html.escape(str(record.get('profile')))}.</p>"
+        f"dataset {html.escape(str(record['config']['dataset']))}, profile {html.escape(str(record.get('profile') or 'none (base config)'))}.</p>"
         f"<p>{verdict}<br><small>Rule: {html.escape(summary.get('recommended_n_rule', ''))}</small></p>"
     )
 
@@ -125,9 +125,10 @@ def _exafs_table(summary: dict) -> str:
     return _table(["potential", "R-factor (R)", "R-factor (k)", "S0²", "ΔE0 (eV)", "k range (Å⁻¹)", "R range (Å)"], rows)
 
 
-def _img(path: Path, caption: str) -> str:
+def _img(path: Path, caption: str, wide: bool = False) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+    style = " style='max-width:100%'" if wide else ""
+    return f"<figure{style}><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def _gallery(steps_dir: Path, prefix: str) -> str:
