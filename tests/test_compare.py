@@ -16,7 +16,7 @@ from mlip_exafs.errors import UserError
 from mlip_exafs.exafs import ExafsSettings, run_exafs
 from mlip_exafs.spectra import read_experiment
 
-W_FOIL = Path("/work/shared/data/exafs/W_metal_rt_01.xdi")
+W_FOIL = Path(__file__).resolve().parents[1] / "examples" / "data" / "W_metal_rt_01.xdi"
 pytestmark = pytest.mark.skipif(not W_FOIL.exists(), reason="W foil spectrum not available")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SHARED, assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli
 from fake_dft import write_fake_dataset
 
 TINY_STUDY = {
