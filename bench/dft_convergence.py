@@ -53,7 +53,7 @@ def main() -> None:
         "",
         "Rattled 6-atom 2H-WS2 cell (σ = 0.05 Å, seed 1), PBE + D3(BJ), DZVP-MOLOPT-SR-GTH, GTH-PBE, REL_CUTOFF 50 Ry,",
         "Fermi–Dirac 300 K. Differences are against the tightest setting of each block (800 Ry; densest mesh).",
-        f"Produced by `python bench/dft_convergence.py` with CP2K on {args.ranks} MPI ranks (wall times on a shared, loaded 2-core machine).",
+        f"Produced by `python bench/dft_convergence.py` with CP2K on {args.ranks} MPI rank(s) (wall times on a shared, loaded 2-core machine).",
         "",
     ]
     for title, rows, ref_key in (
