@@ -43,7 +43,10 @@ def _unpack_shipped(name: str) -> Path:
 
     src = shipped_dir(name)
     if not (src / "train.db.gz").exists():
-        raise UserError(f"shipped dataset '{name}' is not in this installation; reinstall mlip-exafs")
+        raise UserError(
+            f"shipped dataset '{name}' is not packed into this installation yet (its CP2K labelling is in progress, "
+            "see docs/datasets.md); give a labelled dataset folder instead"
+        )
     tag = sha256_file(src / "train.db.gz")[:12] + sha256_file(src / "test.db.gz")[:12]
     dest = cache_dir() / "datasets" / f"{name}-{tag}"
     for split in ("train", "test"):
