@@ -99,8 +99,8 @@ class Cp2kSession:
     """One running CP2K, reused while consecutive structures share species and cell.
 
     Reuse only moves the atoms: CP2K then starts the SCF from the previous
-    wavefunction (about half the SCF steps of a cold start for MD snapshots),
-    and the result is the same to the SCF tolerance. A new cell or new species
+    structure's wavefunction instead of from scratch, and the result is the
+    same to the SCF tolerance (tested against a cold start). A new cell or new species
     starts a fresh CP2K, so grids and k-points always belong to the structure.
     CP2K runs in a short temporary folder: it aborts on a PROJECT path longer
     than 80 characters.
