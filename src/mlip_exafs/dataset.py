@@ -92,7 +92,7 @@ def load_structures(spec: str | Path, split: Split = "all", converged_only: bool
     """Labelled structures with energy (eV), forces (eV/Å), stress (eV/Å^3, ASE sign) attached."""
     import ase.db
 
-    db_path = resolve_db(spec, "all" if (dataset_folder(spec) is None) else split)
+    db_path = resolve_db(spec, split)  # a single .db file is the whole dataset, whatever the split
     frames = []
     with ase.db.connect(db_path) as db:
         for row in db.select():

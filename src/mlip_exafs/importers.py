@@ -15,37 +15,30 @@ from typing import Literal
 
 import numpy as np
 from ase import Atoms
-from ase.units import GPa
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.units import ase_stress_to_gpa, gpa_to_ase_stress, matrix_to_voigt, vasp_kbar_to_gpa
 
 StressUnits = Literal["ev/a3", "gpa", "kbar-vasp"]
-KBAR_TO_GPA = 0.1
 
 
 def vasp_kbar_to_ase(stress_kbar_vasp: np.ndarray) -> np.ndarray:
     """VASP 'in kB' six-vector (XX YY ZZ XY YZ ZX, compressive positive) -> ASE Voigt eV/Å^3."""
     xx, yy, zz, xy, yz, zx = np.asarray(stress_kbar_vasp, dtype=float)
-    voigt_kbar = np.array([xx, yy, zz, yz, zx, xy])
-    return -KBAR_TO_GPA * voigt_kbar * GPa
-
-
-def full_to_voigt(matrix: np.ndarray) -> np.ndarray:
-    m = np.asarray(matrix, dtype=float).reshape(3, 3)
-    return np.array([m[0, 0], m[1, 1], m[2, 2], m[1, 2], m[0, 2], m[0, 1]])
+    return gpa_to_ase_stress(vasp_kbar_to_gpa(np.array([xx, yy, zz, yz, zx, xy])))
 
 
 def stress_to_ase(stress_voigt: np.ndarray, units: StressUnits) -> np.ndarray:
     """An extxyz stress in the stated units and sign -> ASE Voigt eV/Å^3 (positive = tensile)."""
     stress = np.asarray(stress_voigt, dtype=float)
     if stress.shape == (3, 3) or stress.size == 9:
-        stress = full_to_voigt(stress)
+        stress = matrix_to_voigt(stress.reshape(3, 3))
     if units == "ev/a3":
         return stress
     if units == "gpa":
-        return stress * GPa
+        return gpa_to_ase_stress(stress)
     if units == "kbar-vasp":
-        return -KBAR_TO_GPA * stress * GPa
+        return gpa_to_ase_stress(vasp_kbar_to_gpa(stress))
     raise UserError(f"unknown stress units '{units}'; use ev/a3, gpa or kbar-vasp")
 
 
@@ -117,7 +110,7 @@ def _read_vasprun(path: Path) -> tuple[list[Atoms], str]:
         if varray is not None:
             matrix = np.array([v.text.split() for v in varray.findall("v")], dtype=float)
             # vasprun's 3x3 stress is in kbar, VASP sign (compressive positive)
-            stresses.append(-KBAR_TO_GPA * full_to_voigt(matrix) * GPa)
+            stresses.append(gpa_to_ase_stress(vasp_kbar_to_gpa(matrix_to_voigt(matrix))))
     if stresses and len(stresses) != len(frames):
         raise UserError(f"{path}: {len(stresses)} stress tensors for {len(frames)} ionic steps; give a complete vasprun.xml")
     for i, atoms in enumerate(frames):
@@ -212,8 +205,8 @@ def check_stress_units(frames: list[Atoms], stresses_ase: list[np.ndarray], pote
     for i in picks:
         atoms = frames[i].copy()
         atoms.calc = calc
-        predicted.append(atoms.get_stress(voigt=True) / GPa)
-    labelled = np.array([stresses_ase[i] / GPa for i in picks])
+        predicted.append(ase_stress_to_gpa(atoms.get_stress(voigt=True)))
+    labelled = np.array([ase_stress_to_gpa(stresses_ase[i]) for i in picks])
     predicted = np.array(predicted)
     d, p = labelled - labelled.mean(0), predicted - predicted.mean(0)
     if np.abs(p).max() < 0.3:
