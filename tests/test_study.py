@@ -127,3 +127,15 @@ def test_bad_study_configs_are_one_line_errors(study_root, tmp_path):
     assert_one_line_error(run_cli("study", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")), "md.temperature_k")
     assert_one_line_error(run_cli("study", str(study_root / "tiny.yaml"), "--out", str(tmp_path / "o"), "--profile", "nope"), "profile 'nope'")
     assert not (tmp_path / "o").exists()
+
+
+def test_study_refuses_what_would_fail_hours_in(study_root, tmp_path):
+    """A too-small MD cell for rmax and a too-small training pool are caught before any step runs."""
+    (tmp_path / "data").symlink_to(study_root / "data")
+    small_cell = dict(TINY_STUDY, exafs={**TINY_STUDY["exafs"], "rmax_a": 6.0})
+    (tmp_path / "cell.yaml").write_text(yaml.safe_dump(small_cell))
+    assert_one_line_error(run_cli("study", str(tmp_path / "cell.yaml"), "--out", str(tmp_path / "o")), "exafs.rmax_a = 6 Å exceeds")
+    too_many = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [1, 50]})
+    (tmp_path / "n.yaml").write_text(yaml.safe_dump(too_many))
+    assert_one_line_error(run_cli("study", str(tmp_path / "n.yaml"), "--out", str(tmp_path / "o")), "has 3 usable training structures")
+    assert not (tmp_path / "o").exists()

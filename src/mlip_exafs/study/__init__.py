@@ -36,8 +36,7 @@ def run_study(
     if config.threads:  # inherited by every step's child process (and by local Dask workers)
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
     steps = build_steps(config)
-    if config.finetune.n and config.finetune.seeds:
-        _check_train_test_disjoint(config.dataset)
+    _check_before_running(config)
     out.mkdir(parents=True, exist_ok=True)
     _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
     if executor == "dask":
@@ -53,11 +52,23 @@ def run_study(
     return summary
 
 
-def _check_train_test_disjoint(dataset: str) -> None:
-    """Fine-tunes draw from the train split and every model is validated on the test split: they must not overlap."""
+def _check_before_running(config: StudyConfig) -> None:
+    """Fail on what would otherwise stop the study hours in: a too-small MD cell, too few labels, train/test overlap."""
     from mlip_exafs.dataset import assert_disjoint, load_structures
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.structures import load_structure, min_image_half_width
 
-    assert_disjoint(load_structures(dataset, "train"), load_structures(dataset, "test"))
+    half = min_image_half_width(load_structure(config.structure, config.md.supercell))
+    if config.exafs.rmax_a > half:
+        raise UserError(f"exafs.rmax_a = {config.exafs.rmax_a:g} Å exceeds half the MD supercell's width ({half:.2f} Å for "
+                        f"{config.md.supercell}); use a larger md.supercell or exafs.rmax_a <= {half:.2f}")
+    if not (config.finetune.n and config.finetune.seeds):
+        return
+    train, test = load_structures(config.dataset, "train"), load_structures(config.dataset, "test")
+    if max(config.finetune.n) > len(train):
+        raise UserError(f"finetune.n asks for up to {max(config.finetune.n)} structures but dataset '{config.dataset}' has "
+                        f"{len(train)} usable training structures; lower finetune.n or label more structures")
+    assert_disjoint(train, test)
 
 
 def _study_record(config: StudyConfig, profile: str | None, hashes: dict[str, str]) -> dict:
