@@ -56,6 +56,8 @@ def test_study_runs_end_to_end(local_run):
     assert summary["potentials"]["chgnet-ft-n1-s0"]["msrd"] is None
     assert [(r["n"], r["seed"]) for r in summary["learning_curve"]] == [(1, 0), (2, 0)]
     assert (local_run / "report.html").stat().st_size > 10_000
+    assert all(json.loads(p.read_text())["wall_s"] > 0 for p in (local_run / "steps").glob("*/step.json"))
+    assert "Compute cost" in (local_run / "report.html").read_text()
 
 
 def test_rerun_is_a_no_op(local_run, study_root):

@@ -44,6 +44,7 @@ def write_report(study_dir: Path) -> Path:
         gallery = _gallery(study_dir / "steps", prefix)
         if gallery:
             parts.append(_section(title, gallery))
+    parts.append(_section("Compute cost", _cost_table(study_dir / "steps")))
     parts.append(_section("Provenance", _provenance(record)))
     parts.append("</body></html>")
     out = study_dir / "report.html"
@@ -139,6 +140,15 @@ def _gallery(steps_dir: Path, prefix: str) -> str:
         for png in sorted(folder.rglob("*.png")):
             figures.append(_img(png, f"{folder.name[len(prefix):]}: {png.stem.replace('_', ' ')}"))
     return "\n".join(figures)
+
+
+def _cost_table(steps_dir: Path) -> str:
+    """Wall time of every step, so a user sees what a profile costs on their machine."""
+    records = [read_json(p) for p in sorted(steps_dir.glob("*/step.json"))] if steps_dir.exists() else []
+    rows = [[r["step"], r.get("wall_s")] for r in records]
+    total = sum(r.get("wall_s") or 0.0 for r in records)
+    note = "<p><small>Wall time (s) of the run that finished each step; steps on parallel workers overlap.</small></p>"
+    return _table(["step", "wall time (s)"], rows + [["sum of steps", total]]) + note
 
 
 def _provenance(record: dict) -> str:

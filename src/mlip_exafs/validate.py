@@ -191,7 +191,10 @@ def plot_parity(reference, predicted, quantity: str, unit: str, path: Path, slop
 def write_parity_plots(frames: list[Atoms], dft: Labels, pred: Labels, offsets_ev: dict, slope: float, out: Path) -> None:
     per_atom = n_atoms_of(frames)
     aligned = (pred.energy_ev + offset_energy_ev(frames, offsets_ev)) / per_atom
-    plot_parity(dft.energy_ev / per_atom, aligned, "energy (offset-aligned)", "eV/atom", out / "parity_energy.png")
+    # DFT energies sit on the code's pseudopotential scale (~1e3 eV/atom): show both relative to the DFT mean
+    zero = np.mean(dft.energy_ev / per_atom)
+    plot_parity(1e3 * (dft.energy_ev / per_atom - zero), 1e3 * (aligned - zero),
+                "energy − ⟨E_DFT⟩", "meV/atom", out / "parity_energy.png")
     plot_parity(dft.forces_ev_a, pred.forces_ev_a, "force components", "eV/Å", out / "parity_forces.png", slope)
     if dft.stress_gpa is not None:
         plot_parity(dft.stress_gpa, pred.stress_gpa, "stress (Voigt)", "GPa", out / "parity_stress.png")

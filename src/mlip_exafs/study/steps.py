@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -87,8 +88,11 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(stamp, digest)
+    started = time.perf_counter()
     result = _run_in_child(folder, step, dep_results)
-    write_json(folder / "step.json", {"step": step.name, "action": step.action, "params": step.params, "inputs_hash": digest, "result": result})
+    wall_s = round(time.perf_counter() - started, 1)  # of the run that finished the step (a resumed step's earlier runs not counted)
+    write_json(folder / "step.json", {"step": step.name, "action": step.action, "params": step.params, "inputs_hash": digest,
+                                      "wall_s": wall_s, "result": result})
     return result
 
 
