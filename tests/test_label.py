@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,23 @@ def test_cp2k_force_matches_finite_difference(tmp_path):
     assert abs(fd - forces[0, 0]) < 0.01 * abs(forces[0, 0])
 
 
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 @requires_cp2k
 def test_label_is_resumable_after_kill_9(tmp_path):
     import ase.db
@@ -81,8 +99,12 @@ def test_label_is_resumable_after_kill_9(tmp_path):
     while len(finished_uids(db)) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert proc.poll() is None, (tmp_path / "label.log").read_text()
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: python and cp2k
+    cp2k_pids = _descendants(proc.pid)
+    assert cp2k_pids
+    os.kill(proc.pid, signal.SIGKILL)  # only the labelling process, as `kill -9 PID` would
     proc.wait()
+    time.sleep(2)
+    assert not [pid for pid in cp2k_pids if Path(f"/proc/{pid}").exists()], "CP2K outlived the killed labelling run"
     done_before = finished_uids(db)
     assert 1 <= len(done_before) < 3
     with ase.db.connect(db) as conn:

@@ -353,7 +353,7 @@ def test_shell_command_quotes_the_executable(monkeypatch):
     from mlip_exafs import cp2k
 
     monkeypatch.setattr(cp2k, "cp2k_executable", lambda: "/opt/my cp2k/cp2k_shell")
-    assert cp2k.shell_command(1) == "env OMP_NUM_THREADS=1 '/opt/my cp2k/cp2k_shell'"
+    assert cp2k.shell_command(1).endswith(" OMP_NUM_THREADS=1 '/opt/my cp2k/cp2k_shell'")
 
 
 def test_no_shell_strings_in_the_package():

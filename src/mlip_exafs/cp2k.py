@@ -129,13 +129,17 @@ def cp2k_executable() -> str:
 def shell_command(mpi_ranks: int) -> str:
     """The command ASE starts; fixed strings only, no user paths in it."""
     exe = shlex.quote(cp2k_executable())  # ASE starts this string with a shell
+    # exec: no shell in between; setpriv --pdeathsig: CP2K is killed with the labelling process
+    # (a `kill -9` of `mlip-exafs label` would otherwise leave an orphan CP2K computing for minutes)
+    setpriv = shutil.which("setpriv")
+    start = f"exec {shlex.quote(setpriv)} --pdeathsig KILL env" if setpriv else "exec env"
     if mpi_ranks <= 1:
-        return f"env OMP_NUM_THREADS=1 {exe}"
+        return f"{start} OMP_NUM_THREADS=1 {exe}"
     mpirun = shutil.which("mpirun")
     if mpirun is None:
         raise UserError("mpirun not found; install OpenMPI (comes with 'apt-get install cp2k') or use --mpi-ranks 1")
     return (
-        "env OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+        f"{start} OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
         f"{shlex.quote(mpirun)} --bind-to none -np {int(mpi_ranks)} {exe}"
     )
 
