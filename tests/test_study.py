@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, requires_cp2k, run_cli
 from fake_dft import write_fake_dataset
 
 TINY_STUDY = {
@@ -141,3 +141,32 @@ def test_study_refuses_what_would_fail_hours_in(study_root, tmp_path):
     (tmp_path / "n.yaml").write_text(yaml.safe_dump(too_many))
     assert_one_line_error(run_cli("study", str(tmp_path / "n.yaml"), "--out", str(tmp_path / "o")), "has 3 usable training structures")
     assert not (tmp_path / "o").exists()
+
+
+@requires_cp2k
+def test_study_samples_and_labels_its_own_dataset(tmp_path):
+    """dataset: a sample+label block -> CHGNet-sampled structures, CP2K labels in chunk steps, one dataset folder."""
+    from test_label import TINY
+
+    sample = {"structure": "w-bcc", "supercell": "1x1x1", "equilibration_fs": 20, "interval_fs": 10}
+    config = {
+        "name": "own-labels", "structure": "w-bcc", "absorber": "W",
+        "dataset": {
+            "train": {**sample, "temperatures_k": [600], "snapshots_per_temperature": 2, "strained": 1, "rattled": 1, "seed": 5},
+            "test": {**sample, "temperatures_k": [900], "snapshots_per_temperature": 1, "strained": 1, "rattled": 0, "seed": 6},
+            "cp2k": TINY.model_dump(), "chunk": 2,
+        },
+        "pristine": ["chgnet"],
+        "finetune": {"n": [2], "seeds": [0], "epochs": 1},
+        "md": {"supercell": "3x3x3", "equilibration_fs": 10, "production_fs": 20, "snapshot_every_fs": 10},
+        "exafs": {"rmax_a": 4.0},
+    }
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(config))
+    proc = run_cli("study", str(tmp_path / "own.yaml"), "--out", str(tmp_path / "run"), check=True)
+    for step in ("sample-train", "label-train-000", "label-train-001", "label-test-000", "dataset"):
+        assert f"done   {step}" in proc.stdout
+    info = json.loads(run_cli("dataset", "info", str(tmp_path / "run" / "steps" / "dataset"), "--json", check=True).stdout)
+    assert (info["n_train"], info["n_test"], info["settings_hash"]) == (4, 2, TINY.settings_hash())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["potentials"]["chgnet"]["validation"]["n_test_structures"] == 2
+    assert summary["potentials"]["chgnet-ft-n2-s0"]["validation"]["force_mae_ev_a"] > 0

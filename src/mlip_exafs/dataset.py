@@ -185,6 +185,29 @@ def _summary(frames: list[Atoms]) -> dict:
     }
 
 
+def merge_label_databases(parts: list[Path], out: Path) -> Path:
+    """One split's database from the databases of its labelling chunks (one level of theory, no duplicates)."""
+    import ase.db
+
+    from mlip_exafs.files import atomic_path
+
+    metadata = [db_metadata(p) for p in parts]
+    hashes = {m.get("settings_hash") for m in metadata}
+    if len(hashes) != 1:
+        raise UserError(f"the labelling chunks for {out.name} were made with different DFT settings; relabel them with one setting")
+    seen: set[str] = set()
+    with atomic_path(out) as tmp:
+        with ase.db.connect(tmp, type="db") as target:
+            for part in parts:
+                with ase.db.connect(part) as source:
+                    for row in source.select():
+                        if row.uid not in seen:
+                            seen.add(row.uid)
+                            target.write(row)
+        ase.db.connect(tmp, type="db").metadata = metadata[0]
+    return out
+
+
 def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
     """Compress a labelled dataset folder into the package (how the shipped datasets are made)."""
     from mlip_exafs.files import atomic_path, write_json

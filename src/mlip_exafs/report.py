@@ -80,10 +80,13 @@ def _section(title: str, body: str) -> str:
 def _overview(summary: dict, record: dict) -> str:
     n = summary.get("recommended_n")
     verdict = f"<b>Recommended training-set size: N = {n}</b>" if n else "<b>No N met the criteria</b>"
+    dataset = record["config"]["dataset"]
+    if isinstance(dataset, dict):
+        dataset = f"sampled and labelled with CP2K in this study ({dataset['train']['structure']}, steps/dataset)"
     return (
         f"<h1>mlip-exafs study: {html.escape(summary['study'])}</h1>"
         f"<p>Structure {html.escape(str(record['config']['structure']))}, absorber {html.escape(record['config']['absorber'])}, "
-        f"dataset {html.escape(str(record['config']['dataset']))}, profile {html.escape(str(record.get('profile') or 'none (base config)'))}.</p>"
+        f"dataset {html.escape(str(dataset))}, profile {html.escape(str(record.get('profile') or 'none (base config)'))}.</p>"
         f"<p>{verdict}<br><small>Rule: {html.escape(summary.get('recommended_n_rule', ''))}</small></p>"
     )
 

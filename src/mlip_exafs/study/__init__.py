@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from mlip_exafs.study.config import StudyConfig, load_study_config
+from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.study.pipeline import build_steps, summarize
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
@@ -64,11 +64,15 @@ def _check_before_running(config: StudyConfig) -> None:
                         f"{config.md.supercell}); use a larger md.supercell or exafs.rmax_a <= {half:.2f}")
     if not (config.finetune.n and config.finetune.seeds):
         return
-    train, test = load_structures(config.dataset, "train"), load_structures(config.dataset, "test")
-    if max(config.finetune.n) > len(train):
-        raise UserError(f"finetune.n asks for up to {max(config.finetune.n)} structures but dataset '{config.dataset}' has "
-                        f"{len(train)} usable training structures; lower finetune.n or label more structures")
-    assert_disjoint(train, test)
+    if isinstance(config.dataset, DatasetPlan):  # labelled by this study; train/test overlap is checked when merged
+        n_train, where = config.dataset.train.total(), "dataset.train samples"
+    else:
+        train, test = load_structures(config.dataset, "train"), load_structures(config.dataset, "test")
+        assert_disjoint(train, test)
+        n_train, where = len(train), f"dataset '{config.dataset}' has"
+    if max(config.finetune.n) > n_train:
+        raise UserError(f"finetune.n asks for up to {max(config.finetune.n)} structures but {where} {n_train} usable "
+                        "training structures; lower finetune.n or label more structures")
 
 
 def _study_record(config: StudyConfig, profile: str | None, hashes: dict[str, str]) -> dict:

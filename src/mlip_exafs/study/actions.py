@@ -21,12 +21,58 @@ def _potential(deps: dict, potential: str | None) -> str:
     return potential if potential is not None else result_of(deps, "finetune-")["model"]
 
 
+def _dataset(deps: dict, dataset: str) -> str:
+    """A shipped name or folder, or the folder made by this study's ``dataset`` step."""
+    from mlip_exafs.study.pipeline import GENERATED
+
+    return result_of(deps, "dataset")["folder"] if dataset == GENERATED else dataset
+
+
+@action("sample")
+def sample_action(folder: Path, deps: dict, *, spec: dict) -> dict:
+    from mlip_exafs.sample import SampleSpec, sample
+
+    out = folder / "structures.extxyz"
+    frames = sample(SampleSpec(**{**spec, "threads": spec.get("threads") or _threads()}), out)
+    return {"structures": str(out), "count": len(frames)}
+
+
+@action("label")
+def label_action(folder: Path, deps: dict, *, split: str, first: int, count: int, cp2k: dict) -> dict:
+    """CP2K on one chunk of a split; resumes inside the chunk's database after a kill."""
+    import ase.io
+
+    from mlip_exafs.cp2k import Cp2kSettings
+    from mlip_exafs.files import atomic_path
+    from mlip_exafs.label import label_structures
+
+    chunk = folder / "structures.extxyz"
+    if not chunk.exists():
+        frames = ase.io.read(result_of(deps, "sample-")["structures"], index=f"{first}:{first + count}")
+        with atomic_path(chunk) as tmp:
+            ase.io.write(tmp, frames, format="extxyz")
+    db = folder / f"{split}.db"
+    result = label_structures(chunk, db, Cp2kSettings(**cp2k), mpi_ranks=1)
+    return {"split": split, "db": str(db), "count": result["total"]}
+
+
+@action("dataset")
+def dataset_action(folder: Path, deps: dict) -> dict:
+    from mlip_exafs.dataset import assert_disjoint, load_structures, merge_label_databases
+
+    parts = {split: [Path(r["db"]) for r in deps.values() if r["split"] == split] for split in ("train", "test")}
+    for split, dbs in parts.items():
+        merge_label_databases(sorted(dbs), folder / f"{split}.db")
+    assert_disjoint(load_structures(folder, "train"), load_structures(folder, "test"))
+    return {"folder": str(folder)}
+
+
 @action("finetune")
 def finetune_action(folder: Path, deps: dict, *, base: str, dataset: str, n: int, seed: int, freeze: str, epochs: int | None) -> dict:
     from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, finetune
 
     recipe = FinetuneRecipe(freeze=freeze, epochs=epochs)
-    settings = FinetuneSettings(potential=base, train=dataset, n=n, seed=seed, recipe=recipe, threads=_threads())
+    settings = FinetuneSettings(potential=base, train=_dataset(deps, dataset), n=n, seed=seed, recipe=recipe, threads=_threads())
     return {"model": str(finetune(settings, folder)), "n": n, "seed": seed}
 
 
@@ -34,7 +80,7 @@ def finetune_action(folder: Path, deps: dict, *, base: str, dataset: str, n: int
 def validate_action(folder: Path, deps: dict, *, dataset: str, potential: str | None = None) -> dict:
     from mlip_exafs.validate import validate
 
-    return validate(_potential(deps, potential), dataset, folder, threads=_threads())
+    return validate(_potential(deps, potential), _dataset(deps, dataset), folder, threads=_threads())
 
 
 @action("md")

@@ -7,11 +7,13 @@ base before validation, so a profile can change any setting and nothing else.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.config import read_yaml_mapping, validate_model
+from mlip_exafs.cp2k import Cp2kSettings
+from mlip_exafs.sample import SampleSpec
 from mlip_exafs.errors import UserError
 
 
@@ -51,13 +53,22 @@ class ExperimentPlan(_Strict):
     rmax_a: float = 5.0
 
 
+class DatasetPlan(_Strict):
+    """Sample and CP2K-label a dataset inside the study (for a crystal without shipped labels)."""
+
+    train: SampleSpec = Field(..., description="how to sample the training pool")
+    test: SampleSpec = Field(..., description="how to sample the held-out test set (use another seed)")
+    cp2k: Cp2kSettings = Field(default_factory=Cp2kSettings)
+    chunk: int = Field(4, ge=1, description="structures per labelling step (one Dask task each)")
+
+
 class StudyConfig(_Strict):
     """Everything a study needs; relative paths are relative to the YAML file."""
 
     name: str
     structure: str = Field(..., description="built-in crystal or structure file for the MD")
     absorber: str = Field(..., description="absorbing element, e.g. W")
-    dataset: str = Field(..., description="labelled dataset: shipped name, folder, or a sample+label block (future)")
+    dataset: Union[str, DatasetPlan] = Field(..., description="labelled dataset: shipped name or folder, or a sample+label block")
     pristine: list[str] = Field(default_factory=lambda: ["chgnet"], description="pretrained potentials to compare")
     finetune: FinetunePlan = Field(default_factory=FinetunePlan)
     md: MdPlan = Field(default_factory=MdPlan)
@@ -90,7 +101,13 @@ def _resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
         candidate = root / value
         return str(candidate) if not Path(value).is_absolute() and candidate.exists() else value
 
-    update = {"structure": resolve(config.structure), "dataset": resolve(config.dataset)}
+    update = {"structure": resolve(config.structure)}
+    if isinstance(config.dataset, DatasetPlan):
+        specs = {split: getattr(config.dataset, split) for split in ("train", "test")}
+        specs = {split: spec.model_copy(update={"structure": resolve(spec.structure)}) for split, spec in specs.items()}
+        update["dataset"] = config.dataset.model_copy(update=specs)
+    else:
+        update["dataset"] = resolve(config.dataset)
     if config.experiment is not None:
         exp_file = config.experiment.file if config.experiment.file.is_absolute() else root / config.experiment.file
         if not exp_file.exists():

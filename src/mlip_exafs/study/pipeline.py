@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlip_exafs.study.config import StudyConfig
+from mlip_exafs.study.config import DatasetPlan, StudyConfig
 from mlip_exafs.study.steps import Step
+
+GENERATED = "@dataset"  # the dataset parameter of steps that use the study's own ``dataset`` step
 
 
 def finetuned_name(config: StudyConfig, n: int, seed: int) -> str:
@@ -15,21 +17,43 @@ def finetuned_name(config: StudyConfig, n: int, seed: int) -> str:
 def build_steps(config: StudyConfig) -> list[Step]:
     """The study as a dependency-ordered list of steps."""
     steps: list[Step] = []
+    dataset, data_deps = config.dataset, ()
+    if isinstance(config.dataset, DatasetPlan):
+        steps += dataset_steps(config.dataset)
+        dataset, data_deps = GENERATED, ("dataset",)
     for potential in config.pristine:
-        steps += _model_steps(config, potential, {"potential": potential}, deps=(), with_md=True)
+        steps += _model_steps(config, (dataset, data_deps), potential, {"potential": potential}, (), with_md=True)
     for n in config.finetune.n:
         for seed in config.finetune.seeds:
             name = finetuned_name(config, n, seed)
-            params = {"base": config.finetune.base, "dataset": config.dataset, "n": n, "seed": seed,
+            params = {"base": config.finetune.base, "dataset": dataset, "n": n, "seed": seed,
                       "freeze": config.finetune.freeze, "epochs": config.finetune.epochs}
-            steps.append(Step(f"finetune-{name}", "finetune", params))
+            steps.append(Step(f"finetune-{name}", "finetune", params, data_deps))
             with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
-            steps += _model_steps(config, name, {}, deps=(f"finetune-{name}",), with_md=with_md)
+            steps += _model_steps(config, (dataset, data_deps), name, {}, (f"finetune-{name}",), with_md=with_md)
     return steps
 
 
-def _model_steps(config: StudyConfig, name: str, potential: dict, deps: tuple[str, ...], with_md: bool) -> list[Step]:
-    steps = [Step(f"validate-{name}", "validate", {"dataset": config.dataset, **potential}, deps)]
+def dataset_steps(plan: DatasetPlan) -> list[Step]:
+    """Sample each split, label it with CP2K in chunks (independent steps), merge into one dataset folder."""
+    steps: list[Step] = []
+    chunks: list[str] = []
+    for split in ("train", "test"):
+        spec = getattr(plan, split)
+        steps.append(Step(f"sample-{split}", "sample", {"spec": spec.model_dump()}))
+        for i in range(0, spec.total(), plan.chunk):
+            name = f"label-{split}-{i // plan.chunk:03d}"
+            params = {"split": split, "first": i, "count": min(plan.chunk, spec.total() - i), "cp2k": plan.cp2k.model_dump()}
+            steps.append(Step(name, "label", params, (f"sample-{split}",)))
+            chunks.append(name)
+    steps.append(Step("dataset", "dataset", {}, tuple(chunks)))
+    return steps
+
+
+def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, deps: tuple[str, ...], with_md: bool) -> list[Step]:
+    """Validate (against the dataset's test split) and, with MD, analyze/EXAFS/compare one potential."""
+    dataset, data_deps = data
+    steps = [Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps))]
     if not with_md:
         return steps
     md = config.md.model_dump(exclude={"finetuned_n"})
