@@ -182,3 +182,21 @@ def test_reusing_cp2k_between_structures_gives_the_fresh_result(tmp_path):
     assert abs(reused.get_potential_energy() - fresh.get_potential_energy()) < 1e-4
     assert np.abs(reused.get_forces() - fresh.get_forces()).max() < 2e-3
     assert np.abs(reused.get_stress() - fresh.get_stress()).max() < 2e-5  # eV/Å^3 (0.003 GPa)
+
+
+@requires_cp2k
+def test_two_labellers_share_one_database(tmp_path):
+    """One labeller from the start, one from the end (--reverse): every structure labelled exactly once."""
+    import ase.db
+    import ase.io
+
+    structures = tmp_path / "s.extxyz"
+    ase.io.write(structures, _rattled_w(4, seed=10))
+    db, config = tmp_path / "labels.db", _tiny_config(tmp_path)
+    run_cli("label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1", "--limit", "1", check=True)
+    cmd = [sys.executable, "-m", "mlip_exafs", "label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1"]
+    procs = [subprocess.Popen(cmd + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for extra in ([], ["--reverse"])]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    with ase.db.connect(db) as conn:
+        assert sorted(r.uid for r in conn.select()) == [f"w-tiny-{i}" for i in range(4)]

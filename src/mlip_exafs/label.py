@@ -70,29 +70,47 @@ def label_structures(
     mpi_ranks: int = 2,
     limit: int | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,
+    reverse: bool = False,
 ) -> dict:
-    """Label every structure not yet in ``db_path``; returns counts and timings."""
+    """Label every structure not yet in ``db_path``; returns counts and timings.
+
+    ``reverse`` works from the end of the file, so a second labeller on the same
+    file and database meets the first in the middle; each structure is skipped if
+    another labeller finished it meanwhile.
+    """
     frames = read_structures(structures)
     version = cp2k_version()  # fails clearly, before anything is written, if CP2K is missing
     with db_write_guard(db_path):  # a new database that cannot be written is not left behind
         ensure_settings(db_path, settings)
     done = finished_uids(db_path)
-    todo = [a for a in frames if a.info["uid"] not in done][:limit]
+    todo = [a for a in (frames[::-1] if reverse else frames) if a.info["uid"] not in done][:limit]
     failures = db_path.parent / f"{db_path.stem}-cp2k-failures"
     times: list[float] = []
     with Cp2kSession(settings, mpi_ranks) as session:
         for i, atoms in enumerate(todo):
-            start = time.perf_counter()
-            energy, forces, stress, converged = session.evaluate(atoms, failures / atoms.info["uid"])
-            elapsed = time.perf_counter() - start
-            data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
-            keys = _cp2k_row_keys(atoms, converged, elapsed, version, settings)
-            with db_write_guard(db_path):  # disk full: one-line error, every committed row kept
-                write_row(db_path, atoms, energy, forces, stress, keys, data)
-            times.append(elapsed)
+            elapsed = _label_one(session, atoms, db_path, failures, version, settings)
+            if elapsed is not None:
+                times.append(elapsed)
             if on_progress:
-                on_progress(i + 1, len(todo), elapsed)
-    return {"total": len(frames), "already_done": len(done & {a.info["uid"] for a in frames}), "labelled": len(todo), "seconds": times}
+                on_progress(i + 1, len(todo), elapsed or 0.0)
+    return {"total": len(frames), "already_done": len(done & {a.info["uid"] for a in frames}), "labelled": len(times), "seconds": times}
+
+
+def _label_one(session: "Cp2kSession", atoms: Atoms, db_path: Path, failures: Path, version: str, settings: Cp2kSettings) -> float | None:
+    """CP2K on one structure and its row; None when another labeller on the same database has it (first row kept)."""
+    uid = atoms.info["uid"]
+    if uid in finished_uids(db_path):
+        return None
+    start = time.perf_counter()
+    energy, forces, stress, converged = session.evaluate(atoms, failures / uid)
+    elapsed = time.perf_counter() - start
+    data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
+    keys = _cp2k_row_keys(atoms, converged, elapsed, version, settings)
+    if uid in finished_uids(db_path):
+        return None
+    with db_write_guard(db_path):  # disk full: one-line error, every committed row kept
+        write_row(db_path, atoms, energy, forces, stress, keys, data)
+    return elapsed
 
 
 class Cp2kSession:

@@ -40,6 +40,7 @@ def label_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with CP2K settings (Cp2kSettings fields)."),
     mpi_ranks: int = typer.Option(2, "--mpi-ranks", min=1, help="MPI ranks for CP2K."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Label at most this many new structures."),
+    reverse: bool = typer.Option(False, "--reverse", help="Start from the end of the file: a second labeller on the same file and --db."),
 ) -> None:
     """Label structures with CP2K; resumable (finished rows are skipped)."""
     from mlip_exafs.cp2k import Cp2kSettings, cp2k_executable
@@ -52,7 +53,7 @@ def label_cmd(
     if limit:
         n_todo = min(n_todo, limit)
     with progress_bar(f"CP2K labelling → {db}", n_todo) as advance:
-        result = label_structures(structures, db, settings, mpi_ranks, limit, on_progress=lambda i, n, t: advance())
+        result = label_structures(structures, db, settings, mpi_ranks, limit, on_progress=lambda i, n, t: advance(), reverse=reverse)
     secs = result["seconds"]
     mean = f", {sum(secs) / len(secs):.0f} s per structure" if secs else ""
     console.print(f"labelled {result['labelled']} new, {result['already_done']} already done, of {result['total']}{mean}")
