@@ -222,6 +222,8 @@ def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
             with gzip.GzipFile(tmp, "wb", mtime=0) as fout:
                 shutil.copyfileobj(fin, fout)
     write_json(dest / "dataset.json", made_by)
+    for packed in dest.iterdir():
+        packed.chmod(0o644)  # package data, readable by every user of an installation
     return dest
 
 
