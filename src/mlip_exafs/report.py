@@ -79,7 +79,7 @@ def _section(title: str, body: str) -> str:
 
 def _overview(summary: dict, record: dict) -> str:
     n = summary.get("recommended_n")
-    verdict = f"<b>Recommended training-set size: N = {n}</b>" if n else "<b>No N met the criteria</b>"
+    verdict = f"<b>Recommended training-set size: N = {n}</b>" if n else f"<b>No N met the criteria</b>{_closest(summary)}"
     dataset = record["config"]["dataset"]
     if isinstance(dataset, dict):
         dataset = f"sampled and labelled with CP2K in this study ({dataset['train']['structure']}, steps/dataset)"
@@ -88,6 +88,21 @@ def _overview(summary: dict, record: dict) -> str:
         f"<p>Structure {html.escape(str(record['config']['structure']))}, absorber {html.escape(record['config']['absorber'])}, "
         f"dataset {html.escape(str(dataset))}, profile {html.escape(str(record.get('profile') or 'none (base config)'))}.</p>"
         f"<p>{verdict}<br><small>Rule: {html.escape(summary.get('recommended_n_rule', ''))}</small></p>"
+    )
+
+
+def _closest(summary: dict) -> str:
+    """Where the largest N stands when no N passes: what the reader needs to decide on more data."""
+    rows = summary["learning_curve"]
+    if not rows:
+        return ""
+    largest = max(r["n"] for r in rows)
+    at_largest = [r for r in rows if r["n"] == largest]
+    slope = sum(r["softening_slope"] for r in at_largest) / len(at_largest)
+    force_mae = sum(r["force_mae_ev_a"] for r in at_largest) / len(at_largest)
+    return (
+        f" — at the largest N ({largest}, mean of {len(at_largest)} seed(s)) the softening slope is {slope:.3f} "
+        f"and the force MAE {force_mae:.3f} eV/Å; label more structures or add a larger N"
     )
 
 
