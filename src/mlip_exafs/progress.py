@@ -1,23 +1,61 @@
-"""A rich progress bar with ETA, shared by all long-running verbs."""
+"""Progress with ETA, shared by all long-running verbs.
+
+On a terminal: a rich progress bar. Redirected to a file (a background
+labelling run, a batch job): one plain line at most every ``LOG_EVERY_S``
+seconds and at the end, so the log tells how far a job is and when it ends.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+import sys
+import time
+from typing import Callable, Iterator, TextIO
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+LOG_EVERY_S = 30.0
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[], None]]:
-    """Yield ``advance()``; the bar goes to stderr so stdout stays parseable."""
+    """Yield ``advance()``; progress goes to stderr so stdout stays parseable."""
     from rich.console import Console
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield log_lines(description, total, sys.stderr)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    with Progress(*columns, console=console) as progress:
         task = progress.add_task(description, total=total)
         try:
             yield lambda: progress.advance(task)
         except BaseException:
             progress.live.transient = True  # on an error the one line on stderr is the error, not a half-full bar
             raise
+
+
+def log_lines(description: str, total: int, stream: TextIO, every_s: float = LOG_EVERY_S) -> Callable[[], None]:
+    """``advance()`` that writes 'DESCRIPTION: i/total, elapsed H:MM:SS, ETA HH:MM (in H:MM:SS)' lines."""
+    start = time.time()
+    state = {"done": 0, "last": float("-inf")}
+
+    def advance() -> None:
+        state["done"] += 1
+        now = time.time()
+        if now - state["last"] < every_s and state["done"] < total:
+            return
+        state["last"] = now
+        done, elapsed = state["done"], now - start
+        remaining = elapsed / done * (total - done)
+        eta = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + remaining))
+        stream.write(f"{description}: {done}/{total}, elapsed {_hms(elapsed)}, ETA {eta} (in {_hms(remaining)})\n")
+        stream.flush()
+
+    return advance
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
