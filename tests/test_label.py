@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_one_line_error, requires_cp2k, run_cli
 from mlip_exafs.cp2k import Cp2kSettings, kpoint_mesh, make_calculator
-from mlip_exafs.label import finished_uids
+from mlip_exafs.label import finished_uids, group_by_cell
 from mlip_exafs.structures import load_structure
 
 # A cheap but real level of theory: 2-atom bcc W, 2x2x2 k-points, 200 Ry.
@@ -200,3 +200,16 @@ def test_two_labellers_share_one_database(tmp_path):
     assert all(p.returncode == 0 for p in procs), outputs
     with ase.db.connect(db) as conn:
         assert sorted(r.uid for r in conn.select()) == [f"w-tiny-{i}" for i in range(4)]
+
+
+def test_structures_sharing_a_cell_are_labelled_one_after_another():
+    """Fewer CP2K cold starts: the cell groups come in order of first appearance, file order inside each."""
+    ideal = load_structure("w-bcc").repeat(2)
+    strained = ideal.copy()
+    strained.set_cell(ideal.cell * 1.03, scale_atoms=True)
+    frames = []
+    for i, base in enumerate([ideal, strained, ideal, strained, ideal]):
+        atoms = base.copy()
+        atoms.info["uid"] = f"s{i}"
+        frames.append(atoms)
+    assert [a.info["uid"] for a in group_by_cell(frames)] == ["s0", "s2", "s4", "s1", "s3"]
