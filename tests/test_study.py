@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import assert_one_line_error, requires_cp2k, run_cli
-from fake_dft import write_fake_dataset
+from fake_dft import write_fake_dataset, write_fake_db
 
 TINY_STUDY = {
     "name": "tiny",
@@ -78,6 +78,30 @@ def test_changed_setting_reruns_only_what_depends_on_it(local_run, study_root):
     assert rerun == ["exafs-chgnet", "exafs-chgnet-ft-n2-s0"]
 
 
+def test_new_labels_rerun_only_the_steps_that_read_them(tmp_path):
+    """Step hashes cover the dataset's content, not just its path: labelling more structures must refit."""
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+    from mlip_exafs.study.steps import all_hashes
+
+    write_fake_dataset(tmp_path / "data", n_train=3, n_test=2)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_STUDY))
+
+    def hashes() -> dict[str, str]:
+        return all_hashes(build_steps(load_study_config(tmp_path / "tiny.yaml", None)))
+
+    def changed(a: dict, b: dict) -> list[str]:
+        return sorted(k for k in a if a[k] != b[k])
+
+    before = hashes()
+    assert hashes() == before
+    write_fake_db(tmp_path / "data" / "train.db", 1, seed=3)  # one more training structure
+    new_train = hashes()
+    assert changed(before, new_train) == sorted(k for k in before if "-ft-" in k)  # not validate/md/analyze/exafs-chgnet
+    write_fake_db(tmp_path / "data" / "test.db", 1, seed=4)  # one more test structure
+    assert changed(new_train, hashes()) == sorted(k for k in before if k.startswith("validate-"))
+
+
 def test_killed_study_resumes_with_the_same_result(local_run, study_root):
     out = study_root / "killed"
     cmd = [sys.executable, "-m", "mlip_exafs", "study", str(study_root / "tiny.yaml"), "--out", str(out)]
@@ -94,6 +118,17 @@ def test_killed_study_resumes_with_the_same_result(local_run, study_root):
         assert (out / "steps" / name / "step.json").stat().st_mtime_ns == mtime
     resumed = json.loads((out / "summary.json").read_text())
     assert _numbers(resumed) == _numbers(json.loads((local_run / "summary.json").read_text()))
+
+
+def test_wall_time_of_a_resumed_step_counts_the_killed_run(tmp_path):
+    """A step killed after 40 s of work and then finished reports the 40 s too (paper runs span sessions)."""
+    from mlip_exafs.study.steps import RUN_FILE, _start_run
+
+    assert _start_run(tmp_path) == 0.0
+    started = json.loads((tmp_path / RUN_FILE).read_text())["started"]
+    (tmp_path / "step.log").write_text("progress line\n")
+    os.utime(tmp_path / "step.log", (started + 40.0, started + 40.0))  # the killed run's last write
+    assert _start_run(tmp_path) == pytest.approx(40.0)
 
 
 def test_dask_gives_the_same_summary(local_run, study_root):

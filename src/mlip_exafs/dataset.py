@@ -88,6 +88,15 @@ def resolve_db(spec: str | Path, split: Split) -> Path:
     return db
 
 
+def content_tag(spec: str | Path, split: Split) -> str:
+    """A short hash of the file a split is read from, so cached results notice new or changed labels."""
+    from mlip_exafs.files import sha256_file
+
+    if str(spec) in SHIPPED and not Path(spec).exists():
+        return sha256_file(shipped_dir(str(spec)) / f"{split}.db.gz")[:16]
+    return sha256_file(resolve_db(spec, split))[:16]
+
+
 def load_structures(spec: str | Path, split: Split = "all", converged_only: bool = True) -> list[Atoms]:
     """Labelled structures with energy (eV), forces (eV/Å), stress (eV/Å^3, ASE sign) attached."""
     import ase.db

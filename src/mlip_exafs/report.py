@@ -165,7 +165,7 @@ def _cost_table(steps_dir: Path) -> str:
     records = [read_json(p) for p in sorted(steps_dir.glob("*/step.json"))] if steps_dir.exists() else []
     rows = [[r["step"], r.get("wall_s")] for r in records]
     total = sum(r.get("wall_s") or 0.0 for r in records)
-    note = "<p><small>Wall time (s) of the run that finished each step; steps on parallel workers overlap.</small></p>"
+    note = "<p><small>Wall time (s) of each step, killed and resumed runs included; steps on parallel workers overlap.</small></p>"
     return _table(["step", "wall time (s)"], rows + [["sum of steps", total]]) + note
 
 

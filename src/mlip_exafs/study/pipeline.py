@@ -28,7 +28,7 @@ def build_steps(config: StudyConfig) -> list[Step]:
             name = finetuned_name(config, n, seed)
             params = {"base": config.finetune.base, "dataset": dataset, "n": n, "seed": seed,
                       "freeze": config.finetune.freeze, "epochs": config.finetune.epochs}
-            steps.append(Step(f"finetune-{name}", "finetune", params, data_deps))
+            steps.append(Step(f"finetune-{name}", "finetune", params, data_deps, _split_hash(dataset, "train")))
             with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
             steps += _model_steps(config, (dataset, data_deps), name, {}, (f"finetune-{name}",), with_md=with_md)
     return steps
@@ -53,19 +53,33 @@ def dataset_steps(plan: DatasetPlan) -> list[Step]:
 def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, deps: tuple[str, ...], with_md: bool) -> list[Step]:
     """Validate (against the dataset's test split) and, with MD, analyze/EXAFS/compare one potential."""
     dataset, data_deps = data
-    steps = [Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps))]
+    steps = [Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"))]
     if not with_md:
         return steps
     md = config.md.model_dump(exclude={"finetuned_n"})
-    steps.append(Step(f"md-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps))
+    steps.append(Step(f"md-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps, _file_hash("structure", config.structure)))
     steps.append(Step(f"analyze-{name}", "analyze", {"absorber": config.absorber}, (f"md-{name}",)))
     exafs = {"absorber": config.absorber, "edge": config.exafs.edge, "rmax_a": config.exafs.rmax_a, "engine": config.exafs.engine}
     steps.append(Step(f"exafs-{name}", "exafs", exafs, (f"md-{name}",)))
     if config.experiment is not None:
         window = config.experiment.model_dump(exclude={"file"})
         compare = {"experiment": str(config.experiment.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": window}
-        steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",)))
+        steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",), _file_hash("experiment", config.experiment.file)))
     return steps
+
+
+def _split_hash(dataset: str, split: str) -> dict:
+    """The content hash of a dataset split, so new or changed labels rerun the steps that read them."""
+    from mlip_exafs.dataset import content_tag
+
+    return {} if dataset == GENERATED else {split: content_tag(dataset, split)}
+
+
+def _file_hash(key: str, path: str | Path) -> dict:
+    """The content hash of an input file (a built-in structure name has none)."""
+    from mlip_exafs.files import sha256_file
+
+    return {key: sha256_file(path)[:16]} if Path(path).is_file() else {}
 
 
 def potential_names(config: StudyConfig) -> list[str]:

@@ -40,10 +40,13 @@ class Step:
     action: str
     params: dict = field(default_factory=dict)
     deps: tuple[str, ...] = ()
+    files: dict = field(default_factory=dict)  # content hashes of the files it reads (dataset split, structure, spectrum); not passed to the action
 
 
 def inputs_hash(step: Step, dep_hashes: dict[str, str]) -> str:
     payload = {"action": step.action, "params": step.params, "deps": dep_hashes, "version": mlip_exafs.__version__}
+    if step.files:  # only when present, so the hashes of steps that read no file stay what they were
+        payload["files"] = step.files
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -88,12 +91,31 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(stamp, digest)
+    earlier_s = _start_run(folder)
     started = time.perf_counter()
     result = _run_in_child(folder, step, dep_results)
-    wall_s = round(time.perf_counter() - started, 1)  # of the run that finished the step (a resumed step's earlier runs not counted)
-    write_json(folder / "step.json", {"step": step.name, "action": step.action, "params": step.params, "inputs_hash": digest,
+    wall_s = round(earlier_s + time.perf_counter() - started, 1)
+    write_json(folder / "step.json", {"step": step.name, "action": step.action, "params": step.params, "files": step.files, "inputs_hash": digest,
                                       "wall_s": wall_s, "result": result})
     return result
+
+
+RUN_FILE = ".run.json"
+
+
+def _start_run(folder: Path) -> float:
+    """Seconds spent by earlier, killed runs of this step, so ``wall_s`` of a resumed step counts them too.
+
+    A killed run is counted from its start to its last write into the folder
+    (the step log gets a progress line about every 30 s while the work advances).
+    """
+    earlier_s = 0.0
+    if (folder / RUN_FILE).exists():
+        record = read_json(folder / RUN_FILE)
+        last_write = max(p.stat().st_mtime for p in folder.rglob("*") if p.is_file())
+        earlier_s = record["earlier_s"] + max(0.0, last_write - record["started"])
+    write_json(folder / RUN_FILE, {"started": time.time(), "earlier_s": earlier_s})
+    return earlier_s
 
 
 def result_of(deps: dict[str, dict], prefix: str) -> Any:
