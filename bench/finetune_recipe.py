@@ -5,7 +5,7 @@
 The recipe is chosen on structures held out of the *training pool*, never on
 the test set, so the test numbers the study reports stay honest. The pool
 (sorted by uid) is permuted by ``--seed``; the first ``--n`` structures train,
-the next ``--holdout`` validate. Every variant changes one thing against the
+the next ``--holdout`` validate. Every variant changes one or a few things against the
 default recipe (Deng et al. 2025: lr 1e-3, batch 4, weights 0.1:100:0.1,
 epochs from ``epochs_for_n``). Finished variants are reused on rerun
 (``finetune`` and ``validate`` cache by their inputs).
@@ -38,6 +38,10 @@ VARIANTS = {
     "stress-1": {"stress_weight": 1.0},
     "readout": {"freeze": "readout"},
     "epochs-200": {"epochs": 200},
+    "stress-10": {"stress_weight": 10.0},
+    "energy-1": {"energy_weight": 1.0},
+    "lr-3e-3+stress-1": {"learning_rate": 3e-3, "stress_weight": 1.0},
+    "lr-3e-3+stress-1+energy-1": {"learning_rate": 3e-3, "stress_weight": 1.0, "energy_weight": 1.0},
 }
 
 
