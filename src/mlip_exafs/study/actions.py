@@ -88,7 +88,7 @@ def md_action(folder: Path, deps: dict, *, structure: str, settings: dict, poten
     from mlip_exafs.md import MdSettings, run_md
 
     md_settings = MdSettings(structure=structure, potential=_potential(deps, potential), threads=_threads(), **settings)
-    snapshots = run_md(md_settings, folder, show_progress=False)
+    snapshots = run_md(md_settings, folder)  # progress lines (every 30 s) go to the step's log: how far a long MD is
     return {"snapshots": str(snapshots)}
 
 
