@@ -102,6 +102,19 @@ def test_new_labels_rerun_only_the_steps_that_read_them(tmp_path):
     assert changed(new_train, hashes()) == sorted(k for k in before if k.startswith("validate-"))
 
 
+def test_only_pristine_runs_while_labels_are_missing(local_run, study_root):
+    """--only-pristine runs the pretrained model's steps although finetune.n exceeds the pool; a full run reuses them."""
+    config = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [1, 50]})  # the pool has 3 structures
+    (study_root / "early.yaml").write_text(yaml.safe_dump(config))
+    out = study_root / "early"
+    proc = run_cli("study", str(study_root / "early.yaml"), "--out", str(out), "--only-pristine", check=True)
+    assert "run without --only-pristine" in proc.stdout and not (out / "summary.json").exists()
+    ran = {p.parent.name: json.loads(p.read_text())["inputs_hash"] for p in out.glob("steps/*/step.json")}
+    assert sorted(ran) == ["analyze-chgnet", "exafs-chgnet", "md-chgnet", "validate-chgnet"]
+    for name, digest in ran.items():  # the same identity as in the full study: it would find them cached
+        assert json.loads((local_run / "steps" / name / "step.json").read_text())["inputs_hash"] == digest
+
+
 def test_killed_study_resumes_with_the_same_result(local_run, study_root):
     out = study_root / "killed"
     cmd = [sys.executable, "-m", "mlip_exafs", "study", str(study_root / "tiny.yaml"), "--out", str(out)]

@@ -17,6 +17,7 @@ def study_cmd(
     profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config: quick or paper."),
     executor: str = typer.Option("local", "--executor", help="local, or dask (a LocalCluster unless --scheduler is given)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
+    only_pristine: bool = typer.Option(False, "--only-pristine", help="Run only the pretrained potentials' steps (they need no training labels); a later full run reuses them."),
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
     from mlip_exafs.errors import UserError
@@ -28,7 +29,10 @@ def study_cmd(
     def on_step(name: str, cached: bool) -> None:
         console.print(f"  {'cached' if cached else 'done  '} {name}")
 
-    summary = run_study(config, out, profile, executor, scheduler, on_step)
+    summary = run_study(config, out, profile, executor, scheduler, on_step, only_pristine)
+    if summary is None:
+        console.print(f"pretrained potentials done; run without --only-pristine for the fine-tunes, {out / 'summary.json'} and the report")
+        return
     console.print(f"recommended N = {summary['recommended_n']}; report: {out / 'report.html'}")
 
 

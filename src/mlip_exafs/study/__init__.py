@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
-from mlip_exafs.study.pipeline import build_steps, summarize
+from mlip_exafs.study.pipeline import build_steps, potential_of, summarize, with_dependencies
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
 
@@ -26,7 +26,14 @@ def run_study(
     executor: str = "local",
     scheduler: str | None = None,
     on_step: Callable[[str, bool], None] | None = None,
-) -> dict:
+    only_pristine: bool = False,
+) -> dict | None:
+    """Run the study into ``out``; returns the summary (None with ``only_pristine``).
+
+    ``only_pristine`` runs just the pretrained potentials' steps (validate, MD,
+    analysis, EXAFS, compare). They do not depend on fine-tuning, so they can run
+    while the training labels are still being made; a later full run finds them cached.
+    """
     from mlip_exafs.study.executor import run_dask, run_local
     from mlip_exafs.study.steps import all_hashes
 
@@ -36,13 +43,17 @@ def run_study(
     if config.threads:  # inherited by every step's child process (and by local Dask workers)
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
     steps = build_steps(config)
-    _check_before_running(config)
+    _check_before_running(config, check_training_pool=not only_pristine)
     out.mkdir(parents=True, exist_ok=True)
     _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
+    if only_pristine:
+        steps = with_dependencies(steps, [s.name for s in steps if potential_of(s.name) in config.pristine])
     if executor == "dask":
         results = run_dask(steps, out / "steps", scheduler, on_step=on_step)
     else:
         results = run_local(steps, out / "steps", on_step=on_step)
+    if only_pristine:
+        return None
     summary = summarize(config, results)
     changed = _write_if_changed(out / "summary.json", summary)
     if changed or not (out / "report.html").exists():
@@ -52,7 +63,7 @@ def run_study(
     return summary
 
 
-def _check_before_running(config: StudyConfig) -> None:
+def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:
     """Fail on what would otherwise stop the study hours in: a too-small MD cell, too few labels, train/test overlap."""
     from mlip_exafs.dataset import assert_disjoint, load_structures
     from mlip_exafs.errors import UserError
@@ -62,7 +73,7 @@ def _check_before_running(config: StudyConfig) -> None:
     if config.exafs.rmax_a > half:
         raise UserError(f"exafs.rmax_a = {config.exafs.rmax_a:g} Å exceeds half the MD supercell's width ({half:.2f} Å for "
                         f"{config.md.supercell}); use a larger md.supercell or exafs.rmax_a <= {half:.2f}")
-    if not (config.finetune.n and config.finetune.seeds):
+    if not (check_training_pool and config.finetune.n and config.finetune.seeds):
         return
     if isinstance(config.dataset, DatasetPlan):  # labelled by this study; train/test overlap is checked when merged
         n_train, where = config.dataset.train.total(), "dataset.train samples"

@@ -82,6 +82,28 @@ def _file_hash(key: str, path: str | Path) -> dict:
     return {key: sha256_file(path)[:16]} if Path(path).is_file() else {}
 
 
+MODEL_ACTIONS = ("validate", "md", "analyze", "exafs", "compare")
+
+
+def potential_of(step_name: str) -> str | None:
+    """The potential a model step belongs to ('md-chgnet' -> 'chgnet'); None for other steps."""
+    action, _, potential = step_name.partition("-")
+    return potential if action in MODEL_ACTIONS else None
+
+
+def with_dependencies(steps: list[Step], names: list[str]) -> list[Step]:
+    """The named steps and everything they depend on, in the original (dependency) order."""
+    by_name = {s.name: s for s in steps}
+    wanted: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(by_name[name].deps)
+    return [s for s in steps if s.name in wanted]
+
+
 def potential_names(config: StudyConfig) -> list[str]:
     return list(config.pristine) + [finetuned_name(config, n, s) for n in config.finetune.n for s in config.finetune.seeds]
 
