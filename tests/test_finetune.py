@@ -71,6 +71,34 @@ def test_finetune_lowers_loss_and_checkpoint_reloads(dataset, tmp_path):
     assert len((out / "training_curve.csv").read_text().splitlines()) == 1 + 1
 
 
+def test_sevennet_finetune_learns_and_reloads_exactly(dataset, tmp_path):
+    """SevenNet-0 through the same verb: loss falls, the best-validation epoch is kept, the checkpoint
+    reloads (weights only) as a calculator that predicts exactly what the trained model predicts."""
+    from mlip_exafs.dataset import load_structures
+    from mlip_exafs.finetune import load_base_model, predict_efs, training_loss
+    from mlip_exafs.potentials import calculator_for, load_checkpoint_model
+    from mlip_exafs.structures import load_structure
+
+    out = tmp_path / "sevennet"
+    model = finetune(FinetuneSettings(potential="sevennet-0", train=str(dataset), n=10, seed=0, recipe=FinetuneRecipe(epochs=2)), out)
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["train_loss_after"] < record["train_loss_before"]
+    assert record["kept_by"] == "best validation force MAE" and len(record["uids_val"]) == 1
+    assert record["targets"] == "efs" and len((out / "training_curve.csv").read_text().splitlines()) == 1 + 2
+    assert "epoch 2/2" in (out / "train.log").read_text()
+    reloaded = load_checkpoint_model(model)  # the saved model is the trained one
+    pool = load_structures(dataset, "train")
+    train = [a for a in pool if a.info["uid"] in record["uids_train"]]
+    after = training_loss(reloaded, train, record["energy_offsets_ev"], FinetuneRecipe(epochs=2))
+    assert after["force_mae_ev_a"] == pytest.approx(record["train_force_mae_after_ev_a"], rel=1e-5)
+    atoms = load_structure("ws2", "2x2x1")
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = calculator_for(model, atoms, threads=1)
+    assert np.allclose(atoms.get_forces(), predict_efs(reloaded, [atoms])[0]["f"], atol=1e-6)
+    pristine = predict_efs(load_base_model("sevennet-0"), [atoms])[0]["f"]
+    assert np.abs(atoms.get_forces() - pristine).max() > 1e-3  # the weights did change
+
+
 def test_killed_run_restarts_cleanly(dataset, tmp_path):
     out = tmp_path / "killed"
     (out / ".work" / "trainer").mkdir(parents=True)

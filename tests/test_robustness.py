@@ -201,10 +201,18 @@ def test_model_checkpoint_corrupted_or_pickled_is_refused(capsys, tmp_path, data
     assert_nothing_written(out)  # finetune used to leave out/.work behind
 
 
-def test_finetune_of_a_potential_it_cannot_train_writes_nothing(capsys, tmp_path, data):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--potential", "mace-mp-0"], "unknown potential 'mace-mp-0'; use one of: chgnet, sevennet-0"),
+        (["--potential", "sevennet-0", "--freeze", "readout"], "SevenNet fine-tuning supports --freeze none only, not 'readout'"),
+    ],
+    ids=["unknown-potential", "sevennet-freeze"],
+)
+def test_finetune_of_a_potential_it_cannot_train_writes_nothing(capsys, tmp_path, data, args, message):
     out = tmp_path / "ft"
-    proc = cli(capsys, "finetune", "--train", data, "--n", "1", "--potential", "sevennet-0", "--out", out)
-    assert_one_line_error(proc, "fine-tuning supports --potential chgnet or a CHGNet checkpoint .pt, not 'sevennet-0'")
+    proc = cli(capsys, "finetune", "--train", data, "--n", "1", *args, "--out", out)
+    assert_one_line_error(proc, message)
     assert_nothing_written(out)
 
 

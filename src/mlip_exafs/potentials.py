@@ -2,7 +2,7 @@
 
 Names: ``chgnet`` (pretrained 0.3.0 weights shipped in the chgnet wheel),
 ``sevennet-0`` (shipped in the sevenn wheel). Paths: a fine-tuned checkpoint
-written by ``mlip-exafs finetune`` (``*.pt``), loaded with
+of either, written by ``mlip-exafs finetune`` (``*.pt``), loaded with
 ``torch.load(weights_only=True)`` so that no code in it can run.
 """
 
@@ -19,6 +19,7 @@ from mlip_exafs.errors import UserError
 from mlip_exafs.files import sha256_file
 
 CHECKPOINT_FORMAT = "mlip-exafs-chgnet-v1"
+SEVENNET_FORMAT = "mlip-exafs-sevennet-v1"
 CHGNET_MAX_Z = 94  # CHGNet's MPtrj training covers H..Pu
 
 
@@ -76,6 +77,12 @@ def supported_elements(spec: str | Path) -> set[int]:
     key = str(spec).lower()
     if key == "sevennet-0":
         return _sevennet_numbers()
+    if is_checkpoint(spec) and Path(spec).is_file():
+        payload = _load_payload(spec)
+        if payload["format"] == SEVENNET_FORMAT:
+            from ase.data import atomic_numbers
+
+            return {atomic_numbers[s] for s in payload["config"]["chemical_species"]}
     return set(range(1, CHGNET_MAX_Z + 1))
 
 
@@ -106,7 +113,12 @@ def get_calculator(spec: str | Path, threads: int | None = None) -> Calculator:
             return SevenNetCalculator("7net-0", device="cpu")
         path = Path(spec)
         if path.suffix in {".pt", ".pth"}:
-            return _chgnet_calculator(load_chgnet_checkpoint(path))
+            model = load_checkpoint_model(path)
+            if type(model).__name__ == "AtomGraphSequential":
+                from sevenn.calculator import SevenNetCalculator
+
+                return SevenNetCalculator(model=model, file_type="model_instance", device="cpu")
+            return _chgnet_calculator(model)
     raise unknown_potential(spec)
 
 
@@ -126,21 +138,51 @@ def _chgnet_calculator(model) -> Calculator:
 
 def save_chgnet_checkpoint(model, path: str | Path, metadata: dict) -> None:
     """Save weights + hyperparameters only (no pickled code), atomically."""
+    _save_payload({"format": CHECKPOINT_FORMAT, "model": model.as_dict(), "metadata": metadata}, path)
+
+
+def save_sevennet_checkpoint(model, path: str | Path, metadata: dict) -> None:
+    """A fine-tuned SevenNet: its config and weights (no pickled code), atomically."""
+    from mlip_exafs.finetune.sevennet import save_payload
+
+    _save_payload({"format": SEVENNET_FORMAT, **save_payload(model), "metadata": metadata}, path)
+
+
+def _save_payload(payload: dict, path: str | Path) -> None:
     import torch
 
     from mlip_exafs.files import atomic_path
 
-    payload = {"format": CHECKPOINT_FORMAT, "model": model.as_dict(), "metadata": metadata}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
+def load_checkpoint_model(path: str | Path):
+    """The CHGNet or SevenNet model of a checkpoint written by ``mlip-exafs finetune``; refuse anything else."""
+    payload = _load_payload(path)
+    if payload["format"] == SEVENNET_FORMAT:
+        from mlip_exafs.finetune.sevennet import build_from
+
+        return build_from(payload["config"], payload["state_dict"])
+    from chgnet.model import CHGNet
+
+    model = CHGNet.from_dict(payload["model"])
+    model.eval()
+    return model
+
+
 def load_chgnet_checkpoint(path: str | Path):
-    """Load a checkpoint written by :func:`save_chgnet_checkpoint`; refuse anything else."""
+    """The CHGNet model of a checkpoint written by :func:`save_chgnet_checkpoint`."""
+    model = load_checkpoint_model(path)
+    if type(model).__name__ == "AtomGraphSequential":
+        raise UserError(f"checkpoint {path} is a fine-tuned SevenNet, not a CHGNet; use it with --potential sevennet-0 workflows")
+    return model
+
+
+def _load_payload(path: str | Path) -> dict:
     import pickle
 
     import torch
-    from chgnet.model import CHGNet
 
     path = Path(path)
     if not path.exists():
@@ -153,11 +195,9 @@ def load_chgnet_checkpoint(path: str | Path):
             f"refusing checkpoint {path}: it is corrupted or not a plain-weights file ({first}); "
             "use a checkpoint written by 'mlip-exafs finetune'"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, SEVENNET_FORMAT):
         raise UserError(f"refusing checkpoint {path}: not an mlip-exafs checkpoint; use one written by 'mlip-exafs finetune'")
-    model = CHGNet.from_dict(payload["model"])
-    model.eval()
-    return model
+    return payload
 
 
 def checkpoint_metadata(path: str | Path) -> dict:

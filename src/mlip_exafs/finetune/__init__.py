@@ -1,4 +1,4 @@
-"""Fine-tune CHGNet on a few DFT structures with CHGNet's own Trainer.
+"""Fine-tune CHGNet (or SevenNet-0, see ``finetune/sevennet.py``) on a few DFT structures with its own Trainer.
 
 Recipe after Deng et al., npj Comput. Mater. 11:9 (2025): MSE loss with
 energy:force:stress weights 0.1:100:0.1 (eV/atom, eV/Å, GPa), Adam, learning
@@ -107,18 +107,27 @@ def split_train_val(frames: list[Atoms], val_fraction: float, seed: int) -> tupl
 
 
 def load_base_model(potential: str):
-    """The CHGNet model to start from: pretrained 0.3.0 or a fine-tuned checkpoint."""
-    from mlip_exafs.potentials import is_checkpoint, load_chgnet_checkpoint
+    """The model to start from: pretrained CHGNet 0.3.0 or SevenNet-0, or a fine-tuned checkpoint of either."""
+    from mlip_exafs.potentials import is_checkpoint, load_checkpoint_model
 
-    if potential.lower() == "chgnet":
-        from chgnet.model import CHGNet
+    with contextlib.redirect_stdout(None):  # the models print banners on load
+        if potential.lower() == "chgnet":
+            from chgnet.model import CHGNet
 
-        with contextlib.redirect_stdout(None):  # CHGNet prints a banner on load
             return CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
-    if is_checkpoint(potential):
-        with contextlib.redirect_stdout(None):
-            return load_chgnet_checkpoint(potential)
-    raise UserError(f"fine-tuning supports --potential chgnet or a CHGNet checkpoint .pt, not '{potential}'")
+        if potential.lower() == "sevennet-0":
+            from mlip_exafs.finetune.sevennet import load_pretrained
+
+            return load_pretrained()
+        if is_checkpoint(potential):
+            return load_checkpoint_model(potential)
+    raise UserError(f"fine-tuning supports --potential chgnet, sevennet-0 or a checkpoint .pt written by 'mlip-exafs finetune', not '{potential}'")
+
+
+def is_sevennet(model) -> bool:
+    from mlip_exafs.finetune.sevennet import is_sevennet_model
+
+    return is_sevennet_model(model)
 
 
 def to_structures(frames: list[Atoms]):
@@ -128,7 +137,11 @@ def to_structures(frames: list[Atoms]):
 
 
 def predict_efs(model, frames: list[Atoms]) -> list[dict]:
-    """CHGNet predictions: e (eV/atom), f (eV/Å), s (GPa 3x3, tensile positive)."""
+    """Model predictions: e (eV/atom), f (eV/Å), s (GPa 3x3, tensile positive)."""
+    if is_sevennet(model):
+        from mlip_exafs.finetune.sevennet import predict_efs as sevennet_efs
+
+        return sevennet_efs(model, frames)
     model.eval()
     preds = model.predict_structure(to_structures(frames), task="efs", batch_size=8)
     return preds if isinstance(preds, list) else [preds]
@@ -355,11 +368,19 @@ def finished_run(out: Path, inputs_hash: str) -> bool:
 
 
 def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings: FinetuneSettings, work: Path) -> dict:
-    """Run CHGNet's Trainer; leaves the chosen weights in ``model``; returns what happened."""
+    """Run the model's own Trainer; leaves the chosen weights in ``model``; returns what happened."""
     from chgnet.data.dataset import get_loader
 
     recipe = settings.recipe
     epochs = recipe.epochs or epochs_for_n(settings.n)
+    if is_sevennet(model):
+        from mlip_exafs.finetune.sevennet import train_model as train_sevennet
+        from mlip_exafs.validate import offset_energy_ev
+
+        def shifted(frames: list[Atoms]) -> np.ndarray:  # total energies on the pretrained model's scale (eV)
+            return np.array([a.calc.results["energy"] for a in frames]) - offset_energy_ev(frames, offsets_ev) if frames else np.array([])
+
+        return train_sevennet(model, train, val, {"train": shifted(train), "val": shifted(val)}, settings, epochs, learning_rate_of(recipe), work / "train.log")
     random.seed(settings.seed)
     train_data = structure_data(train, offsets_ev)
     val_data = structure_data(val, offsets_ev) if val else train_data
@@ -398,7 +419,7 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     """Fine-tune per ``settings`` into ``out``; returns the path of ``model.pt``."""
     from mlip_exafs.dataset import load_structures
     from mlip_exafs.files import sha256_file, write_json
-    from mlip_exafs.potentials import save_chgnet_checkpoint, set_torch_threads
+    from mlip_exafs.potentials import save_chgnet_checkpoint, save_sevennet_checkpoint, set_torch_threads
     from mlip_exafs.provenance import provenance
 
     out = Path(out)
@@ -411,6 +432,8 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
         return out / "model.pt"
     start = time.perf_counter()
     model = load_base_model(settings.potential)  # a bad --potential fails before anything is written
+    if is_sevennet(model) and settings.recipe.freeze != "none":
+        raise UserError(f"SevenNet fine-tuning supports --freeze none only, not '{settings.recipe.freeze}'")
     (out / "finetune.json").unlink(missing_ok=True)  # an older run with other inputs is replaced
     work = out / ".work"
     shutil.rmtree(work, ignore_errors=True)
@@ -425,7 +448,7 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
         raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / 'train.log'}); lower --lr or --stress-weight")
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
-    save_chgnet_checkpoint(model, out / "model.pt", metadata)
+    (save_sevennet_checkpoint if is_sevennet(model) else save_chgnet_checkpoint)(model, out / "model.pt", metadata)
     write_training_curve(trained.pop("history"), bool(val), out)
     shutil.move(work / "train.log", out / "train.log")
     record = {

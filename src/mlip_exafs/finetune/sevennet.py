@@ -1,0 +1,172 @@
+"""Fine-tune SevenNet-0 with sevenn's own Trainer, on the same recipe as CHGNet.
+
+The recipe's weights are per (eV/atom)², (eV/Å)² and GPa²; sevenn's stress loss
+is in kbar, so its weight is the recipe's divided by 100. The learning rate
+decays by cosine once per epoch (sevenn's ``run_one_epoch`` has no per-batch
+hook). Only ``--freeze none`` is supported.
+
+A model handed to sevenn's Trainer stays in batch mode; it is switched off
+before single-structure predictions. The checkpoint holds the config and the
+weights only (``torch.load(weights_only=True)``); the config carries the running
+sevenn version, because sevenn's own loader would "patch" the already converted
+weights of a config that still says 7net-0's old version.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+
+GPA2_TO_KBAR2 = 1 / 100  # a loss weight per GPa² is this times a weight per kbar²
+
+
+def is_sevennet_model(model) -> bool:
+    return type(model).__name__ == "AtomGraphSequential"
+
+
+def load_pretrained():
+    """SevenNet-0 (11Jul2024) from the sevenn wheel, and its config."""
+    from sevenn.util import load_checkpoint
+
+    checkpoint = load_checkpoint("7net-0")
+    model = checkpoint.build_model()
+    model.sevennet_config = checkpoint.config
+    return model
+
+
+def predict_efs(model, frames: list[Atoms]) -> list[dict]:
+    """Like CHGNet's: e (eV/atom), f (eV/Å), s (GPa 3x3, tensile positive)."""
+    from sevenn.calculator import SevenNetCalculator
+
+    from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
+
+    model.eval()
+    model.set_is_batch_data(False)
+    calc = SevenNetCalculator(model=model, file_type="model_instance", device="cpu")
+    preds = []
+    for atoms in frames:
+        probe = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        probe.calc = calc
+        preds.append({"e": probe.get_potential_energy() / len(probe), "f": probe.get_forces(),
+                      "s": voigt_to_matrix(ase_stress_to_gpa(probe.get_stress(voigt=True)))})
+    return preds
+
+
+def graphs(frames: list[Atoms], shifted_energies_ev: np.ndarray, cutoff: float) -> list:
+    """sevenn graphs with labels: energy on the model's scale (eV), forces (eV/Å), ASE stress (eV/Å³)."""
+    from sevenn.atom_graph_data import AtomGraphData
+    from sevenn.train.dataload import atoms_to_graph
+
+    out = []
+    for atoms, energy in zip(frames, shifted_energies_ev):
+        labelled = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        results = {"energy": float(energy), "forces": np.asarray(atoms.calc.results["forces"])}
+        if "stress" in atoms.calc.results:
+            results["stress"] = np.asarray(atoms.calc.results["stress"])
+        labelled.calc = SinglePointCalculator(labelled, **results)
+        out.append(AtomGraphData.from_numpy_dict(atoms_to_graph(labelled, cutoff, transfer_info=False, y_from_calc=True)))
+    return out
+
+
+def loss_functions(recipe, with_stress: bool) -> list:
+    from sevenn.train.loss import ForceLoss, PerAtomEnergyLoss, StressLoss
+
+    mse = torch.nn.MSELoss()
+    losses = [(PerAtomEnergyLoss(criterion=mse), recipe.energy_weight), (ForceLoss(criterion=mse), recipe.force_weight)]
+    if with_stress:
+        losses.append((StressLoss(criterion=mse), recipe.stress_weight * GPA2_TO_KBAR2))
+    return losses
+
+
+def _maes(model, frames: list[Atoms], shifted_energies_ev: np.ndarray) -> dict:
+    preds = predict_efs(model, frames)
+    row = {
+        "e_mae_ev_atom": float(np.mean([abs(p["e"] - e / len(a)) for p, e, a in zip(preds, shifted_energies_ev, frames)])),
+        "f_mae_ev_a": float(np.mean(np.concatenate([np.abs(p["f"] - a.calc.results["forces"]).ravel() for p, a in zip(preds, frames)]))),
+    }
+    if all("stress" in a.calc.results for a in frames):
+        from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
+
+        errors = [np.abs(p["s"] - voigt_to_matrix(ase_stress_to_gpa(a.calc.results["stress"]))).ravel() for p, a in zip(preds, frames)]
+        row["s_mae_gpa"] = float(np.mean(np.concatenate(errors)))
+    return row
+
+
+def train_model(model, train: list[Atoms], val: list[Atoms], shifted: dict, settings, epochs: int, learning_rate: float, log_path: Path) -> dict:
+    """Train in place; keep the epoch with the lowest validation force MAE (the last one without validation).
+
+    ``shifted``: total DFT energies (eV) of ``train`` and ``val`` on the pretrained model's scale.
+    """
+    from sevenn.train.trainer import Trainer
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+    from torch_geometric.loader import DataLoader
+
+    recipe = settings.recipe
+    torch.manual_seed(settings.seed)
+    with_stress = all("stress" in a.calc.results for a in train + val) and recipe.stress_weight > 0
+    data = graphs(train, shifted["train"], model.sevennet_config["cutoff"])
+    loader = DataLoader(data, batch_size=min(recipe.batch_size, len(train)), shuffle=True)
+    trainer = Trainer(model, loss_functions(recipe, with_stress), torch.optim.Adam, {"lr": learning_rate}, device="cpu")
+    scheduler = CosineAnnealingLR(trainer.optimizer, T_max=epochs, eta_min=recipe.final_lr_fraction * learning_rate)
+    judge, judge_energies = (val, shifted["val"]) if val else (train, shifted["train"])
+    history, best = [], (np.inf, None, epochs)
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        for epoch in range(1, epochs + 1):
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            model.set_is_batch_data(True)
+            trainer.run_one_epoch(loader, is_train=True)
+            scheduler.step()
+            train_row, val_row = _maes(model, train, shifted["train"]), _maes(model, judge, judge_energies)
+            history.append({"epoch": epoch, **{f"train_{k}": v for k, v in train_row.items()}, **{f"val_{k}": v for k, v in val_row.items()}})
+            log.write(f"epoch {epoch}/{epochs} lr {lr:.3g}: force MAE train {train_row['f_mae_ev_a']:.4f}, "
+                      f"{'validation' if val else 'train (no validation split)'} {val_row['f_mae_ev_a']:.4f} eV/Å\n")
+            log.flush()
+            if val and val_row["f_mae_ev_a"] < best[0]:
+                best = (val_row["f_mae_ev_a"], copy.deepcopy(model.state_dict()), epoch)
+    seconds = time.perf_counter() - start
+    if val:
+        model.load_state_dict(best[1])
+    return {
+        "targets": "efs" if with_stress else "ef",
+        "epochs": epochs,
+        "kept_epoch": best[2],
+        "kept_by": "best validation force MAE" if val else "last epoch (no validation split)",
+        "energy_scale": None,
+        "trainable_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        "training_seconds": round(seconds, 2),
+        "seconds_per_structure_epoch": round(seconds / (len(train) * epochs), 4),
+        "history": history,
+    }
+
+
+def plain_config(config: dict) -> dict:
+    """The model config with only values ``torch.load(weights_only=True)`` accepts, at this sevenn version."""
+    import sevenn
+
+    plain = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in config.items() if k != "device"}
+    plain["version"] = sevenn.__version__
+    return plain
+
+
+def build_from(config: dict, state_dict: dict):
+    """A SevenNet model from a saved config and weights (no code is unpickled)."""
+    from sevenn.model_build import build_E3_equivariant_model
+
+    model = build_E3_equivariant_model(copy.deepcopy(config))
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    model.set_is_batch_data(False)
+    model.sevennet_config = config
+    return model
+
+
+def save_payload(model) -> dict:
+    return {"config": plain_config(model.sevennet_config), "state_dict": model.state_dict()}
