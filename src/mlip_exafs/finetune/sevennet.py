@@ -24,7 +24,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 
-GPA2_TO_KBAR2 = 1 / 100  # a loss weight per GPa² is this times a weight per kbar²
+GPA2_TO_KBAR2 = 1 / 100  # weight per kbar² = weight per GPa² x this (1 kbar = 0.1 GPa)
 
 
 def is_sevennet_model(model) -> bool:
@@ -32,7 +32,7 @@ def is_sevennet_model(model) -> bool:
 
 
 def load_pretrained():
-    """SevenNet-0 (11Jul2024) from the sevenn wheel, and its config."""
+    """SevenNet-0 (11Jul2024) from the sevenn wheel; its config rides along as ``model.sevennet_config``."""
     from sevenn.util import load_checkpoint
 
     checkpoint = load_checkpoint("7net-0")
