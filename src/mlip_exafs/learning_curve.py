@@ -8,8 +8,8 @@ With ``forgetting_test`` (a DFT dataset of that other chemistry, e.g.
 ``out/n{N}-s{seed}/`` and finished ones are reused on rerun.
 
 Epochs per N follow :func:`mlip_exafs.finetune.epochs_for_n` unless the
-recipe fixes them: 100 epochs for N <= 10, then ~1000 structure-passes
-(20 epochs at N = 50 and 100).
+recipe fixes them: 100 epochs up to N = 25, then ~2500 structure-passes
+(50 epochs at N = 50, 40 at N = 100).
 
 ``recommended_n`` is the smallest N whose seed-averaged results pass every
 criterion in :data:`DEFAULT_CRITERIA`; each criterion is a small pure function

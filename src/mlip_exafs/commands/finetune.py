@@ -22,16 +22,18 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
-def recipe_from_options(epochs: Optional[int], lr: Optional[float], freeze: str, batch_size: int, stress_weight: float):
+def recipe_from_options(epochs: Optional[int], lr: Optional[float], freeze: str, batch_size: Optional[int], stress_weight: Optional[float]):
+    """The recipe from CLI options; options left out keep FinetuneRecipe's defaults."""
     from mlip_exafs.config import validate_model
     from mlip_exafs.finetune import FinetuneRecipe
 
     data = {"epochs": epochs, "learning_rate": lr, "freeze": freeze, "batch_size": batch_size, "stress_weight": stress_weight}
-    return validate_model(FinetuneRecipe, data, "options")
+    return validate_model(FinetuneRecipe, {key: value for key, value in data.items() if value is not None}, "options")
 
 
-EPOCHS_HELP = "Epochs (default: 100 for N <= 10, about 1000/N above, at least 20)."
-LR_HELP = "Initial learning rate (default: 1e-3 none, 3e-3 readout, 1e-2 energy-scale); cosine-decayed to 1 %."
+EPOCHS_HELP = "Epochs (default: 100 up to N = 25, about 2500/N above, at least 40)."
+LR_HELP = "Initial learning rate (default: 3e-3 none and readout, 1e-2 energy-scale); cosine-decayed to 1 %."
+STRESS_HELP = "Loss weight of stress (GPa; default 1) against 100 for forces (eV/Å) and 0.1 for energy (eV/atom)."
 FREEZE_HELP = "none: train all; readout: last conv layer + readout; energy-scale: one trainable scalar."
 
 
@@ -45,8 +47,8 @@ def finetune_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP),
     lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
     freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),
-    batch_size: int = typer.Option(4, "--batch-size", help="Structures per optimizer step."),
-    stress_weight: float = typer.Option(0.1, "--stress-weight", help="Loss weight of stress (GPa); force weight is 100."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Structures per optimizer step (default: 4)."),
+    stress_weight: Optional[float] = typer.Option(None, "--stress-weight", help=STRESS_HELP),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
 ) -> None:
     """Fine-tune CHGNet on N DFT structures (Deng et al. 2025 recipe); a finished run is not redone."""
@@ -77,8 +79,8 @@ def learning_curve_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP + " Same for every N if given."),
     lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
     freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),
-    batch_size: int = typer.Option(4, "--batch-size", help="Structures per optimizer step."),
-    stress_weight: float = typer.Option(0.1, "--stress-weight", help="Loss weight of stress (GPa)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Structures per optimizer step (default: 4)."),
+    stress_weight: Optional[float] = typer.Option(None, "--stress-weight", help=STRESS_HELP),
     forgetting_test: Optional[str] = typer.Option(None, "--forgetting-test", help="DFT dataset outside the training chemistry (e.g. datasets/w-bcc) to validate every model on."),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
 ) -> None:

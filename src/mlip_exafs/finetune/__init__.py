@@ -1,10 +1,13 @@
 """Fine-tune CHGNet (or SevenNet-0, see ``finetune/sevennet.py``) on a few DFT structures with its own Trainer.
 
-Recipe after Deng et al., npj Comput. Mater. 11:9 (2025): MSE loss with
-energy:force:stress weights 0.1:100:0.1 (eV/atom, eV/Å, GPa), Adam, learning
-rate cosine-decayed to 1 % of its start, 9:1 train/validation split and the
-checkpoint with the lowest validation force MAE; with fewer than 10 structures
-there is no validation split and the last epoch is kept.
+Recipe after Deng et al., npj Comput. Mater. 11:9 (2025): MSE loss, Adam,
+learning rate cosine-decayed to 1 % of its start, 9:1 train/validation split
+and the checkpoint with the lowest validation force MAE; with fewer than 10
+structures there is no validation split and the last epoch is kept. Changed
+from the paper where ``bench/finetune_recipe.py`` measured it better on WS2
+structures held out of the training pool (N = 1, 5, 14, 24): learning rate
+3e-3 instead of 1e-3, energy:force:stress weights 0.1:100:1 instead of
+0.1:100:0.1 (eV/atom, eV/Å, GPa), and ≈ 2500 structure passes per run.
 
 Energy reference: CP2K energies (~ -800 eV/atom, pseudopotential scale) are
 moved onto the pretrained model's scale before training. A constant per
@@ -41,7 +44,7 @@ from mlip_exafs.errors import UserError
 
 FreezeMode = Literal["none", "readout", "energy-scale"]
 MIN_STRUCTURES_FOR_VALIDATION = 10
-DEFAULT_LR = {"none": 1e-3, "readout": 3e-3, "energy-scale": 1e-2}
+DEFAULT_LR = {"none": 3e-3, "readout": 3e-3, "energy-scale": 1e-2}
 
 
 class FinetuneRecipe(BaseModel):
@@ -54,7 +57,7 @@ class FinetuneRecipe(BaseModel):
     final_lr_fraction: float = Field(0.01, gt=0, le=1)
     energy_weight: float = Field(0.1, ge=0)
     force_weight: float = Field(100.0, gt=0)
-    stress_weight: float = Field(0.1, ge=0)
+    stress_weight: float = Field(1.0, ge=0)
     batch_size: int = Field(4, ge=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     freeze: FreezeMode = "none"
@@ -72,12 +75,14 @@ class FinetuneSettings(BaseModel):
 
 
 def epochs_for_n(n: int) -> int:
-    """About 1000 structure-passes per run, between 20 and 100 epochs (Deng: 100).
+    """About 2500 structure-passes per run, between 40 and 100 epochs (Deng: 100).
 
-    Keeps small-N runs at the paper's 100 epochs while the N = 100 run of a
-    learning curve stays ~20 epochs, so the whole curve fits in hours on a CPU.
+    Small-N runs keep the paper's 100 epochs; at N = 24 the recipe bench
+    measured 100 epochs 14 % better than 42, so larger N get 2500 passes but
+    at least 40 epochs (N = 100: 40), which keeps a 7 N x 3 seed curve to a
+    few hours on one CPU core.
     """
-    return int(min(100, max(20, math.ceil(1000 / n))))
+    return int(min(100, max(40, math.ceil(2500 / n))))
 
 
 def learning_rate_of(recipe: FinetuneRecipe) -> float:
