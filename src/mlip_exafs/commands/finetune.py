@@ -51,7 +51,7 @@ def finetune_cmd(
     stress_weight: Optional[float] = typer.Option(None, "--stress-weight", help=STRESS_HELP),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
 ) -> None:
-    """Fine-tune CHGNet on N DFT structures (Deng et al. 2025 recipe); a finished run is not redone."""
+    """Fine-tune CHGNet or SevenNet-0 on N DFT structures (recipe after Deng et al. 2025, docs/finetune.md); a finished run is not redone."""
     from mlip_exafs.config import validate_model
     from mlip_exafs.files import read_json
     from mlip_exafs.finetune import FinetuneSettings, finetune
