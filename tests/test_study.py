@@ -58,6 +58,7 @@ def test_study_runs_end_to_end(local_run):
     assert (local_run / "report.html").stat().st_size > 10_000
     assert all(json.loads(p.read_text())["wall_s"] > 0 for p in (local_run / "steps").glob("*/step.json"))
     assert "Compute cost" in (local_run / "report.html").read_text()
+    assert "By how the test structures were made" in (local_run / "report.html").read_text()
 
 
 def test_rerun_is_a_no_op(local_run, study_root):

@@ -67,6 +67,24 @@ def test_validate_pretrained_sees_the_known_softening(fake_test_db, tmp_path):
     assert (tmp_path / "val" / "validate.json").stat().st_mtime_ns == before
 
 
+def test_errors_by_group_split_the_test_set_by_how_structures_were_made(fake_test_db, tmp_path):
+    """Groups from the sampling info; each keeps the known slope; atom-weighted they give the overall MAE."""
+    from mlip_exafs.dataset import load_structures
+    from mlip_exafs.validate import dft_labels, errors_by_group, predict_labels
+
+    frames = load_structures(fake_test_db, "test")
+    for i, atoms in enumerate(frames):
+        atoms.info.update({"method": "md", "temperature_k": 450.0} if i % 2 else {"method": "rattled"})
+    dft, pred = dft_labels(frames), predict_labels("chgnet", frames)
+    groups = errors_by_group(frames, dft, pred)
+    assert list(groups) == ["md 450 K", "rattled"]
+    assert [g["n_test_structures"] for g in groups.values()] == [2, 2]
+    assert all(g["softening_slope"] == pytest.approx(1 / STIFFNESS, rel=1e-3) for g in groups.values())
+    overall = validate("chgnet", fake_test_db, tmp_path / "val")["force_mae_ev_a"]
+    assert np.mean([g["force_mae_ev_a"] for g in groups.values()]) == pytest.approx(overall, rel=1e-6)  # equal atom counts
+    assert json.loads((tmp_path / "val" / "validate_by_group.json").read_text()).keys() == {"not recorded"}
+
+
 def test_cli_validate_writes_json_and_reports_errors_in_one_line(fake_test_db, tmp_path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     ok = subprocess.run([sys.executable, "-m", "mlip_exafs", "validate", "--test", str(fake_test_db), "--out", str(tmp_path / "v")], capture_output=True, text=True, env=env)

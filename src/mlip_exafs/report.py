@@ -33,7 +33,7 @@ def write_report(study_dir: Path) -> Path:
     parts = [_head(summary["study"]), _overview(summary, record)]
     if curve_png.exists() and summary["learning_curve"]:
         parts.append(_section("Learning curve", _img(curve_png, "learning curve", wide=True)))
-    parts.append(_section("Validation against DFT", _validation_table(summary)))
+    parts.append(_section("Validation against DFT", _validation_table(summary) + _group_table(study_dir / "steps")))
     msrd = _msrd_table(summary)
     if msrd:
         parts.append(_section("Mean-square relative displacements", msrd))
@@ -124,6 +124,19 @@ def _validation_table(summary: dict) -> str:
     header = ["potential", "E MAE (meV/atom)", "F MAE (eV/Å)", "F RMSE (eV/Å)", "σ MAE (GPa)", "softening slope", "cMAE (eV/Å)", "test structures"]
     rows = [[name] + [entry["validation"][k] for k in keys] for name, entry in summary["potentials"].items()]
     return _table(header, rows)
+
+
+def _group_table(steps_dir: Path) -> str:
+    """Force errors per kind of test structure (validate_by_group.json of every validate step)."""
+    rows = []
+    for path in sorted(steps_dir.glob("validate-*/validate_by_group.json")) if steps_dir.exists() else []:
+        for group, g in read_json(path).items():
+            rows.append([path.parent.name.removeprefix("validate-"), group, g["n_test_structures"], g["force_mae_ev_a"],
+                         g["mean_abs_dft_force_ev_a"], g["softening_slope"], g["stress_mae_gpa"]])
+    if not rows:
+        return ""
+    header = ["potential", "test structures made by", "n", "F MAE (eV/Å)", "mean |F_DFT| (eV/Å)", "softening slope", "σ MAE (GPa)"]
+    return "<h3>By how the test structures were made</h3>" + _table(header, rows)
 
 
 def _msrd_table(summary: dict) -> str:

@@ -18,8 +18,9 @@ def validate_cmd(
 ) -> None:
     """Energy/force/stress errors, softening slope and cMAE against DFT; parity plots."""
     from mlip_exafs.dataset import load_structures
+    from mlip_exafs.files import read_json
     from mlip_exafs.progress import progress_bar
-    from mlip_exafs.validate import validate
+    from mlip_exafs.validate import BY_GROUP_FILE, validate
 
     n_structures = len(load_structures(test, "test"))
     with progress_bar(f"validating {potential}", n_structures) as advance:
@@ -30,3 +31,10 @@ def validate_cmd(
         f"force MAE {m['force_mae_ev_a']:.4f} eV/Å (RMSE {m['force_rmse_ev_a']:.4f}), stress MAE {stress}, "
         f"softening slope {m['softening_slope']:.3f}, cMAE {m['cmae_ev_a']:.4f} eV/Å"
     )
+    groups = read_json(out / BY_GROUP_FILE)
+    if len(groups) > 1:
+        for name, g in groups.items():
+            console.print(
+                f"  {name}: {g['n_test_structures']} structures, force MAE {g['force_mae_ev_a']:.4f} eV/Å "
+                f"(mean |F_DFT| {g['mean_abs_dft_force_ev_a']:.3f}), slope {g['softening_slope']:.3f}"
+            )
