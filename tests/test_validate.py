@@ -83,6 +83,9 @@ def test_errors_by_group_split_the_test_set_by_how_structures_were_made(fake_tes
     overall = validate("chgnet", fake_test_db, tmp_path / "val")["force_mae_ev_a"]
     assert np.mean([g["force_mae_ev_a"] for g in groups.values()]) == pytest.approx(overall, rel=1e-6)  # equal atom counts
     assert json.loads((tmp_path / "val" / "validate_by_group.json").read_text()).keys() == {"not recorded"}
+    frames[0].calc.results["forces"][:] = 0.0  # a perfect cell alone in its group: no slope, no error
+    frames[0].info["method"] = "perfect"
+    assert errors_by_group(frames, dft_labels(frames), pred)["perfect"]["softening_slope"] is None
 
 
 def test_cli_validate_writes_json_and_reports_errors_in_one_line(fake_test_db, tmp_path):

@@ -34,7 +34,8 @@ def validate_cmd(
     groups = read_json(out / BY_GROUP_FILE)
     if len(groups) > 1:
         for name, g in groups.items():
+            slope = "n/a" if g["softening_slope"] is None else f"{g['softening_slope']:.3f}"
             console.print(
                 f"  {name}: {g['n_test_structures']} structures, force MAE {g['force_mae_ev_a']:.4f} eV/Å "
-                f"(mean |F_DFT| {g['mean_abs_dft_force_ev_a']:.3f}), slope {g['softening_slope']:.3f}"
+                f"(mean |F_DFT| {g['mean_abs_dft_force_ev_a']:.3f}), slope {slope}"
             )
