@@ -114,7 +114,7 @@ def get_calculator(spec: str | Path, threads: int | None = None) -> Calculator:
         path = Path(spec)
         if path.suffix in {".pt", ".pth"}:
             model = load_checkpoint_model(path)
-            if type(model).__name__ == "AtomGraphSequential":
+            if is_sevennet_model(model):
                 from sevenn.calculator import SevenNetCalculator
 
                 return SevenNetCalculator(model=model, file_type="model_instance", device="cpu")
@@ -134,6 +134,11 @@ def _chgnet_calculator(model) -> Calculator:
     from chgnet.model.dynamics import CHGNetCalculator
 
     return CHGNetCalculator(model=model, use_device="cpu")
+
+
+def is_sevennet_model(model) -> bool:
+    """True for a SevenNet model (pretrained or fine-tuned), without importing sevenn."""
+    return type(model).__name__ == "AtomGraphSequential"
 
 
 def save_chgnet_checkpoint(model, path: str | Path, metadata: dict) -> None:
@@ -174,7 +179,7 @@ def load_checkpoint_model(path: str | Path):
 def load_chgnet_checkpoint(path: str | Path):
     """The CHGNet model of a checkpoint written by :func:`save_chgnet_checkpoint`."""
     model = load_checkpoint_model(path)
-    if type(model).__name__ == "AtomGraphSequential":
+    if is_sevennet_model(model):
         raise UserError(f"checkpoint {path} is a fine-tuned SevenNet, not a CHGNet; use it with --potential sevennet-0 workflows")
     return model
 

@@ -171,8 +171,8 @@ def group_of(atoms: Atoms) -> str:
 
 def errors_by_group(frames: list[Atoms], dft: Labels, pred: Labels) -> dict:
     """Force (eV/Å) and stress (GPa) errors per group of ``group_of``, with the mean DFT |force| for scale."""
-    atom_group = np.repeat([group_of(a) for a in frames], [len(a) for a in frames])
     frame_group = np.array([group_of(a) for a in frames])
+    atom_group = np.repeat(frame_group, [len(a) for a in frames])
     result = {}
     for group in sorted(set(frame_group)):
         f_dft, f_pred = dft.forces_ev_a[atom_group == group], pred.forces_ev_a[atom_group == group]

@@ -41,6 +41,7 @@ from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.potentials import is_sevennet_model
 
 FreezeMode = Literal["none", "readout", "energy-scale"]
 MIN_STRUCTURES_FOR_VALIDATION = 10
@@ -129,12 +130,6 @@ def load_base_model(potential: str):
     raise UserError(f"fine-tuning supports --potential chgnet, sevennet-0 or a checkpoint .pt written by 'mlip-exafs finetune', not '{potential}'")
 
 
-def is_sevennet(model) -> bool:
-    from mlip_exafs.finetune.sevennet import is_sevennet_model
-
-    return is_sevennet_model(model)
-
-
 def to_structures(frames: list[Atoms]):
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -143,7 +138,7 @@ def to_structures(frames: list[Atoms]):
 
 def predict_efs(model, frames: list[Atoms]) -> list[dict]:
     """Model predictions: e (eV/atom), f (eV/Å), s (GPa 3x3, tensile positive)."""
-    if is_sevennet(model):
+    if is_sevennet_model(model):
         from mlip_exafs.finetune.sevennet import predict_efs as sevennet_efs
 
         return sevennet_efs(model, frames)
@@ -161,12 +156,18 @@ def fit_energy_offsets(model, frames: list[Atoms]) -> tuple[dict[str, float], st
     return fit_element_offsets_ev(frames, dft_ev - predicted_ev)
 
 
+def shifted_energies_ev(frames: list[Atoms], offsets_ev: dict[str, float]) -> np.ndarray:
+    """Total DFT energies (eV) moved onto the pretrained model's scale by the fitted offsets."""
+    from mlip_exafs.validate import offset_energy_ev
+
+    return np.array([a.calc.results["energy"] for a in frames]) - offset_energy_ev(frames, offsets_ev)
+
+
 def training_targets(frames: list[Atoms], offsets_ev: dict[str, float]) -> dict[str, list]:
     """Labels in CHGNet's training units: shifted eV/atom, eV/Å, GPa (tensile positive)."""
     from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
-    from mlip_exafs.validate import offset_energy_ev
 
-    shifted_ev = np.array([a.calc.results["energy"] for a in frames]) - offset_energy_ev(frames, offsets_ev)
+    shifted_ev = shifted_energies_ev(frames, offsets_ev)
     targets = {
         "e": [float(e / len(a)) for e, a in zip(shifted_ev, frames)],
         "f": [np.asarray(a.calc.results["forces"]) for a in frames],
@@ -378,14 +379,10 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
 
     recipe = settings.recipe
     epochs = recipe.epochs or epochs_for_n(settings.n)
-    if is_sevennet(model):
+    if is_sevennet_model(model):
         from mlip_exafs.finetune.sevennet import train_model as train_sevennet
-        from mlip_exafs.validate import offset_energy_ev
 
-        def shifted(frames: list[Atoms]) -> np.ndarray:  # total energies on the pretrained model's scale (eV)
-            return np.array([a.calc.results["energy"] for a in frames]) - offset_energy_ev(frames, offsets_ev) if frames else np.array([])
-
-        return train_sevennet(model, train, val, {"train": shifted(train), "val": shifted(val)}, settings, epochs, learning_rate_of(recipe), work / "train.log")
+        return train_sevennet(model, train, val, offsets_ev, settings, epochs, learning_rate_of(recipe), work / "train.log")
     random.seed(settings.seed)
     train_data = structure_data(train, offsets_ev)
     val_data = structure_data(val, offsets_ev) if val else train_data
@@ -437,7 +434,7 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
         return out / "model.pt"
     start = time.perf_counter()
     model = load_base_model(settings.potential)  # a bad --potential fails before anything is written
-    if is_sevennet(model) and settings.recipe.freeze != "none":
+    if is_sevennet_model(model) and settings.recipe.freeze != "none":
         raise UserError(f"SevenNet fine-tuning supports --freeze none only, not '{settings.recipe.freeze}'")
     (out / "finetune.json").unlink(missing_ok=True)  # an older run with other inputs is replaced
     work = out / ".work"
@@ -453,7 +450,7 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
         raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / 'train.log'}); lower --lr or --stress-weight")
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
-    (save_sevennet_checkpoint if is_sevennet(model) else save_chgnet_checkpoint)(model, out / "model.pt", metadata)
+    (save_sevennet_checkpoint if is_sevennet_model(model) else save_chgnet_checkpoint)(model, out / "model.pt", metadata)
     write_training_curve(trained.pop("history"), bool(val), out)
     shutil.move(work / "train.log", out / "train.log")
     record = {

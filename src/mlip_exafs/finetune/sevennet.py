@@ -27,10 +27,6 @@ from ase.calculators.singlepoint import SinglePointCalculator
 GPA2_TO_KBAR2 = 1 / 100  # weight per kbar² = weight per GPa² x this (1 kbar = 0.1 GPa)
 
 
-def is_sevennet_model(model) -> bool:
-    return type(model).__name__ == "AtomGraphSequential"
-
-
 def load_pretrained():
     """SevenNet-0 (11Jul2024) from the sevenn wheel; its config rides along as ``model.sevennet_config``."""
     from sevenn.util import load_checkpoint
@@ -85,25 +81,27 @@ def loss_functions(recipe, with_stress: bool) -> list:
     return losses
 
 
-def _maes(model, frames: list[Atoms], shifted_energies_ev: np.ndarray) -> dict:
-    preds = predict_efs(model, frames)
-    row = {
-        "e_mae_ev_atom": float(np.mean([abs(p["e"] - e / len(a)) for p, e, a in zip(preds, shifted_energies_ev, frames)])),
-        "f_mae_ev_a": float(np.mean(np.concatenate([np.abs(p["f"] - a.calc.results["forces"]).ravel() for p, a in zip(preds, frames)]))),
-    }
-    if all("stress" in a.calc.results for a in frames):
-        from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
+def _maes(model, frames: list[Atoms], offsets_ev: dict[str, float]) -> dict:
+    """Energy (eV/atom), force (eV/Å) and stress (GPa) MAEs against the same targets CHGNet trains on."""
+    from mlip_exafs.finetune import training_targets
 
-        errors = [np.abs(p["s"] - voigt_to_matrix(ase_stress_to_gpa(a.calc.results["stress"]))).ravel() for p, a in zip(preds, frames)]
-        row["s_mae_gpa"] = float(np.mean(np.concatenate(errors)))
+    preds, targets = predict_efs(model, frames), training_targets(frames, offsets_ev)
+    row = {
+        "e_mae_ev_atom": float(np.mean([abs(p["e"] - e) for p, e in zip(preds, targets["e"])])),
+        "f_mae_ev_a": float(np.mean(np.concatenate([np.abs(p["f"] - f).ravel() for p, f in zip(preds, targets["f"])]))),
+    }
+    if "s" in targets:
+        row["s_mae_gpa"] = float(np.mean(np.concatenate([np.abs(p["s"] - s).ravel() for p, s in zip(preds, targets["s"])])))
     return row
 
 
-def train_model(model, train: list[Atoms], val: list[Atoms], shifted: dict, settings, epochs: int, learning_rate: float, log_path: Path) -> dict:
+def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings, epochs: int, learning_rate: float, log_path: Path) -> dict:
     """Train in place; keep the epoch with the lowest validation force MAE (the last one without validation).
 
-    ``shifted``: total DFT energies (eV) of ``train`` and ``val`` on the pretrained model's scale.
+    ``offsets_ev``: the per-element constants that put the DFT energies on the pretrained model's scale.
     """
+    from mlip_exafs.finetune import shifted_energies_ev
+
     from sevenn.train.trainer import Trainer
     from torch.optim.lr_scheduler import CosineAnnealingLR
     from torch_geometric.loader import DataLoader
@@ -111,11 +109,11 @@ def train_model(model, train: list[Atoms], val: list[Atoms], shifted: dict, sett
     recipe = settings.recipe
     torch.manual_seed(settings.seed)
     with_stress = all("stress" in a.calc.results for a in train + val) and recipe.stress_weight > 0
-    data = graphs(train, shifted["train"], model.sevennet_config["cutoff"])
+    data = graphs(train, shifted_energies_ev(train, offsets_ev), model.sevennet_config["cutoff"])
     loader = DataLoader(data, batch_size=min(recipe.batch_size, len(train)), shuffle=True)
     trainer = Trainer(model, loss_functions(recipe, with_stress), torch.optim.Adam, {"lr": learning_rate}, device="cpu")
     scheduler = CosineAnnealingLR(trainer.optimizer, T_max=epochs, eta_min=recipe.final_lr_fraction * learning_rate)
-    judge, judge_energies = (val, shifted["val"]) if val else (train, shifted["train"])
+    judge = val or train
     history, best = [], (np.inf, None, epochs)
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -124,7 +122,7 @@ def train_model(model, train: list[Atoms], val: list[Atoms], shifted: dict, sett
             model.set_is_batch_data(True)
             trainer.run_one_epoch(loader, is_train=True)
             scheduler.step()
-            train_row, val_row = _maes(model, train, shifted["train"]), _maes(model, judge, judge_energies)
+            train_row, val_row = _maes(model, train, offsets_ev), _maes(model, judge, offsets_ev)
             history.append({"epoch": epoch, **{f"train_{k}": v for k, v in train_row.items()}, **{f"val_{k}": v for k, v in val_row.items()}})
             log.write(f"epoch {epoch}/{epochs} lr {lr:.3g}: force MAE train {train_row['f_mae_ev_a']:.4f}, "
                       f"{'validation' if val else 'train (no validation split)'} {val_row['f_mae_ev_a']:.4f} eV/Å\n")
