@@ -1,6 +1,6 @@
 """Report pieces that need no study run (the full report is tested in test_study)."""
 
-from mlip_exafs.report import _overview
+from mlip_exafs.report import _gallery, _overview, first_seed_only
 
 
 def overview_of(recommended_n):
@@ -25,3 +25,23 @@ def test_overview_with_a_recommendation_names_it():
     text = overview_of(10)
     assert "Recommended training-set size: N = 10" in text
     assert "largest N" not in text
+
+
+def test_galleries_show_the_pristine_models_and_the_first_seed_of_each_n(tmp_path):
+    names = ["validate-chgnet", "validate-chgnet-ft-n1-s0", "validate-chgnet-ft-n1-s1", "validate-chgnet-ft-n10-s1",
+             "validate-chgnet-ft-n10-s0", "validate-chgnet-ft-n10-s2", "validate-sevennet-0"]
+    folders = [tmp_path / name for name in names]
+    shown = [f.name for f in first_seed_only(folders)]
+    assert shown == ["validate-chgnet", "validate-chgnet-ft-n1-s0", "validate-chgnet-ft-n10-s0", "validate-sevennet-0"]
+
+
+def test_a_gallery_says_where_the_other_seeds_plots_are(tmp_path):
+    from matplotlib import pyplot as plt
+
+    for name in ["validate-chgnet-ft-n1-s0", "validate-chgnet-ft-n1-s1"]:
+        (tmp_path / name).mkdir()
+        plt.figure(figsize=(1, 1)).savefig(tmp_path / name / "parity_forces.png")
+    plt.close("all")
+    html_text = _gallery(tmp_path, "validate-")
+    assert html_text.count("<img") == 1 and "chgnet-ft-n1-s0: parity forces" in html_text
+    assert "other seeds" in html_text

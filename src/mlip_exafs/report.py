@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 
 from mlip_exafs.files import read_json, write_text
@@ -21,6 +22,7 @@ SECTIONS = (  # (step-folder prefix, section title)
     ("exafs-", "Configuration-averaged EXAFS"),
     ("compare-", "Against experiment"),
 )
+SEED_SUFFIX = re.compile(r"-s(\d+)$")  # step folders of fine-tuned models end in -s{seed}
 
 
 def write_report(study_dir: Path) -> Path:
@@ -166,11 +168,24 @@ def _img(path: Path, caption: str, wide: bool = False) -> str:
 def _gallery(steps_dir: Path, prefix: str) -> str:
     if not steps_dir.exists():
         return ""
+    folders = sorted(p for p in steps_dir.iterdir() if p.name.startswith(prefix))
+    shown = first_seed_only(folders)
     figures = []
-    for folder in sorted(p for p in steps_dir.iterdir() if p.name.startswith(prefix)):
+    for folder in shown:
         for png in sorted(folder.rglob("*.png")):
             figures.append(_img(png, f"{folder.name[len(prefix):]}: {png.stem.replace('_', ' ')}"))
+    if len(shown) < len(folders):
+        figures.append(f"<p><small>Plots of the first seed of each N; those of the other seeds are in "
+                       f"<code>{html.escape(steps_dir.name)}/{prefix}*</code>, their numbers in the tables above.</small></p>")
     return "\n".join(figures)
+
+
+def first_seed_only(folders: list[Path]) -> list[Path]:
+    """Pristine folders and fine-tuned ones of the smallest seed: a paper study's 3 seeds x 7 N would
+    otherwise put ~90 near-identical plots in the report."""
+    seeds = [int(m.group(1)) for f in folders if (m := SEED_SUFFIX.search(f.name))]
+    first = min(seeds, default=None)
+    return [f for f in folders if not (m := SEED_SUFFIX.search(f.name)) or int(m.group(1)) == first]
 
 
 def _cost_table(steps_dir: Path) -> str:
