@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_one_line_error, requires_cp2k, run_cli
 from mlip_exafs.cp2k import Cp2kSettings, kpoint_mesh, make_calculator
-from mlip_exafs.label import finished_uids, group_by_cell
+from mlip_exafs.label import WORKDIR_PARENT, finished_uids, group_by_cell, new_workdir, remove_stale_workdirs
 from mlip_exafs.structures import load_structure
 
 # A cheap but real level of theory: 2-atom bcc W, 2x2x2 k-points, 200 Ry.
@@ -110,7 +110,11 @@ def test_label_is_resumable_after_kill_9(tmp_path):
     with ase.db.connect(db) as conn:
         first_rows = {r.uid: (r.id, r.energy) for r in conn.select()}
 
+    killed_workdirs = [d for d in WORKDIR_PARENT.glob("mlx-cp2k-*") if _owner(d) == proc.pid]
+    assert killed_workdirs, "the killed run's CP2K folder should still be there"
+
     run_cli("label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1", check=True)
+    assert not [d for d in killed_workdirs if d.exists()], "the rerun should remove the killed run's CP2K folder"
     with ase.db.connect(db) as conn:
         rows = list(conn.select())
         assert sorted(r.uid for r in rows) == ["w-tiny-0", "w-tiny-1", "w-tiny-2"]
@@ -123,6 +127,28 @@ def test_label_is_resumable_after_kill_9(tmp_path):
     # a rerun has nothing to do
     out = run_cli("label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1", check=True).stdout
     assert "labelled 0 new, 3 already done" in out
+
+
+def _owner(workdir: Path) -> int | None:
+    try:
+        return int((workdir / "owner.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_stale_cp2k_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "mlx-cp2k-stale"
+    stale.mkdir()
+    (stale / "owner.pid").write_text(str(dead.pid))
+    (stale / "cp2k-RESTART.kp").write_bytes(b"wavefunction")
+    unowned = tmp_path / "mlx-cp2k-unowned"  # made by an older version: not ours to judge
+    unowned.mkdir()
+    mine = new_workdir(tmp_path)  # also runs the cleanup
+    assert not stale.exists()
+    assert unowned.exists() and mine.exists() and _owner(mine) == os.getpid()
+    assert remove_stale_workdirs(tmp_path) == []
 
 
 @requires_cp2k

@@ -13,7 +13,9 @@ flight. A structure whose SCF did not converge is stored with
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -163,12 +165,10 @@ class Cp2kSession:
         self.calc, self.workdir, self.key = None, None, None
 
     def _calculator_for(self, atoms: Atoms):
-        import tempfile
-
         key = cell_key(atoms)
         if key != self.key:
             self.close()
-            self.workdir = Path(tempfile.mkdtemp(prefix="mlx-cp2k-", dir="/tmp" if Path("/tmp").is_dir() else None))
+            self.workdir = new_workdir(WORKDIR_PARENT)
             self.calc = make_calculator(self.settings, atoms, self.workdir, self.mpi_ranks)
             self.key = key
         return self.calc
@@ -223,6 +223,47 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
                 f"{db_path} was labelled with other CP2K settings (hash {old}); "
                 "use the same settings to resume, or write to a new --db"
             )
+
+
+WORKDIR_PARENT = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
+WORKDIR_PREFIX = "mlx-cp2k-"
+
+
+def new_workdir(parent: Path) -> Path:
+    """A short folder for one CP2K run, marked with our pid; stale ones of killed runs are removed first."""
+    remove_stale_workdirs(parent)
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=parent))
+    (workdir / "owner.pid").write_text(str(os.getpid()))
+    return workdir
+
+
+def remove_stale_workdirs(parent: Path) -> list[Path]:
+    """Remove CP2K folders whose labelling process is gone.
+
+    A killed run (session end, ``kill -9``) never reaches its cleanup, and each
+    54-atom WS2 folder holds ~1.7 GB of wavefunctions: hours of resumed
+    labelling would fill the disk. Folders without an owner file are left alone.
+    """
+    removed = []
+    for workdir in parent.glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            pid = int((workdir / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not _process_alive(pid):
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(workdir)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _keep_output(workdir: Path, keep_dir: Path) -> None:
