@@ -81,11 +81,9 @@ def loss_functions(recipe, with_stress: bool) -> list:
     return losses
 
 
-def _maes(model, frames: list[Atoms], offsets_ev: dict[str, float]) -> dict:
-    """Energy (eV/atom), force (eV/Å) and stress (GPa) MAEs against the same targets CHGNet trains on."""
-    from mlip_exafs.finetune import training_targets
-
-    preds, targets = predict_efs(model, frames), training_targets(frames, offsets_ev)
+def _maes(model, frames: list[Atoms], targets: dict[str, list]) -> dict:
+    """Energy (eV/atom), force (eV/Å) and stress (GPa) MAEs against ``training_targets``, the ones CHGNet trains on."""
+    preds = predict_efs(model, frames)
     row = {
         "e_mae_ev_atom": float(np.mean([abs(p["e"] - e) for p, e in zip(preds, targets["e"])])),
         "f_mae_ev_a": float(np.mean(np.concatenate([np.abs(p["f"] - f).ravel() for p, f in zip(preds, targets["f"])]))),
@@ -100,7 +98,7 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
 
     ``offsets_ev``: the per-element constants that put the DFT energies on the pretrained model's scale.
     """
-    from mlip_exafs.finetune import shifted_energies_ev
+    from mlip_exafs.finetune import shifted_energies_ev, training_targets
 
     from sevenn.train.trainer import Trainer
     from torch.optim.lr_scheduler import CosineAnnealingLR
@@ -114,6 +112,8 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
     trainer = Trainer(model, loss_functions(recipe, with_stress), torch.optim.Adam, {"lr": learning_rate}, device="cpu")
     scheduler = CosineAnnealingLR(trainer.optimizer, T_max=epochs, eta_min=recipe.final_lr_fraction * learning_rate)
     judge = val or train
+    train_targets = training_targets(train, offsets_ev)  # fixed labels: converted once, not every epoch
+    judge_targets = training_targets(val, offsets_ev) if val else train_targets
     history, best = [], (np.inf, None, epochs)
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -122,7 +122,7 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
             model.set_is_batch_data(True)
             trainer.run_one_epoch(loader, is_train=True)
             scheduler.step()
-            train_row, val_row = _maes(model, train, offsets_ev), _maes(model, judge, offsets_ev)
+            train_row, val_row = _maes(model, train, train_targets), _maes(model, judge, judge_targets)
             history.append({"epoch": epoch, **{f"train_{k}": v for k, v in train_row.items()}, **{f"val_{k}": v for k, v in val_row.items()}})
             log.write(f"epoch {epoch}/{epochs} lr {lr:.3g}: force MAE train {train_row['f_mae_ev_a']:.4f}, "
                       f"{'validation' if val else 'train (no validation split)'} {val_row['f_mae_ev_a']:.4f} eV/Å\n")
