@@ -61,12 +61,16 @@ def test_study_runs_end_to_end(local_run):
     assert "By how the test structures were made" in (local_run / "report.html").read_text()
 
 
+def _mtimes(folder: Path) -> dict:
+    """Every output file's mtime; the study lock records the running study's pid, so it is not an output."""
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != ".study.lock"}
+
+
 def test_rerun_is_a_no_op(local_run, study_root):
-    before = {p: p.stat().st_mtime_ns for p in local_run.rglob("*") if p.is_file()}
+    before = _mtimes(local_run)
     proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(local_run), check=True)
     assert "done  " not in proc.stdout and proc.stdout.count("cached") == len(list((local_run / "steps").iterdir()))
-    after = {p: p.stat().st_mtime_ns for p in local_run.rglob("*") if p.is_file()}
-    assert before == after
+    assert _mtimes(local_run) == before
 
 
 def test_changed_setting_reruns_only_what_depends_on_it(local_run, study_root):
@@ -132,6 +136,17 @@ def test_killed_study_resumes_with_the_same_result(local_run, study_root):
         assert (out / "steps" / name / "step.json").stat().st_mtime_ns == mtime
     resumed = json.loads((out / "summary.json").read_text())
     assert _numbers(resumed) == _numbers(json.loads((local_run / "summary.json").read_text()))
+
+
+def test_second_study_into_the_same_folder_is_refused(local_run, study_root):
+    """While one study runs into a folder, another into it stops with a one-line error and writes nothing."""
+    from mlip_exafs.study import study_lock
+
+    before = _mtimes(local_run)
+    with study_lock(local_run):
+        proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(local_run))
+    assert_one_line_error(proc, f"another study (pid {os.getpid()}) is running into")
+    assert _mtimes(local_run) == before
 
 
 def test_wall_time_of_a_resumed_step_counts_the_killed_run(tmp_path):

@@ -8,10 +8,12 @@ study resumes (finished steps are cached, MD resumes from its checkpoint).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.study.pipeline import build_steps, potential_of, summarize, with_dependencies
@@ -45,22 +47,53 @@ def run_study(
     steps = build_steps(config)
     _check_before_running(config, check_training_pool=not only_pristine)
     out.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
-    if only_pristine:
-        steps = with_dependencies(steps, [s.name for s in steps if potential_of(s.name) in config.pristine])
-    if executor == "dask":
-        results = run_dask(steps, out / "steps", scheduler, on_step=on_step)
-    else:
-        results = run_local(steps, out / "steps", on_step=on_step)
-    if only_pristine:
-        return None
-    summary = summarize(config, results)
-    changed = _write_if_changed(out / "summary.json", summary)
-    if changed or not (out / "report.html").exists():
-        from mlip_exafs.report import write_report
+    with study_lock(out):
+        _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
+        if only_pristine:
+            steps = with_dependencies(steps, [s.name for s in steps if potential_of(s.name) in config.pristine])
+        if executor == "dask":
+            results = run_dask(steps, out / "steps", scheduler, on_step=on_step)
+        else:
+            results = run_local(steps, out / "steps", on_step=on_step)
+        if only_pristine:
+            return None
+        summary = summarize(config, results)
+        changed = _write_if_changed(out / "summary.json", summary)
+        if changed or not (out / "report.html").exists():
+            from mlip_exafs.report import write_report
 
-        write_report(out)
+            write_report(out)
     return summary
+
+
+LOCK_FILE = ".study.lock"
+
+
+@contextmanager
+def study_lock(out: Path) -> Iterator[None]:
+    """One study process per output folder: two would run the same steps into the same folders.
+
+    A kernel lock (``flock``) is released when its process dies, even by
+    ``kill -9``, so a killed study never blocks the rerun that resumes it.
+    """
+    from mlip_exafs.errors import UserError
+
+    with open(out / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(f"another study (pid {holder}) is running into {out}; wait for it to finish or stop it, "
+                            "then rerun this command (it resumes)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:
