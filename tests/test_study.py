@@ -63,7 +63,9 @@ def test_study_runs_end_to_end(local_run):
 
 def _mtimes(folder: Path) -> dict:
     """Every output file's mtime; the study lock records the running study's pid, so it is not an output."""
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != ".study.lock"}
+    from mlip_exafs.study import LOCK_FILE
+
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != LOCK_FILE}
 
 
 def test_rerun_is_a_no_op(local_run, study_root):
@@ -164,6 +166,10 @@ def test_dask_gives_the_same_summary(local_run, study_root):
     out = study_root / "dask"
     run_cli("study", str(study_root / "tiny.yaml"), "--out", str(out), "--executor", "dask", check=True)
     assert _numbers(json.loads((out / "summary.json").read_text())) == _numbers(json.loads((local_run / "summary.json").read_text()))
+    before = _mtimes(out)
+    rerun = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(out), "--executor", "dask", check=True)
+    assert "done  " not in rerun.stdout and rerun.stdout.count("cached") == len(list((out / "steps").iterdir()))
+    assert _mtimes(out) == before
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (scripts/install.sh --test installs it)")

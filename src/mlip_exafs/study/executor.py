@@ -43,6 +43,7 @@ def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, worker
         env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
         client = Client(cluster)
+    cached_at_start = {s.name for s in steps if cached_result(root, s, hashes[s.name]) is not None}
     try:
         futures = {}
         for step in steps:
@@ -52,7 +53,7 @@ def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, worker
         for future in as_completed(list(futures.values())):
             future.result()  # re-raises a step's error here
             if on_step:
-                on_step(names[future.key], False)
+                on_step(names[future.key], names[future.key] in cached_at_start)
         return {name: f.result() for name, f in futures.items()}
     finally:
         client.close()
