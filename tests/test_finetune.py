@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from fake_dft import write_fake_dataset
 from mlip_exafs.errors import UserError
@@ -116,6 +117,63 @@ def test_killed_run_restarts_cleanly(dataset, tmp_path):
 
     load_chgnet_checkpoint(model)
     assert not (out / ".work").exists()
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after_epoch(monkeypatch, last_epoch):
+    """Make the run stop right after writing the checkpoint of ``last_epoch`` (0-based), like a kill."""
+    from mlip_exafs.finetune.resume import ResumableTrainer
+
+    save_checkpoint = ResumableTrainer.save_checkpoint
+
+    def save_then_die(self, epoch, mae_error, save_dir):
+        save_checkpoint(self, epoch, mae_error, save_dir)
+        if epoch == last_epoch:
+            raise Killed
+
+    monkeypatch.setattr(ResumableTrainer, "save_checkpoint", save_then_die)
+
+
+def test_killed_run_resumes_after_its_last_epoch_with_the_same_weights(dataset, tmp_path, monkeypatch):
+    from mlip_exafs.potentials import load_checkpoint_model
+
+    run = settings(dataset, 10, epochs=3, freeze="readout")  # with a validation split: the best epoch is kept
+    unbroken = finetune(run, tmp_path / "unbroken")
+    with monkeypatch.context() as patch:
+        kill_after_epoch(patch, 1)
+        with pytest.raises(Killed):
+            finetune(run, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "finetune.json").exists()
+    resumed = finetune(run, tmp_path / "resumed")
+    record = json.loads((tmp_path / "resumed" / "finetune.json").read_text())
+    assert record["resumed_after_epoch"] == 2 and "resumed after epoch 2 of 3" in (tmp_path / "resumed" / "train.log").read_text()
+    assert record["kept_epoch"] == json.loads((tmp_path / "unbroken" / "finetune.json").read_text())["kept_epoch"]
+    assert (tmp_path / "resumed" / "training_curve.csv").read_text() == (tmp_path / "unbroken" / "training_curve.csv").read_text()
+    a, b = load_checkpoint_model(unbroken).state_dict(), load_checkpoint_model(resumed).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # other inputs in the same folder: the old epochs are not resumed
+    finetune(settings(dataset, 10, epochs=2, freeze="readout"), tmp_path / "resumed")
+    assert json.loads((tmp_path / "resumed" / "finetune.json").read_text())["resumed_after_epoch"] == 0
+
+
+def test_resume_restores_a_best_force_copy_lost_in_a_kill(tmp_path):
+    """Killed between an epoch file and its best-force copy: the resume makes the copy, so the kept epoch is right."""
+    from types import SimpleNamespace
+
+    from mlip_exafs.finetune.resume import _restore_best_force_copy
+
+    (tmp_path / "epoch1_e1_f2_s3_mNA.pth.tar").write_bytes(b"epoch 1")
+    (tmp_path / "bestF_epoch0_e1_f3_s3_mNA.pth.tar").write_bytes(b"epoch 0")
+    trainer = SimpleNamespace(targets="efs", training_history={"f": {"val": [0.3, 0.2]}})
+    _restore_best_force_copy(trainer, tmp_path, tmp_path / "epoch1_e1_f2_s3_mNA.pth.tar")
+    assert [p.name for p in tmp_path.glob("bestF_*")] == ["bestF_epoch1_e1_f2_s3_mNA.pth.tar"]
+    assert (tmp_path / "bestF_epoch1_e1_f2_s3_mNA.pth.tar").read_bytes() == b"epoch 1"
+    trainer.training_history["f"]["val"] = [0.3, 0.2, 0.25]  # a copy that is current stays as it is
+    _restore_best_force_copy(trainer, tmp_path, tmp_path / "epoch2_e1_f2_s3_mNA.pth.tar")
+    assert [p.name for p in tmp_path.glob("bestF_*")] == ["bestF_epoch1_e1_f2_s3_mNA.pth.tar"]
 
 
 def test_energy_scale_trains_one_scalar_towards_stiffer_labels(dataset, tmp_path):

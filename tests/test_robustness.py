@@ -563,7 +563,8 @@ def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 300) -> None:
 
 
 def test_finetune_killed_then_rerun_equals_an_uninterrupted_run(tmp_path, data):
-    """kill -9 mid-training, rerun: the same weights, bit for bit, and the same validation numbers as a run never stopped.
+    """kill -9 mid-training, rerun: it resumes after the last finished epoch and ends with the same weights, bit for
+    bit, and the same validation numbers as a run never stopped.
 
     The two complete runs also show that fine-tuning twice with one seed is deterministic.
     """
@@ -579,9 +580,10 @@ def test_finetune_killed_then_rerun_equals_an_uninterrupted_run(tmp_path, data):
     cmd = [sys.executable, "-m", "mlip_exafs", "finetune", "--train", str(data), "--n", "2", "--seed", "3", "--epochs", "6", "--out", str(tmp_path / "b")]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _kill_when(proc, lambda: any((tmp_path / "b" / ".work" / "trainer").glob("*")))  # after the first epoch
+    _kill_when(proc, lambda: any((tmp_path / "b" / ".work" / "trainer").glob("epoch*.pth.tar")))  # after the first epoch
     assert not (tmp_path / "b" / "finetune.json").exists()
     finetune(settings, tmp_path / "b")
+    assert 1 <= read_json(tmp_path / "b" / "finetune.json")["resumed_after_epoch"] < 6
     weights = [load_chgnet_checkpoint(tmp_path / run / "model.pt").state_dict() for run in ("a", "b")]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

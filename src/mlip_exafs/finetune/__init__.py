@@ -18,9 +18,11 @@ stays frozen. The offsets are stored in ``finetune.json`` and the checkpoint.
 
 Outputs in ``out``: ``model.pt`` (loads with ``calculator_for``),
 ``training_curve.csv``/``.png``, ``train.log`` and ``finetune.json`` (written
-last: its presence with the same inputs means the run is finished). A killed
-run restarts cleanly: the scratch folder ``.work`` is wiped first and every
-file is written atomically.
+last: its presence with the same inputs means the run is finished). Every
+file is written atomically. A killed CHGNet run resumes after its last
+finished epoch (``finetune/resume.py``) and ends with the same weights as an
+unbroken run; the scratch folder ``.work`` is wiped when its inputs differ.
+A killed SevenNet run starts again.
 """
 
 from __future__ import annotations
@@ -266,11 +268,12 @@ def make_trainer(model, recipe: FinetuneRecipe, targets: str, epochs: int, seed:
     CHGNet's own CosLR assumes >= 10 batches per epoch (T_max = 10 x epochs);
     with a few structures it would barely decay, so the schedule is rebuilt.
     """
-    from chgnet.trainer import Trainer
     from torch.optim.lr_scheduler import CosineAnnealingLR
 
+    from mlip_exafs.finetune.resume import ResumableTrainer
+
     lr = learning_rate_of(recipe)
-    trainer = Trainer(
+    trainer = ResumableTrainer(
         model=model,
         targets=targets,
         energy_loss_ratio=recipe.energy_weight,
@@ -373,9 +376,23 @@ def finished_run(out: Path, inputs_hash: str) -> bool:
     return record.get("inputs_hash") == inputs_hash and model_path.exists() and sha256_file(model_path) == record.get("model_sha256")
 
 
+def work_folder(out: Path, inputs_hash: str) -> Path:
+    """``out/.work``, kept from a killed run with the same inputs (its epoch checkpoints resume), else emptied."""
+    from mlip_exafs.files import write_text
+
+    work, stamp = out / ".work", out / ".work" / "inputs_hash"
+    if not (stamp.exists() and stamp.read_text() == inputs_hash):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        write_text(stamp, inputs_hash)
+    return work
+
+
 def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings: FinetuneSettings, work: Path) -> dict:
     """Run the model's own Trainer; leaves the chosen weights in ``model``; returns what happened."""
     from chgnet.data.dataset import get_loader
+
+    from mlip_exafs.finetune.resume import train_resumably
 
     recipe = settings.recipe
     epochs = recipe.epochs or epochs_for_n(settings.n)
@@ -392,10 +409,9 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
     val_loader = get_loader(val_data, batch_size=batch, pin_memory=False)
     scale = apply_freeze(model, recipe.freeze)
     trainer = make_trainer(model, recipe, targets, epochs, settings.seed, len(train_loader))
-    start = time.perf_counter()
-    with open(work / "train.log", "w") as log, contextlib.redirect_stdout(log):
-        trainer.train(train_loader, val_loader, save_dir=str(work / "trainer"))
-    seconds = time.perf_counter() - start
+    with open(work / "train.log", "a") as log, contextlib.redirect_stdout(log):
+        resumed_at = train_resumably(trainer, train_loader, val_loader, work / "trainer")
+    seconds = trainer.training_seconds()
     kept_epoch = epochs
     if val:
         state, kept_epoch = best_force_checkpoint(work / "trainer")
@@ -409,6 +425,7 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
         "epochs": epochs,
         "kept_epoch": kept_epoch,
         "kept_by": "best validation force MAE" if val else "last epoch (no validation split)",
+        "resumed_after_epoch": resumed_at,
         "energy_scale": scale_value,
         "trainable_parameters": int(sum(p.numel() for p in trainer.optimizer.param_groups[0]["params"] if p.requires_grad)),
         "training_seconds": round(seconds, 2),
@@ -437,9 +454,7 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     if is_sevennet_model(model) and settings.recipe.freeze != "none":
         raise UserError(f"SevenNet fine-tuning supports --freeze none only, not '{settings.recipe.freeze}'")
     (out / "finetune.json").unlink(missing_ok=True)  # an older run with other inputs is replaced
-    work = out / ".work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = work_folder(out, inputs_hash)
 
     offsets_ev, offset_method = fit_energy_offsets(model, chosen)
     train, val = split_train_val(chosen, settings.recipe.val_fraction, settings.seed)
