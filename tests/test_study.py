@@ -110,16 +110,37 @@ def test_new_labels_rerun_only_the_steps_that_read_them(tmp_path):
 
 
 def test_only_pristine_runs_while_labels_are_missing(local_run, study_root):
-    """--only-pristine runs the pretrained model's steps although finetune.n exceeds the pool; a full run reuses them."""
+    """--only pristine runs the pretrained model's steps although finetune.n exceeds the pool; a full run reuses them."""
     config = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [1, 50]})  # the pool has 3 structures
     (study_root / "early.yaml").write_text(yaml.safe_dump(config))
     out = study_root / "early"
-    proc = run_cli("study", str(study_root / "early.yaml"), "--out", str(out), "--only-pristine", check=True)
-    assert "run without --only-pristine" in proc.stdout and not (out / "summary.json").exists()
+    proc = run_cli("study", str(study_root / "early.yaml"), "--out", str(out), "--only", "pristine", check=True)
+    assert "run without --only" in proc.stdout and not (out / "summary.json").exists()
     ran = {p.parent.name: json.loads(p.read_text())["inputs_hash"] for p in out.glob("steps/*/step.json")}
     assert sorted(ran) == ["analyze-chgnet", "exafs-chgnet", "md-chgnet", "validate-chgnet"]
     for name, digest in ran.items():  # the same identity as in the full study: it would find them cached
         assert json.loads((local_run / "steps" / name / "step.json").read_text())["inputs_hash"] == digest
+
+
+def test_only_learning_curve_runs_no_md_and_matches_the_full_study(local_run, study_root):
+    """--only learning-curve runs the fine-tunes and validations, prints the curve, and a full run would find them cached."""
+    out = study_root / "curve"
+    proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(out), "--only", "learning-curve", check=True)
+    assert "DFT criteria recommend N =" in proc.stdout and not (out / "summary.json").exists()
+    ran = {p.parent.name: json.loads(p.read_text()) for p in out.glob("steps/*/step.json")}
+    assert sorted(ran) == ["finetune-chgnet-ft-n1-s0", "finetune-chgnet-ft-n2-s0", "validate-chgnet", "validate-chgnet-ft-n1-s0",
+                           "validate-chgnet-ft-n2-s0"]
+    full = json.loads((local_run / "summary.json").read_text())
+    for name, record in ran.items():
+        assert json.loads((local_run / "steps" / name / "step.json").read_text())["inputs_hash"] == record["inputs_hash"]
+    slopes = [r["softening_slope"] for r in full["learning_curve"]]
+    assert [f"{s:.3f}" in proc.stdout for s in slopes] == [True, True]  # the printed curve is the full study's
+
+
+def test_unknown_only_is_a_one_line_error(study_root):
+    proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(study_root / "bad-only"), "--only", "md")
+    assert_one_line_error(proc, "unknown --only 'md'")
+    assert not (study_root / "bad-only").exists()
 
 
 def test_killed_study_resumes_with_the_same_result(local_run, study_root):

@@ -17,7 +17,8 @@ def study_cmd(
     profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config: quick or paper."),
     executor: str = typer.Option("local", "--executor", help="local, or dask (a LocalCluster unless --scheduler is given)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
-    only_pristine: bool = typer.Option(False, "--only-pristine", help="Run only the pretrained potentials' steps (they need no training labels); a later full run reuses them."),
+    only: Optional[str] = typer.Option(None, "--only", help="pristine: only the pretrained potentials' steps (they need no training labels); "
+                                       "learning-curve: only the fine-tunes and validations (no MD). A later full run reuses them."),
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
     from mlip_exafs.errors import UserError
@@ -29,9 +30,13 @@ def study_cmd(
     def on_step(name: str, cached: bool) -> None:
         console.print(f"  {'cached' if cached else 'done  '} {name}")
 
-    summary = run_study(config, out, profile, executor, scheduler, on_step, only_pristine)
-    if summary is None:
-        console.print(f"pretrained potentials done; run without --only-pristine for the fine-tunes, {out / 'summary.json'} and the report")
+    summary = run_study(config, out, profile, executor, scheduler, on_step, only)
+    if only == "pristine":
+        console.print(f"pretrained potentials done; run without --only for the fine-tunes, {out / 'summary.json'} and the report")
+        return
+    if only == "learning-curve":
+        _print_learning_curve(summary)
+        console.print(f"DFT criteria recommend N = {summary['recommended_n']}; run without --only for the MD, EXAFS, {out / 'summary.json'} and the report")
         return
     console.print(f"recommended N = {summary['recommended_n']}; report: {out / 'report.html'}")
 
@@ -45,3 +50,15 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder writte
     if not (study_dir / "summary.json").exists():
         raise UserError(f"{study_dir} has no summary.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
     console.print(f"wrote {write_report(study_dir)}")
+
+
+def _print_learning_curve(part: dict) -> None:
+    from rich.table import Table
+
+    table = Table("model", "N", "seeds", "force MAE (eV/Å)", "softening slope", "energy MAE (meV/atom)")
+    for name, v in part["pristine"].items():
+        table.add_row(name, "0", "-", f"{v['force_mae_ev_a']:.4f}", f"{v['softening_slope']:.3f}", f"{v['energy_mae_mev_atom']:.1f}")
+    for s in part["by_n"]:
+        table.add_row("fine-tuned", str(s["n"]), str(s["n_seeds"]), f"{s['force_mae_ev_a_mean']:.4f} ± {s['force_mae_ev_a_std']:.4f}",
+                      f"{s['softening_slope_mean']:.3f} ± {s['softening_slope_std']:.3f}", f"{s['energy_mae_mev_atom_mean']:.1f}")
+    console.print(table)

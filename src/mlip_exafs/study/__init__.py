@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
-from mlip_exafs.study.pipeline import build_steps, potential_of, summarize, with_dependencies
+from mlip_exafs.errors import UserError
+from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, potential_of, summarize, with_dependencies
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
 
@@ -28,13 +29,18 @@ def run_study(
     executor: str = "local",
     scheduler: str | None = None,
     on_step: Callable[[str, bool], None] | None = None,
-    only_pristine: bool = False,
+    only: str | None = None,
 ) -> dict | None:
-    """Run the study into ``out``; returns the summary (None with ``only_pristine``).
+    """Run the study into ``out``; returns the summary, or with ``only`` the part that ran.
 
-    ``only_pristine`` runs just the pretrained potentials' steps (validate, MD,
+    ``only="pristine"`` runs just the pretrained potentials' steps (validate, MD,
     analysis, EXAFS, compare). They do not depend on fine-tuning, so they can run
-    while the training labels are still being made; a later full run finds them cached.
+    while the training labels are still being made; returns None.
+    ``only="learning-curve"`` runs just the fine-tunes and the validations (no MD):
+    the DFT half of the study, hours shorter than the whole; returns the
+    ``learning_curve`` and ``recommended_n`` of the summary (DFT criteria only).
+    Either way a later full run finds these steps cached: a step's identity
+    does not depend on which steps ran beside it.
     """
     from mlip_exafs.study.executor import run_dask, run_local
     from mlip_exafs.study.steps import all_hashes
@@ -45,18 +51,22 @@ def run_study(
     if config.threads:  # inherited by every step's child process (and by local Dask workers)
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
     steps = build_steps(config)
-    _check_before_running(config, check_training_pool=not only_pristine)
+    if only not in ONLY:
+        raise UserError(f"unknown --only '{only}'; use one of: {', '.join(o for o in ONLY if o)}")
+    _check_before_running(config, check_training_pool=only != "pristine")
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
         _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
-        if only_pristine:
-            steps = with_dependencies(steps, [s.name for s in steps if potential_of(s.name) in config.pristine])
+        if only:
+            steps = with_dependencies(steps, [s.name for s in steps if ONLY[only](config, s)])
         if executor == "dask":
             results = run_dask(steps, out / "steps", scheduler, on_step=on_step)
         else:
             results = run_local(steps, out / "steps", on_step=on_step)
-        if only_pristine:
+        if only == "pristine":
             return None
+        if only == "learning-curve":
+            return partial_learning_curve(config, results)
         summary = summarize(config, results)
         changed = _write_if_changed(out / "summary.json", summary)
         if changed or not (out / "report.html").exists():
@@ -64,6 +74,13 @@ def run_study(
 
             write_report(out)
     return summary
+
+
+ONLY = {
+    None: lambda config, step: True,
+    "pristine": lambda config, step: potential_of(step.name) in config.pristine,
+    "learning-curve": lambda config, step: step.action in ("finetune", "validate"),
+}
 
 
 LOCK_FILE = ".study.lock"
@@ -76,8 +93,6 @@ def study_lock(out: Path) -> Iterator[None]:
     A kernel lock (``flock``) is released when its process dies, even by
     ``kill -9``, so a killed study never blocks the rerun that resumes it.
     """
-    from mlip_exafs.errors import UserError
-
     with open(out / LOCK_FILE, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,7 +114,6 @@ def study_lock(out: Path) -> Iterator[None]:
 def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:
     """Fail on what would otherwise stop the study hours in: a too-small MD cell, too few labels, train/test overlap."""
     from mlip_exafs.dataset import assert_disjoint, load_structures
-    from mlip_exafs.errors import UserError
     from mlip_exafs.structures import load_structure, min_image_half_width
 
     half = min_image_half_width(load_structure(config.structure, config.md.supercell))

@@ -124,13 +124,30 @@ def summarize(config: StudyConfig, results: dict[str, dict]) -> dict:
             "msrd": analysis["msrd"] if analysis else None,
             "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None,
         }
-    curve = [
-        {"n": n, "seed": s, "force_mae_ev_a": potentials[finetuned_name(config, n, s)]["validation"]["force_mae_ev_a"],
-         "softening_slope": potentials[finetuned_name(config, n, s)]["validation"]["softening_slope"]}
-        for n in config.finetune.n for s in config.finetune.seeds
-    ]
     recommended, rule = recommend(config, potentials)
-    return {"study": config.name, "potentials": potentials, "learning_curve": curve, "recommended_n": recommended, "recommended_n_rule": rule}
+    return {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(config, results),
+            "recommended_n": recommended, "recommended_n_rule": rule}
+
+
+def learning_curve_rows(config: StudyConfig, results: dict[str, dict]) -> list[dict]:
+    """``summary.json``'s ``learning_curve``: force MAE and slope of every fine-tuned (N, seed)."""
+    rows = []
+    for n in config.finetune.n:
+        for seed in config.finetune.seeds:
+            validation = results[f"validate-{finetuned_name(config, n, seed)}"]
+            rows.append({"n": n, "seed": seed, "force_mae_ev_a": validation["force_mae_ev_a"], "softening_slope": validation["softening_slope"]})
+    return rows
+
+
+def partial_learning_curve(config: StudyConfig, results: dict[str, dict]) -> dict:
+    """What ``--only learning-curve`` can say: the learning curve and the N that the DFT criteria recommend."""
+    from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
+
+    rows = [{"n": n, "seed": s, **results[f"validate-{finetuned_name(config, n, s)}"]} for n in config.finetune.n for s in config.finetune.seeds]
+    by_n = summarize_by_n(rows)
+    pristine = {p: {k: results[f"validate-{p}"][k] for k in VALIDATION_KEYS} for p in config.pristine}
+    return {"pristine": pristine, "learning_curve": learning_curve_rows(config, results), "by_n": by_n,
+            "recommended_n": recommend_n(by_n), "recommended_n_rule": RULE_TEXT}
 
 
 EXAFS_TOLERANCE = 0.10  # relative R-factor margin over the best model
