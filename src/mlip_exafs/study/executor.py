@@ -17,13 +17,18 @@ from mlip_exafs.study.steps import Step, all_hashes, cached_result, run_step
 def run_local(steps: list[Step], root: Path, on_step: Callable[[str, bool], None] | None = None) -> dict[str, dict]:
     """Run steps in the given (dependency) order in this process."""
     hashes = all_hashes(steps)
+    cached_at_start = cached_names(steps, root, hashes)
     results: dict[str, dict] = {}
     for step in steps:
-        was_cached = cached_result(root, step, hashes[step.name]) is not None
         results[step.name] = run_step(root, step, hashes[step.name], {d: results[d] for d in step.deps})
         if on_step:
-            on_step(step.name, was_cached)
+            on_step(step.name, step.name in cached_at_start)
     return results
+
+
+def cached_names(steps: list[Step], root: Path, hashes: dict[str, str]) -> set[str]:
+    """The steps already done before this run: both executors report them as 'cached', the others as 'done'."""
+    return {s.name for s in steps if cached_result(root, s, hashes[s.name]) is not None}
 
 
 def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, workers: int = 2, on_step=None) -> dict[str, dict]:
@@ -43,7 +48,7 @@ def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, worker
         env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
         client = Client(cluster)
-    cached_at_start = {s.name for s in steps if cached_result(root, s, hashes[s.name]) is not None}
+    cached_at_start = cached_names(steps, root, hashes)
     try:
         futures = {}
         for step in steps:

@@ -101,21 +101,29 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
 
 
 RUN_FILE = ".run.json"
+HEARTBEAT_S = 30.0
 
 
 def _start_run(folder: Path) -> float:
     """Seconds spent by earlier, killed runs of this step, so ``wall_s`` of a resumed step counts them too.
 
-    A killed run is counted from its start to its last write into the folder
-    (the step log gets a progress line about every 30 s while the work advances).
+    A run is counted from its start to its last heartbeat (``alive_until``,
+    rewritten every ``HEARTBEAT_S`` while the step's child works). The time is
+    kept inside the file, not in file dates, because a study folder committed
+    to git and checked out in a later session has every file dated by the checkout.
     """
     earlier_s = 0.0
     if (folder / RUN_FILE).exists():
         record = read_json(folder / RUN_FILE)
-        last_write = max(p.stat().st_mtime for p in folder.rglob("*") if p.is_file())
-        earlier_s = record["earlier_s"] + max(0.0, last_write - record["started"])
-    write_json(folder / RUN_FILE, {"started": time.time(), "earlier_s": earlier_s})
+        earlier_s = record["earlier_s"] + max(0.0, record.get("alive_until", record["started"]) - record["started"])
+    now = time.time()
+    write_json(folder / RUN_FILE, {"started": now, "alive_until": now, "earlier_s": earlier_s})
     return earlier_s
+
+
+def _heartbeat(folder: Path) -> None:
+    record = read_json(folder / RUN_FILE)
+    write_json(folder / RUN_FILE, {**record, "alive_until": time.time()})
 
 
 def result_of(deps: dict[str, dict], prefix: str) -> Any:
@@ -140,7 +148,13 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dic
         (folder / name).unlink(missing_ok=True)
     write_json(folder / CALL_FILE, {"action": step.action, "params": step.params, "deps": dep_results})
     with open(folder / LOG_FILE, "a") as log:
-        proc = subprocess.run([sys.executable, "-m", "mlip_exafs.study.child", str(folder)], stdout=log, stderr=log, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen([sys.executable, "-m", "mlip_exafs.study.child", str(folder)], stdout=log, stderr=log, preexec_fn=_die_with_parent)
+        while True:
+            try:
+                proc.wait(timeout=HEARTBEAT_S)
+                break
+            except subprocess.TimeoutExpired:
+                _heartbeat(folder)
     if (folder / ERROR_FILE).exists():
         raise UserError(f"step {step.name}: {read_json(folder / ERROR_FILE)['message']}")
     if proc.returncode != 0 or not (folder / RESULT_FILE).exists():
