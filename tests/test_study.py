@@ -200,6 +200,24 @@ def test_dask_gives_the_same_summary(local_run, study_root):
     _assert_rerun_is_a_no_op(study_root / "tiny.yaml", out, "--executor", "dask")
 
 
+@pytest.mark.parametrize("user_value", [None, "131072"])
+def test_steps_on_dask_workers_do_not_inherit_the_nannys_malloc_trimming(monkeypatch, user_value):
+    """Dask's MALLOC_TRIM_THRESHOLD_ (made for the worker) doubles a fine-tune's time in its torch child; a user's own value stays."""
+    from dask.distributed import Client, LocalCluster
+
+    from mlip_exafs.study.steps import step_environment
+
+    if user_value:
+        monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", user_value)
+    else:
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        in_worker = client.submit(os.getenv, "MALLOC_TRIM_THRESHOLD_", pure=False).result()
+        in_step = client.submit(step_environment, pure=False).result().get("MALLOC_TRIM_THRESHOLD_")
+    assert in_worker == (user_value or "65536")  # what the nanny gives its worker process
+    assert in_step == user_value
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (scripts/install.sh --test installs it)")
 def test_report_renders_all_images_in_chromium(local_run, tmp_path):
     """Chromium loads the report; a script counts images that failed to decode."""

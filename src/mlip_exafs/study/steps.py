@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -148,7 +149,8 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dic
         (folder / name).unlink(missing_ok=True)
     write_json(folder / CALL_FILE, {"action": step.action, "params": step.params, "deps": dep_results})
     with open(folder / LOG_FILE, "a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mlip_exafs.study.child", str(folder)], stdout=log, stderr=log, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen([sys.executable, "-m", "mlip_exafs.study.child", str(folder)], stdout=log, stderr=log, env=step_environment(),
+                                preexec_fn=_die_with_parent)
         while True:
             try:
                 proc.wait(timeout=HEARTBEAT_S)
@@ -160,6 +162,33 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dic
     if proc.returncode != 0 or not (folder / RESULT_FILE).exists():
         raise RuntimeError(f"step {step.name} failed (exit {proc.returncode}); see {folder / LOG_FILE}")
     return read_json(folder / RESULT_FILE)
+
+
+def step_environment() -> dict[str, str]:
+    """This process's environment, less the malloc settings that a Dask nanny gives its worker.
+
+    Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` in every worker (config
+    ``distributed.nanny.pre-spawn-environ``) so that the worker returns freed memory
+    at once. Inherited by a step's torch process it is ruinous: torch frees and
+    reallocates tens of MB per call, and each time glibc hands it back to the kernel
+    and faults it in again. A CHGNet fine-tune ran 1.9x slower for it on an idle core
+    (sys time 2.0 -> 19.9 s, 20x the page faults; docs/study.md) and two of them
+    side by side spent more time in the kernel than in torch. It would also switch off
+    ``keep_freed_memory``, which leaves the user's own ``MALLOC_*`` settings alone.
+    Only values equal to the nanny's config are dropped; everything else is kept.
+    """
+    env = dict(os.environ)
+    try:
+        import dask
+        from distributed import get_worker
+
+        get_worker()  # ValueError outside a Dask worker
+    except (ImportError, ValueError):
+        return env
+    for name, value in (dask.config.get("distributed.nanny.pre-spawn-environ", None) or {}).items():
+        if name.startswith("MALLOC_") and value is not None and env.get(name) == str(value):
+            del env[name]
+    return env
 
 
 def _die_with_parent() -> None:
