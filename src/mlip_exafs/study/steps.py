@@ -172,7 +172,7 @@ def step_environment() -> dict[str, str]:
     at once. Inherited by a step's torch process it is ruinous: torch frees and
     reallocates tens of MB per call, and each time glibc hands it back to the kernel
     and faults it in again. A CHGNet fine-tune ran 1.9x slower for it on an idle core
-    (sys time 2.0 -> 19.9 s, 20x the page faults; docs/study.md) and two of them
+    (sys time 2.0 -> 19.9 s, 20x the page faults; docs/md.md) and two of them
     side by side spent more time in the kernel than in torch. It would also switch off
     ``keep_freed_memory``, which leaves the user's own ``MALLOC_*`` settings alone.
     Only values equal to the nanny's config are dropped; everything else is kept.
