@@ -124,40 +124,40 @@ def summarize(config: StudyConfig, results: dict[str, dict]) -> dict:
             "msrd": analysis["msrd"] if analysis else None,
             "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None,
         }
-    recommended, rule = recommend(config, potentials)
-    return {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(config, results),
+    rows = finetuned_validations(config, lambda name: potentials[name]["validation"])
+    recommended, rule = recommend(config, potentials, rows)
+    return {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(rows),
             "recommended_n": recommended, "recommended_n_rule": rule}
 
 
-def learning_curve_rows(config: StudyConfig, results: dict[str, dict]) -> list[dict]:
+def finetuned_validations(config: StudyConfig, validation_of) -> list[dict]:
+    """One ``{n, seed, **validation}`` row per fine-tuned model; ``validation_of(name)`` gives its validate keys."""
+    return [{"n": n, "seed": s, **validation_of(finetuned_name(config, n, s))} for n in config.finetune.n for s in config.finetune.seeds]
+
+
+def learning_curve_rows(rows: list[dict]) -> list[dict]:
     """``summary.json``'s ``learning_curve``: force MAE and slope of every fine-tuned (N, seed)."""
-    rows = []
-    for n in config.finetune.n:
-        for seed in config.finetune.seeds:
-            validation = results[f"validate-{finetuned_name(config, n, seed)}"]
-            rows.append({"n": n, "seed": seed, "force_mae_ev_a": validation["force_mae_ev_a"], "softening_slope": validation["softening_slope"]})
-    return rows
+    return [{k: row[k] for k in ("n", "seed", "force_mae_ev_a", "softening_slope")} for row in rows]
 
 
 def partial_learning_curve(config: StudyConfig, results: dict[str, dict]) -> dict:
     """What ``--only learning-curve`` can say: the learning curve and the N that the DFT criteria recommend."""
     from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
 
-    rows = [{"n": n, "seed": s, **results[f"validate-{finetuned_name(config, n, s)}"]} for n in config.finetune.n for s in config.finetune.seeds]
+    rows = finetuned_validations(config, lambda name: results[f"validate-{name}"])
     by_n = summarize_by_n(rows)
     pristine = {p: {k: results[f"validate-{p}"][k] for k in VALIDATION_KEYS} for p in config.pristine}
-    return {"pristine": pristine, "learning_curve": learning_curve_rows(config, results), "by_n": by_n,
+    return {"pristine": pristine, "learning_curve": learning_curve_rows(rows), "by_n": by_n,
             "recommended_n": recommend_n(by_n), "recommended_n_rule": RULE_TEXT}
 
 
 EXAFS_TOLERANCE = 0.10  # relative R-factor margin over the best model
 
 
-def recommend(config: StudyConfig, potentials: dict) -> tuple[int | None, str]:
+def recommend(config: StudyConfig, potentials: dict, rows: list[dict]) -> tuple[int | None, str]:
     """Smallest N passing the DFT criteria and, with an experiment, agreeing with EXAFS as well as the best model."""
     from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
 
-    rows = [{"n": n, "seed": s, **potentials[finetuned_name(config, n, s)]["validation"]} for n in config.finetune.n for s in config.finetune.seeds]
     if not rows:
         return None, "no fine-tuned models in this study"
     by_n = summarize_by_n(rows)
