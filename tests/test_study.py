@@ -218,6 +218,19 @@ def test_steps_on_dask_workers_do_not_inherit_the_nannys_malloc_trimming(monkeyp
     assert in_step == user_value
 
 
+def test_local_cluster_workers_do_not_sample_themselves():
+    """The workers only wait on step processes; Dask's 10 ms thread profiler and fast monitors there cost the steps CPU."""
+    import dask
+    from dask.distributed import Client
+
+    from mlip_exafs.study.executor import QUIET_LOCAL_CLUSTER, local_cluster
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        in_worker = client.submit(lambda: {k: dask.config.get(k) for k in QUIET_LOCAL_CLUSTER}, pure=False).result()
+    assert in_worker == QUIET_LOCAL_CLUSTER
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's config is left as it was
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (scripts/install.sh --test installs it)")
 def test_report_renders_all_images_in_chromium(local_run, tmp_path):
     """Chromium loads the report; a script counts images that failed to decode."""
