@@ -203,15 +203,16 @@ def test_dask_gives_the_same_summary(local_run, study_root):
 @pytest.mark.parametrize("user_value", [None, "131072"])
 def test_steps_on_dask_workers_do_not_inherit_the_nannys_malloc_trimming(monkeypatch, user_value):
     """Dask's MALLOC_TRIM_THRESHOLD_ (made for the worker) doubles a fine-tune's time in its torch child; a user's own value stays."""
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
+    from mlip_exafs.study.executor import local_cluster
     from mlip_exafs.study.steps import step_environment
 
     if user_value:
         monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", user_value)
     else:
         monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    with local_cluster(1) as cluster, Client(cluster) as client:
         in_worker = client.submit(os.getenv, "MALLOC_TRIM_THRESHOLD_", pure=False).result()
         in_step = client.submit(step_environment, pure=False).result().get("MALLOC_TRIM_THRESHOLD_")
     assert in_worker == (user_value or "65536")  # what the nanny gives its worker process
@@ -219,7 +220,7 @@ def test_steps_on_dask_workers_do_not_inherit_the_nannys_malloc_trimming(monkeyp
 
 
 def test_local_cluster_workers_do_not_sample_themselves():
-    """The workers only wait on step processes; Dask's 10 ms thread profiler and fast monitors there cost the steps CPU."""
+    """The workers only wait on step processes; Dask's 20 ms event-loop tick, 10 ms thread profiler and fast monitors cost the steps CPU."""
     import dask
     from dask.distributed import Client
 

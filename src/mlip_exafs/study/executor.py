@@ -35,7 +35,7 @@ def cached_names(steps: list[Step], root: Path, hashes: dict[str, str]) -> set[s
 # itself is pure overhead: with the defaults (event-loop tick every 20 ms in the
 # scheduler, nannies and workers, thread profiler every 10 ms, system and memory
 # monitors every 0.5 s / 0.1 s) the local cluster took 14 % of a core from the two
-# MD processes it was waiting on; with these, 1.4 % (measured, docs/study.md).
+# MD processes it was waiting on; with these, 1.8 % (measured, docs/study.md).
 QUIET_LOCAL_CLUSTER = {
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.profile.enabled": False,
