@@ -45,3 +45,17 @@ def test_a_gallery_says_where_the_other_seeds_plots_are(tmp_path):
     html_text = _gallery(tmp_path, "validate-")
     assert html_text.count("<img") == 1 and "chgnet-ft-n1-s0: parity forces" in html_text
     assert "other seeds" in html_text
+
+
+def test_msrd_table_shows_the_temperature_each_md_ran_at(tmp_path):
+    from mlip_exafs.files import write_json
+    from mlip_exafs.report import _msrd_table
+
+    shells = {"W-S1": {"r_mean": 2.41, "sigma2": 0.00369}}
+    summary = {"potentials": {"chgnet": {"msrd": shells}, "sevennet-0": {"msrd": shells}, "chgnet-ft-n1-s0": {"msrd": None}}}
+    (tmp_path / "md-chgnet").mkdir()
+    write_json(tmp_path / "md-chgnet" / "md.json", {"production_temperature_k": {"mean": 305.31, "std": 13.59}})
+    text = _msrd_table(summary, tmp_path)
+    assert "<td>305.3 ± 13.6</td>" in text  # from md.json
+    assert text.count("<tr>") == 3  # header + the two potentials with an MD; sevennet-0 has no md.json: "–"
+    assert "2.4100 / 0.00369" in text and "chgnet-ft-n1-s0" not in text

@@ -36,7 +36,7 @@ def write_report(study_dir: Path) -> Path:
     if curve_png.exists() and summary["learning_curve"]:
         parts.append(_section("Learning curve", _img(curve_png, "learning curve", wide=True)))
     parts.append(_section("Validation against DFT", _validation_table(summary) + _group_table(study_dir / "steps")))
-    msrd = _msrd_table(summary)
+    msrd = _msrd_table(summary, study_dir / "steps")
     if msrd:
         parts.append(_section("Mean-square relative displacements", msrd))
     exafs = _exafs_table(summary)
@@ -141,14 +141,25 @@ def _group_table(steps_dir: Path) -> str:
     return "<h3>By how the test structures were made</h3>" + _table(header, rows)
 
 
-def _msrd_table(summary: dict) -> str:
+def _msrd_table(summary: dict, steps_dir: Path) -> str:
     with_md = {k: v["msrd"] for k, v in summary["potentials"].items() if v.get("msrd")}
     if not with_md:
         return ""
     shells = list(next(iter(with_md.values())))
-    header = ["potential"] + [f"{s}: r (Å) / σ² (Å²)" for s in shells]
-    rows = [[name] + [f"{m[s]['r_mean']:.4f} / {m[s]['sigma2']:.5f}" if s in m else None for s in shells] for name, m in with_md.items()]
-    return _table(header, rows)
+    header = ["potential", "T (K), production mean ± std"] + [f"{s}: r (Å) / σ² (Å²)" for s in shells]
+    rows = [[name, production_temperature(steps_dir / f"md-{name}")]
+            + [f"{m[s]['r_mean']:.4f} / {m[s]['sigma2']:.5f}" if s in m else None for s in shells] for name, m in with_md.items()]
+    note = ("<p><small>σ² grows with temperature (∝ T for a harmonic bond), so each row's σ² belongs to the temperature "
+            "its MD actually ran at. All MDs of a study share the thermostat seed, so they ran at the same realized "
+            "temperature and their σ² compare directly (docs/md.md).</small></p>")
+    return _table(header, rows) + note
+
+
+def production_temperature(md_folder: Path) -> str | None:
+    """'mean ± std' of an MD's production temperature (K), from its md.json; None if the MD has none."""
+    path = md_folder / "md.json"
+    temperature = read_json(path).get("production_temperature_k") if path.exists() else None
+    return f"{temperature['mean']:.1f} ± {temperature['std']:.1f}" if temperature else None
 
 
 def _exafs_table(summary: dict) -> str:
