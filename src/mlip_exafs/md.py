@@ -508,6 +508,12 @@ def write_summary(files: OutFiles, settings: MdSettings, schedule: Schedule, pot
     return summary
 
 
+def production_temperature_text(summary: dict) -> str | None:
+    """'mean ± std' (K) of an ``md.json``'s production temperature; None before production starts."""
+    temperature = summary.get("production_temperature_k")
+    return f"{temperature['mean']:.1f} ± {temperature['std']:.1f}" if temperature else None
+
+
 # ---------------------------------------------------------------- the stage
 
 

@@ -156,10 +156,11 @@ def _msrd_table(summary: dict, steps_dir: Path) -> str:
 
 
 def production_temperature(md_folder: Path) -> str | None:
-    """'mean ± std' of an MD's production temperature (K), from its md.json; None if the MD has none."""
-    path = md_folder / "md.json"
-    temperature = read_json(path).get("production_temperature_k") if path.exists() else None
-    return f"{temperature['mean']:.1f} ± {temperature['std']:.1f}" if temperature else None
+    """'mean ± std' of an MD step's production temperature (K); None if the folder has no md.json."""
+    from mlip_exafs.md import SUMMARY_FILE, production_temperature_text  # md imports ASE: only when a study has MDs
+
+    path = md_folder / SUMMARY_FILE
+    return production_temperature_text(read_json(path)) if path.exists() else None
 
 
 def _exafs_table(summary: dict) -> str:

@@ -59,9 +59,10 @@ def md_cmd(
 
 def _print_summary(out: Path) -> None:
     from mlip_exafs.files import read_json
+    from mlip_exafs.md import production_temperature_text
 
     s = read_json(out / "md.json")
-    temp = s["production_temperature_k"]
-    t_text = f"production T {temp['mean']:.1f} ± {temp['std']:.1f} K" if temp else "no production rows"
+    temperature = production_temperature_text(s)
+    t_text = f"production T {temperature} K" if temperature else "no production rows"
     speed = f"{s['steps_per_s']:.2f} steps/s" if s["steps_per_s"] else "speed n/a"
     console.print(f"{s['n_frames']} frames, {s['n_atoms']} atoms, step {s['step']}/{s['total_steps']}, {t_text}, {speed} -> {out / 'snapshots.extxyz'}")
