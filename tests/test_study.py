@@ -142,6 +142,21 @@ def test_only_learning_curve_runs_no_md_and_matches_the_full_study(local_run, st
     assert [f"{s:.3f}" in proc.stdout for s in slopes] == [True, True]  # the printed curve is the full study's
 
 
+def test_only_pristine_and_only_finetuned_split_the_study(study_root):
+    """The two halves can run one after the other (e.g. the fine-tuned MD first): together every step, once."""
+    from mlip_exafs.study import ONLY
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+
+    config = load_study_config(study_root / "tiny.yaml", None)
+    steps = build_steps(config)
+    pristine = {s.name for s in steps if ONLY["pristine"](config, s)}
+    finetuned = {s.name for s in steps if ONLY["finetuned"](config, s)}
+    assert pristine.isdisjoint(finetuned) and pristine | finetuned == {s.name for s in steps}
+    assert {"finetune-chgnet-ft-n2-s0", "md-chgnet-ft-n2-s0", "exafs-chgnet-ft-n2-s0"} <= finetuned
+    assert "md-chgnet" in pristine
+
+
 def test_unknown_only_is_a_one_line_error(study_root):
     proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(study_root / "bad-only"), "--only", "md")
     assert_one_line_error(proc, "unknown --only 'md'")

@@ -18,6 +18,7 @@ def study_cmd(
     executor: str = typer.Option("local", "--executor", help="local, or dask (a LocalCluster unless --scheduler is given)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     only: Optional[str] = typer.Option(None, "--only", help="pristine: only the pretrained potentials' steps (they need no training labels); "
+                                       "finetuned: only the fine-tunes and the fine-tuned potentials' steps; "
                                        "learning-curve: only the fine-tunes and validations (no MD). A later full run reuses them."),
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
@@ -31,8 +32,8 @@ def study_cmd(
         console.print(f"  {'cached' if cached else 'done  '} {name}")
 
     summary = run_study(config, out, profile, executor, scheduler, on_step, only)
-    if only == "pristine":
-        console.print(f"pretrained potentials done; run without --only for the fine-tunes, {out / 'summary.json'} and the report")
+    if only in ("pristine", "finetuned"):
+        console.print(f"{only} potentials done; run without --only for the fine-tunes, {out / 'summary.json'} and the report")
         return
     if only == "learning-curve":
         _print_learning_curve(summary)

@@ -36,6 +36,8 @@ def run_study(
     ``only="pristine"`` runs just the pretrained potentials' steps (validate, MD,
     analysis, EXAFS, compare). They do not depend on fine-tuning, so they can run
     while the training labels are still being made; returns None.
+    ``only="finetuned"`` runs the rest: the fine-tunes and the fine-tuned
+    potentials' steps, so their MD can have the cores first; returns None.
     ``only="learning-curve"`` runs just the fine-tunes and the validations (no MD):
     the DFT half of the study, hours shorter than the whole; returns the
     ``learning_curve`` and ``recommended_n`` of the summary (DFT criteria only).
@@ -63,7 +65,7 @@ def run_study(
             results = run_dask(steps, out / "steps", scheduler, on_step=on_step)
         else:
             results = run_local(steps, out / "steps", on_step=on_step)
-        if only == "pristine":
+        if only in ("pristine", "finetuned"):
             return None
         if only == "learning-curve":
             return partial_learning_curve(config, results)
@@ -79,6 +81,7 @@ def run_study(
 ONLY = {
     None: lambda config, step: True,
     "pristine": lambda config, step: potential_of(step.name) in config.pristine,
+    "finetuned": lambda config, step: potential_of(step.name) not in config.pristine,
     "learning-curve": lambda config, step: step.action in ("finetune", "validate"),
 }
 
