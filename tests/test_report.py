@@ -59,3 +59,38 @@ def test_msrd_table_shows_the_temperature_each_md_ran_at(tmp_path):
     assert "<td>305.3 ± 13.6</td>" in text  # from md.json
     assert text.count("<tr>") == 3  # header + the two potentials with an MD; sevennet-0 has no md.json: "–"
     assert "2.4100 / 0.00369" in text and "chgnet-ft-n1-s0" not in text
+
+
+def test_galleries_and_cost_table_order_n_as_numbers(tmp_path):
+    from matplotlib import pyplot as plt
+
+    from mlip_exafs.files import write_json
+    from mlip_exafs.report import _cost_table
+
+    for name, wall in [("finetune-chgnet-ft-n10-s0", 368.9), ("finetune-chgnet-ft-n100-s0", 22159.0), ("finetune-chgnet-ft-n2-s0", 4.04)]:
+        (tmp_path / name).mkdir()
+        plt.figure(figsize=(1, 1)).savefig(tmp_path / name / "training_curve.png")
+        write_json(tmp_path / name / "step.json", {"step": name, "wall_s": wall})
+    plt.close("all")
+    gallery = _gallery(tmp_path, "finetune-")
+    assert gallery.index("ft-n2-s0") < gallery.index("ft-n10-s0") < gallery.index("ft-n100-s0")
+    cost = _cost_table(tmp_path)
+    assert cost.index("ft-n2-s0") < cost.index("ft-n10-s0") < cost.index("ft-n100-s0")
+    assert "<td>22159</td>" in cost and "<td>4.0</td>" in cost and "22532 (6.26 h)" in cost
+
+
+def test_exafs_of_all_potentials_share_one_figure(tmp_path):
+    import numpy as np
+
+    from mlip_exafs.files import write_json
+    from mlip_exafs.report import _exafs_overlay
+
+    k = np.arange(0.05, 18, 0.05)
+    for name, sigma2 in [("exafs-chgnet", 0.006), ("exafs-chgnet-ft-n10-s0", 0.003), ("exafs-chgnet-ft-n10-s1", 0.003)]:
+        folder = tmp_path / "steps" / name
+        folder.mkdir(parents=True)
+        chi = np.sin(2 * k * 2.4) * np.exp(-2 * sigma2 * k**2) / k
+        (folder / "chi.csv").write_text("k,chi\n" + "\n".join(f"{a},{b}" for a, b in zip(k, chi)))
+        write_json(folder / "exafs.json", {"settings": {"ft": {"kmin_inv_a": 3.0, "kmax_inv_a": 14.0, "dk_inv_a": 1.0, "kweight": 2}}})
+    text = _exafs_overlay(tmp_path)
+    assert text.count("<img") == 1 and (tmp_path / "exafs_models.png").stat().st_size > 10_000

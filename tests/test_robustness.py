@@ -512,6 +512,15 @@ def test_atomic_write_keeps_the_old_file_and_no_temp_file(tmp_path, monkeypatch)
     assert files.read_json(target) == {"old": 1} and no_temp_files(tmp_path)
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_new_file(tmp_path):
+    """mkstemp's 0600 must not leak into outputs that a group shares."""
+    from mlip_exafs import files
+
+    files.write_text(tmp_path / "out.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
 def test_disk_full_during_md_then_rerun_resumes(tmp_path, monkeypatch):
     """Snapshots cannot be appended: a one-line error; after space is freed the same command finishes the run."""
     import ase.io

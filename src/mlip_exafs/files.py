@@ -20,12 +20,17 @@ import numpy as np
 from mlip_exafs.errors import UserError
 
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # reading the umask means setting it; put it back at once
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it to ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the permissions any new file would
     os.close(fd)
     tmp_path = Path(tmp)
     try:

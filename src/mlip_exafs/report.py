@@ -25,6 +25,11 @@ SECTIONS = (  # (step-folder prefix, section title)
 SEED_SUFFIX = re.compile(r"-s(\d+)$")  # step folders of fine-tuned models end in -s{seed}
 
 
+def natural(name: str) -> list:
+    """Sort key that puts n2 before n10 and n100, as a reader of a learning curve expects."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def write_report(study_dir: Path) -> Path:
     """Build ``report.html`` (and the learning-curve plot) from a finished study folder."""
     summary = read_json(study_dir / "summary.json")
@@ -44,6 +49,8 @@ def write_report(study_dir: Path) -> Path:
         parts.append(_section("EXAFS agreement", exafs))
     for prefix, title in SECTIONS:
         gallery = _gallery(study_dir / "steps", prefix)
+        if prefix == "exafs-":
+            gallery = _exafs_overlay(study_dir) + gallery
         if gallery:
             parts.append(_section(title, gallery))
     parts.append(_section("Compute cost", _cost_table(study_dir / "steps")))
@@ -131,7 +138,7 @@ def _validation_table(summary: dict) -> str:
 def _group_table(steps_dir: Path) -> str:
     """Force errors per kind of test structure (validate_by_group.json of every validate step)."""
     rows = []
-    for path in sorted(steps_dir.glob("validate-*/validate_by_group.json")) if steps_dir.exists() else []:
+    for path in sorted(steps_dir.glob("validate-*/validate_by_group.json"), key=lambda p: natural(p.parent.name)):
         for group, g in read_json(path).items():
             rows.append([path.parent.name.removeprefix("validate-"), group, g["n_test_structures"], g["force_mae_ev_a"],
                          g["mean_abs_dft_force_ev_a"], g["softening_slope"], g["stress_mae_gpa"]])
@@ -180,7 +187,7 @@ def _img(path: Path, caption: str, wide: bool = False) -> str:
 def _gallery(steps_dir: Path, prefix: str) -> str:
     if not steps_dir.exists():
         return ""
-    folders = sorted(p for p in steps_dir.iterdir() if p.name.startswith(prefix))
+    folders = sorted((p for p in steps_dir.iterdir() if p.name.startswith(prefix)), key=lambda p: natural(p.name))
     shown = first_seed_only(folders)
     figures = []
     for folder in shown:
@@ -202,11 +209,31 @@ def first_seed_only(folders: list[Path]) -> list[Path]:
 
 def _cost_table(steps_dir: Path) -> str:
     """Wall time of every step, so a user sees what a profile costs on their machine."""
-    records = [read_json(p) for p in sorted(steps_dir.glob("*/step.json"))] if steps_dir.exists() else []
-    rows = [[r["step"], r.get("wall_s")] for r in records]
+    records = [read_json(p) for p in sorted(steps_dir.glob("*/step.json"), key=lambda p: natural(p.parent.name))]
+    rows = [[r["step"], _seconds(r.get("wall_s"))] for r in records]
     total = sum(r.get("wall_s") or 0.0 for r in records)
-    note = "<p><small>Wall time (s) of each step, killed and resumed runs included; steps on parallel workers overlap.</small></p>"
-    return _table(["step", "wall time (s)"], rows + [["sum of steps", total]]) + note
+    note = "<p><small>Wall time of each step, killed and resumed runs included; steps on parallel workers overlap.</small></p>"
+    return _table(["step", "wall time (s)"], rows + [["sum of steps", f"{_seconds(total)} ({total / 3600:.2f} h)"]]) + note
+
+
+def _seconds(wall_s: float | None) -> str | None:
+    """Whole seconds, so an MD's 22159 s does not read as 2.216e+04."""
+    return None if wall_s is None else f"{wall_s:.1f}" if wall_s < 100 else f"{wall_s:.0f}"
+
+
+def _exafs_overlay(study_dir: Path) -> str:
+    """One figure with every shown potential's χ(k) and |FT| (the pristine ones and the first seed of each N)."""
+    from mlip_exafs.exafs import FTWindowSettings, plot_models, read_chi_csv  # imports ASE: only when a study has EXAFS
+
+    steps = study_dir / "steps"
+    folders = first_seed_only(sorted(steps.glob("exafs-*/"), key=lambda p: natural(p.name)))
+    folders = [f for f in folders if (f / "chi.csv").exists() and (f / "exafs.json").exists()]
+    if len(folders) < 2:
+        return ""
+    window = FTWindowSettings(**read_json(folders[0] / "exafs.json")["settings"]["ft"]).window()
+    path = study_dir / "exafs_models.png"
+    plot_models({f.name.removeprefix("exafs-"): read_chi_csv(f / "chi.csv") for f in folders}, window, path)
+    return _img(path, "all potentials: k-weighted χ(k) and its Fourier transform", wide=True)
 
 
 def _provenance(record: dict) -> str:

@@ -296,6 +296,28 @@ def plot_ft(avg: AveragedChi, window: FTWindow, path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_models(chis: dict[str, tuple[np.ndarray, np.ndarray]], window: FTWindow, path: Path) -> None:
+    """Every potential's averaged χ(k) and |FT| on one figure: their differences are the point of a study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(12, 4))
+    for i, (name, (k, chi)) in enumerate(chis.items()):
+        ax_k.plot(k, k**window.kweight * chi, color=f"C{i}", lw=1.0, label=name)
+        ft = fourier_transform(k, chi, window)
+        ax_r.plot(ft.r, ft.chir_mag, color=f"C{i}", lw=1.0, label=name)
+    ax_k.set_xlabel("k (1/Å)")
+    ax_k.set_ylabel(f"k$^{window.kweight}$ χ(k) (Å$^{{-{window.kweight}}}$)")
+    ax_k.set_xlim(0, window.kmax_inv_a + 2)
+    ax_r.set_xlabel("R (Å), no phase correction")
+    ax_r.set_ylabel(f"|FT k$^{window.kweight}$χ| (Å$^{{-{window.kweight + 1}}}$)")
+    ax_r.set_xlim(0, 8)
+    ax_r.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 def read_chi_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """A chi.csv written by this stage (or a folder holding one)."""
     path = Path(path)
