@@ -13,7 +13,7 @@ import pytest
 
 from mlip_exafs.compare import CompareSettings, compare, shifted_theory
 from mlip_exafs.errors import UserError
-from mlip_exafs.exafs import ExafsSettings, run_exafs
+from mlip_exafs.exafs import ExafsSettings, read_chi_csv, run_exafs
 from mlip_exafs.spectra import read_experiment
 
 W_FOIL = Path(__file__).resolve().parents[1] / "examples" / "data" / "W_metal_rt_01.xdi"
@@ -49,6 +49,10 @@ def test_w_foil_comparison_fits_s02_and_de0(theory_chi, tmp_path):
     assert abs(result["de0_ev"]) < 15
     assert result["r_factor_r"] < 0.1 and result["r_factor_k"] < 0.3
     assert (tmp_path / "compare.png").stat().st_size > 1000
+    fitted = np.loadtxt(tmp_path / "fitted.csv", delimiter=",", skiprows=1)  # what the report overlays
+    exp = read_experiment(W_FOIL, "W", "L3")
+    assert np.allclose(fitted[:, 1], exp.chi, rtol=1e-6, atol=1e-9)
+    assert np.allclose(fitted[:, 2], shifted_theory(*read_chi_csv(theory_chi), exp.k_inv_a, result["s02"], result["de0_ev"]), rtol=1e-6, atol=1e-9)
     # the fit is a real optimum: a wrong ΔE0 or S0² fits worse
     worse = compare_with_fixed(theory_chi, result["s02"] * 0.7, result["de0_ev"] + 5.0)
     assert worse > result["r_factor_r"]

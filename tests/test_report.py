@@ -94,3 +94,20 @@ def test_exafs_of_all_potentials_share_one_figure(tmp_path):
         write_json(folder / "exafs.json", {"settings": {"ft": {"kmin_inv_a": 3.0, "kmax_inv_a": 14.0, "dk_inv_a": 1.0, "kweight": 2}}})
     text = _exafs_overlay(tmp_path)
     assert text.count("<img") == 1 and (tmp_path / "exafs_models.png").stat().st_size > 10_000
+
+
+def test_experiment_and_every_potential_share_one_figure(tmp_path):
+    import numpy as np
+
+    from mlip_exafs.files import write_json
+    from mlip_exafs.report import _experiment_overlay
+
+    k = np.arange(0.0, 16, 0.05)
+    for name, sigma2 in [("compare-chgnet", 0.006), ("compare-chgnet-ft-n10-s0", 0.003)]:
+        folder = tmp_path / "steps" / name
+        folder.mkdir(parents=True)
+        exp, model = np.sin(5.5 * k) * np.exp(-0.008 * k**2), np.sin(5.5 * k) * np.exp(-2 * sigma2 * k**2)
+        (folder / "fitted.csv").write_text("k,chi_experiment,chi_model\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(k, exp, model)))
+        write_json(folder / "compare.json", {"kmin": 3.0, "kmax": 14.0, "kweight": 2, "settings": {"dk_inv_a": 1.0}})
+    assert _experiment_overlay(tmp_path).count("<img") == 1
+    assert (tmp_path / "exafs_experiment.png").stat().st_size > 10_000

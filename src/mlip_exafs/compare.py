@@ -17,7 +17,7 @@ from scipy.optimize import least_squares
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import ETOK
-from mlip_exafs.files import save_figure, sha256_file, write_json
+from mlip_exafs.files import save_figure, sha256_file, write_json, write_text
 from mlip_exafs.provenance import provenance
 from mlip_exafs.spectra import FTWindow, Spectrum, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
 
@@ -48,6 +48,9 @@ class CompareSettings(BaseModel):
         return FTWindow(self.kmin_inv_a, kmax_inv_a or self.kmax_inv_a, self.dk_inv_a, self.kweight)
 
 
+FITTED_FILE = "fitted.csv"  # experiment and the theory with its fitted S0² and ΔE0, on the experiment's k grid
+
+
 def compare(theory: str | Path, experiment: str | Path, settings: CompareSettings, out: str | Path) -> dict:
     """chi.csv (or exafs folder) + experimental file -> ``out/compare.json`` and overlay plots."""
     from mlip_exafs.exafs import read_chi_csv
@@ -76,6 +79,7 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
         "provenance": provenance({"theory": str(theory), "experiment": str(experiment), "experiment_sha256": sha256_file(experiment)}),
     }
     plot_overlay(exp, model, ft_exp, ft_model, window, settings, out / "compare.png")
+    write_text(out / FITTED_FILE, "k,chi_experiment,chi_model\n" + "".join(f"{a:.4f},{b:.8g},{c:.8g}\n" for a, b, c in zip(exp.k_inv_a, exp.chi, model)))
     write_json(out / "compare.json", result)
     return result
 

@@ -51,6 +51,8 @@ def write_report(study_dir: Path) -> Path:
         gallery = _gallery(study_dir / "steps", prefix)
         if prefix == "exafs-":
             gallery = _exafs_overlay(study_dir) + gallery
+        if prefix == "compare-":
+            gallery = _experiment_overlay(study_dir) + gallery
         if gallery:
             parts.append(_section(title, gallery))
     parts.append(_section("Compute cost", _cost_table(study_dir / "steps")))
@@ -214,6 +216,28 @@ def _cost_table(steps_dir: Path) -> str:
     total = sum(r.get("wall_s") or 0.0 for r in records)
     note = "<p><small>Wall time of each step, killed and resumed runs included; steps on parallel workers overlap.</small></p>"
     return _table(["step", "wall time (s)"], rows + [["sum of steps", f"{_seconds(total)} ({total / 3600:.2f} h)"]]) + note
+
+
+def _experiment_overlay(study_dir: Path) -> str:
+    """The experiment and every shown potential's χ(k), each with its own fitted S0² and ΔE0, on one figure."""
+    import numpy as np
+
+    from mlip_exafs.compare import FITTED_FILE
+    from mlip_exafs.exafs import plot_models
+    from mlip_exafs.spectra import FTWindow
+
+    folders = first_seed_only(sorted(study_dir.glob("steps/compare-*/"), key=lambda p: natural(p.name)))
+    folders = [f for f in folders if (f / FITTED_FILE).exists() and (f / "compare.json").exists()]
+    if not folders:
+        return ""
+    fitted = {f.name.removeprefix("compare-"): np.loadtxt(f / FITTED_FILE, delimiter=",", skiprows=1, ndmin=2) for f in folders}
+    c = read_json(folders[0] / "compare.json")
+    window = FTWindow(c["kmin"], c["kmax"], c["settings"]["dk_inv_a"], c["kweight"])
+    first = next(iter(fitted.values()))
+    chis = {"experiment": (first[:, 0], first[:, 1])} | {name: (d[:, 0], d[:, 2]) for name, d in fitted.items()}
+    path = study_dir / "exafs_experiment.png"
+    plot_models(chis, window, path, reference="experiment")
+    return _img(path, "experiment and every potential (each with its fitted S0², ΔE0): k-weighted χ(k) and its Fourier transform", wide=True)
 
 
 def _seconds(wall_s: float | None) -> str | None:

@@ -296,18 +296,23 @@ def plot_ft(avg: AveragedChi, window: FTWindow, path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_models(chis: dict[str, tuple[np.ndarray, np.ndarray]], window: FTWindow, path: Path) -> None:
-    """Every potential's averaged χ(k) and |FT| on one figure: their differences are the point of a study."""
+def plot_models(chis: dict[str, tuple[np.ndarray, np.ndarray]], window: FTWindow, path: Path, reference: str | None = None) -> None:
+    """Every potential's averaged χ(k) and |FT| on one figure: their differences are the point of a study.
+
+    The curve named ``reference`` (the experiment, when there is one) is drawn in black, the others in colour.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(12, 4))
-    for i, (name, (k, chi)) in enumerate(chis.items()):
-        ax_k.plot(k, k**window.kweight * chi, color=f"C{i}", lw=1.0, label=name)
+    colors = iter(f"C{i}" for i in range(len(chis)))
+    for name, (k, chi) in chis.items():
+        style = {"color": "k", "lw": 1.6} if name == reference else {"color": next(colors), "lw": 1.0}
+        ax_k.plot(k, k**window.kweight * chi, label=name, **style)
         ft = fourier_transform(k, chi, window)
-        ax_r.plot(ft.r, ft.chir_mag, color=f"C{i}", lw=1.0, label=name)
+        ax_r.plot(ft.r, ft.chir_mag, label=name, **style)
     ax_k.set_xlabel("k (1/Å)")
     ax_k.set_ylabel(f"k$^{window.kweight}$ χ(k) (Å$^{{-{window.kweight}}}$)")
     ax_k.set_xlim(0, window.kmax_inv_a + 2)
