@@ -218,6 +218,26 @@ def _cost_table(steps_dir: Path) -> str:
     return _table(["step", "wall time (s)"], rows + [["sum of steps", f"{_seconds(total)} ({total / 3600:.2f} h)"]]) + note
 
 
+def _seconds(wall_s: float | None) -> str | None:
+    """Whole seconds, so an MD's 22159 s does not read as 2.216e+04."""
+    return None if wall_s is None else f"{wall_s:.1f}" if wall_s < 100 else f"{wall_s:.0f}"
+
+
+def _exafs_overlay(study_dir: Path) -> str:
+    """One figure with every shown potential's χ(k) and |FT| (the pristine ones and the first seed of each N)."""
+    from mlip_exafs.exafs import FTWindowSettings, plot_models, read_chi_csv  # imports ASE: only when a study has EXAFS
+
+    steps = study_dir / "steps"
+    folders = first_seed_only(sorted(steps.glob("exafs-*/"), key=lambda p: natural(p.name)))
+    folders = [f for f in folders if (f / "chi.csv").exists() and (f / "exafs.json").exists()]
+    if len(folders) < 2:
+        return ""
+    window = FTWindowSettings(**read_json(folders[0] / "exafs.json")["settings"]["ft"]).window()
+    path = study_dir / "exafs_models.png"
+    plot_models({f.name.removeprefix("exafs-"): read_chi_csv(f / "chi.csv") for f in folders}, window, path)
+    return _img(path, "all potentials: k-weighted χ(k) and its Fourier transform", wide=True)
+
+
 def _experiment_overlay(study_dir: Path) -> str:
     """The experiment and every shown potential's χ(k), each with its own fitted S0² and ΔE0, on one figure."""
     import numpy as np
@@ -238,26 +258,6 @@ def _experiment_overlay(study_dir: Path) -> str:
     path = study_dir / "exafs_experiment.png"
     plot_models(chis, window, path, reference="experiment")
     return _img(path, "experiment and every potential (each with its fitted S0², ΔE0): k-weighted χ(k) and its Fourier transform", wide=True)
-
-
-def _seconds(wall_s: float | None) -> str | None:
-    """Whole seconds, so an MD's 22159 s does not read as 2.216e+04."""
-    return None if wall_s is None else f"{wall_s:.1f}" if wall_s < 100 else f"{wall_s:.0f}"
-
-
-def _exafs_overlay(study_dir: Path) -> str:
-    """One figure with every shown potential's χ(k) and |FT| (the pristine ones and the first seed of each N)."""
-    from mlip_exafs.exafs import FTWindowSettings, plot_models, read_chi_csv  # imports ASE: only when a study has EXAFS
-
-    steps = study_dir / "steps"
-    folders = first_seed_only(sorted(steps.glob("exafs-*/"), key=lambda p: natural(p.name)))
-    folders = [f for f in folders if (f / "chi.csv").exists() and (f / "exafs.json").exists()]
-    if len(folders) < 2:
-        return ""
-    window = FTWindowSettings(**read_json(folders[0] / "exafs.json")["settings"]["ft"]).window()
-    path = study_dir / "exafs_models.png"
-    plot_models({f.name.removeprefix("exafs-"): read_chi_csv(f / "chi.csv") for f in folders}, window, path)
-    return _img(path, "all potentials: k-weighted χ(k) and its Fourier transform", wide=True)
 
 
 def _provenance(record: dict) -> str:

@@ -33,7 +33,7 @@ def study_cmd(
 
     summary = run_study(config, out, profile, executor, scheduler, on_step, only)
     if only in ("pristine", "finetuned"):
-        console.print(f"{only} potentials done; run without --only for the fine-tunes, {out / 'summary.json'} and the report")
+        console.print(f"{only} potentials done; run without --only for the other half, {out / 'summary.json'} and the report")
         return
     if only == "learning-curve":
         _print_learning_curve(summary)
