@@ -56,7 +56,10 @@ def test_study_runs_end_to_end(local_run):
     assert summary["potentials"]["chgnet-ft-n1-s0"]["msrd"] is None
     assert [(r["n"], r["seed"]) for r in summary["learning_curve"]] == [(1, 0), (2, 0)]
     assert (local_run / "report.html").stat().st_size > 10_000
-    assert all(json.loads(p.read_text())["wall_s"] > 0 for p in (local_run / "steps").glob("*/step.json"))
+    wall_s = [json.loads(p.read_text())["wall_s"] for p in (local_run / "steps").glob("*/step.json")]
+    assert all(w > 0 for w in wall_s)
+    assert summary["cost"]["step_s"] == pytest.approx(sum(wall_s), abs=0.1)
+    assert summary["cost"]["step_s"] > summary["cost"]["elapsed_s"] > 0  # independent steps ran side by side
     assert "Compute cost" in (local_run / "report.html").read_text()
     assert "By how the test structures were made" in (local_run / "report.html").read_text()
 
@@ -206,6 +209,49 @@ def test_wall_time_of_a_resumed_step_counts_the_killed_run(tmp_path):
     (tmp_path / "step.log").write_text("progress line\n")
     os.utime(tmp_path / "step.log", (record["started"] + 3600, record["started"] + 3600))  # a checkout an hour later
     assert _start_run(tmp_path) == pytest.approx(40.0, abs=1.0)
+
+
+ENDLESS_MD = {"supercell": "3x3x1", "temperature_k": 300, "timestep_fs": 2, "equilibration_fs": 0, "production_fs": 1e6, "snapshot_every_fs": 10}
+
+
+def test_a_failing_step_stops_the_local_study_and_the_steps_beside_it(tmp_path):
+    """Steps run side by side; the first error ends the study at once: running steps are terminated, none starts after it."""
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.study.executor import run_local, step_process_ids
+    from mlip_exafs.study.steps import RUN_FILE, Step
+
+    md = Step("md-endless", "md", {"structure": "ws2", "potential": "chgnet", "settings": ENDLESS_MD})
+    failing = Step("validate-missing", "validate", {"dataset": str(tmp_path / "missing"), "potential": "chgnet"})
+    after = Step("validate-after", "validate", {"dataset": "ws2", "potential": "chgnet"}, deps=("validate-missing",))
+    finished = []
+    with pytest.raises(UserError, match="^step validate-missing: unknown dataset") as error:
+        run_local([md, failing, after], tmp_path / "steps", on_step=lambda name, cached: finished.append(name), workers=2)
+    assert "\n" not in str(error.value) and finished == []
+    assert (tmp_path / "steps" / "md-endless" / RUN_FILE).exists()  # it had started beside the failing step ...
+    assert not (tmp_path / "steps" / "md-endless" / "step.json").exists()  # ... and was stopped, resumable
+    assert not (tmp_path / "steps" / "validate-after").exists()
+    assert step_process_ids() == []
+
+
+@pytest.mark.slow
+def test_local_steps_side_by_side_give_the_results_of_one_at_a_time(study_root, tmp_path):
+    """Two independent steps overlap in time with two workers, not with one; the results are the same."""
+    from mlip_exafs.files import read_json
+    from mlip_exafs.study.executor import run_local
+    from mlip_exafs.study.steps import RUN_FILE, Step
+
+    steps = [Step(f"validate-{x}", "validate", {"dataset": str(study_root / "data"), "potential": "chgnet"}) for x in "ab"]
+
+    def run(workers: int) -> tuple[dict, bool]:
+        ended = {}
+        results = run_local(steps, tmp_path / str(workers), on_step=lambda name, cached: ended.setdefault(name, time.time()), workers=workers)
+        started = {name: read_json(tmp_path / str(workers) / name / RUN_FILE)["started"] for name in ended}
+        return results, started["validate-a"] < ended["validate-b"] and started["validate-b"] < ended["validate-a"]
+
+    side_by_side, overlapped = run(2)
+    one_at_a_time, overlapped_alone = run(1)
+    assert overlapped and not overlapped_alone
+    assert side_by_side == one_at_a_time
 
 
 def test_dask_gives_the_same_summary(local_run, study_root):

@@ -11,13 +11,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import read_json
+from mlip_exafs.study.executor import cached_names, run_dask, run_local
 from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, potential_of, summarize, with_dependencies
+from mlip_exafs.study.steps import RUN_FILE, Step, all_hashes
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
 
@@ -44,9 +48,6 @@ def run_study(
     Either way a later full run finds these steps cached: a step's identity
     does not depend on which steps ran beside it.
     """
-    from mlip_exafs.study.executor import run_dask, run_local
-    from mlip_exafs.study.steps import all_hashes
-
     import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
 
     config = load_study_config(config_path, profile)
@@ -61,15 +62,18 @@ def run_study(
         _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
         if only:
             steps = with_dependencies(steps, [s.name for s in steps if ONLY[only](config, s)])
+        started = time.perf_counter()
+        to_run = [s for s in steps if s.name not in cached_names(steps, out / "steps", all_hashes(steps))]
         if executor == "dask":
             results = run_dask(steps, out / "steps", scheduler, on_step=on_step)
         else:
             results = run_local(steps, out / "steps", on_step=on_step)
+        elapsed_s = time.perf_counter() - started
         if only in ("pristine", "finetuned"):
             return None
         if only == "learning-curve":
             return partial_learning_curve(config, results)
-        summary = summarize(config, results)
+        summary = {**summarize(config, results), "cost": _cost(out, to_run, elapsed_s)}
         changed = _write_if_changed(out / "summary.json", summary)
         if changed or not (out / "report.html").exists():
             from mlip_exafs.report import write_report
@@ -134,6 +138,19 @@ def _check_before_running(config: StudyConfig, check_training_pool: bool = True)
     if max(config.finetune.n) > n_train:
         raise UserError(f"finetune.n asks for up to {max(config.finetune.n)} structures but {where} {n_train} usable "
                         "training structures; lower finetune.n or label more structures")
+
+
+def _cost(out: Path, ran: list[Step], elapsed_s: float) -> dict:
+    """What this run cost: its wall time and the sum of its steps' wall times (their ratio: steps at once on average).
+
+    A step resumed after a kill counts only this run's share of its ``wall_s``.
+    A run that found every step cached keeps the cost of the run that made the
+    results, so an unchanged rerun still writes nothing.
+    """
+    if not ran and (out / "summary.json").exists() and "cost" in (previous := read_json(out / "summary.json")):
+        return previous["cost"]
+    step_s = sum(read_json(out / "steps" / s.name / "step.json")["wall_s"] - read_json(out / "steps" / s.name / RUN_FILE)["earlier_s"] for s in ran)
+    return {"elapsed_s": round(elapsed_s, 1), "step_s": round(step_s, 1)}
 
 
 def _study_record(config: StudyConfig, profile: str | None, hashes: dict[str, str]) -> dict:

@@ -1,29 +1,129 @@
-"""Run a DAG of steps here, one after another, or spread over Dask workers.
+"""Run a DAG of steps here, several at once, or spread over Dask workers.
 
-Both executors call the same ``run_step``; Dask receives the dependency
-results as futures, so independent steps (fine-tunes per N and seed, MD per
-potential, EXAFS per potential) run at the same time on different workers.
+Both executors call the same ``run_step``, and each step runs in its own child
+process, so the local executor only has to wait on children: a few threads here
+each start one step and wait for it, as many as the cores allow at the study's
+torch threads per step. Dask receives the dependency results as futures and
+does the same across workers.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from mlip_exafs.study.steps import Step, all_hashes, cached_result, run_step
 
+OnStep = Callable[[str, bool], None]
 
-def run_local(steps: list[Step], root: Path, on_step: Callable[[str, bool], None] | None = None) -> dict[str, dict]:
-    """Run steps in the given (dependency) order in this process."""
+
+def run_local(steps: list[Step], root: Path, on_step: OnStep | None = None, workers: int | None = None) -> dict[str, dict]:
+    """Run every step whose dependencies are done, up to ``workers`` at once (default: cores / threads per step).
+
+    Ready steps start in the given (dependency) order, as Dask would. Each step's
+    child gets ``MLIP_EXAFS_THREADS`` torch threads (default 1), so workers x
+    threads never exceed the cores. When a step fails, no new step starts, the
+    running ones are terminated (a killed step resumes on the rerun, like after
+    a kill of the whole study: MD from its checkpoint) and the first error is raised.
+    """
+    threads = threads_per_step()
+    workers = workers or max(1, available_cores() // threads)
     hashes = all_hashes(steps)
     cached_at_start = cached_names(steps, root, hashes)
     results: dict[str, dict] = {}
-    for step in steps:
-        results[step.name] = run_step(root, step, hashes[step.name], {d: results[d] for d in step.deps})
-        if on_step:
-            on_step(step.name, step.name in cached_at_start)
+    waiting = list(steps)
+    running: dict[Future, str] = {}
+    with _step_threads(threads), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
+        try:
+            while waiting or running:
+                for step in [s for s in waiting if all(d in results for d in s.deps)][: workers - len(running)]:
+                    waiting.remove(step)
+                    running[pool.submit(run_step, root, step, hashes[step.name], {d: results[d] for d in step.deps})] = step.name
+                if not running:
+                    raise ValueError(f"steps {', '.join(s.name for s in waiting)} depend on steps that are not in the study")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    results[name] = future.result()  # re-raises the step's error
+                    if on_step:
+                        on_step(name, name in cached_at_start)
+        except BaseException:
+            _stop(running)
+            raise
     return results
+
+
+def threads_per_step() -> int:
+    """Torch threads of each step's child: the study's ``threads`` (exported as ``MLIP_EXAFS_THREADS``), else 1.
+
+    A second step on a second core does twice the work; a second torch thread for
+    the same step made a 432-atom CHGNet MD at most 1.5x faster, and threads that
+    outnumber the cores spin (docs/study.md).
+    """
+    return int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or 1
+
+
+def available_cores() -> int:
+    """Cores this process may run on (``taskset``/cgroup CPU sets), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def _step_threads(threads: int) -> Iterator[None]:
+    """Give the step children ``threads`` torch threads (they inherit this process's environment), then restore it."""
+    saved = {name: os.environ.get(name) for name in ("MLIP_EXAFS_THREADS", "OMP_WAIT_POLICY")}
+    os.environ["MLIP_EXAFS_THREADS"] = str(threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as on the Dask workers: idle OpenMP threads sleep, not spin
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+CHILD_MODULE = "mlip_exafs.study.child"
+
+
+def _stop(running: dict[Future, str]) -> None:
+    """SIGTERM the running steps' children until every step's thread has returned.
+
+    Only children started as ``python -m mlip_exafs.study.child`` are touched. Their
+    writes are atomic, so a terminated step leaves what a killed study leaves: a
+    folder without ``step.json`` that the next run resumes. Repeated, because a
+    thread may be about to start its child when the first signal goes out.
+    """
+    while not all(future.done() for future in running):
+        for pid in step_process_ids():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:  # it finished meanwhile
+                pass
+        wait(running, timeout=0.5)
+
+
+def step_process_ids(parent: int | None = None) -> list[int]:
+    """Pids of the step children of ``parent`` (default: this process), read from ``/proc``; none elsewhere."""
+    parent = parent or os.getpid()
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):  # gone meanwhile, or not readable
+            continue
+        if ppid == parent and CHILD_MODULE.encode() in argv:
+            pids.append(int(entry.name))
+    return pids
 
 
 def cached_names(steps: list[Step], root: Path, hashes: dict[str, str]) -> set[str]:
