@@ -1,7 +1,8 @@
-"""Convergence of the CP2K labels for 2H-WS2 against cutoff and k-points (writes docs/dft_convergence.md).
+"""Convergence of the CP2K labels against cutoff and k-points (writes docs/dft_convergence[-NAME].md).
 
-A rattled 6-atom 2H-WS2 cell (σ = 0.05 Å, seed 1) is labelled at each setting; energies, forces and
-stresses are compared with the tightest setting. Run: python bench/dft_convergence.py [--ranks 2]
+A rattled unit cell of a built-in crystal (σ = 0.05 Å, seed 1) is labelled at each setting; energies,
+forces and stresses are compared with the tightest setting.
+Run: python bench/dft_convergence.py [--structure ws2|mos2|w-bcc] [--ranks 2]
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ def label(atoms, settings, ranks):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--structure", default="ws2", help="built-in crystal to converge (ws2, mos2, w-bcc)")
     parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--out", default="docs/dft_convergence.md")
+    parser.add_argument("--out", default=None, help="default: docs/dft_convergence.md for ws2, docs/dft_convergence-NAME.md otherwise")
     args = parser.parse_args()
-    atoms = load_structure("ws2")
+    out = args.out or ("docs/dft_convergence.md" if args.structure == "ws2" else f"docs/dft_convergence-{args.structure}.md")
+    atoms = load_structure(args.structure)
+    formula = atoms.get_chemical_formula(mode="metal")
     atoms.rattle(0.05, seed=1)
     base = Cp2kSettings()
     cutoff_rows = [base.model_copy(update={"cutoff_ry": c}) for c in (300, 400, 500, 600, 800)]
     kpoint_rows = [base.model_copy(update={"kspacing_inv_a": s}) for s in (0.5, 0.35, 0.26, 0.19)]
+    base_mesh = kpoint_mesh(atoms, base.kspacing_inv_a)
     results = {}
     for settings in cutoff_rows + kpoint_rows:
         key = (settings.cutoff_ry, kpoint_mesh(atoms, settings.kspacing_inv_a))
@@ -49,15 +54,15 @@ def main() -> None:
             results[key] = label(atoms, settings, args.ranks)
             print(key, f"{results[key][1]:.0f} s", flush=True)
     lines = [
-        "# CP2K convergence for 2H-WS2 (shipped dataset settings)",
+        f"# CP2K convergence for {args.structure} (shipped dataset settings)",
         "",
-        "Rattled 6-atom 2H-WS2 cell (σ = 0.05 Å, seed 1), PBE + D3(BJ), DZVP-MOLOPT-SR-GTH, GTH-PBE, REL_CUTOFF 50 Ry,",
+        f"Rattled {len(atoms)}-atom {formula} cell (σ = 0.05 Å, seed 1), PBE + D3(BJ), DZVP-MOLOPT-SR-GTH, GTH-PBE, REL_CUTOFF 50 Ry,",
         "Fermi–Dirac 300 K. Differences are against the tightest setting of each block (800 Ry; densest mesh).",
         f"Produced by `python bench/dft_convergence.py` with CP2K on {args.ranks} MPI rank(s) (wall times on a shared, loaded 2-core machine).",
         "",
     ]
     for title, rows, ref_key in (
-        ("Plane-wave cutoff (k-mesh 9×9×2)", cutoff_rows, (800.0, (9, 9, 2))),
+        (f"Plane-wave cutoff (k-mesh {'×'.join(map(str, base_mesh))})", cutoff_rows, (800.0, base_mesh)),
         ("k-point mesh (400 Ry)", kpoint_rows, (400.0, kpoint_mesh(atoms, 0.19))),
     ):
         (e_ref, f_ref, s_ref), _ = results[ref_key]
@@ -71,12 +76,11 @@ def main() -> None:
             )
         lines.append("")
     lines += [
-        "Chosen defaults (`Cp2kSettings`): 400 Ry and a k-spacing of 0.26 Å⁻¹ (9×9×2 for the unit cell,",
-        "3×3×2 for the 3×3×1 training cells). Γ-only supercells are not used: at 3×3×1 they are off by",
-        "≈ 31 meV/atom and ≈ 0.15 eV/Å RMS (../shared/NOTES.md).",
+        f"Chosen defaults (`Cp2kSettings`): 400 Ry and a k-spacing of 0.26 Å⁻¹ ({'×'.join(map(str, base_mesh))} for this cell).",
+        "Γ-only supercells are not used: for 3×3×1 WS2 they are off by ≈ 31 meV/atom and ≈ 0.15 eV/Å RMS (../shared/NOTES.md).",
     ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    Path(out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,19 @@ def test_ws2_first_shell_is_w_s_at_2p41():
     assert np.isclose(atoms.cell.cellpar()[2], 12.323)
 
 
+def test_mos2_shells_around_mo():
+    """2Hc-MoS2: six S at 2.418 Å and six Mo at a = 3.1604 Å, as the cited experimental structure gives."""
+    from ase.neighborlist import neighbor_list
+
+    atoms = load_structure("mos2")
+    assert atoms.get_chemical_formula() == "Mo2S4"
+    i, j, d = neighbor_list("ijd", atoms, 3.5)
+    mo = atoms.numbers[i] == 42
+    to_s, to_mo = mo & (atoms.numbers[j] == 16), mo & (atoms.numbers[j] == 42)
+    assert np.allclose(d[to_s], 2.418, atol=1e-3) and to_s.sum() == 12  # 6 per Mo, 2 Mo
+    assert np.allclose(d[to_mo], 3.1604, atol=1e-4) and to_mo.sum() == 12
+
+
 def test_w_bcc_nearest_neighbour():
     atoms = load_structure("w-bcc", "2x2x2")
     assert len(atoms) == 16

@@ -1,7 +1,7 @@
 """Crystal structures: built-in named crystals, files, and supercells.
 
 Every verb that takes a STRUCTURE accepts either a built-in name (``ws2``,
-``w-bcc``) or a file ASE can read (CIF, POSCAR, extxyz, ...).
+``mos2``, ``w-bcc``) or a file ASE can read (CIF, POSCAR, extxyz, ...).
 """
 
 from __future__ import annotations
@@ -30,6 +30,21 @@ def ws2_2h() -> Atoms:
     return atoms
 
 
+def mos2_2h() -> Atoms:
+    """2Hc-MoS2 (molybdenite-2H), P6_3/mmc: a = 3.1604 Å, c = 12.295 Å (Wildervanck & Jellinek,
+    Z. anorg. allg. Chem. 328 (1964) 309), S z = 0.621 (Bronsema, de Boer & Jellinek, Z. anorg. allg.
+    Chem. 540 (1986) 15): Mo–S 2.418 Å ×6, Mo–Mo 3.160 Å ×6. The WS2 structure type, a lighter metal."""
+    atoms = crystal(
+        ["Mo", "S"],
+        basis=[(1 / 3, 2 / 3, 1 / 4), (1 / 3, 2 / 3, 0.621)],
+        spacegroup=194,
+        cellpar=[3.1604, 3.1604, 12.295, 90, 90, 120],
+    )
+    del atoms.arrays["spacegroup_kinds"]
+    atoms.info = {"name": "mos2"}
+    return atoms
+
+
 def w_bcc() -> Atoms:
     """bcc W, conventional cubic cell (2 atoms), a = 3.165 Å."""
     atoms = bulk("W", "bcc", a=3.165, cubic=True)
@@ -37,7 +52,7 @@ def w_bcc() -> Atoms:
     return atoms
 
 
-BUILTIN: dict[str, Callable[[], Atoms]] = {"ws2": ws2_2h, "w-bcc": w_bcc}
+BUILTIN: dict[str, Callable[[], Atoms]] = {"ws2": ws2_2h, "mos2": mos2_2h, "w-bcc": w_bcc}
 
 
 def parse_supercell(text: str | None) -> tuple[int, int, int]:
