@@ -5,11 +5,16 @@ simulation fixes are fitted: the amplitude reduction S0² and the edge shift
 ΔE0 (χ_model(k) = S0² χ_theory(√(k² − ΔE0·0.2625))), on the R-space residual
 of both spectra transformed with the same window. R-factors are reported in
 k and R space.
+
+With ``fit_shells`` K > 0 the experiment is also fitted on its own, the
+conventional way (larch feffit, FEFF paths of the ideal crystal, see
+:mod:`mlip_exafs.exafs.fit`), so that its σ² per shell stands beside the MD's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,7 +22,7 @@ from scipy.optimize import least_squares
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import ETOK
-from mlip_exafs.files import save_figure, sha256_file, write_json, write_text
+from mlip_exafs.files import read_json, save_figure, sha256_file, write_json, write_text
 from mlip_exafs.provenance import provenance
 from mlip_exafs.spectra import FTWindow, Spectrum, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
 
@@ -37,6 +42,10 @@ class CompareSettings(BaseModel):
     rmax_a: float = Field(5.0, gt=0)
     rbkg_a: float = Field(1.0, gt=0, description="autobk background cutoff (Å)")
     de0_bound_ev: float = Field(20.0, gt=0)
+    fit_shells: int = Field(0, ge=0, le=6, description="also fit the experiment's first K shells (0: no shell fit)")
+    third_cumulant: bool = Field(False, description="shell fit: a third cumulant for the first shell")
+    fit_rmax_a: Optional[float] = Field(None, gt=0, description="shell fit: end of the R range (Å); None: below the next shell")
+    structure: Optional[str] = Field(None, description="shell fit: the ideal crystal (built-in name or file)")
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -57,6 +66,7 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
 
     out = Path(out)
     k_th, chi_th = read_chi_csv(theory)
+    structure = (settings.structure or ideal_structure_of(theory)) if settings.fit_shells else None
     exp = read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a)
     window = settings.window(usable_kmax(settings, k_th, exp))
     s02, de0 = fit_s02_de0(k_th, chi_th, exp, window, settings)
@@ -78,10 +88,74 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
         "settings": settings.model_dump(),
         "provenance": provenance({"theory": str(theory), "experiment": str(experiment), "experiment_sha256": sha256_file(experiment)}),
     }
+    if structure:
+        result["experiment_fit"] = fit_experiment(exp, structure, settings, out / FIT_DIR)
     plot_overlay(exp, model, ft_exp, ft_model, window, settings, out / "compare.png")
     write_text(out / FITTED_FILE, "k,chi_experiment,chi_model\n" + "".join(f"{a:.4f},{b:.8g},{c:.8g}\n" for a, b, c in zip(exp.k_inv_a, exp.chi, model)))
     write_json(out / "compare.json", result)
     return result
+
+
+FIT_DIR = "experiment_fit"  # the shell fit's FEFF potentials, paths, plot and JSON
+
+
+def ideal_structure_of(theory: str | Path) -> str:
+    """The ideal structure the exafs stage was told to use (its exafs.json), for a shell fit without --structure."""
+    folder = Path(theory) if Path(theory).is_dir() else Path(theory).parent
+    record = folder / "exafs.json"
+    ideal = read_json(record)["settings"].get("ideal") if record.exists() else None
+    if not ideal:
+        raise UserError("the shell fit needs the ideal crystal; give --structure (a built-in name such as w-bcc, or a file)")
+    return ideal  # its supercell does not matter: shells are found with periodic images
+
+
+def fit_experiment(experiment: str | Path | Spectrum, structure: str, settings: CompareSettings, out: str | Path) -> dict:
+    """The experiment's first ``settings.fit_shells`` shells fitted with FEFF paths of ``structure``.
+
+    Writes ``out/experiment_fit.json`` and ``experiment_fit.png`` (+ .svg); returns the record
+    ``{"s02", "de0_ev", "r_factor", "shells": {label: {"r", "sigma2", "sigma2_err", ...}}, ...}``.
+    """
+    from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, fit_experiment as fit
+    from mlip_exafs.structures import load_structure
+
+    out = Path(out)
+    exp = experiment if isinstance(experiment, Spectrum) else read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a)
+    ideal = load_structure(structure)
+    window = settings.window(min(settings.kmax_inv_a, float(exp.k_inv_a.max())))
+    shell_settings = ShellFitSettings(n_shells=settings.fit_shells, third_cumulant=settings.third_cumulant, rmin_a=settings.rmin_a, rmax_a=settings.fit_rmax_a)
+    record = fit(exp, ideal, settings.absorber, settings.edge, window, shell_settings, out)
+    arrays = record.pop("_arrays")
+    record |= {"structure": structure, "experiment": exp.source, "experiment_sha256": sha256_file(exp.source) if Path(exp.source).is_file() else None}
+    plot_shell_fit(exp, arrays["k"], arrays["chi_model"], record, window, out / "experiment_fit.png")
+    write_json(out / FIT_FILE, record)
+    return record
+
+
+def plot_shell_fit(exp: Spectrum, k_model, chi_model, record: dict, window: FTWindow, path: Path) -> None:
+    """The experiment and its shell fit, k²χ(k) and |χ(R)| with the fit range, sized for a journal's full width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(7.0, 2.6), layout="constrained")
+    w = window.kweight
+    ax_k.plot(exp.k_inv_a, exp.k_inv_a**w * exp.chi, "k", lw=0.9, label="experiment")
+    ax_k.plot(k_model, k_model**w * chi_model, "C3", lw=0.9, label=f"{len(record['shells'])}-shell fit")
+    ax_k.axvspan(window.kmin_inv_a, window.kmax_inv_a, color="0.93", zorder=0)
+    ax_k.set_xlim(0, window.kmax_inv_a + 2)
+    ax_k.set_xlabel("k (1/Å)")
+    ax_k.set_ylabel(f"k$^{w}$ χ(k)")
+    ax_k.legend(fontsize=7, frameon=False)
+    ft_exp, ft_fit = fourier_transform(exp.k_inv_a, exp.chi, window), fourier_transform(k_model, chi_model, window)
+    ax_r.plot(ft_exp.r, ft_exp.chir_mag, "k", lw=0.9)
+    ax_r.plot(ft_fit.r, ft_fit.chir_mag, "C3", lw=0.9)
+    ax_r.axvspan(record["rmin"], record["rmax"], color="0.93", zorder=0)
+    ax_r.set_xlim(0, 6)
+    ax_r.set_xlabel("R (Å), no phase correction")
+    ax_r.set_ylabel("|χ(R)|")
+    ax_r.set_title(f"R-factor {record['r_factor']:.4f}", fontsize=8)
+    save_figure(fig, path, vector=True)
 
 
 def usable_kmax(settings: CompareSettings, k_theory: np.ndarray, exp: Spectrum) -> float:

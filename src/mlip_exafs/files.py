@@ -94,13 +94,15 @@ def read_json(path: str | Path) -> Any:
         raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); delete it and rerun the step that writes it") from None
 
 
-def save_figure(fig, path: str | Path) -> None:
-    """Save a matplotlib figure atomically and close it."""
+def save_figure(fig, path: str | Path, vector: bool = False) -> None:
+    """Save a matplotlib figure atomically and close it; ``vector``: also an SVG beside it, for a paper."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    targets = [path, path.with_suffix(".svg")] if vector and path.suffix != ".svg" else [path]
+    for target in targets:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=200 if vector else 110, bbox_inches="tight")
     plt.close(fig)
 
 

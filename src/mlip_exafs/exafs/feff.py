@@ -90,13 +90,17 @@ def run_module(module: str, workdir: Path) -> None:
         raise UserError(f"FEFF8L {module} failed in {workdir} ({last[0].strip()}); check the structure and --rmax")
 
 
-def feff_input(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float, nleg: int, scf_radius_a: float | None) -> str:
-    """A feff.inp that keeps every path (``CRITERIA 0 0``) and no Debye-Waller factor."""
+def feff_input(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float, nleg: int, scf_radius_a: float | None,
+               write_paths: bool = False) -> str:
+    """A feff.inp that keeps every path (``CRITERIA 0 0``) and no Debye-Waller factor.
+
+    ``write_paths``: ff2x also writes one feffNNNN.dat per path (what larch's feffit reads).
+    """
     lines = [
         "TITLE mlip-exafs",
         f"EDGE {edge}",
         "S02 1.0",
-        "PRINT 1 0 0 0 0 0",
+        f"PRINT 1 0 0 0 0 {3 if write_paths else 0}",
         f"NLEG {nleg}",
         "CRITERIA 0 0",
         f"RMAX {rmax_a:.4f}",
