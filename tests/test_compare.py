@@ -161,3 +161,92 @@ def test_athena_project_reads_like_the_xdi(tmp_path):
     xdi = read_experiment(W_FOIL, "W", "L3")
     n = min(len(xdi.chi), len(from_prj.chi))
     np.testing.assert_allclose(from_prj.chi[:n], xdi.chi[:n], atol=1e-6)
+
+
+# ---------------------------------------------------------------- the experiment's own shell fit
+
+ROOM_TEMPERATURE = {"s02": 0.85, "de0_ev": 3.0, "W-W1": (0.012, 0.0032), "W-W2": (-0.008, 0.0045)}  # shell: (ΔR Å, σ² Å²)
+HOT = {"s02": 0.95, "de0_ev": -2.0, "W-W1": (0.02, 0.0060), "W-W2": (0.01, 0.0066)}
+
+
+@pytest.fixture(scope="module")
+def bcc_w_paths(tmp_path_factory):
+    """FEFF8L paths of the first two shells of ideal bcc W (non-SCF potentials: 1 s instead of 30)."""
+    from mlip_exafs.exafs.fit import ShellFitSettings, shell_paths
+    from mlip_exafs.structures import load_structure
+
+    settings = ShellFitSettings(n_shells=2, scf_radius_a=None)
+    return shell_paths(load_structure("w-bcc"), "W", "L3", settings, tmp_path_factory.mktemp("paths"))
+
+
+def synthetic_spectrum(shells, truth: dict, noise: float, seed: int = 1):
+    """χ(k) made by larch from the same FEFF paths with known S0², ΔE0, ΔR, σ², plus white noise."""
+    from larch.xafs import feffpath, ff2chi
+
+    from mlip_exafs.spectra import Spectrum
+
+    paths = [feffpath(str(f), s02=truth["s02"], e0=truth["de0_ev"], deltar=truth[s.label][0], sigma2=truth[s.label][1])
+             for s in shells for f in s.feff_files]
+    group = ff2chi(paths, kmax=16.0)
+    chi = group.chi + np.random.default_rng(seed).normal(0.0, noise, group.chi.shape)
+    return Spectrum(np.asarray(group.k), chi, source="synthetic")
+
+
+def test_shell_paths_have_the_crystals_names_and_coordinations(bcc_w_paths):
+    shells, next_shell_a = bcc_w_paths
+    assert [(s.label, s.coordination) for s in shells] == [("W-W1", 8.0), ("W-W2", 6.0)]  # analyze's names
+    assert shells[0].r_ideal_a == pytest.approx(3.165 * np.sqrt(3) / 2, abs=1e-4) and next_shell_a == pytest.approx(3.165 * np.sqrt(2), abs=1e-4)
+
+
+@pytest.mark.parametrize("truth", [ROOM_TEMPERATURE, HOT], ids=["room-temperature", "hot"])
+def test_shell_fit_recovers_known_sigma2_of_a_synthetic_spectrum(bcc_w_paths, truth):
+    """Noise 0.0005 on χ is 0.1 on k²χ at k = 14 Å⁻¹, ≈ 5 % of the signal there, as in a good transmission scan."""
+    from mlip_exafs.exafs.fit import fit_shells
+    from mlip_exafs.spectra import FTWindow
+
+    shells, next_shell_a = bcc_w_paths
+    spectrum = synthetic_spectrum(shells, truth, noise=0.0005)
+    fit = fit_shells(spectrum, shells, FTWindow(3.0, 14.0), 1.0, next_shell_a - 0.5, third_cumulant=False)
+    for label in ("W-W1", "W-W2"):
+        dr, sigma2 = truth[label]
+        got = fit["shells"][label]
+        assert got["sigma2"] == pytest.approx(sigma2, rel=0.05), label
+        assert 0 < got["sigma2_err"] < 0.05 * sigma2, label
+        assert got["r"] == pytest.approx(got["r_ideal"] + dr, abs=0.003), label
+    assert fit["s02"] == pytest.approx(truth["s02"], rel=0.05)
+    assert fit["de0_ev"] == pytest.approx(truth["de0_ev"], abs=0.5)
+    assert fit["r_factor"] < 0.01
+
+
+@pytest.mark.slow
+def test_w_foil_shell_fit_through_the_cli(theory_chi, tmp_path):
+    """compare --fit-shells 2 on the real W foil: σ² per shell with errors and a good fit (SCF potentials, ≈ 30 s)."""
+    from conftest import run_cli
+
+    proc = run_cli("compare", str(theory_chi.parent), "--experiment", str(W_FOIL), "--out", str(tmp_path), "--fit-shells", "2", check=True)
+    fit = json.loads((tmp_path / "compare.json").read_text())["experiment_fit"]
+    assert set(fit["shells"]) == {"W-W1", "W-W2"} and fit["r_factor"] <= 0.02
+    for shell in fit["shells"].values():
+        assert 0.002 < shell["sigma2"] < 0.005 and 0 < shell["sigma2_err"] < 0.001
+    assert 0.7 < fit["s02"] < 1.1
+    assert "W-W1: N = 8" in proc.stdout
+    assert (tmp_path / "experiment_fit" / "experiment_fit.svg").exists()
+
+
+def test_shell_fit_without_an_ideal_structure_is_a_one_line_error(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    k = np.arange(0.05, 18, 0.05)
+    (tmp_path / "chi.csv").write_text("k,chi\n" + "".join(f"{a},{np.sin(5 * a) / a}\n" for a in k))
+    proc = run_cli("compare", str(tmp_path / "chi.csv"), "--experiment", str(W_FOIL), "--out", str(tmp_path / "o"), "--fit-shells", "2")
+    assert_one_line_error(proc, "give --structure")
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_without_a_theory_spectrum(capsys, tmp_path):
+    from conftest import assert_nothing_written, assert_one_line_error, cli
+
+    out = tmp_path / "cmp"
+    proc = cli(capsys, "compare", tmp_path / "chi.csv", "--experiment", tmp_path / "w.xdi", "--out", out)
+    assert_one_line_error(proc, "chi.csv does not exist", "run 'mlip-exafs exafs' first")
+    assert_nothing_written(out)
