@@ -25,6 +25,7 @@ from mlip_exafs.exafs.feff import POTENTIAL_FILES, Cluster, Potentials, feff_inp
 from mlip_exafs.spectra import FTWindow, Spectrum
 
 SHELL_TOL_A = 0.1  # as analyze's shell_tol_a: FEFF paths this close to a shell's ideal distance belong to it
+SHELL_SEARCH_A = 6.0  # shells are looked for this far out (the K fitted ones and the next)
 R_WINDOW_BELOW_NEXT_SHELL_A = 0.5  # the fit's R range ends this far below the next shell's true distance
 SIGMA2_START_A2 = 0.003
 FIT_FILE = "experiment_fit.json"
@@ -58,9 +59,10 @@ def shell_paths(ideal: Atoms, absorber: str, edge: str, settings: ShellFitSettin
     from mlip_exafs.analysis import find_shells
     from mlip_exafs.exafs import ExafsSettings, cached_potentials
 
-    shells = find_shells(ideal, absorber, 8.0, SHELL_TOL_A)
+    ideal = wide_enough(ideal, SHELL_SEARCH_A)
+    shells = find_shells(ideal, absorber, SHELL_SEARCH_A, SHELL_TOL_A)
     if len(shells) <= settings.n_shells:
-        raise UserError(f"the ideal structure has only {len(shells)} shells around {absorber} within 8 Å; fit fewer shells (--fit-shells)")
+        raise UserError(f"the ideal structure has only {len(shells)} shells around {absorber} within {SHELL_SEARCH_A:g} Å; fit fewer shells (--fit-shells)")
     fitted, next_shell = shells[: settings.n_shells], shells[settings.n_shells]
     path_rmax = fitted[-1].r_ideal_a + SHELL_TOL_A
     potentials = Potentials(absorber, tuple(sorted(set(ideal.get_chemical_symbols()))))
@@ -71,6 +73,18 @@ def shell_paths(ideal: Atoms, absorber: str, edge: str, settings: ShellFitSettin
     cluster = _cluster(ideal, absorber_index, ipot_of_atom, path_rmax + 1.0)
     files = feff_path_files(cluster, potentials, edge, path_rmax, phase_pad, folder / "paths")
     return [_match(shell, files, absorber) for shell in fitted], next_shell.r_ideal_a
+
+
+def wide_enough(ideal: Atoms, radius_a: float) -> Atoms:
+    """The ideal cell repeated until shells out to ``radius_a`` are unique minimum-image shells (as analyze needs)."""
+    from mlip_exafs.structures import min_image_half_width
+
+    reps = np.ones(3, dtype=int)
+    while min_image_half_width(ideal.repeat(tuple(reps))) < radius_a:
+        cell = ideal.cell.array * reps[:, None]
+        heights = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+        reps[int(np.argmin(heights))] += 1
+    return ideal.repeat(tuple(reps))
 
 
 def _cluster(ideal: Atoms, absorber_index: int, ipot_of_atom: np.ndarray, radius_a: float) -> Cluster:

@@ -117,3 +117,11 @@ def compare_action(folder: Path, deps: dict, *, experiment: str, absorber: str, 
 
     settings = CompareSettings(absorber=absorber, edge=edge, **window)
     return compare(result_of(deps, "exafs-")["chi"], experiment, settings, folder)
+
+
+@action("fit_experiment")
+def fit_experiment_action(folder: Path, deps: dict, *, experiment: str, absorber: str, edge: str, structure: str, window: dict, fit_shells: int) -> dict:
+    from mlip_exafs.compare import CompareSettings, fit_experiment
+
+    settings = CompareSettings(absorber=absorber, edge=edge, fit_shells=fit_shells, structure=structure, **window)
+    return fit_experiment(experiment, structure, settings, folder)

@@ -21,6 +21,7 @@ def build_steps(config: StudyConfig) -> list[Step]:
     if isinstance(config.dataset, DatasetPlan):
         steps += dataset_steps(config.dataset)
         dataset, data_deps = GENERATED, ("dataset",)
+    steps += experiment_fit_steps(config)
     for potential in config.pristine:
         steps += _model_steps(config, (dataset, data_deps), potential, {"potential": potential}, (), with_md=True)
     for n in config.finetune.n:
@@ -32,6 +33,19 @@ def build_steps(config: StudyConfig) -> list[Step]:
             with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
             steps += _model_steps(config, (dataset, data_deps), name, {}, (f"finetune-{name}",), with_md=with_md)
     return steps
+
+
+FIT_STEP = "fit-experiment"
+
+
+def experiment_fit_steps(config: StudyConfig) -> list[Step]:
+    """The experiment's own shell fit: once per spectrum, independent of every potential."""
+    plan = config.experiment
+    if plan is None or not plan.fit_shells:
+        return []
+    params = {"experiment": str(plan.file), "absorber": config.absorber, "edge": config.exafs.edge, "structure": config.structure,
+              "window": plan.model_dump(exclude={"file", "fit_shells"}), "fit_shells": plan.fit_shells}
+    return [Step(FIT_STEP, "fit_experiment", params, (), {**_file_hash("experiment", plan.file), **_file_hash("structure", config.structure)})]
 
 
 def dataset_steps(plan: DatasetPlan) -> list[Step]:
@@ -62,7 +76,7 @@ def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, d
     exafs = {"absorber": config.absorber, "edge": config.exafs.edge, "rmax_a": config.exafs.rmax_a, "engine": config.exafs.engine}
     steps.append(Step(f"exafs-{name}", "exafs", exafs, (f"md-{name}",)))
     if config.experiment is not None:
-        window = config.experiment.model_dump(exclude={"file"})
+        window = config.experiment.model_dump(exclude={"file", "fit_shells"})
         compare = {"experiment": str(config.experiment.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": window}
         steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",), _file_hash("experiment", config.experiment.file)))
     return steps
@@ -126,8 +140,33 @@ def summarize(config: StudyConfig, results: dict[str, dict]) -> dict:
         }
     rows = finetuned_validations(config, lambda name: potentials[name]["validation"])
     recommended, rule = recommend(config, potentials, rows)
-    return {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(rows),
-            "recommended_n": recommended, "recommended_n_rule": rule}
+    summary = {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(rows),
+               "recommended_n": recommended, "recommended_n_rule": rule}
+    if config.experiment is not None:
+        summary["experiment"] = {"file": str(config.experiment.file), "fit": results.get(FIT_STEP)}
+    return summary
+
+
+def summary_of_finished_steps(study_dir: Path) -> dict:
+    """What ``summary.json`` would say of a study that is not finished, with its unfinished steps named.
+
+    A step counts as finished when its ``step.json`` carries the inputs hash that the
+    study recorded in ``study.json`` (or, for a step the study did not have yet, the
+    hash it has now), so the report of a paper study can be read while its last MD runs.
+    """
+    from mlip_exafs.errors import UserError
+    from mlip_exafs.files import read_json
+    from mlip_exafs.study.steps import all_hashes, cached_result
+
+    record = read_json(study_dir / "study.json")
+    config = StudyConfig.model_validate(record["config"])
+    steps = build_steps(config)
+    hashes = {**all_hashes(steps), **record.get("step_inputs", {})}
+    results = {s.name: r for s in steps if (r := cached_result(study_dir / "steps", s, hashes[s.name])) is not None}
+    unfinished = [s.name for s in steps if s.name not in results]
+    if any(name.startswith(("validate-", "finetune-")) for name in unfinished):
+        raise UserError(f"{study_dir} has unfinished fine-tunes or validations ({unfinished[0]}, …); rerun the study to finish them first")
+    return summarize(config, results) | {"unfinished_steps": unfinished}
 
 
 def finetuned_validations(config: StudyConfig, validation_of) -> list[dict]:
