@@ -3,12 +3,14 @@
 import sys
 import json
 import os
+import signal
 import subprocess
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import assert_nothing_written, assert_one_line_error, cli
 from fake_dft import write_fake_dataset
 from mlip_exafs.errors import UserError
 from mlip_exafs.finetune import (
@@ -16,9 +18,9 @@ from mlip_exafs.finetune import (
     FinetuneSettings,
     epochs_for_n,
     finetune,
-    scheduler_steps_per_epoch,
     select_structures,
 )
+from mlip_exafs.finetune.chgnet import scheduler_steps_per_epoch
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,8 @@ def test_sevennet_finetune_learns_and_reloads_exactly(dataset, tmp_path):
     """SevenNet-0 through the same verb: loss falls, the best-validation epoch is kept, the checkpoint
     reloads (weights only) as a calculator that predicts exactly what the trained model predicts."""
     from mlip_exafs.dataset import load_structures
-    from mlip_exafs.finetune import load_base_model, predict_efs, training_loss
-    from mlip_exafs.potentials import calculator_for, load_checkpoint_model
+    from mlip_exafs.finetune import training_loss
+    from mlip_exafs.potentials import calculator_for, load_potential
     from mlip_exafs.structures import load_structure
 
     out = tmp_path / "sevennet"
@@ -94,7 +96,8 @@ def test_sevennet_finetune_learns_and_reloads_exactly(dataset, tmp_path):
     assert record["kept_by"] == "best validation force MAE" and len(record["uids_val"]) == 1
     assert record["targets"] == "efs" and len((out / "training_curve.csv").read_text().splitlines()) == 1 + 2
     assert "epoch 2/2" in (out / "train.log").read_text()
-    reloaded = load_checkpoint_model(model)  # the saved model is the trained one
+    reloaded = load_potential(model)  # the saved model is the trained one
+    assert reloaded.family_name == "sevennet" and reloaded.checkpoint_metadata["base_potential"] == "sevennet-0"
     pool = load_structures(dataset, "train")
     train = [a for a in pool if a.info["uid"] in record["uids_train"]]
     after = training_loss(reloaded, train, record["energy_offsets_ev"], FinetuneRecipe(epochs=2))
@@ -102,9 +105,20 @@ def test_sevennet_finetune_learns_and_reloads_exactly(dataset, tmp_path):
     atoms = load_structure("ws2", "2x2x1")
     atoms.rattle(0.05, seed=1)
     atoms.calc = calculator_for(model, atoms, threads=1)
-    assert np.allclose(atoms.get_forces(), predict_efs(reloaded, [atoms])[0]["f"], atol=1e-6)
-    pristine = predict_efs(load_base_model("sevennet-0"), [atoms])[0]["f"]
+    assert np.allclose(atoms.get_forces(), reloaded.predict_efs([atoms])[0]["f"], atol=1e-6)
+    pristine = load_potential("sevennet-0").predict_efs([atoms])[0]["f"]
     assert np.abs(atoms.get_forces() - pristine).max() > 1e-3  # the weights did change
+
+
+def test_multi_fidelity_sevennet_fine_tunes_its_pbe_head(dataset, tmp_path):
+    """SevenNet-MF-0: every training graph carries the PBE modality; the checkpoint keeps the head."""
+    from mlip_exafs.potentials import load_potential
+
+    model = finetune(FinetuneSettings(potential="sevennet-mf-0", train=str(dataset), n=1, seed=0, recipe=FinetuneRecipe(epochs=1, learning_rate=SHORT_RUN_LR)), tmp_path / "mf")
+    record = json.loads((tmp_path / "mf" / "finetune.json").read_text())
+    assert record["train_loss_after"] < record["train_loss_before"] and record["device"] == "cpu"
+    reloaded = load_potential(model)
+    assert reloaded.family_name == "sevennet" and reloaded.model.modal == "PBE"
 
 
 def test_killed_run_restarts_cleanly(dataset, tmp_path):
@@ -113,9 +127,9 @@ def test_killed_run_restarts_cleanly(dataset, tmp_path):
     (out / ".work" / "trainer" / "epoch0_e0_f0_s0_mNA.pth.tar").write_bytes(b"partial")
     (out / "model.pt").write_bytes(b"half-written")  # no finetune.json: the run never finished
     model = finetune(settings(dataset, 1, epochs=1), out)
-    from mlip_exafs.potentials import load_chgnet_checkpoint
+    from mlip_exafs.potentials import load_potential
 
-    load_chgnet_checkpoint(model)
+    assert load_potential(model).family_name == "chgnet"
     assert not (out / ".work").exists()
 
 
@@ -138,7 +152,7 @@ def kill_after_epoch(monkeypatch, last_epoch):
 
 
 def test_killed_run_resumes_after_its_last_epoch_with_the_same_weights(dataset, tmp_path, monkeypatch):
-    from mlip_exafs.potentials import load_checkpoint_model
+    from mlip_exafs.potentials import load_potential
 
     run = settings(dataset, 10, epochs=3, freeze="readout")  # with a validation split: the best epoch is kept
     unbroken = finetune(run, tmp_path / "unbroken")
@@ -152,7 +166,7 @@ def test_killed_run_resumes_after_its_last_epoch_with_the_same_weights(dataset, 
     assert record["resumed_after_epoch"] == 2 and "resumed after epoch 2 of 3" in (tmp_path / "resumed" / "train.log").read_text()
     assert record["kept_epoch"] == json.loads((tmp_path / "unbroken" / "finetune.json").read_text())["kept_epoch"]
     assert (tmp_path / "resumed" / "training_curve.csv").read_text() == (tmp_path / "unbroken" / "training_curve.csv").read_text()
-    a, b = load_checkpoint_model(unbroken).state_dict(), load_checkpoint_model(resumed).state_dict()
+    a, b = load_potential(unbroken).model.state_dict(), load_potential(resumed).model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # other inputs in the same folder: the old epochs are not resumed
     finetune(settings(dataset, 10, epochs=2, freeze="readout"), tmp_path / "resumed")
@@ -199,3 +213,59 @@ def test_cli_finetune_too_many_structures_is_one_line_error(dataset, tmp_path):
     run = subprocess.run([sys.executable, "-m", "mlip_exafs", "finetune", "--train", str(dataset), "--n", "50", "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env)
     assert run.returncode == 2
     assert run.stderr.startswith("error:") and "n = 50" in run.stderr and run.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--potential", "mace-mp-0"], "unknown potential 'mace-mp-0'; use one of: chgnet, chgnet-0.2.0"),
+        (["--potential", "sevennet-0", "--freeze", "readout"], "SevenNet fine-tuning supports --freeze none only, not 'readout'"),
+    ],
+    ids=["unknown-potential", "sevennet-freeze"],
+)
+def test_finetune_of_a_potential_it_cannot_train_writes_nothing(capsys, tmp_path, data, args, message):
+    out = tmp_path / "ft"
+    proc = cli(capsys, "finetune", "--train", data, "--n", "1", *args, "--out", out)
+    assert_one_line_error(proc, message)
+    assert_nothing_written(out)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 300) -> None:
+    import time
+
+    deadline = time.time() + timeout_s
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_finetune_killed_then_rerun_equals_an_uninterrupted_run(tmp_path, data):
+    """kill -9 mid-training, rerun: it resumes after the last finished epoch and ends with the same weights, bit for
+    bit, and the same validation numbers as a run never stopped.
+
+    The two complete runs also show that fine-tuning twice with one seed is deterministic.
+    """
+    import torch
+
+    from mlip_exafs.files import read_json
+    from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, finetune
+    from mlip_exafs.potentials import load_potential
+    from mlip_exafs.validate import validate
+
+    settings = FinetuneSettings(train=str(data), n=2, seed=3, recipe=FinetuneRecipe(epochs=6))
+    finetune(settings, tmp_path / "a")
+    cmd = [sys.executable, "-m", "mlip_exafs", "finetune", "--train", str(data), "--n", "2", "--seed", "3", "--epochs", "6", "--out", str(tmp_path / "b")]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    _kill_when(proc, lambda: any((tmp_path / "b" / ".work" / "trainer").glob("epoch*.pth.tar")))  # after the first epoch
+    assert not (tmp_path / "b" / "finetune.json").exists()
+    finetune(settings, tmp_path / "b")
+    assert 1 <= read_json(tmp_path / "b" / "finetune.json")["resumed_after_epoch"] < 6
+    weights = [load_potential(tmp_path / run / "model.pt").model.state_dict() for run in ("a", "b")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    metrics = [validate(tmp_path / run / "model.pt", data, tmp_path / run / "validate") for run in ("a", "b")]
+    assert metrics[0] == metrics[1]
+    assert read_json(tmp_path / "a" / "validate" / "validate.json") == read_json(tmp_path / "b" / "validate" / "validate.json")

@@ -43,7 +43,7 @@ def test_fast_chgnet_matches_chgnet_calculator():
     """Energy, forces and stress of the fast calculator equal CHGNet's own (strained, rattled, atoms outside the cell)."""
     from chgnet.model.dynamics import CHGNetCalculator
 
-    from mlip_exafs.md import FastCHGNetCalculator
+    from mlip_exafs.potentials.chgnet import FastCHGNetCalculator
     from mlip_exafs.potentials import get_calculator
     from mlip_exafs.structures import load_structure
 

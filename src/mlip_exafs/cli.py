@@ -33,33 +33,45 @@ def _root(
     """mlip-exafs: validate and fine-tune universal ML potentials against DFT and EXAFS."""
 
 
+POTENTIAL_HELP = "Registered name (see 'mlip-exafs potentials'), checkpoint .pt, or python:MODULE:CALLABLE[?key=value&...]."
+DEVICE_HELP = "auto (a CUDA GPU when torch sees one, else CPU), cpu or cuda."
+
+
 @app.command("potentials")
 def potentials_cmd() -> None:
-    """List the potentials available offline."""
+    """List the potentials available offline: name, family, fine-tunable, what each was trained on."""
+    from mlip_exafs.finetune import TRAINERS
     from mlip_exafs.potentials import available_potentials
 
+    print(f"{'name':15s} {'family':9s} {'finetune':8s} model; trained on")
     for info in available_potentials():
-        print(f"{info.name:12s} {info.description}")
-    print(f"{'PATH.pt':12s} a fine-tuned checkpoint written by 'mlip-exafs finetune'")
+        trainable = "yes" if info.family in TRAINERS else "no"
+        print(f"{info.name:15s} {info.family:9s} {trainable:8s} {info.description}; {info.trained_on}")
+    print(f"{'PATH.pt':15s} {'(its own)':9s} {'yes':8s} a checkpoint written by 'mlip-exafs finetune' (it names its family)")
+    print(f"{'python:M:F':15s} {'python':9s} {'no':8s} any ASE calculator returned by F(**kwargs) from module M, e.g. python:ase.calculators.emt:EMT")
 
 
 @app.command("singlepoint")
 def singlepoint_cmd(
     structure: str = typer.Argument(..., help="Built-in crystal (ws2, w-bcc) or structure file."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help="Potential name or checkpoint path."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help=POTENTIAL_HELP),
     supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 3x3x1."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """Energy (eV), forces (eV/Å) and stress (GPa) of one structure."""
     from mlip_exafs.singlepoint import singlepoint
 
-    result = singlepoint(structure, potential, supercell, threads)
+    result = singlepoint(structure, potential, supercell, threads, device)
     print(f"structure        {result['formula']} ({result['n_atoms']} atoms)")
-    print(f"potential        {result['potential']}")
+    print(f"potential        {result['potential']} (family {result['family']}, device {result['device']})")
     print(f"energy           {result['energy_ev']:.6f} eV  ({result['energy_ev_atom']:.6f} eV/atom)")
     print(f"max |force|      {result['max_force_ev_a']:.6f} eV/Å")
     s = result["stress_gpa"]
-    print("stress (GPa)     xx yy zz yz xz xy = " + " ".join(f"{v:.4f}" for v in s) + "  (positive = tensile)")
+    if s is None:
+        print("stress (GPa)     n/a (the calculator computes no stress)")
+    else:
+        print("stress (GPa)     xx yy zz yz xz xy = " + " ".join(f"{v:.4f}" for v in s) + "  (positive = tensile)")
 
 
 def _register_stage_verbs() -> None:

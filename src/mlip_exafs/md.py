@@ -21,32 +21,30 @@ Outputs in ``out``: ``snapshots.extxyz`` (production frames only), ``thermo.csv`
 its last checkpoint: both logs are cut back to their length at that checkpoint
 and the run continues with the same step count, velocities and random state.
 
-Speed: with CHGNet the calculator is :class:`FastCHGNetCalculator`, which
-skips stress (unless the barostat asks for it) and magnetic moments and does
-not build a double-backward graph: about 1.5–2× faster per step than
-``CHGNetCalculator`` (see ``bench/md_speed.py``).
+Speed: the calculator is the potential family's MD path
+(``potentials.md_calculator_for``); for CHGNet that is ``FastCHGNetCalculator``,
+about 1.5–2× faster per step than ``CHGNetCalculator`` (see ``bench/md_speed.py``).
+A calculator with a ``compute_stress`` switch computes stress only while the barostat runs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.potentials.runtime import Device
 
 SNAPSHOT_FILE = "snapshots.extxyz"
 THERMO_FILE = "thermo.csv"
@@ -56,7 +54,7 @@ THERMO_COLUMNS = ("step", "time_fs", "temperature_k", "epot_ev", "ekin_ev", "eto
 CHECKPOINT_VERSION = 1
 BLOWUP_FACTOR = 3.0  # a run hotter than this × target ...
 BLOWUP_STEPS = 10  # ... for this many consecutive steps has blown up
-RUNTIME_ONLY = {"threads"}  # settings that may change between a run and its resumption
+RUNTIME_ONLY = {"threads", "device"}  # settings that may change between a run and its resumption
 
 _DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(fs|ps|ns)?\s*$", re.IGNORECASE)
 _FS_PER_UNIT = {"fs": 1.0, "ps": 1000.0, "ns": 1.0e6}
@@ -94,6 +92,7 @@ class MdSettings(BaseModel):
     barostat_time_fs: float = Field(1000.0, gt=0)
     seed: int = 0
     threads: int = Field(1, ge=1)
+    device: Optional[Device] = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto)")
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
@@ -166,137 +165,14 @@ def schedule_of(settings: MdSettings) -> Schedule:
     )
 
 
-# ---------------------------------------------------------------- fast CHGNet
+# ---------------------------------------------------------------- calculator
 
 
-class FastCHGNetCalculator(Calculator):
-    """CHGNet energy and forces for MD, without the work MD does not need.
+def md_calculator(potential: str, atoms: Atoms, threads: int, device: str | None = None) -> Calculator:
+    """The potential family's MD calculator (its fast path where it has one) on ``device``."""
+    from mlip_exafs.potentials import md_calculator_for
 
-    ``CHGNetCalculator`` always predicts stress and magnetic moments, takes
-    gradients with ``create_graph=True`` (kept for training) and builds its
-    graph with Python objects per edge. Here the graph is built with array
-    operations (:func:`crystal_graph`), one backward pass with
-    ``create_graph=False`` gives the forces, and the stress too, from
-    dE/d(lattice), only when asked (``compute_stress`` or an ASE request for
-    "stress"). Same model, same graph: results agree with ``CHGNetCalculator``
-    to float32 precision (tested).
-    """
-
-    implemented_properties = ("energy", "free_energy", "forces", "stress")
-
-    def __init__(self, model, compute_stress: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.model = model.to("cpu").eval()
-        for noise in ("To copy construct from a tensor", "Converting a tensor with requires_grad=True to a scalar"):
-            warnings.filterwarnings("ignore", message=noise, category=UserWarning)
-        self.compute_stress = compute_stress
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        import torch
-
-        super().calculate(atoms, properties, system_changes)
-        want_stress = self.compute_stress or "stress" in properties
-        graph = crystal_graph(self.atoms, self.model.graph_converter.atom_graph_cutoff, self.model.graph_converter.bond_graph_cutoff)
-        with torch.enable_grad():
-            energy_per_atom = self.model([graph], task="e")["e"]
-            energy = energy_per_atom.sum() * len(self.atoms) if self.model.is_intensive else energy_per_atom.sum()
-            inputs = [graph.atom_frac_coord, graph.lattice] if want_stress else [graph.atom_frac_coord]
-            grads = torch.autograd.grad(energy, inputs)
-        cell = self.atoms.cell.array
-        de_dfrac = grads[0].detach().double().numpy()
-        forces = -de_dfrac @ np.linalg.inv(cell).T  # frac = cart @ inv(cell)
-        self.results = {"energy": float(energy), "free_energy": float(energy), "forces": forces}
-        if want_stress:
-            self.results["stress"] = _stress_from_lattice_gradient(grads[1].detach().double().numpy(), cell)
-
-
-def crystal_graph(atoms: Atoms, atom_cutoff_a: float, bond_cutoff_a: float):
-    """CHGNet's ``CrystalGraph`` built with array operations instead of one Python object per edge.
-
-    Same content as ``CrystalGraphConverter`` (edge order aside, which the
-    model's sums ignore): directed edges within ``atom_cutoff_a``, each paired
-    with its reverse into an undirected edge, and an angle for every ordered
-    pair of distinct directed edges shorter than ``bond_cutoff_a`` that leave
-    the same atom.
-    """
-    import torch
-    from chgnet.graph.crystalgraph import CrystalGraph
-    from pymatgen.optimization.neighbors import find_points_in_spheres
-
-    cell = np.ascontiguousarray(atoms.cell.array, dtype=float)
-    cart = np.ascontiguousarray(atoms.positions, dtype=float)
-    center, neighbor, image, distance = find_points_in_spheres(cart, cart, r=float(atom_cutoff_a), pbc=np.ones(3, dtype=np.int64), lattice=cell, tol=1e-8)
-    keep = ~((center == neighbor) & (distance <= 1e-8))
-    center, neighbor, image, distance = center[keep], neighbor[keep], image[keep].astype(np.int64), distance[keep]
-    reverse = _reverse_edges(center, neighbor, image, len(atoms))
-    first = np.minimum(np.arange(len(center)), reverse)  # the directed edge that founds its undirected edge
-    founders, directed2undirected = np.unique(first, return_inverse=True)
-    bond_graph = _angle_pairs(center, distance < bond_cutoff_a, directed2undirected)
-    frac = cart @ np.linalg.inv(cell)
-    return CrystalGraph(
-        atomic_number=torch.tensor(atoms.numbers, dtype=torch.int32),
-        atom_frac_coord=torch.tensor(frac, dtype=torch.float32, requires_grad=True),
-        atom_graph=torch.tensor(np.stack([center, neighbor], axis=1), dtype=torch.int32),
-        neighbor_image=torch.tensor(image, dtype=torch.float32),
-        directed2undirected=torch.tensor(directed2undirected, dtype=torch.int32),
-        undirected2directed=torch.tensor(founders, dtype=torch.int32),
-        bond_graph=torch.tensor(bond_graph, dtype=torch.int32),
-        lattice=torch.tensor(cell, dtype=torch.float32, requires_grad=True),
-        atom_graph_cutoff=atom_cutoff_a,
-        bond_graph_cutoff=bond_cutoff_a,
-        composition=atoms.get_chemical_formula(),
-    )
-
-
-def _reverse_edges(center: np.ndarray, neighbor: np.ndarray, image: np.ndarray, n_atoms: int) -> np.ndarray:
-    """Index of the edge j -> i (image -s) for every edge i -> j (image s)."""
-    def key(i, j, s):
-        s = s + 512
-        return ((i * n_atoms + j) * 1024 + s[:, 0]) * 1024 * 1024 + s[:, 1] * 1024 + s[:, 2]
-
-    forward = key(center.astype(np.int64), neighbor.astype(np.int64), image)
-    order = np.argsort(forward)
-    backward = key(neighbor.astype(np.int64), center.astype(np.int64), -image)
-    pos = np.searchsorted(forward, backward, sorter=order)
-    reverse = order[np.clip(pos, 0, len(order) - 1)]
-    if len(center) and not np.array_equal(forward[reverse], backward):
-        raise RuntimeError("neighbour list is not symmetric; cannot pair directed edges")
-    return reverse
-
-
-def _angle_pairs(center: np.ndarray, short: np.ndarray, directed2undirected: np.ndarray) -> np.ndarray:
-    """Rows [atom, bond1 undirected, bond1 directed, bond2 undirected, bond2 directed] for all
-    ordered pairs of distinct short bonds leaving the same atom (CHGNet's line graph)."""
-    edges = np.flatnonzero(short)
-    edges = edges[np.argsort(center[edges], kind="stable")]
-    atoms_of = center[edges]
-    starts = np.searchsorted(atoms_of, atoms_of, side="left")
-    sizes = np.searchsorted(atoms_of, atoms_of, side="right") - starts
-    first = np.repeat(np.arange(len(edges)), sizes)
-    second = np.repeat(starts, sizes) + (np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-    distinct = first != second
-    d1, d2 = edges[first[distinct]], edges[second[distinct]]
-    return np.stack([center[d1], directed2undirected[d1], d1, directed2undirected[d2], d2], axis=1).reshape(-1, 5)
-
-
-def _stress_from_lattice_gradient(de_dcell: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """ASE stress (eV/Å^3, Voigt) = (1/V) dE/dε with the cell strained as cell·(1+ε)."""
-    de_dstrain = cell.T @ de_dcell
-    sym = 0.5 * (de_dstrain + de_dstrain.T) / abs(np.linalg.det(cell))
-    return np.array([sym[0, 0], sym[1, 1], sym[2, 2], sym[1, 2], sym[0, 2], sym[0, 1]])
-
-
-def md_calculator(potential: str, atoms: Atoms, threads: int) -> Calculator:
-    """The calculator for ``potential``; CHGNet models get :class:`FastCHGNetCalculator`."""
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    from mlip_exafs.potentials import calculator_for
-
-    with contextlib.redirect_stdout(io.StringIO()):  # CHGNetCalculator prints its device
-        calc = calculator_for(potential, atoms, threads)
-    if isinstance(calc, CHGNetCalculator):
-        return FastCHGNetCalculator(calc.model)
-    return calc
+    return md_calculator_for(potential, atoms, threads, device)
 
 
 # ---------------------------------------------------------------- run state
@@ -530,7 +406,7 @@ def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
     pid = potential_id_of(settings.potential)
     if _finished(files, settings, pid):
         return files.snapshots
-    atoms.calc = md_calculator(settings.potential, atoms, settings.threads)
+    atoms.calc = md_calculator(settings.potential, atoms, settings.threads, settings.device)
     atoms.set_constraint(FixCom())
     state = _start_or_resume(files, atoms, settings, pid)
     try:
@@ -609,7 +485,7 @@ def _run_steps(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSetti
 
 def _enter_ensemble(atoms: Atoms, ensemble: str, settings: MdSettings, state: RunState):
     """A fresh integrator; the barostat needs stress at every step, NVT never does."""
-    if isinstance(atoms.calc, FastCHGNetCalculator):
+    if hasattr(atoms.calc, "compute_stress"):
         atoms.calc.compute_stress = ensemble == "npt"
     return make_dynamics(atoms, ensemble, settings, state)
 

@@ -5,20 +5,25 @@ from __future__ import annotations
 import numpy as np
 from ase.units import GPa
 
-from mlip_exafs.potentials import calculator_for, potential_id
+from mlip_exafs.potentials import load_potential
 from mlip_exafs.structures import load_structure
 
 
-def singlepoint(structure: str, potential: str, supercell: str | None = None, threads: int | None = None) -> dict:
+def singlepoint(structure: str, potential: str, supercell: str | None = None, threads: int | None = None, device: str | None = None) -> dict:
     atoms = load_structure(structure, supercell)
-    atoms.calc = calculator_for(potential, atoms, threads)
+    loaded = load_potential(potential, device, threads)
+    loaded.check_elements(atoms)
+    atoms.calc = loaded.calculator()
     energy = float(atoms.get_potential_energy())
     forces = atoms.get_forces()
-    stress = atoms.get_stress(voigt=True) / GPa  # ASE: eV/Å^3, positive = tensile
+    has_stress = "stress" in atoms.calc.implemented_properties  # a python: calculator may have none
+    stress = atoms.get_stress(voigt=True) / GPa if has_stress else None  # ASE: eV/Å^3, positive = tensile
     return {
         "formula": atoms.get_chemical_formula(),
         "n_atoms": len(atoms),
-        "potential": potential_id(potential),
+        "potential": loaded.identity,
+        "family": loaded.family_name,
+        "device": loaded.device,
         "energy_ev": energy,
         "energy_ev_atom": energy / len(atoms),
         "forces_ev_a": forces,

@@ -52,7 +52,7 @@ class Labels:
 
     energy_ev: np.ndarray  # (n_structures,)
     forces_ev_a: np.ndarray  # (n_atoms_total, 3), structures concatenated
-    stress_gpa: np.ndarray | None  # (n_structures, 6) Voigt, tensile positive; None if missing
+    stress_gpa: np.ndarray | None  # (n_structures, 6) Voigt, tensile positive; None if missing (DFT) or not predicted (a calculator without stress)
 
 
 def n_atoms_of(frames: list[Atoms]) -> np.ndarray:
@@ -70,24 +70,29 @@ def dft_labels(frames: list[Atoms]) -> Labels:
     )
 
 
-def predict_labels(potential: str | Path, frames: list[Atoms], threads: int = 1, advance=None) -> Labels:
-    """Evaluate ``potential`` on every frame (one calculator, reused)."""
-    from mlip_exafs.potentials import calculator_for, check_elements
+PREDICT_BATCH = 8  # structures per batch prediction: the progress bar moves once per batch
 
+
+def predict_labels(potential: str | Path, frames: list[Atoms], threads: int = 1, advance=None, device: str | None = None) -> Labels:
+    """Evaluate ``potential`` on every frame with its family's batch prediction (elements checked first)."""
+    from mlip_exafs.potentials import load_potential
+    from mlip_exafs.units import matrix_to_voigt
+
+    with contextlib.redirect_stdout(None):  # models print banners on load; keep stdout for results
+        loaded = load_potential(potential, device, threads)
     for atoms in frames:
-        check_elements(potential, atoms)
-    with contextlib.redirect_stdout(None):  # CHGNet prints banners on load; keep stdout for results
-        calc = calculator_for(potential, frames[0], threads)
-    energies, forces, stresses = [], [], []
-    for atoms in frames:
-        work = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        work.calc = calc
-        energies.append(float(work.get_potential_energy()))
-        forces.append(np.array(work.get_forces()))
-        stresses.append(ase_stress_to_gpa(work.get_stress(voigt=True)))
-        if advance:
+        loaded.check_elements(atoms)
+    preds = []
+    for start in range(0, len(frames), PREDICT_BATCH):
+        batch = frames[start:start + PREDICT_BATCH]
+        preds += loaded.predict_efs(batch)
+        for _ in batch if advance else ():
             advance()
-    return Labels(np.array(energies), np.concatenate(forces), np.array(stresses))
+    return Labels(
+        energy_ev=np.array([float(p["e"]) * len(a) for p, a in zip(preds, frames)]),
+        forces_ev_a=np.concatenate([np.asarray(p["f"], dtype=float) for p in preds]),
+        stress_gpa=None if any(p["s"] is None for p in preds) else np.array([matrix_to_voigt(p["s"]) for p in preds]),
+    )
 
 
 def composition_matrix(frames: list[Atoms]) -> tuple[list[str], np.ndarray]:
@@ -144,7 +149,7 @@ def compute_metrics(frames: list[Atoms], dft: Labels, pred: Labels) -> tuple[dic
     e_mae, offsets, method = energy_mae_mev_atom(frames, dft, pred)
     diff = pred.forces_ev_a - dft.forces_ev_a
     slope = softening_slope(pred.forces_ev_a, dft.forces_ev_a)
-    stress_mae = None if dft.stress_gpa is None else float(np.mean(np.abs(pred.stress_gpa - dft.stress_gpa)))
+    stress_mae = None if dft.stress_gpa is None or pred.stress_gpa is None else float(np.mean(np.abs(pred.stress_gpa - dft.stress_gpa)))
     metrics = {
         "energy_mae_mev_atom": e_mae,
         "force_mae_ev_a": float(np.mean(np.abs(diff))),
@@ -177,7 +182,7 @@ def errors_by_group(frames: list[Atoms], dft: Labels, pred: Labels) -> dict:
     for group in sorted(set(frame_group)):
         f_dft, f_pred = dft.forces_ev_a[atom_group == group], pred.forces_ev_a[atom_group == group]
         diff = f_pred - f_dft
-        stress_mae = None if dft.stress_gpa is None else float(np.mean(np.abs(pred.stress_gpa - dft.stress_gpa)[frame_group == group]))
+        stress_mae = None if dft.stress_gpa is None or pred.stress_gpa is None else float(np.mean(np.abs(pred.stress_gpa - dft.stress_gpa)[frame_group == group]))
         result[group] = {
             "n_test_structures": int(np.sum(frame_group == group)),
             "force_mae_ev_a": float(np.mean(np.abs(diff))),
@@ -233,7 +238,7 @@ def write_parity_plots(frames: list[Atoms], dft: Labels, pred: Labels, offsets_e
     plot_parity(1e3 * (dft.energy_ev / per_atom - zero), 1e3 * (aligned - zero),
                 "energy − ⟨E_DFT⟩", "meV/atom", out / "parity_energy.png")
     plot_parity(dft.forces_ev_a, pred.forces_ev_a, "force components", "eV/Å", out / "parity_forces.png", slope)
-    if dft.stress_gpa is not None:
+    if dft.stress_gpa is not None and pred.stress_gpa is not None:
         plot_parity(dft.stress_gpa, pred.stress_gpa, "stress (Voigt)", "GPa", out / "parity_stress.png")
 
 
@@ -247,7 +252,7 @@ def previous_result(out: Path, inputs_hash: str) -> dict | None:
     return None
 
 
-def validate(potential: str | Path, test: str | Path, out: str | Path, threads: int = 1, advance=None) -> dict:
+def validate(potential: str | Path, test: str | Path, out: str | Path, threads: int = 1, advance=None, device: str | None = None) -> dict:
     """Validate ``potential`` on the test split of ``test``; writes validate.json (last), the per-group errors and plots into ``out``."""
     from mlip_exafs.dataset import load_structures
     from mlip_exafs.files import write_json
@@ -263,7 +268,7 @@ def validate(potential: str | Path, test: str | Path, out: str | Path, threads: 
         return cached
     start = time.perf_counter()
     dft = dft_labels(frames)
-    pred = predict_labels(potential, frames, threads, advance)
+    pred = predict_labels(potential, frames, threads, advance, device)
     metrics, energy_reference = compute_metrics(frames, dft, pred)
     seconds = time.perf_counter() - start
     write_parity_plots(frames, dft, pred, energy_reference["energy_offsets_ev"], metrics["softening_slope"], out)

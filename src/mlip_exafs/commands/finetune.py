@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import app, console
+from mlip_exafs.cli import DEVICE_HELP, app, console
 from mlip_exafs.errors import UserError
 
 
@@ -34,6 +34,7 @@ def recipe_from_options(epochs: Optional[int], lr: Optional[float], freeze: str,
 EPOCHS_HELP = "Epochs (default: 100 up to N = 25, about 2500/N above, at least 40)."
 LR_HELP = "Initial learning rate (default: 3e-3 none and readout, 1e-2 energy-scale); cosine-decayed to 1 %."
 STRESS_HELP = "Loss weight of stress (GPa; default 1) against 100 for forces (eV/Å) and 0.1 for energy (eV/atom)."
+FINETUNE_POTENTIAL_HELP = "A registered CHGNet or SevenNet name (see 'mlip-exafs potentials'), or a checkpoint .pt written by finetune."
 FREEZE_HELP = "none: train all; readout: last conv layer + readout; energy-scale: one trainable scalar."
 
 
@@ -42,7 +43,7 @@ def finetune_cmd(
     train: str = typer.Option(..., "--train", help="Dataset (shipped name, folder or .db); its train split is the pool."),
     n: int = typer.Option(..., "--n", min=1, help="Number of structures to train on."),
     out: Path = typer.Option(..., "--out", help="Output folder (model.pt, finetune.json, training curve)."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help="chgnet, sevennet-0, or a checkpoint .pt written by finetune."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help=FINETUNE_POTENTIAL_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed that draws the N structures and the split."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP),
     lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
@@ -50,14 +51,15 @@ def finetune_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Structures per optimizer step (default: 4)."),
     stress_weight: Optional[float] = typer.Option(None, "--stress-weight", help=STRESS_HELP),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
-    """Fine-tune CHGNet or SevenNet-0 on N DFT structures (recipe after Deng et al. 2025, docs/finetune.md); a finished run is not redone."""
+    """Fine-tune a CHGNet or SevenNet model on N DFT structures (recipe after Deng et al. 2025, docs/finetune.md); a finished run is not redone."""
     from mlip_exafs.config import validate_model
     from mlip_exafs.files import read_json
     from mlip_exafs.finetune import FinetuneSettings, finetune
 
     recipe = recipe_from_options(epochs, lr, freeze, batch_size, stress_weight)
-    settings = validate_model(FinetuneSettings, dict(potential=potential, train=train, n=n, seed=seed, recipe=recipe, threads=threads), "options")
+    settings = validate_model(FinetuneSettings, dict(potential=potential, train=train, n=n, seed=seed, recipe=recipe, threads=threads, device=device), "options")
     with console.status(f"fine-tuning {potential} on {n} structures"):
         model = finetune(settings, out)
     record = read_json(out / "finetune.json")
@@ -75,7 +77,7 @@ def learning_curve_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder; finished runs in it are reused."),
     ns: str = typer.Option("1,2,5,10,20,50,100", "--n", help="Comma-separated N values."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help="chgnet, sevennet-0, or a checkpoint .pt written by finetune."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help=FINETUNE_POTENTIAL_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP + " Same for every N if given."),
     lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
     freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),

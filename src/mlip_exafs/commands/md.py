@@ -11,14 +11,14 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import app, console
+from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console
 
 
 @app.command("md")
 def md_cmd(
     structure: str = typer.Argument(..., help="Built-in crystal (ws2, w-bcc) or structure file."),
     out: Path = typer.Option(..., "--out", help="Output folder (snapshots.extxyz, thermo.csv, md.json, checkpoint.npz)."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help="Potential name or checkpoint .pt."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help=POTENTIAL_HELP),
     supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 6x6x2."),
     temperature: float = typer.Option(300.0, "--temperature", help="Target temperature (K)."),
     timestep: str = typer.Option("2", "--timestep", help="Timestep (fs; units allowed, e.g. 1fs)."),
@@ -31,6 +31,7 @@ def md_cmd(
     checkpoint_every: str = typer.Option("200fs", "--checkpoint-every", help="Time between checkpoints."),
     seed: int = typer.Option(0, "--seed", help="Random seed (velocities, thermostat)."),
     threads: int = typer.Option(1, "--threads", help="Torch threads; keep threads × parallel jobs ≤ cores."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """NVT MD (Bussi thermostat; optional Berendsen NPT first); resumes after an interruption."""
     from mlip_exafs.config import validate_model
@@ -51,6 +52,7 @@ def md_cmd(
         "pressure_gpa": pressure,
         "seed": seed,
         "threads": threads,
+        "device": device,
     }
     settings = validate_model(MdSettings, values, "mlip-exafs md")
     run_md(settings, out)

@@ -20,6 +20,7 @@ def study_cmd(
     only: Optional[str] = typer.Option(None, "--only", help="pristine: only the pretrained potentials' steps (they need no training labels); "
                                        "finetuned: only the fine-tunes and the fine-tuned potentials' steps; "
                                        "learning-curve: only the fine-tunes and validations (no MD). A later full run reuses them."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda for every model step (overrides the config's device)."),
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
     from mlip_exafs.errors import UserError
@@ -31,7 +32,7 @@ def study_cmd(
     def on_step(name: str, cached: bool) -> None:
         console.print(f"  {'cached' if cached else 'done  '} {name}")
 
-    summary = run_study(config, out, profile, executor, scheduler, on_step, only)
+    summary = run_study(config, out, profile, executor, scheduler, on_step, only, device)
     if only in ("pristine", "finetuned"):
         console.print(f"{only} potentials done; run without --only for the other half, {out / 'summary.json'} and the report")
         return

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import app, console
+from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console
 
 
 @app.command("validate")
 def validate_cmd(
     test: str = typer.Option(..., "--test", help="Dataset (shipped name, folder or .db); its test split is used."),
     out: Path = typer.Option(..., "--out", help="Output folder (validate.json, parity plots)."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help="Potential name or checkpoint .pt."),
+    potential: str = typer.Option("chgnet", "--potential", "-p", help=POTENTIAL_HELP),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """Energy/force/stress errors, softening slope and cMAE against DFT; parity plots."""
     from mlip_exafs.dataset import load_structures
@@ -24,7 +26,7 @@ def validate_cmd(
 
     n_structures = len(load_structures(test, "test"))
     with progress_bar(f"validating {potential}", n_structures) as advance:
-        m = validate(potential, test, out, threads, advance)
+        m = validate(potential, test, out, threads, advance, device)
     stress = "n/a" if m["stress_mae_gpa"] is None else f"{m['stress_mae_gpa']:.3f} GPa"
     console.print(
         f"{m['n_test_structures']} structures: energy MAE {m['energy_mae_mev_atom']:.2f} meV/atom, "

@@ -1,4 +1,4 @@
-"""Fine-tune CHGNet (or SevenNet-0, see ``finetune/sevennet.py``) on a few DFT structures with its own Trainer.
+"""Fine-tune a potential of a registered family on a few DFT structures with the family's own Trainer.
 
 Recipe after Deng et al., npj Comput. Mater. 11:9 (2025): MSE loss, Adam,
 learning rate cosine-decayed to 1 % of its start, 9:1 train/validation split
@@ -16,7 +16,14 @@ training structures (one constant per atom when a single composition cannot
 separate the elements) and subtracted from the DFT energies; CHGNet's AtomRef
 stays frozen. The offsets are stored in ``finetune.json`` and the checkpoint.
 
-Outputs in ``out``: ``model.pt`` (loads with ``calculator_for``),
+This module is model-agnostic: selection, split, energy offsets, targets,
+loss, records and files. Each trainable family has an adapter here
+(``finetune/chgnet.py``, ``finetune/sevennet.py``, listed in :data:`TRAINERS`)
+with ``check_recipe(potential, recipe)`` and ``train_model(potential, train,
+val, offsets_ev, settings, epochs, work) -> record``; the model itself comes
+from ``potentials/`` as a :class:`~mlip_exafs.potentials.Potential`.
+
+Outputs in ``out``: ``model.pt`` (a checkpoint that names its family; loads with ``load_potential``),
 ``training_curve.csv``/``.png``, ``train.log`` and ``finetune.json`` (written
 last: its presence with the same inputs means the run is finished). Every
 file is written atomically. A killed CHGNet run resumes after its last
@@ -27,27 +34,26 @@ A killed SevenNet run starts again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import importlib
 import math
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
-from mlip_exafs.potentials import is_sevennet_model
+from mlip_exafs.potentials import Device, Potential
 
 FreezeMode = Literal["none", "readout", "energy-scale"]
 MIN_STRUCTURES_FOR_VALIDATION = 10
 DEFAULT_LR = {"none": 3e-3, "readout": 3e-3, "energy-scale": 1e-2}
+TRAINERS = {"chgnet": "mlip_exafs.finetune.chgnet", "sevennet": "mlip_exafs.finetune.sevennet"}  # family -> adapter
 
 
 class FinetuneRecipe(BaseModel):
@@ -75,6 +81,7 @@ class FinetuneSettings(BaseModel):
     seed: int = Field(0, ge=0)
     recipe: FinetuneRecipe = FinetuneRecipe()
     threads: int = Field(1, ge=1)
+    device: Device | None = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto); like threads, not part of the run's identity")
 
 
 def epochs_for_n(n: int) -> int:
@@ -114,46 +121,29 @@ def split_train_val(frames: list[Atoms], val_fraction: float, seed: int) -> tupl
     return [frames[i] for i in order[n_val:]], [frames[i] for i in order[:n_val]]
 
 
-def load_base_model(potential: str):
-    """The model to start from: pretrained CHGNet 0.3.0 or SevenNet-0, or a fine-tuned checkpoint of either."""
-    from mlip_exafs.potentials import is_checkpoint, load_checkpoint_model
+def load_base_model(potential: str, device: str | None = None, threads: int | None = None) -> Potential:
+    """The potential to start from (a registered name or a fine-tuned checkpoint), if its family can be trained here."""
+    from mlip_exafs.potentials import load_potential
 
-    with contextlib.redirect_stdout(None):  # the models print banners on load
-        if potential.lower() == "chgnet":
-            from chgnet.model import CHGNet
-
-            return CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
-        if potential.lower() == "sevennet-0":
-            from mlip_exafs.finetune.sevennet import load_pretrained
-
-            return load_pretrained()
-        if is_checkpoint(potential):
-            return load_checkpoint_model(potential)
-    raise UserError(f"fine-tuning supports --potential chgnet, sevennet-0 or a checkpoint .pt written by 'mlip-exafs finetune', not '{potential}'")
+    loaded = load_potential(potential, device, threads)
+    trainer_for(loaded)
+    return loaded
 
 
-def to_structures(frames: list[Atoms]):
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    return [AseAtomsAdaptor.get_structure(Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)) for a in frames]
-
-
-def predict_efs(model, frames: list[Atoms]) -> list[dict]:
-    """Model predictions: e (eV/atom), f (eV/Å), s (GPa 3x3, tensile positive)."""
-    if is_sevennet_model(model):
-        from mlip_exafs.finetune.sevennet import predict_efs as sevennet_efs
-
-        return sevennet_efs(model, frames)
-    model.eval()
-    preds = model.predict_structure(to_structures(frames), task="efs", batch_size=8)
-    return preds if isinstance(preds, list) else [preds]
+def trainer_for(potential: Potential):
+    """The family's training adapter; a one-line error for a family without one (e.g. python: calculators)."""
+    if potential.family_name not in TRAINERS:
+        families = ", ".join(TRAINERS)
+        raise UserError(f"cannot fine-tune '{potential.spec}': fine-tuning supports the registered families ({families}) "
+                        "and their checkpoints only; see 'mlip-exafs potentials'")
+    return importlib.import_module(TRAINERS[potential.family_name])
 
 
-def fit_energy_offsets(model, frames: list[Atoms]) -> tuple[dict[str, float], str]:
+def fit_energy_offsets(potential: Potential, frames: list[Atoms]) -> tuple[dict[str, float], str]:
     """Per-element constants that bring DFT energies onto the model's scale."""
     from mlip_exafs.validate import fit_element_offsets_ev
 
-    predicted_ev = np.array([p["e"] * len(a) for p, a in zip(predict_efs(model, frames), frames)])
+    predicted_ev = np.array([p["e"] * len(a) for p, a in zip(potential.predict_efs(frames), frames)])
     dft_ev = np.array([a.calc.results["energy"] for a in frames])
     return fit_element_offsets_ev(frames, dft_ev - predicted_ev)
 
@@ -179,27 +169,10 @@ def training_targets(frames: list[Atoms], offsets_ev: dict[str, float]) -> dict[
     return targets
 
 
-def structure_data(frames: list[Atoms], offsets_ev: dict[str, float]):
-    """CHGNet's StructureData; stresses go in as 'VASP kbar' because it applies x(-0.1)."""
-    from chgnet.data.dataset import StructureData
-
-    from mlip_exafs.units import gpa_to_vasp_kbar
-
-    targets = training_targets(frames, offsets_ev)
-    with contextlib.redirect_stdout(None):
-        return StructureData(
-            structures=to_structures(frames),
-            energies=targets["e"],
-            forces=targets["f"],
-            stresses=[gpa_to_vasp_kbar(s) for s in targets["s"]] if "s" in targets else None,
-            structure_ids=[str(a.info.get("uid")) for a in frames],
-        )
-
-
-def training_loss(model, frames: list[Atoms], offsets_ev: dict[str, float], recipe: FinetuneRecipe) -> dict:
+def training_loss(potential: Potential, frames: list[Atoms], offsets_ev: dict[str, float], recipe: FinetuneRecipe) -> dict:
     """The recipe's weighted MSE and the force MAE on ``frames`` (eval mode)."""
     targets = training_targets(frames, offsets_ev)
-    preds = predict_efs(model, frames)
+    preds = potential.predict_efs(frames)
     e_mse = float(np.mean([(p["e"] - e) ** 2 for p, e in zip(preds, targets["e"])]))
     f_err = np.concatenate([np.ravel(p["f"] - f) for p, f in zip(preds, targets["f"])])
     loss = recipe.energy_weight * e_mse + recipe.force_weight * float(np.mean(f_err**2))
@@ -207,115 +180,6 @@ def training_loss(model, frames: list[Atoms], offsets_ev: dict[str, float], reci
         s_err = np.concatenate([np.ravel(p["s"] - s) for p, s in zip(preds, targets["s"])])
         loss += recipe.stress_weight * float(np.mean(s_err**2))
     return {"loss": loss, "force_mae_ev_a": float(np.mean(np.abs(f_err)))}
-
-
-class SharedScale(torch.nn.Module):
-    """Parametrization x -> scale * x; one scalar shared by the weight and the bias."""
-
-    def __init__(self, scale: torch.nn.Parameter):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x):
-        return x * self.scale
-
-
-def apply_freeze(model, mode: FreezeMode):
-    """Set which parameters train; returns the energy-scale parameter (or None).
-
-    ``readout``: the last atom-convolution layer, the readout norm and the
-    readout MLP train (the scout test in NOTES: ~50k of 412k parameters).
-    ``energy-scale``: one scalar multiplies the readout's output (weight and
-    bias of its last layer), i.e. the learned energy, forces and stress; the
-    AtomRef constant is not scaled.
-    """
-    from torch.nn.utils import parametrize
-
-    if mode == "none":
-        return None
-    for param in model.parameters():
-        param.requires_grad = False
-    if mode == "readout":
-        for module in (model.atom_conv_layers[-1], model.readout_norm, model.mlp):
-            for param in module.parameters():
-                param.requires_grad = True
-        return None
-    last = model.mlp.layers[-1]
-    scale = torch.nn.Parameter(torch.ones(()))
-    for name in ("weight", "bias"):
-        parametrize.register_parametrization(last, name, SharedScale(scale))
-        getattr(last.parametrizations, name).original.requires_grad = False
-    return scale
-
-
-def fold_energy_scale(model) -> None:
-    """Bake the trained scalar into the readout so the model is a plain CHGNet again."""
-    from torch.nn.utils import parametrize
-
-    last = model.mlp.layers[-1]
-    for name in ("weight", "bias"):
-        parametrize.remove_parametrizations(last, name, leave_parametrized=True)
-
-
-def scheduler_steps_per_epoch(n_batches: int) -> int:
-    """How often CHGNet's Trainer steps the scheduler per epoch (at each tenth of it)."""
-    return len({int(k) for k in np.arange(1, 11) * n_batches // 10 if k >= 1})
-
-
-def make_trainer(model, recipe: FinetuneRecipe, targets: str, epochs: int, seed: int, n_batches: int):
-    """CHGNet's Trainer, with a cosine schedule that really ends at final_lr_fraction.
-
-    CHGNet's own CosLR assumes >= 10 batches per epoch (T_max = 10 x epochs);
-    with a few structures it would barely decay, so the schedule is rebuilt.
-    """
-    from torch.optim.lr_scheduler import CosineAnnealingLR
-
-    from mlip_exafs.finetune.resume import ResumableTrainer
-
-    lr = learning_rate_of(recipe)
-    trainer = ResumableTrainer(
-        model=model,
-        targets=targets,
-        energy_loss_ratio=recipe.energy_weight,
-        force_loss_ratio=recipe.force_weight,
-        stress_loss_ratio=recipe.stress_weight,
-        optimizer="Adam",
-        scheduler="CosLR",
-        criterion="MSE",
-        epochs=epochs,
-        learning_rate=lr,
-        print_freq=10_000,
-        torch_seed=seed,
-        use_device="cpu",
-    )
-    total_steps = max(1, epochs * scheduler_steps_per_epoch(n_batches))
-    trainer.scheduler = CosineAnnealingLR(trainer.optimizer, T_max=total_steps, eta_min=recipe.final_lr_fraction * lr)
-    return trainer
-
-
-def best_force_checkpoint(save_dir: Path) -> tuple[dict, int]:
-    """State dict and epoch of the Trainer's best-validation-force checkpoint."""
-    files = sorted(save_dir.glob("bestF_epoch*.pth.tar"))
-    if not files:
-        raise UserError(f"training wrote no best-force checkpoint in {save_dir}; rerun the same command")
-    state = torch.load(files[-1], map_location="cpu", weights_only=True)
-    epoch = int(files[-1].name.split("_")[1].removeprefix("epoch"))
-    return state["model"]["state_dict"], epoch
-
-
-def training_curve_rows(history: dict) -> list[dict]:
-    """Per-epoch MAEs from the Trainer's history, with explicit units."""
-    units = {"e": "e_mae_ev_atom", "f": "f_mae_ev_a", "s": "s_mae_gpa"}
-    n_epochs = len(history["e"]["train"])
-    rows = []
-    for epoch in range(n_epochs):
-        row = {"epoch": epoch + 1}
-        for key, name in units.items():
-            if key in history:
-                row[f"train_{name}"] = history[key]["train"][epoch]
-                row[f"val_{name}"] = history[key]["val"][epoch]
-        rows.append(row)
-    return rows
 
 
 def write_training_curve(rows: list[dict], has_validation: bool, out: Path) -> None:
@@ -388,57 +252,11 @@ def work_folder(out: Path, inputs_hash: str) -> Path:
     return work
 
 
-def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings: FinetuneSettings, work: Path) -> dict:
-    """Run the model's own Trainer; leaves the chosen weights in ``model``; returns what happened."""
-    from chgnet.data.dataset import get_loader
-
-    from mlip_exafs.finetune.resume import train_resumably
-
-    recipe = settings.recipe
-    epochs = recipe.epochs or epochs_for_n(settings.n)
-    if is_sevennet_model(model):
-        from mlip_exafs.finetune.sevennet import train_model as train_sevennet
-
-        return train_sevennet(model, train, val, offsets_ev, settings, epochs, learning_rate_of(recipe), work / "train.log")
-    random.seed(settings.seed)
-    train_data = structure_data(train, offsets_ev)
-    val_data = structure_data(val, offsets_ev) if val else train_data
-    targets = "efs" if all("stress" in a.calc.results for a in train + val) and recipe.stress_weight > 0 else "ef"
-    batch = min(recipe.batch_size, len(train))
-    train_loader = get_loader(train_data, batch_size=batch, pin_memory=False)
-    val_loader = get_loader(val_data, batch_size=batch, pin_memory=False)
-    scale = apply_freeze(model, recipe.freeze)
-    trainer = make_trainer(model, recipe, targets, epochs, settings.seed, len(train_loader))
-    with open(work / "train.log", "a") as log, contextlib.redirect_stdout(log):
-        resumed_at = train_resumably(trainer, train_loader, val_loader, work / "trainer")
-    seconds = trainer.training_seconds()
-    kept_epoch = epochs
-    if val:
-        state, kept_epoch = best_force_checkpoint(work / "trainer")
-        model.load_state_dict(state)
-        kept_epoch += 1
-    scale_value = float(scale.detach()) if scale is not None else None
-    if scale is not None:
-        fold_energy_scale(model)
-    return {
-        "targets": targets,
-        "epochs": epochs,
-        "kept_epoch": kept_epoch,
-        "kept_by": "best validation force MAE" if val else "last epoch (no validation split)",
-        "resumed_after_epoch": resumed_at,
-        "energy_scale": scale_value,
-        "trainable_parameters": int(sum(p.numel() for p in trainer.optimizer.param_groups[0]["params"] if p.requires_grad)),
-        "training_seconds": round(seconds, 2),
-        "seconds_per_structure_epoch": round(seconds / (len(train) * epochs), 4),
-        "history": training_curve_rows(trainer.training_history),
-    }
-
-
 def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     """Fine-tune per ``settings`` into ``out``; returns the path of ``model.pt``."""
     from mlip_exafs.dataset import load_structures
     from mlip_exafs.files import sha256_file, write_json
-    from mlip_exafs.potentials import save_chgnet_checkpoint, save_sevennet_checkpoint, set_torch_threads
+    from mlip_exafs.potentials import save_checkpoint, set_torch_threads
     from mlip_exafs.provenance import provenance
 
     out = Path(out)
@@ -450,22 +268,23 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     if finished_run(out, inputs_hash):
         return out / "model.pt"
     start = time.perf_counter()
-    model = load_base_model(settings.potential)  # a bad --potential fails before anything is written
-    if is_sevennet_model(model) and settings.recipe.freeze != "none":
-        raise UserError(f"SevenNet fine-tuning supports --freeze none only, not '{settings.recipe.freeze}'")
+    potential = load_base_model(settings.potential, settings.device, settings.threads)  # a bad --potential fails before anything is written
+    trainer = trainer_for(potential)
+    trainer.check_recipe(potential, settings.recipe)
     (out / "finetune.json").unlink(missing_ok=True)  # an older run with other inputs is replaced
     work = work_folder(out, inputs_hash)
 
-    offsets_ev, offset_method = fit_energy_offsets(model, chosen)
+    offsets_ev, offset_method = fit_energy_offsets(potential, chosen)
     train, val = split_train_val(chosen, settings.recipe.val_fraction, settings.seed)
-    before = training_loss(model, train, offsets_ev, settings.recipe)
-    trained = train_model(model, train, val, offsets_ev, settings, work)
-    after = training_loss(model, train, offsets_ev, settings.recipe)
+    before = training_loss(potential, train, offsets_ev, settings.recipe)
+    epochs = settings.recipe.epochs or epochs_for_n(settings.n)
+    trained = trainer.train_model(potential, train, val, offsets_ev, settings, epochs, work)
+    after = training_loss(potential, train, offsets_ev, settings.recipe)
     if not np.isfinite(after["loss"]):
         raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / 'train.log'}); lower --lr or --stress-weight")
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
-    (save_sevennet_checkpoint if is_sevennet_model(model) else save_chgnet_checkpoint)(model, out / "model.pt", metadata)
+    save_checkpoint(potential, out / "model.pt", metadata)
     write_training_curve(trained.pop("history"), bool(val), out)
     shutil.move(work / "train.log", out / "train.log")
     record = {
@@ -484,6 +303,7 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
         **trained,
         "total_seconds": round(time.perf_counter() - start, 2),
         "threads": settings.threads,
+        "device": potential.device,
         "provenance": provenance(inputs),
     }
     write_json(out / "finetune.json", record)

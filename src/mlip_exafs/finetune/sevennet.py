@@ -1,15 +1,14 @@
-"""Fine-tune SevenNet-0 with sevenn's own Trainer, on the same recipe as CHGNet.
+"""Fine-tuning adapter of the SevenNet family: sevenn's own Trainer, on the same recipe as CHGNet.
 
 The recipe's weights are per (eV/atom)², (eV/Å)² and GPa²; sevenn's stress loss
 is in kbar, so its weight is the recipe's divided by 100. The learning rate
 decays by cosine once per epoch (sevenn's ``run_one_epoch`` has no per-batch
-hook). Only ``--freeze none`` is supported.
+hook). Only ``--freeze none`` is supported; a killed run starts again.
+A multi-fidelity model (SevenNet-MF-0) trains its fidelity head: every
+training graph carries that modality.
 
 A model handed to sevenn's Trainer stays in batch mode; it is switched off
-before single-structure predictions. The checkpoint holds the config and the
-weights only (``torch.load(weights_only=True)``); the config carries the running
-sevenn version, because sevenn's own loader would "patch" the already converted
-weights of a config that still says 7net-0's old version.
+before single-structure predictions (the family's calculator does that).
 """
 
 from __future__ import annotations
@@ -23,40 +22,20 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from mlip_exafs.errors import UserError
+from mlip_exafs.potentials import Potential
 
 GPA2_TO_KBAR2 = 1 / 100  # weight per kbar² = weight per GPa² x this (1 kbar = 0.1 GPa)
 
 
-def load_pretrained():
-    """SevenNet-0 (11Jul2024) from the sevenn wheel; its config rides along as ``model.sevennet_config``."""
-    from sevenn.util import load_checkpoint
-
-    checkpoint = load_checkpoint("7net-0")
-    model = checkpoint.build_model()
-    model.sevennet_config = checkpoint.config
-    return model
+def check_recipe(potential: Potential, recipe) -> None:
+    if recipe.freeze != "none":
+        raise UserError(f"SevenNet fine-tuning supports --freeze none only, not '{recipe.freeze}'")
 
 
-def predict_efs(model, frames: list[Atoms]) -> list[dict]:
-    """Like CHGNet's: e (eV/atom), f (eV/Å), s (GPa 3x3, tensile positive)."""
-    from sevenn.calculator import SevenNetCalculator
-
-    from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
-
-    model.eval()
-    model.set_is_batch_data(False)
-    calc = SevenNetCalculator(model=model, file_type="model_instance", device="cpu")
-    preds = []
-    for atoms in frames:
-        probe = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        probe.calc = calc
-        preds.append({"e": probe.get_potential_energy() / len(probe), "f": probe.get_forces(),
-                      "s": voigt_to_matrix(ase_stress_to_gpa(probe.get_stress(voigt=True)))})
-    return preds
-
-
-def graphs(frames: list[Atoms], shifted_energies_ev: np.ndarray, cutoff: float) -> list:
-    """sevenn graphs with labels: energy on the model's scale (eV), forces (eV/Å), ASE stress (eV/Å³)."""
+def graphs(frames: list[Atoms], shifted_energies_ev: np.ndarray, cutoff: float, modal: str | None = None) -> list:
+    """sevenn graphs with labels: energy on the model's scale (eV), forces (eV/Å), ASE stress (eV/Å³); the fidelity head if any."""
+    import sevenn._keys as KEY
     from sevenn.atom_graph_data import AtomGraphData
     from sevenn.train.dataload import atoms_to_graph
 
@@ -67,7 +46,10 @@ def graphs(frames: list[Atoms], shifted_energies_ev: np.ndarray, cutoff: float) 
         if "stress" in atoms.calc.results:
             results["stress"] = np.asarray(atoms.calc.results["stress"])
         labelled.calc = SinglePointCalculator(labelled, **results)
-        out.append(AtomGraphData.from_numpy_dict(atoms_to_graph(labelled, cutoff, transfer_info=False, y_from_calc=True)))
+        graph = AtomGraphData.from_numpy_dict(atoms_to_graph(labelled, cutoff, transfer_info=False, y_from_calc=True))
+        if modal:
+            graph[KEY.DATA_MODALITY] = modal
+        out.append(graph)
     return out
 
 
@@ -81,9 +63,9 @@ def loss_functions(recipe, with_stress: bool) -> list:
     return losses
 
 
-def _maes(model, frames: list[Atoms], targets: dict[str, list]) -> dict:
+def _maes(potential: Potential, frames: list[Atoms], targets: dict[str, list]) -> dict:
     """Energy (eV/atom), force (eV/Å) and stress (GPa) MAEs against ``training_targets``, the ones CHGNet trains on."""
-    preds = predict_efs(model, frames)
+    preds = potential.predict_efs(frames)
     row = {
         "e_mae_ev_atom": float(np.mean([abs(p["e"] - e) for p, e in zip(preds, targets["e"])])),
         "f_mae_ev_a": float(np.mean(np.concatenate([np.abs(p["f"] - f).ravel() for p, f in zip(preds, targets["f"])]))),
@@ -93,23 +75,23 @@ def _maes(model, frames: list[Atoms], targets: dict[str, list]) -> dict:
     return row
 
 
-def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings, epochs: int, learning_rate: float, log_path: Path) -> dict:
+def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings, epochs: int, work: Path) -> dict:
     """Train in place; keep the epoch with the lowest validation force MAE (the last one without validation).
 
     ``offsets_ev``: the per-element constants that put the DFT energies on the pretrained model's scale.
     """
-    from mlip_exafs.finetune import shifted_energies_ev, training_targets
+    from mlip_exafs.finetune import learning_rate_of, shifted_energies_ev, training_targets
 
     from sevenn.train.trainer import Trainer
     from torch.optim.lr_scheduler import CosineAnnealingLR
     from torch_geometric.loader import DataLoader
 
-    recipe = settings.recipe
+    recipe, model, learning_rate, log_path = settings.recipe, potential.model.net, learning_rate_of(settings.recipe), work / "train.log"
     torch.manual_seed(settings.seed)
     with_stress = all("stress" in a.calc.results for a in train + val) and recipe.stress_weight > 0
-    data = graphs(train, shifted_energies_ev(train, offsets_ev), model.sevennet_config["cutoff"])
+    data = graphs(train, shifted_energies_ev(train, offsets_ev), potential.model.config["cutoff"], potential.model.modal)
     loader = DataLoader(data, batch_size=min(recipe.batch_size, len(train)), shuffle=True)
-    trainer = Trainer(model, loss_functions(recipe, with_stress), torch.optim.Adam, {"lr": learning_rate}, device="cpu")
+    trainer = Trainer(model, loss_functions(recipe, with_stress), torch.optim.Adam, {"lr": learning_rate}, device=potential.device)
     scheduler = CosineAnnealingLR(trainer.optimizer, T_max=epochs, eta_min=recipe.final_lr_fraction * learning_rate)
     judge = val or train
     train_targets = training_targets(train, offsets_ev)  # fixed labels: converted once, not every epoch
@@ -122,7 +104,7 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
             model.set_is_batch_data(True)
             trainer.run_one_epoch(loader, is_train=True)
             scheduler.step()
-            train_row, val_row = _maes(model, train, train_targets), _maes(model, judge, judge_targets)
+            train_row, val_row = _maes(potential, train, train_targets), _maes(potential, judge, judge_targets)
             history.append({"epoch": epoch, **{f"train_{k}": v for k, v in train_row.items()}, **{f"val_{k}": v for k, v in val_row.items()}})
             log.write(f"epoch {epoch}/{epochs} lr {lr:.3g}: force MAE train {train_row['f_mae_ev_a']:.4f}, "
                       f"{'validation' if val else 'train (no validation split)'} {val_row['f_mae_ev_a']:.4f} eV/Å\n")
@@ -143,28 +125,3 @@ def train_model(model, train: list[Atoms], val: list[Atoms], offsets_ev: dict, s
         "seconds_per_structure_epoch": round(seconds / (len(train) * epochs), 4),
         "history": history,
     }
-
-
-def plain_config(config: dict) -> dict:
-    """The model config with only values ``torch.load(weights_only=True)`` accepts, at this sevenn version."""
-    import sevenn
-
-    plain = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in config.items() if k != "device"}
-    plain["version"] = sevenn.__version__
-    return plain
-
-
-def build_from(config: dict, state_dict: dict):
-    """A SevenNet model from a saved config and weights (no code is unpickled)."""
-    from sevenn.model_build import build_E3_equivariant_model
-
-    model = build_E3_equivariant_model(copy.deepcopy(config))
-    model.load_state_dict(state_dict, strict=True)
-    model.eval()
-    model.set_is_batch_data(False)
-    model.sevennet_config = config
-    return model
-
-
-def save_payload(model) -> dict:
-    return {"config": plain_config(model.sevennet_config), "state_dict": model.state_dict()}

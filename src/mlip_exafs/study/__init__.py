@@ -34,6 +34,7 @@ def run_study(
     scheduler: str | None = None,
     on_step: Callable[[str, bool], None] | None = None,
     only: str | None = None,
+    device: str | None = None,
 ) -> dict | None:
     """Run the study into ``out``; returns the summary, or with ``only`` the part that ran.
 
@@ -53,6 +54,10 @@ def run_study(
     config = load_study_config(config_path, profile)
     if config.threads:  # inherited by every step's child process (and by local Dask workers)
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
+    if device or config.device:  # like threads: a runtime choice, not part of any step's identity
+        from mlip_exafs.potentials.runtime import DEVICE_ENV, resolve_device
+
+        os.environ[DEVICE_ENV] = resolve_device(device or config.device)  # 'cuda' without a GPU fails here, before any step
     steps = build_steps(config)
     if only not in ONLY:
         raise UserError(f"unknown --only '{only}'; use one of: {', '.join(o for o in ONLY if o)}")

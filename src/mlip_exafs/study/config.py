@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlip_exafs.config import read_yaml_mapping, validate_model
 from mlip_exafs.cp2k import Cp2kSettings
 from mlip_exafs.sample import SampleSpec
 from mlip_exafs.errors import UserError
+from mlip_exafs.potentials.runtime import Device
 
 
 class _Strict(BaseModel):
@@ -70,12 +71,23 @@ class StudyConfig(_Strict):
     structure: str = Field(..., description="built-in crystal or structure file for the MD")
     absorber: str = Field(..., description="absorbing element, e.g. W")
     dataset: Union[str, DatasetPlan] = Field(..., description="labelled dataset: shipped name or folder, or a sample+label block")
-    pristine: list[str] = Field(default_factory=lambda: ["chgnet"], description="pretrained potentials to compare")
+    pristine: list[str] = Field(default_factory=lambda: ["chgnet"], description="pretrained potentials to compare: registered names or python:MODULE:CALLABLE")
     finetune: FinetunePlan = Field(default_factory=FinetunePlan)
     md: MdPlan = Field(default_factory=MdPlan)
     exafs: ExafsPlan = Field(default_factory=ExafsPlan)
     experiment: Optional[ExperimentPlan] = None
     threads: Optional[int] = Field(None, ge=1, description="torch threads per task (default: cores / workers)")
+    device: Optional[Device] = Field(None, description="auto, cpu or cuda for every model step (default: $MLIP_EXAFS_DEVICE, else auto)")
+
+    @field_validator("pristine")
+    @classmethod
+    def _pristine_names_are_folder_names(cls, pristine: list[str]) -> list[str]:
+        """Each pristine potential names its step folders (validate-NAME, md-NAME, ...)."""
+        for spec in pristine:
+            if "/" in spec or spec in ("", ".", ".."):
+                raise ValueError(f"pristine potential '{spec}' cannot name a step folder (it has a '/'); use a registered name "
+                                 "or python:MODULE:CALLABLE whose arguments hold no path (wrap the path in a module of yours)")
+        return pristine
 
 
 def deep_merge(base: dict, override: dict) -> dict:
