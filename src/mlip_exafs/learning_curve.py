@@ -52,12 +52,15 @@ def force_mae_within(fraction: float = 0.10) -> Criterion:
     return lambda at_n, at_max: at_n["force_mae_ev_a_mean"] <= (1.0 + fraction) * at_max["force_mae_ev_a_mean"]
 
 
-def slope_within(tolerance: float = 0.03) -> Criterion:
+SLOPE_TOLERANCE = 0.03  # |softening slope - 1| that counts as "as stiff as DFT"
+
+
+def slope_within(tolerance: float = SLOPE_TOLERANCE) -> Criterion:
     """Mean softening slope at N within ``tolerance`` of 1."""
     return lambda at_n, at_max: abs(at_n["softening_slope_mean"] - 1.0) <= tolerance
 
 
-DEFAULT_CRITERIA: tuple[Criterion, ...] = (force_mae_within(0.10), slope_within(0.03))
+DEFAULT_CRITERIA: tuple[Criterion, ...] = (force_mae_within(0.10), slope_within(SLOPE_TOLERANCE))
 RULE_TEXT = "smallest N with mean force MAE <= 1.10 x that at the largest N and |mean softening slope - 1| <= 0.03"
 
 
@@ -159,7 +162,7 @@ def plot_learning_curve(rows: list[dict], summary: list[dict], baseline: dict, p
 
     from mlip_exafs.files import save_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8), layout="constrained")  # a journal page's width
     for ax, key, label in ((axes[0], "force_mae_ev_a", "force MAE (eV/Å)"), (axes[1], "softening_slope", "softening slope")):
         ns = [s["n"] for s in summary]
         ax.errorbar(ns, [s[f"{key}_mean"] for s in summary], yerr=[s[f"{key}_std"] for s in summary], marker="o", capsize=3, label="fine-tuned (mean ± std)")
@@ -171,8 +174,8 @@ def plot_learning_curve(rows: list[dict], summary: list[dict], baseline: dict, p
         ax.set_xlabel("training structures N")
         ax.set_ylabel(label)
     axes[1].axhline(1.0, color="k", lw=0.6)
-    axes[0].legend(fontsize=8)
-    save_figure(fig, path)
+    axes[0].legend(fontsize=7, frameon=False)
+    save_figure(fig, path, vector=True)
 
 
 def learning_curve(settings: LearningCurveSettings, out: str | Path, advance=None) -> dict:

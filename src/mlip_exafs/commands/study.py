@@ -49,8 +49,8 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder writte
     from mlip_exafs.errors import UserError
     from mlip_exafs.report import write_report
 
-    if not (study_dir / "summary.json").exists():
-        raise UserError(f"{study_dir} has no summary.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
+    if not (study_dir / "study.json").exists():
+        raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
     console.print(f"wrote {write_report(study_dir)}")
 
 
