@@ -31,7 +31,7 @@ from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, read_frames,
 
 IDEAL_ANGLE_TOL_DEG = 2.0  # reference angles closer than this are listed as one
 MIN_BLOCKS = 8  # blocking levels with fewer blocks give too noisy an error estimate
-UNITS = {"r_ideal": "Å", "r_mean": "Å", "r_mean_err": "Å", "sigma2": "Å²", "sigma2_err": "Å²", "angles": "degrees"}
+UNITS = {"r_ideal": "Å", "r_mean": "Å", "r_mean_err": "Å", "sigma2": "Å²", "sigma2_classical": "Å²", "sigma2_err": "Å²", "angles": "degrees"}
 
 
 class AnalysisSettings(BaseModel):
@@ -127,12 +127,19 @@ def blocking_error(series: np.ndarray) -> float:
     return float(max(errors))
 
 
-def shell_statistics(shell: Shell, snapshots: Snapshots) -> dict:
-    """Mean distance and σ² (variance of the shell's pair lengths over pairs and frames), with errors."""
+def shell_statistics(shell: Shell, snapshots: Snapshots, nuclei: Optional["QuantumInput"] = None) -> dict:
+    """Mean distance and σ² (variance of the shell's pair lengths over pairs and frames), with errors.
+
+    ``sigma2`` is the quantum σ² when ``nuclei`` says the frames are corrected
+    classical MD or path-integral beads; ``sigma2_classical`` the classical one
+    (None for path-integral beads, which have none).
+    """
+    from mlip_exafs.quantum import QuantumInput, quantum_sigma2_fields
+
     lengths = pair_lengths_a(shell.pairs, snapshots)
     r_mean = float(lengths.mean())
     per_frame_sigma2 = ((lengths - r_mean) ** 2).mean(axis=1)
-    return {
+    stats = {
         "label": shell.label,
         "neighbor": shell.neighbor,
         "n": round(shell.coordination, 3),
@@ -142,6 +149,8 @@ def shell_statistics(shell: Shell, snapshots: Snapshots) -> dict:
         "sigma2": round(float(per_frame_sigma2.mean()), 6),
         "sigma2_err": _rounded(blocking_error(per_frame_sigma2), 6),
     }
+    stats.update(quantum_sigma2_fields(lengths, float(per_frame_sigma2.mean()), nuclei or QuantumInput(), shell.label))
+    return stats
 
 
 def _rounded(value: float, digits: int) -> float | None:
@@ -263,6 +272,7 @@ class TrajectoryResult:
     angles: list[dict]
     rdf_r_a: np.ndarray
     rdfs: dict[str, np.ndarray]
+    nuclei: str = "classical"
 
 
 def analyze(trajs: list[str | Path], settings: AnalysisSettings, out: str | Path) -> dict:
@@ -285,7 +295,7 @@ def analyze(trajs: list[str | Path], settings: AnalysisSettings, out: str | Path
         "units": UNITS,
         "trajectories": [
             {"label": r.label, "path": r.path, "n_frames": r.snapshots.n_frames, "n_atoms": len(r.snapshots.reference),
-             "reference": r.snapshots.reference.info.get("reference", f"ideal structure {settings.reference}"),
+             "reference": r.snapshots.reference.info.get("reference", f"ideal structure {settings.reference}"), "nuclei": r.nuclei,
              "shells": r.shells, "angles": r.angles}
             for r in results
         ],
@@ -309,7 +319,15 @@ def analyze_one(traj: str | Path, label: str, ideal: Atoms | None, settings: Ana
         raise UserError(f"no neighbour of {settings.absorber} within {settings.shell_rmax_a:g} Å in {traj}; raise shell_rmax_a")
     angles = [angle_statistics(a, snapshots, settings.angle_bin_deg) for a in nearest_neighbour_angles(snapshots.reference, settings.shell_tol_a)]
     r, rdfs = partial_rdfs(snapshots, frames[0].get_chemical_symbols(), settings.rdf_rmax_a, settings.rdf_bin_a)
-    return TrajectoryResult(label, str(traj), snapshots, [shell_statistics(s, snapshots) for s in shells], angles, r, rdfs)
+    nuclei = quantum_input(traj, frames)
+    return TrajectoryResult(label, str(traj), snapshots, [shell_statistics(s, snapshots, nuclei) for s in shells], angles, r, rdfs, nuclei.nuclei)
+
+
+def quantum_input(traj: str | Path, frames: list[Atoms]) -> "QuantumInput":
+    """What the quantum σ² of these frames needs: their kind of nuclei (md.json), times and temperature."""
+    from mlip_exafs.quantum import quantum_input_of
+
+    return quantum_input_of(traj, frames)
 
 
 def _reference(settings: AnalysisSettings) -> Atoms | None:
@@ -334,7 +352,8 @@ def _default_label(path: Path) -> str:
     folder = path if path.is_dir() else path.parent
     try:
         settings = json.loads((folder / "md.json").read_text())["settings"]
-        return f"{Path(settings['potential']).stem} {settings['temperature_k']:g} K"
+        nuclei = settings.get("nuclei", "classical")
+        return f"{Path(settings['potential']).stem} {settings['temperature_k']:g} K" + ("" if nuclei == "classical" else f" ({nuclei})")
     except (OSError, ValueError, KeyError, TypeError):
         return folder.name if path.is_dir() or path.name == "snapshots.extxyz" else path.stem
 

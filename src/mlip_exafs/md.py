@@ -36,7 +36,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 from ase import Atoms, units
@@ -55,6 +55,7 @@ CHECKPOINT_VERSION = 1
 BLOWUP_FACTOR = 3.0  # a run hotter than this × target ...
 BLOWUP_STEPS = 10  # ... for this many consecutive steps has blown up
 RUNTIME_ONLY = {"threads", "device"}  # settings that may change between a run and its resumption
+LEGACY_DEFAULTS = {"nuclei": "classical", "beads": None}  # settings added later: at these values a run made before them is the same run
 
 _DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(fs|ps|ns)?\s*$", re.IGNORECASE)
 _FS_PER_UNIT = {"fs": 1.0, "ps": 1000.0, "ns": 1.0e6}
@@ -93,10 +94,17 @@ class MdSettings(BaseModel):
     seed: int = 0
     threads: int = Field(1, ge=1)
     device: Optional[Device] = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto)")
+    nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei: see mlip_exafs.quantum")
+    beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads (default: from the highest frequency and T)")
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
-        return self.model_dump(exclude=RUNTIME_ONLY)
+        return comparable_settings(self.model_dump(exclude=RUNTIME_ONLY))
+
+
+def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without the later-added ones at their defaults, so runs made before them still match."""
+    return {k: v for k, v in settings.items() if not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
 
 
 @dataclass(frozen=True)
@@ -400,6 +408,10 @@ def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
     from mlip_exafs.potentials import potential_id as potential_id_of
     from mlip_exafs.structures import load_structure
 
+    if settings.nuclei == "path-integral":
+        from mlip_exafs.pimd import run_pimd
+
+        return run_pimd(settings, Path(out), show_progress)
     files = OutFiles(Path(out))
     schedule = schedule_of(settings)
     atoms = load_structure(settings.structure, settings.supercell)
@@ -428,7 +440,7 @@ def _finished(files: OutFiles, settings: MdSettings, potential_id: str) -> bool:
     summary = read_json(files.summary)
     if summary.get("status") != "complete":
         return False
-    saved = {k: v for k, v in summary.get("settings", {}).items() if k not in RUNTIME_ONLY}
+    saved = comparable_settings({k: v for k, v in summary.get("settings", {}).items() if k not in RUNTIME_ONLY})
     if saved != settings.identity() or summary.get("potential_id") != potential_id:
         raise UserError(f"{files.out} already holds a finished MD run with other settings; use another --out or delete it")
     return True

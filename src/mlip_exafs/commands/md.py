@@ -31,9 +31,11 @@ def md_cmd(
     checkpoint_every: str = typer.Option("200fs", "--checkpoint-every", help="Time between checkpoints."),
     seed: int = typer.Option(0, "--seed", help="Random seed (velocities, thermostat)."),
     threads: int = typer.Option(1, "--threads", help="Torch threads; keep threads × parallel jobs ≤ cores."),
+    nuclei: str = typer.Option("classical", "--nuclei", help="classical | corrected (classical MD + harmonic quantum correction of σ² and χ; needs --every ≲ 10fs) | path-integral (PIMD through i-PI)."),
+    beads: Optional[int] = typer.Option(None, "--beads", help="Path-integral beads (default: from the highest vibrational frequency and T; see docs/md.md)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
-    """NVT MD (Bussi thermostat; optional Berendsen NPT first); resumes after an interruption."""
+    """NVT MD (Bussi thermostat; optional Berendsen NPT first), or path-integral MD (i-PI); resumes after an interruption."""
     from mlip_exafs.config import validate_model
     from mlip_exafs.md import MdSettings, parse_duration_fs, run_md
 
@@ -52,6 +54,8 @@ def md_cmd(
         "pressure_gpa": pressure,
         "seed": seed,
         "threads": threads,
+        "nuclei": nuclei,
+        "beads": beads,
         "device": device,
     }
     settings = validate_model(MdSettings, values, "mlip-exafs md")
@@ -67,4 +71,5 @@ def _print_summary(out: Path) -> None:
     temperature = production_temperature_text(s)
     t_text = f"production T {temperature} K" if temperature else "no production rows"
     speed = f"{s['steps_per_s']:.2f} steps/s" if s["steps_per_s"] else "speed n/a"
-    console.print(f"{s['n_frames']} frames, {s['n_atoms']} atoms, step {s['step']}/{s['total_steps']}, {t_text}, {speed} -> {out / 'snapshots.extxyz'}")
+    beads = f" ({s['beads']} beads each)" if s.get("beads") else ""
+    console.print(f"{s['n_frames']} frames{beads}, {s['n_atoms']} atoms, step {s['step']}/{s['total_steps']}, {t_text}, {speed} -> {out / 'snapshots.extxyz'}")

@@ -75,6 +75,8 @@ class Prepared:
     ipot_of_atom: np.ndarray
     phase_pad: Path
     block_of_frame: np.ndarray  # block of each used frame
+    extra_sigma2: Optional[Callable[[np.ndarray], np.ndarray]] = None  # quantum Δσ² by half path length (nuclei: corrected)
+    quantum: Optional[dict] = None  # the kind of nuclei and the correction, for exafs.json
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def run_exafs(settings: ExafsSettings, traj: str | Path, out: str | Path, progre
     out = Path(out)
     t0 = time.perf_counter()
     prepared = prepare(settings, traj, out)
+    prepared = quantum_corrected(prepared, traj)
     t_setup = time.perf_counter() - t0
     steps = len(prepared.frames) * (1 if settings.engine == "fast" else len(prepared.absorbers))
     with (progress or _silent)(f"EXAFS, {settings.engine} engine", steps) as advance:
@@ -124,6 +127,16 @@ def prepare(settings: ExafsSettings, traj: str | Path, out: Path) -> Prepared:
     n_blocks = even_blocks(len(frames), settings.n_blocks)
     block_of_frame = np.concatenate([np.full(len(b), i) for i, b in enumerate(np.array_split(np.arange(len(frames)), n_blocks))])
     return Prepared(settings, snapshots, frames, absorbers, potentials, ipot_of_atom, phase_pad, block_of_frame)
+
+
+def quantum_corrected(prepared: Prepared, traj: str | Path) -> Prepared:
+    """Snapshots of ``corrected`` nuclei get each path's quantum Δσ² (mlip_exafs.quantum); others pass unchanged."""
+    from dataclasses import replace
+
+    from mlip_exafs.quantum import exafs_correction  # quantum imports analysis, which imports this package
+
+    extra, info = exafs_correction(prepared.snapshots, prepared.settings.absorber, prepared.settings.rmax_a, prepared.settings.engine, traj)
+    return replace(prepared, extra_sigma2=extra, quantum=info)
 
 
 def check_edge(element: str, edge: str) -> None:
@@ -191,6 +204,7 @@ def _fast_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None])
     s = prepared.settings
     paths = enumerate_paths(prepared.snapshots.reference, prepared.absorbers, prepared.ipot_of_atom, s.rmax_a, s.nleg, PATH_MARGIN_A)
     engine = FastEngine(paths, prepared.phase_pad, s.rmax_a, int(prepared.block_of_frame.max()) + 1)
+    engine.extra_sigma2 = prepared.extra_sigma2
     snaps = prepared.snapshots
     for i, f in enumerate(prepared.frames):
         engine.add_frame(prepared.block_of_frame[i], snaps.frac[f], snaps.cells[f])
@@ -244,6 +258,7 @@ def write_outputs(prepared: Prepared, avg: AveragedChi, engine_info: dict, traj:
         "half_vs_half_note": f"R of k^{window.kweight}·χ, first vs second half of the frames, k = {window.kmin_inv_a:g}-{window.kmax_inv_a:g} 1/Å",
         "timing_s": timing,
         "engine_info": engine_info,
+        "nuclei": prepared.quantum,
         "reference_structure": prepared.snapshots.reference.info.get("reference", s.ideal),
         "potentials": str(prepared.phase_pad.parent),
         "provenance": provenance({"trajectory": str(traj)}),

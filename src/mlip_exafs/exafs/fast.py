@@ -7,7 +7,9 @@ Multiple scattering: each instance keeps its path type's amplitude and phase
 lengths of all absorbers and frames are binned (0.002 Å) and χ(k) is evaluated
 once per occupied bin, at the bin's mean length: the cost grows with the
 number of path instances, not with instances × k points. There is no
-Debye-Waller factor: the disorder is in the snapshots.
+Debye-Waller factor: the disorder is in the snapshots — except the quantum
+zero-point part that classical MD lacks: with ``extra_sigma2`` set (nuclei
+``corrected``, see mlip_exafs.quantum) each bin is damped by exp(−2k²Δσ²(R)).
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class FastEngine:
         self.ms_reff = np.array([t.reff_a for t in paths.types])
         self.ss_hist = Histogram.empty(n_blocks, self.n_ss_pot * self.n_ss_bins)
         self.ms_hist = Histogram.empty(n_blocks, max(1, len(paths.types)) * self.n_ms_bins)
+        self.extra_sigma2 = None  # half path length (Å) -> extra Debye–Waller σ² (Å²), or None
 
     def add_frame(self, block: int, frac: np.ndarray, cell: np.ndarray) -> None:
         lengths = np.linalg.norm(self.paths.pairs.vectors_a(frac, cell), axis=-1)
@@ -130,7 +133,7 @@ class FastEngine:
             table = SingleScatteringTable(self.phase_pad, int(pot), r_mean[sel], k)
             for chunk in _chunks(np.flatnonzero(sel)):
                 amp, phase = table.at(r_mean[chunk])
-                signal = path_chi(k, amp, phase, table.lambda_a, r_mean[chunk])
+                signal = self._damped(k, r_mean[chunk], path_chi(k, amp, phase, table.lambda_a, r_mean[chunk]))
                 out += self.ss_hist.counts[:, idx[chunk]] @ signal
         return out
 
@@ -143,9 +146,15 @@ class FastEngine:
             ptype = self.paths.types[t]
             g = on_grid(onepath(self.phase_pad, ptype.scatterers_a, np.array(ptype.ipots)), k)
             for chunk in _chunks(sel):
-                signal = path_chi(k, g.amp, g.phase, g.lambda_a, r_mean[chunk])
+                signal = self._damped(k, r_mean[chunk], path_chi(k, g.amp, g.phase, g.lambda_a, r_mean[chunk]))
                 out += self.ms_hist.counts[:, idx[chunk]] @ signal
         return out
+
+    def _damped(self, k: np.ndarray, r_a: np.ndarray, signal: np.ndarray) -> np.ndarray:
+        """The extra Debye–Waller factor exp(−2k²Δσ²) of each row's path length, when there is one."""
+        if self.extra_sigma2 is None:
+            return signal
+        return signal * np.exp(-2.0 * np.outer(self.extra_sigma2(r_a), k * k))
 
     @property
     def n_ms_types(self) -> int:

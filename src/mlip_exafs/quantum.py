@@ -1,0 +1,263 @@
+"""Quantum nuclei: the harmonic quantum correction of classical MSRDs, and the bead-count rule of PIMD.
+
+Classical MD has no zero-point motion: its σ² → 0 as T → 0, where a measured σ²
+keeps ħ/(2μω) per mode. Three kinds of nuclei (``md.nuclei``):
+
+``classical``
+    plain MD (the md stage as it always was).
+``corrected``
+    classical MD + the harmonic quantum correction computed here. Each pair of
+    a shell is followed in time; the power spectrum of its length fluctuation
+    δr(t) splits the classical σ² into frequency components σ²_cl(ω), and each is
+    scaled by the ratio of the quantum to the classical harmonic MSRD,
+    ``x·coth(x)``, x = ħω/(2kT):
+
+        σ²_q = σ²_cl + Σ_ω σ²_cl(ω)·(x coth x − 1)
+
+    The correction Δσ² = σ²_q − σ²_cl is exact for a harmonic crystal, whatever
+    its spectrum (tested on an Einstein crystal against the analytic value).
+    The static part of σ² (ω = 0: the spread of the pairs' mean lengths) is left
+    classical. T in x is the temperature the MD realized (mean kinetic
+    temperature of the frames): σ²_cl(ω) ∝ T_realized, so the zero-point term
+    comes out as ħ/(2μω) whatever the thermostat noise of a short run.
+    Where it stops being valid: the correction treats each frequency as an
+    independent harmonic mode. In a strongly anharmonic crystal (soft modes,
+    double wells, diffusion, large thermal expansion) the classical spectrum is
+    not the quantum one and the zero-point motion itself samples the
+    anharmonicity; use ``path-integral`` there. It also needs frames close
+    enough in time to resolve the fastest bond vibration (the spectrum is
+    refused when it has not decayed before the Nyquist frequency).
+``path-integral``
+    PIMD through i-PI (:mod:`mlip_exafs.pimd`); every bead of every frame is a
+    configuration, so σ² and χ(k) need no correction.
+
+χ(k) of a ``corrected`` run gets, per path, the extra Debye–Waller factor
+exp(−2k²Δσ²) of the shell with the nearest length (:func:`extra_sigma2_of_length`).
+
+Bead count: a ring polymer of P beads gives a harmonic oscillator of frequency
+ω the position variance (1/βm) Σ_k 1/(ω² + (2P/βħ)² sin²(πk/P)) instead of the
+exact ħ/(2mω) coth(βħω/2). The rule takes the smallest P for which the stiffest
+mode of the crystal (ω_max) is within ``BEAD_TOLERANCE`` of the exact value;
+softer modes converge faster. That is P ≈ 2.5 ħω_max/(kT).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from ase import units
+
+from mlip_exafs.errors import UserError
+
+NUCLEI = ("classical", "corrected", "path-integral")
+BEAD_TOLERANCE = 0.02  # relative error of <x²> of the stiffest harmonic mode
+MAX_BEADS = 256
+NYQUIST_TAIL = 0.8  # the top 20 % of the resolved band ...
+NYQUIST_TAIL_MAX_WEIGHT = 0.02  # ... may hold at most this fraction of the fluctuation spectrum
+HBAR_EV_FS = units._hbar / units._e * 1e15  # ħ in eV·fs
+
+
+def x_coth_x(x: np.ndarray) -> np.ndarray:
+    """x·coth(x), 1 at x = 0: the quantum/classical ratio of a harmonic mode's MSRD at x = ħω/(2kT)."""
+    x = np.asarray(x, dtype=float)
+    small = np.abs(x) < 1e-6
+    safe = np.where(small, 1.0, x)
+    return np.where(small, 1.0 + x * x / 3.0, safe / np.tanh(safe))
+
+
+def harmonic_sigma2_a2(omega_rad_per_fs: float, reduced_mass_amu: float, temperature_k: float, quantum: bool = True) -> float:
+    """MSRD of a harmonic bond: ħ/(2μω)·coth(ħω/2kT) (quantum) or kT/(μω²) (classical), in Å²."""
+    omega = omega_rad_per_fs / units.fs  # rad per ASE time unit (Å·√(amu/eV) ≈ 10.18 fs)
+    kt = units.kB * temperature_k
+    classical = kt / (reduced_mass_amu * omega**2)
+    if not quantum:
+        return float(classical)
+    return float(classical * x_coth_x(HBAR_EV_FS * omega_rad_per_fs / (2.0 * kt)))
+
+
+# ---------------------------------------------------------------- beads
+
+
+def harmonic_bead_ratio(beads: int, u: float) -> float:
+    """<x²> of a P-bead ring polymer over the exact quantum <x²>, harmonic oscillator with u = ħω/(kT)."""
+    k = np.arange(beads)
+    discrete = (1.0 / (1.0 + (2.0 * beads / u) ** 2 * np.sin(np.pi * k / beads) ** 2)).sum()
+    return float(discrete / (0.5 * u / np.tanh(0.5 * u)))
+
+
+def bead_count(omega_max_rad_per_fs: float, temperature_k: float, tolerance: float = BEAD_TOLERANCE) -> int:
+    """Fewest beads that give the stiffest harmonic mode's <x²> within ``tolerance`` (≈ 2.5 ħω_max/kT at 2 %)."""
+    u = HBAR_EV_FS * omega_max_rad_per_fs / (units.kB * temperature_k)
+    for beads in range(1, MAX_BEADS + 1):
+        if harmonic_bead_ratio(beads, u) >= 1.0 - tolerance:
+            return beads
+    raise UserError(
+        f"more than {MAX_BEADS} beads are needed at {temperature_k:g} K (ħω_max/kT = {u:.0f}); raise the temperature or give --beads explicitly"
+    )
+
+
+# ---------------------------------------------------------------- the correction
+
+
+@dataclass(frozen=True)
+class ShellCorrection:
+    """Δσ² of one shell and what it was computed from."""
+
+    delta_sigma2_a2: float
+    dynamic_sigma2_a2: float  # classical σ² of the pairs' length fluctuations about their own means
+    mean_frequency_thz: float  # σ²-weighted mean frequency of the fluctuation spectrum
+    nyquist_thz: float
+
+
+def shell_correction(lengths_a: np.ndarray, times_fs: np.ndarray, temperature_k: float, label: str = "shell") -> ShellCorrection:
+    """Δσ² = Σ_ω σ²_cl(ω)(x coth x − 1) from (n_frames, n_pairs) pair lengths at evenly spaced times."""
+    dt_fs = frame_interval_fs(times_fs)
+    dr = lengths_a - lengths_a.mean(axis=0)
+    n = dr.shape[0]
+    power = np.abs(np.fft.rfft(dr, axis=0)) ** 2  # Parseval: Σ_t dr² = (1/n)(P_0 + 2 Σ P_k + [P_{n/2}])
+    weight = np.full(power.shape[0], 2.0)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    spectrum = (weight[:, None] * power).sum(axis=1) / (n * n * dr.shape[1])  # σ²_cl per frequency bin, summed over pairs/pair count
+    freq_per_fs = np.fft.rfftfreq(n, d=dt_fs)
+    dynamic = float(spectrum.sum())
+    nyquist = 0.5 / dt_fs
+    if dynamic > 0 and spectrum[freq_per_fs > NYQUIST_TAIL * nyquist].sum() > NYQUIST_TAIL_MAX_WEIGHT * dynamic:
+        raise UserError(
+            f"{label}: the bond-length spectrum has not decayed at the Nyquist frequency of frames {dt_fs:g} fs apart "
+            f"({1000 * nyquist:.1f} THz), so the quantum correction cannot be computed; rerun md with a shorter --every (e.g. {max(dt_fs / 4, 1):g}fs)"
+        )
+    x = HBAR_EV_FS * 2.0 * np.pi * freq_per_fs / (2.0 * units.kB * temperature_k)
+    delta = float((spectrum * (x_coth_x(x) - 1.0)).sum())
+    mean_thz = float((spectrum * freq_per_fs).sum() / dynamic * 1000.0) if dynamic > 0 else 0.0
+    return ShellCorrection(delta, dynamic, mean_thz, 1000.0 * nyquist)
+
+
+def frame_interval_fs(times_fs: np.ndarray) -> float:
+    """The common spacing of the frames; the spectrum needs evenly spaced, time-ordered frames."""
+    times = np.asarray(times_fs, dtype=float)
+    if len(times) < 8:
+        raise UserError(f"only {len(times)} frames: the quantum correction needs a time series of ≥ 8 evenly spaced frames; run a longer md production")
+    steps = np.diff(times)
+    if not np.isfinite(steps).all() or steps.min() <= 0 or (steps.max() - steps.min()) > 1e-6 * max(1.0, steps.max()):
+        raise UserError("the frames are not evenly spaced in time (info 'time_fs'); the quantum correction needs one uninterrupted md production run")
+    return float(steps.mean())
+
+
+def realized_temperature_k(frames, fallback_k: float | None) -> float:
+    """Mean kinetic temperature written with the frames (info 'temperature_k'), else the target."""
+    values = [f.info.get("temperature_k") for f in frames]
+    if all(isinstance(v, (int, float)) for v in values) and values:
+        return float(np.mean(values))
+    if fallback_k is None:
+        raise UserError("the frames carry no temperature (info 'temperature_k') and no md.json gives one; the quantum correction needs the MD temperature")
+    return float(fallback_k)
+
+
+def extra_sigma2_of_length(shell_r_a: np.ndarray, delta_sigma2_a2: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Δσ² of a path from its half length: the shell of nearest length (SS exact; MS paths approximated)."""
+    r = np.asarray(shell_r_a, dtype=float)
+    d = np.asarray(delta_sigma2_a2, dtype=float)
+    order = np.argsort(r)
+    r, d = r[order], d[order]
+    midpoints = 0.5 * (r[1:] + r[:-1])
+
+    def extra(half_length_a: np.ndarray) -> np.ndarray:
+        return d[np.searchsorted(midpoints, np.asarray(half_length_a, dtype=float))]
+
+    return extra
+
+
+# ---------------------------------------------------------------- which nuclei a trajectory has
+
+
+def md_settings_of(traj: str | Path) -> dict:
+    """The ``settings`` of the md.json beside a trajectory ({} when there is none)."""
+    path = Path(traj)
+    folder = path if path.is_dir() else path.parent
+    try:
+        return json.loads((folder / "md.json").read_text()).get("settings", {}) or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def nuclei_of(traj: str | Path) -> str:
+    """'classical' (also for trajectories without md.json), 'corrected' or 'path-integral'."""
+    return md_settings_of(traj).get("nuclei", "classical")
+
+
+def frame_times_fs(frames) -> np.ndarray:
+    times = [f.info.get("time_fs") for f in frames]
+    if not all(isinstance(t, (int, float)) for t in times):
+        raise UserError("the frames carry no 'time_fs'; the quantum correction needs the md stage's snapshots.extxyz")
+    return np.array(times, dtype=float)
+
+
+@dataclass(frozen=True)
+class QuantumInput:
+    """The kind of nuclei of a trajectory and, for ``corrected``, the frames' times and realized temperature."""
+
+    nuclei: str = "classical"
+    times_fs: np.ndarray | None = None
+    temperature_k: float | None = None
+
+
+def quantum_input_of(traj: str | Path, frames) -> QuantumInput:
+    nuclei = nuclei_of(traj)
+    if nuclei != "corrected":
+        return QuantumInput(nuclei)
+    return QuantumInput(nuclei, frame_times_fs(frames), realized_temperature_k(frames, md_settings_of(traj).get("temperature_k")))
+
+
+def quantum_sigma2_fields(lengths_a: np.ndarray, sigma2_a2: float, quantum: QuantumInput, label: str) -> dict:
+    """``sigma2`` (quantum where the nuclei allow) and ``sigma2_classical`` of one shell, plus the correction's details."""
+    if quantum.nuclei == "classical":
+        return {"sigma2_classical": round(sigma2_a2, 6)}
+    if quantum.nuclei == "path-integral":
+        return {"sigma2_classical": None}
+    c = shell_correction(lengths_a, quantum.times_fs, quantum.temperature_k, label)
+    return {
+        "sigma2": round(sigma2_a2 + c.delta_sigma2_a2, 6),
+        "sigma2_classical": round(sigma2_a2, 6),
+        "delta_sigma2_quantum": round(c.delta_sigma2_a2, 6),
+        "spectrum_mean_thz": round(c.mean_frequency_thz, 3),
+        "correction_temperature_k": round(quantum.temperature_k, 2),
+    }
+
+
+EXAFS_SHELL_TOL_A = 0.1  # the analysis stage's default shell split
+
+
+def exafs_correction(snapshots, absorber: str, rmax_a: float, engine: str, traj: str | Path) -> tuple[Callable | None, dict]:
+    """Δσ²(half path length) for the EXAFS of ``corrected`` snapshots, and what exafs.json records.
+
+    Every absorber shell up to ``rmax_a`` gets its Δσ² (:func:`shell_correction`);
+    a path of half length R takes the Δσ² of the shell nearest in length (exact
+    for single scattering; for multiple scattering an approximation: the path's
+    legs are shells, whose corrections are similar). Classical and path-integral
+    snapshots get no correction (the second has the zero-point motion in its beads).
+    """
+    from mlip_exafs.analysis import find_shells, pair_lengths_a
+    from mlip_exafs.exafs.snapshots import read_frames
+
+    nuclei = nuclei_of(traj)
+    if nuclei != "corrected":
+        return None, {"nuclei": nuclei}
+    if engine != "fast":
+        raise UserError("the quantum correction of χ(k) (nuclei: corrected) works with the fast engine only; use --engine fast")
+    quantum = quantum_input_of(traj, read_frames(traj))
+    shells = find_shells(snapshots.reference, absorber, rmax_a, EXAFS_SHELL_TOL_A)
+    corrections = {s.label: (s.r_ideal_a, shell_correction(pair_lengths_a(s.pairs, snapshots), quantum.times_fs, quantum.temperature_k, s.label)) for s in shells}
+    extra = extra_sigma2_of_length(np.array([r for r, _ in corrections.values()]), np.array([c.delta_sigma2_a2 for _, c in corrections.values()]))
+    info = {
+        "nuclei": nuclei,
+        "correction_temperature_k": round(quantum.temperature_k, 2),
+        "delta_sigma2_by_shell": {label: {"r_a": round(r, 4), "delta_sigma2": round(c.delta_sigma2_a2, 6)} for label, (r, c) in corrections.items()},
+        "note": "χ(k) of every path damped by exp(-2k²Δσ²) of the shell nearest its half length (mlip_exafs.quantum)",
+    }
+    return extra, info

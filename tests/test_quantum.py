@@ -1,0 +1,218 @@
+"""Quantum nuclei: classical, corrected and path-integral σ² of a harmonic crystal against the analytic values.
+
+The crystal: W atoms on a simple-cubic lattice (a = 3 Å), each tied to its site
+by an isotropic spring (Einstein crystal) of frequency θ = ħω/k = 100 K. The
+pair length of two independent oscillators fluctuates with reduced mass m/2,
+so the MSRD of any shell is ħ/(2μω)·coth(ħω/2kT) quantum and kT/(μω²)
+classical (up to ⟨u⊥²⟩²/d² ≈ 0.3 % from motion perpendicular to the bond).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator, all_changes
+
+from mlip_exafs.analysis import AnalysisSettings, analyze
+from mlip_exafs.errors import UserError
+from mlip_exafs.md import MdSettings, run_md
+from mlip_exafs.quantum import HBAR_EV_FS, bead_count, harmonic_bead_ratio, harmonic_sigma2_a2, x_coth_x
+
+THETA_K = 100.0
+OMEGA_RAD_PER_FS = THETA_K * units.kB / HBAR_EV_FS
+MASS_AMU = 183.84
+LATTICE_A = 3.0
+
+
+class EinsteinCalculator(Calculator):
+    """E = ½ k Σ |r_i − site_i|² (minimum image), k = m ω²: every mode at ω."""
+
+    implemented_properties = ("energy", "free_energy", "forces")
+
+    def __init__(self, sites_frac: np.ndarray, spring_ev_a2: float, **kwargs):
+        super().__init__(**kwargs)
+        self.sites_frac = sites_frac
+        self.spring = spring_ev_a2
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        cell = self.atoms.cell.array
+        dfrac = self.atoms.positions @ np.linalg.inv(cell) - self.sites_frac
+        u = (dfrac - np.rint(dfrac)) @ cell
+        energy = 0.5 * float((np.reshape(self.spring, (-1, 1)) * u * u).sum())
+        self.results = {"energy": energy, "free_energy": energy, "forces": -np.reshape(self.spring, (-1, 1)) * u}
+
+
+def einstein_crystal(reps: int = 3) -> Atoms:
+    atoms = Atoms("W", cell=np.eye(3) * LATTICE_A, pbc=True).repeat(reps)
+    return atoms
+
+
+def omegas_rad_per_fs(n_atoms: int) -> np.ndarray:
+    """Per-atom Einstein frequencies spread ±25 % around θ = 100 K: distinct frequencies let the
+    global Bussi thermostat exchange energy between the oscillators (with one common frequency
+    the ratios of their angular momenta are conserved and the MD is not ergodic)."""
+    return OMEGA_RAD_PER_FS * np.linspace(0.75, 1.25, n_atoms)[np.random.default_rng(0).permutation(n_atoms)]
+
+
+def spring_ev_a2(n_atoms: int = 27) -> np.ndarray:
+    omega_ase = omegas_rad_per_fs(n_atoms) / units.fs
+    return MASS_AMU * omega_ase**2
+
+
+@pytest.fixture
+def einstein(tmp_path, monkeypatch):
+    """An Einstein-crystal structure file, and md_calculator patched to serve its springs."""
+    atoms = einstein_crystal()
+    path = tmp_path / "einstein.extxyz"
+    ase.io.write(path, atoms, format="extxyz")
+    sites = atoms.get_scaled_positions()
+    monkeypatch.setattr("mlip_exafs.md.md_calculator", lambda potential, atoms, *runtime: EinsteinCalculator(sites, spring_ev_a2(len(sites))))
+    return path
+
+
+def first_shell_sigma2(out: Path, tmp_path: Path) -> dict:
+    summary = analyze([out], AnalysisSettings(absorber="W", shell_rmax_a=3.2), tmp_path / f"analysis-{out.name}")
+    return summary["trajectories"][0]["shells"][0]
+
+
+def expected_sigma2(temperature_k: float, quantum: bool, reps: int = 3) -> float:
+    """First-shell MSRD: each pair's two oscillators add ħ/(2mω)coth(ħω/2kT) (kT/(mω²)) each along the bond;
+    for equal frequencies that is ħ/(2μω)coth(ħω/2kT) with μ = m/2. Averaged over the shell's pairs."""
+    atoms = einstein_crystal(reps)
+    omegas = omegas_rad_per_fs(len(atoms))
+    per_atom = np.array([harmonic_sigma2_a2(w, MASS_AMU, temperature_k, quantum=quantum) for w in omegas])
+    i, j = neighbour_pairs(atoms)
+    return float((per_atom[i] + per_atom[j]).mean())
+
+
+def neighbour_pairs(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    from ase.neighborlist import neighbor_list
+
+    i, j = neighbor_list("ij", atoms, LATTICE_A + 0.1)
+    return i, j
+
+
+def test_harmonic_formulas_and_bead_rule():
+    assert x_coth_x(np.array([0.0]))[0] == pytest.approx(1.0)
+    zero_point = HBAR_EV_FS / (2 * 10.0 * 0.05) * units.fs**2  # ħ/(2μω): eV·fs²/amu -> Å²
+    assert harmonic_sigma2_a2(0.05, 10.0, 0.01) == pytest.approx(zero_point, rel=1e-6)
+    hot = 1.0e5
+    assert harmonic_sigma2_a2(0.05, 10.0, hot) == pytest.approx(harmonic_sigma2_a2(0.05, 10.0, hot, quantum=False), rel=1e-3)
+    # one bead is the classical oscillator; more beads approach the exact <x²> from below
+    assert harmonic_bead_ratio(1, 5.0) == pytest.approx(1.0 / (2.5 / np.tanh(2.5)), rel=1e-9)
+    ratios = [harmonic_bead_ratio(p, 10.0) for p in (4, 16, 64, 256)]
+    assert all(a < b for a, b in zip(ratios, ratios[1:])) and ratios[-1] == pytest.approx(1.0, abs=1e-3)
+    p = bead_count(OMEGA_RAD_PER_FS, 10.0)  # ħω/kT = 10
+    assert harmonic_bead_ratio(p, 10.0) >= 0.98 > harmonic_bead_ratio(p - 1, 10.0)
+    assert 20 <= p <= 30
+
+
+# Bussi rescales all velocities together: on a harmonic crystal energy moves between the oscillators only
+# slowly, so a 20 ps run samples the classical σ² to about ±6 % (measured over seeds, 27 and 64 atoms).
+CLASSICAL_SAMPLING_REL = 0.08
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature_k", [10.0, 300.0])
+def test_classical_and_corrected_reproduce_harmonic_sigma2(einstein, tmp_path, temperature_k):
+    """Classical MD gives kT/(μω²); the spectral correction multiplies it by the exact quantum/classical ratio (3 %)."""
+    results = {}
+    for nuclei in ("classical", "corrected"):
+        settings = MdSettings(structure=str(einstein), potential="chgnet", temperature_k=temperature_k, timestep_fs=10.0,
+                              equilibration_fs=2000.0, production_fs=20000.0, snapshot_every_fs=20.0, checkpoint_every_fs=20000.0,
+                              thermostat_time_fs=20.0, seed=1, nuclei=nuclei)
+        out = tmp_path / f"md-{nuclei}"
+        run_md(settings, out, show_progress=False)
+        results[nuclei] = first_shell_sigma2(out, tmp_path)
+    classical, corrected = results["classical"], results["corrected"]
+    quantum_exact, classical_exact = expected_sigma2(temperature_k, quantum=True), expected_sigma2(temperature_k, quantum=False)
+    assert classical["sigma2_classical"] == classical["sigma2"]
+    assert classical["sigma2"] == pytest.approx(classical_exact, rel=CLASSICAL_SAMPLING_REL)
+    assert corrected["sigma2_classical"] == pytest.approx(classical["sigma2"], rel=1e-9)  # same seed, same trajectory
+    assert corrected["sigma2"] / corrected["sigma2_classical"] == pytest.approx(quantum_exact / classical_exact, rel=0.03)
+    assert corrected["sigma2"] == pytest.approx(quantum_exact, rel=CLASSICAL_SAMPLING_REL)
+    if temperature_k == 10.0:  # deep quantum regime: the correction is most of σ²
+        assert corrected["sigma2"] > 4 * corrected["sigma2_classical"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature_k", [10.0, 300.0])
+def test_path_integral_reproduces_quantum_sigma2(einstein, tmp_path, temperature_k):
+    """i-PI PIMD (PILE-L) with the bead count of the rule gives ħ/(2μω)coth(ħω/2kT) within 3 %."""
+    import json
+
+    settings = MdSettings(structure=str(einstein), potential="chgnet", temperature_k=temperature_k, timestep_fs=10.0,
+                          equilibration_fs=2000.0, production_fs=20000.0, snapshot_every_fs=100.0, checkpoint_every_fs=5000.0,
+                          thermostat_time_fs=200.0, seed=1, nuclei="path-integral")
+    out = tmp_path / "pimd"
+    run_md(settings, out, show_progress=False)
+    summary = json.loads((out / "md.json").read_text())
+    assert summary["beads"] == bead_count(1.25 * OMEGA_RAD_PER_FS, temperature_k)
+    assert summary["bead_rule"]["omega_max_thz"] == pytest.approx(1.25 * OMEGA_RAD_PER_FS / (2 * np.pi) * 1000, rel=0.02)
+    frames = ase.io.read(out / "snapshots.extxyz", index=":")
+    assert len(frames) == summary["beads"] * 200 and {f.info["bead"] for f in frames} == set(range(summary["beads"]))
+    shell = first_shell_sigma2(out, tmp_path)
+    assert shell["sigma2_classical"] is None
+    # the bead rule allows 2 % on <x²> of the stiffest mode: compare with the P-bead harmonic value too
+    exact = expected_sigma2(temperature_k, quantum=True)
+    assert shell["sigma2"] == pytest.approx(exact, rel=0.03)
+
+
+def test_corrected_refuses_frames_too_sparse_in_time(einstein, tmp_path):
+    settings = MdSettings(structure=str(einstein), potential="chgnet", temperature_k=300.0, timestep_fs=10.0, equilibration_fs=0.0,
+                          production_fs=20000.0, snapshot_every_fs=400.0, nuclei="corrected")
+    out = tmp_path / "sparse"
+    run_md(settings, out, show_progress=False)
+    with pytest.raises(UserError, match="Nyquist"):
+        first_shell_sigma2(out, tmp_path)
+
+
+RESUME_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_quantum as tq
+import mlip_exafs.md as md
+sites = tq.einstein_crystal().get_scaled_positions()
+md.md_calculator = lambda potential, atoms, *runtime: tq.EinsteinCalculator(sites, tq.spring_ev_a2(len(sites)))
+settings = md.MdSettings(structure={structure!r}, potential="chgnet", temperature_k=300.0, timestep_fs=10.0, equilibration_fs=200.0,
+                         production_fs=6000.0, snapshot_every_fs=100.0, checkpoint_every_fs=500.0, seed=2, nuclei="path-integral", beads=4)
+md.run_md(settings, {out!r}, show_progress=False)
+"""
+
+
+def test_killed_path_integral_run_resumes(tmp_path):
+    """kill -9 the md process mid-run: its i-PI goes too, and the rerun resumes from the last checkpoint to a complete run."""
+    import json
+
+    structure = tmp_path / "einstein.extxyz"
+    ase.io.write(structure, einstein_crystal(), format="extxyz")
+    out = tmp_path / "pimd"
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT.format(tests=str(Path(__file__).parent), structure=str(structure), out=str(out)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(script)], env=env)
+    deadline = time.monotonic() + 120
+    while not list((out / "ipi").glob("sim.chk_*"))[1:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, "the run finished before it could be killed; lengthen it"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(1.0)
+    assert not (out / "md.json").exists()
+    subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=300)
+    summary = json.loads((out / "md.json").read_text())
+    assert summary["status"] == "complete" and len(summary["segments"]) == 1  # the killed segment never finished
+    frames = ase.io.read(out / "snapshots.extxyz", index=":")
+    steps = sorted({f.info["step"] for f in frames})
+    assert steps == list(range(30, 630, 10)) and len(frames) == 4 * len(steps)
+    assert "resume.xml" in os.listdir(out / "ipi")
