@@ -124,3 +124,39 @@ def test_cli_reference_of_wrong_size_is_a_one_line_error(synthetic_traj, tmp_pat
 def test_cli_unknown_absorber_is_a_one_line_error(synthetic_traj, tmp_path):
     proc = run_cli("analyze", str(synthetic_traj), "--absorber", "Mo", "--out", str(tmp_path))
     assert_one_line_error(proc, "absorber")
+
+
+def pyrite_frames(n_frames: int, sigma_u_a: float, seed: int) -> list:
+    """FeS2 pyrite (Pa-3, a = 5.417 Å, S x = 0.385) 2x2x2: around Fe, S shells at 5.152 Å (6) and 5.265 Å (12)."""
+    from ase.spacegroup import crystal
+
+    ideal = crystal(["Fe", "S"], basis=[(0, 0, 0), (0.385, 0.385, 0.385)], spacegroup=205, cellpar=[5.417] * 3 + [90] * 3).repeat((2, 2, 2))
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n_frames):
+        frame = ideal.copy()
+        frame.positions += rng.normal(0.0, sigma_u_a, frame.positions.shape)
+        frames.append(frame)
+    return frames
+
+
+def test_shell_tolerance_keeps_close_shells_apart_and_is_an_option(tmp_path):
+    """Pyrite's 5.15/5.26 Å Fe-S shells are two shells by default; --shell-tol 0.12 merges them (n = 18); Fe is the default absorber."""
+    traj = tmp_path / "fes2.extxyz"
+    ase.io.write(traj, pyrite_frames(4, 0.02, seed=1), format="extxyz")
+    run_cli("analyze", str(traj), "--shell-rmax", "5.4", "--out", str(tmp_path / "default"), check=True)
+    run_cli("analyze", str(traj), "--shell-rmax", "5.4", "--shell-tol", "0.12", "--out", str(tmp_path / "merged"), check=True)
+
+    def far_fe_s(folder):
+        summary = json.loads((tmp_path / folder / "analysis.json").read_text())
+        return [(s["n"], round(s["r_ideal"], 2)) for s in summary["trajectories"][0]["shells"] if s["neighbor"] == "S" and s["r_ideal"] > 5.0]
+
+    assert far_fe_s("default") == [(6, pytest.approx(5.152, abs=0.02)), (12, pytest.approx(5.265, abs=0.02))]
+    assert far_fe_s("merged") == [(18, pytest.approx((6 * 5.152 + 12 * 5.265) / 18, abs=0.02))]
+    assert json.loads((tmp_path / "default" / "analysis.json").read_text())["settings"]["absorber"] == "Fe"
+
+
+def test_cli_shell_rmax_beyond_half_the_cell_is_a_one_line_error(synthetic_traj, tmp_path):
+    proc = run_cli("analyze", str(synthetic_traj), "--shell-rmax", "6", "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, "--shell-rmax 6 Å exceeds half the supercell width (5.46 Å)", "--shell-rmax ≤ 5.46")
+    assert not (tmp_path / "out").exists()

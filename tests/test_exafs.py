@@ -11,6 +11,7 @@ import ase.io
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs import ExafsSettings, read_chi_csv, run_exafs
 from mlip_exafs.spectra import FTWindow, k_weighted_r_factor
@@ -101,3 +102,67 @@ def test_cli_reports_missing_trajectory_in_one_line(tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: trajectory") and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- rmax against the shells, absorber and edge defaults
+
+
+def test_rmax_just_past_a_shell_moves_into_the_gap():
+    """bcc W: 5.5 Å sits 0.018 Å above the 8-atom shell at 5.482 Å; the cut goes to the 5.482-6.330 Å gap's middle."""
+    from mlip_exafs.shells import cut_between_shells
+
+    w = load_structure("w-bcc", "4x4x4")
+    centers = np.arange(len(w))
+    cut = cut_between_shells(w, centers, 5.5, limit_a=6.33)
+    assert cut.rmax_a == pytest.approx(5.906, abs=1e-3) and cut.gap_a == pytest.approx((5.482, 6.330), abs=1e-3)
+    assert "5.482" in cut.note and "moved to 5.906" in cut.note and "8 atoms per absorber" in cut.note
+    clear = cut_between_shells(w, centers, 6.0, limit_a=6.33)  # 0.52 and 0.33 Å from the shells: kept
+    assert clear.rmax_a == 6.0 and clear.note is None
+    below = cut_between_shells(w, centers, 5.45, limit_a=6.33)  # below the shell: the gap below, which is narrow
+    assert below.rmax_a == pytest.approx(0.5 * (5.249 + 5.482), abs=1e-3) and "narrow gap" in below.note
+    small = load_structure("w-bcc", "3x3x3")  # half width 4.75 Å: the gap above 4.476 Å would pass it
+    assert cut_between_shells(small, np.arange(len(small)), 4.5, limit_a=4.75).rmax_a == pytest.approx(0.5 * (3.165 + 4.476), abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "symbols, absorber",
+    [(["W"] * 4, "W"), (["W", "S", "S"], "W"), (["Fe", "S", "S"], "Fe"), (["As", "As", "S", "S", "S"], "As"), (["Cu", "O", "Cu"], "Cu")],
+)
+def test_default_absorber_is_the_only_element_heavier_than_ar(symbols, absorber):
+    from mlip_exafs.exafs.snapshots import default_absorber
+
+    assert default_absorber(symbols) == absorber
+
+
+def test_no_default_absorber_among_two_heavy_elements():
+    from mlip_exafs.exafs.snapshots import default_absorber
+
+    with pytest.raises(UserError, match="cannot tell the absorber among Ti, Sr; give --absorber"):
+        default_absorber(["Sr", "Ti", "O", "O", "O"])
+
+
+@pytest.mark.parametrize("element, edge", [("Cu", "K"), ("Sr", "K"), ("As", "K"), ("Sn", "K"), ("Sb", "L3"), ("W", "L3")])
+def test_default_edge_k_up_to_sn_l3_above(element, edge):
+    from mlip_exafs.spectra import default_edge
+
+    assert default_edge(element) == edge
+
+
+def test_exafs_cli_defaults_absorber_edge_reports_setup_and_moves_rmax(tmp_path):
+    """No --absorber/--edge: W and L3 from the snapshots; --rmax 4.5 on a 3x3x3 cell moves below 4.476 Å; setup lines on stderr."""
+    traj = gaussian_snapshots("w-bcc", "3x3x3", 2, 0.03, tmp_path / "w.extxyz")
+    proc = run_cli("exafs", str(traj), "--out", str(tmp_path / "out"), "--rmax", "4.5", "--scf-radius", "0", "--blocks", "2", "--nleg", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: rmax 4.5 Å lay 0.024 Å from the shell at 4.476 Å" in proc.stdout and "W absorbers (L3 edge, rmax 3.82 Å)" in proc.stdout
+    assert "FEFF8L potentials of a" in proc.stderr and "tabulating FEFF amplitudes" in proc.stderr
+    info = json.loads((tmp_path / "out" / "exafs.json").read_text())
+    assert (info["absorber"], info["edge"]) == ("W", "L3")
+    assert info["rmax"]["requested_a"] == 4.5 and info["rmax"]["used_a"] == info["settings"]["rmax_a"] == pytest.approx(3.82, abs=1e-3)
+
+
+def test_default_rmax_is_six_or_half_the_cell_then_clear_of_shells():
+    from mlip_exafs.exafs import choose_rmax
+
+    big, small = load_structure("w-bcc", "4x4x4"), load_structure("w-bcc", "3x3x3")
+    assert choose_rmax(big, np.arange(len(big)), None).rmax_a == 6.0  # clear of 5.482 and 6.330 Å
+    assert choose_rmax(small, np.arange(len(small)), None).rmax_a == pytest.approx(1.5 * 3.165)  # half the cell, 0.27 Å past 4.476 Å

@@ -16,6 +16,7 @@ from mlip_exafs.errors import UserError
 
 EDGE_TOLERANCE_EV = 100.0  # the file's edge must lie this close to the tabulated edge
 MIN_POINTS = 20
+HEAVIEST_K_EDGE_Z = 50  # K edges up to Sn (29.2 keV) are routine at hard-X-ray beamlines; heavier elements are measured at L3
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ def edge_energy_ev(element: str, edge: str) -> float:
     if found is None:
         raise UserError(f"element '{element}' has no {edge} edge in xraydb; use one of {', '.join(_edges(element))}")
     return float(found.energy)
+
+
+def default_edge(element: str) -> str:
+    """The edge when none is given: K up to Sn (Z = 50), L3 above."""
+    from ase.data import atomic_numbers
+
+    if element not in atomic_numbers:
+        raise UserError(f"'{element}' is not a chemical element symbol; give e.g. --absorber W")
+    return "K" if atomic_numbers[element] <= HEAVIEST_K_EDGE_Z else "L3"
 
 
 def _edges(element: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -14,9 +15,10 @@ from mlip_exafs.cli import app, console
 def exafs_cmd(
     traj: Path = typer.Argument(..., help="extxyz/.traj of MD snapshots, or the md output folder (snapshots.extxyz)."),
     out: Path = typer.Option(..., "--out", help="Folder for chi.csv, convergence.csv, plots and exafs.json."),
-    absorber: str = typer.Option("W", "--absorber", help="Absorbing element."),
-    edge: str = typer.Option("L3", "--edge", help="Absorption edge (K, L1, L2, L3, ...)."),
-    rmax: float = typer.Option(6.0, "--rmax", help="Largest half path length (Å); at most half the supercell width."),
+    absorber: Optional[str] = typer.Option(None, "--absorber", help="Absorbing element [default: the only element, or the only one heavier than Ar]."),
+    edge: Optional[str] = typer.Option(None, "--edge", help="Absorption edge (K, L1, L2, L3, ...) [default: K up to Sn (Z 50), L3 above]."),
+    rmax: Optional[float] = typer.Option(None, "--rmax", help="Largest half path length (Å), at most half the supercell width; "
+                                         "moved into the gap between shells when within 0.15 Å of one [default: 6, or half the cell width]."),
     engine: str = typer.Option("fast", "--engine", help="fast (histogram method) or feff (FEFF8L per snapshot, slow)."),
     nleg: int = typer.Option(4, "--nleg", help="Most legs per scattering path (2-4)."),
     ideal: Optional[str] = typer.Option(None, "--ideal", help="Ideal structure (file or built-in) for potentials and path types; default: symmetrized frame average."),
@@ -30,14 +32,21 @@ def exafs_cmd(
     from mlip_exafs.config import validate_model
     from mlip_exafs.exafs import ExafsSettings, run_exafs
     from mlip_exafs.files import read_json
+    from rich.console import Console
+
     from mlip_exafs.progress import progress_bar
 
     fields = dict(absorber=absorber, edge=edge, rmax_a=rmax, engine=engine, nleg=nleg, ideal=ideal, ideal_supercell=ideal_supercell,
                   scf_radius_a=scf_radius or None, max_frames=max_frames, max_absorbers=max_absorbers, n_blocks=n_blocks)
     settings = validate_model(ExafsSettings, fields, "exafs options")
-    chi_csv = run_exafs(settings, traj, out, progress=progress_bar)
+    news = Console(stderr=True, soft_wrap=True)  # stderr, like the progress bar: stdout stays the summary
+    start = time.perf_counter()
+    chi_csv = run_exafs(settings, traj, out, progress=progress_bar, say=lambda line: news.print(f"[{time.perf_counter() - start:6.1f} s] {line}", markup=False, highlight=False))
     summary = read_json(out / "exafs.json")
     half = summary["half_vs_half_r_factor"]
-    console.print(f"χ(k) of {summary['n_frames']} frames × {summary['n_absorbers']} {absorber} absorbers in {summary['timing_s']['total_s']:.1f} s -> {chi_csv}")
+    if summary["rmax"]["note"]:
+        console.print(f"note: {summary['rmax']['note']}", markup=False)
+    console.print(f"χ(k) of {summary['n_frames']} frames × {summary['n_absorbers']} {summary['absorber']} absorbers ({summary['edge']} edge, rmax {summary['rmax']['used_a']:g} Å) "
+                  f"in {summary['timing_s']['total_s']:.1f} s -> {chi_csv}")
     if half is not None:
         console.print(f"convergence: first vs second half R = {half:.2e} (k-weighted {summary['settings']['ft']['kmin_inv_a']:g}-{summary['settings']['ft']['kmax_inv_a']:g} 1/Å)")

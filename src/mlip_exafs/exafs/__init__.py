@@ -20,13 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import FEFF_EDGES, Cluster, Potentials, compute_potentials, feff_input
-from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, read_frames, snapshots_from_frames, subsample
+from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, default_absorber, read_frames, snapshots_from_frames, subsample
 from mlip_exafs.files import save_figure, write_json, write_text
 from mlip_exafs.provenance import provenance
-from mlip_exafs.spectra import FTWindow, edge_energy_ev, fourier_transform, k_weighted_r_factor
-from mlip_exafs.structures import load_structure, min_image_half_width
+from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells
+from mlip_exafs.spectra import FTWindow, default_edge, edge_energy_ev, fourier_transform, k_weighted_r_factor
+from mlip_exafs.structures import load_structure
 
 Progress = Callable[[str, int], ContextManager[Callable[[], None]]]
+Say = Callable[[str], None]  # one line of news for the user (the CLI prints it on stderr)
+DEFAULT_RMAX_A = 6.0  # the cut when none is given (lowered to half the cell width, then moved into a gap)
 PATH_MARGIN_A = 0.3  # paths are enumerated this far beyond rmax; the cut is applied per snapshot, as FEFF does
 POTENTIAL_CLUSTER_EXTRA_A = 1.5  # atoms beyond the SCF radius that still shape the potentials
 
@@ -34,9 +37,9 @@ POTENTIAL_CLUSTER_EXTRA_A = 1.5  # atoms beyond the SCF radius that still shape 
 class ExafsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    absorber: str = "W"
-    edge: str = "L3"
-    rmax_a: float = Field(6.0, gt=1.0, description="Largest half path length kept (Å).")
+    absorber: Optional[str] = Field(None, description="Absorbing element; None: the only element of the snapshots, or the only one heavier than Ar.")
+    edge: Optional[str] = Field(None, description="Absorption edge; None: K up to Z = 50 (Sn), L3 above (spectra.default_edge).")
+    rmax_a: Optional[float] = Field(None, gt=1.0, description="Largest half path length kept (Å); None: 6 Å or half the cell width. Moved into a gap when it is near a shell.")
     engine: Literal["fast", "feff"] = "fast"
     nleg: int = Field(4, ge=2, le=4, description="Most legs per path (FEFF NLEG).")
     scf_radius_a: Optional[float] = Field(4.5, gt=0, description="FEFF SCF radius (Å); None = overlapped atoms, no SCF.")
@@ -67,7 +70,8 @@ ExafsSettings.model_rebuild()
 class Prepared:
     """Everything both engines need, checked once."""
 
-    settings: ExafsSettings
+    settings: ExafsSettings  # absorber, edge and rmax_a resolved
+    cut: Cut
     snapshots: Snapshots
     frames: np.ndarray  # indices of the frames used
     absorbers: np.ndarray
@@ -89,20 +93,22 @@ class AveragedChi:
     n_blocks: int
 
 
-def run_exafs(settings: ExafsSettings, traj: str | Path, out: str | Path, progress: Progress | None = None) -> Path:
+def run_exafs(settings: ExafsSettings, traj: str | Path, out: str | Path, progress: Progress | None = None, say: Say | None = None) -> Path:
     """Snapshots on disk -> ``out/chi.csv`` (+ diagnostics, plots, exafs.json). Returns the chi.csv path.
 
     ``progress(description, total)`` is a context manager yielding ``advance()``
-    (e.g. :func:`mlip_exafs.progress.progress_bar`); none by default.
+    (e.g. :func:`mlip_exafs.progress.progress_bar`); none by default. ``say(line)``
+    reports each setup stage (FEFF potentials and path tables take minutes on big cells).
     """
     out = Path(out)
+    say = say or (lambda line: None)
     t0 = time.perf_counter()
-    prepared = prepare(settings, traj, out)
+    prepared = prepare(settings, traj, out, say)
     prepared = quantum_corrected(prepared, traj)
     t_setup = time.perf_counter() - t0
     steps = len(prepared.frames) * (1 if settings.engine == "fast" else len(prepared.absorbers))
     with (progress or _silent)(f"EXAFS, {settings.engine} engine", steps) as advance:
-        averaged, engine_info = average_chi(prepared, advance)
+        averaged, engine_info = average_chi(prepared, advance, say)
     elapsed = time.perf_counter() - t0
     write_outputs(prepared, averaged, engine_info, traj, out, {"setup_s": t_setup, "engine_s": elapsed - t_setup, "total_s": elapsed})
     return out / "chi.csv"
@@ -113,20 +119,43 @@ def _silent(description: str, total: int) -> Iterator[Callable[[], None]]:
     yield lambda: None
 
 
-def prepare(settings: ExafsSettings, traj: str | Path, out: Path) -> Prepared:
-    check_edge(settings.absorber, settings.edge)
+def prepare(settings: ExafsSettings, traj: str | Path, out: Path, say: Say) -> Prepared:
+    if settings.absorber:
+        check_edge(settings.absorber, settings.edge or default_edge(settings.absorber))
     ideal = load_structure(settings.ideal, settings.ideal_supercell) if settings.ideal else None
     snapshots = snapshots_from_frames(read_frames(traj), ideal)
-    absorbers = absorber_indices(snapshots.reference, settings.absorber)
-    check_rmax(snapshots.reference, settings.rmax_a)
+    absorber = settings.absorber or default_absorber(snapshots.reference.get_chemical_symbols())
+    edge = settings.edge or default_edge(absorber)
+    check_edge(absorber, edge)
+    absorbers = absorber_indices(snapshots.reference, absorber)
+    cut = choose_rmax(snapshots.reference, absorbers, settings.rmax_a)
+    settings = settings.model_copy(update={"absorber": absorber, "edge": edge, "rmax_a": cut.rmax_a})
+    # news only once the input is known to be good: a user error stays the one line on stderr
+    say(f"{snapshots.n_frames} frames of {len(snapshots.reference)} atoms; reference: {snapshots.reference.info.get('reference', settings.ideal)}")
+    say(f"absorber {absorber}, {edge} edge, rmax {cut.rmax_a:g} Å" + (f" ({cut.note})" if cut.note else ""))
     frames = subsample(snapshots.n_frames, settings.max_frames)
     absorbers = absorbers[subsample(len(absorbers), settings.max_absorbers)]
-    potentials = Potentials(settings.absorber, tuple(sorted(set(snapshots.reference.get_chemical_symbols()))))
+    potentials = Potentials(absorber, tuple(sorted(set(snapshots.reference.get_chemical_symbols()))))
     ipot_of_atom = np.array([potentials.ipot_of(s) for s in snapshots.reference.get_chemical_symbols()])
-    phase_pad = cached_potentials(snapshots.reference, int(absorbers[0]), potentials, ipot_of_atom, settings, out / "potentials")
+    phase_pad = cached_potentials(snapshots.reference, int(absorbers[0]), potentials, ipot_of_atom, settings, out / "potentials", say)
     n_blocks = even_blocks(len(frames), settings.n_blocks)
     block_of_frame = np.concatenate([np.full(len(b), i) for i, b in enumerate(np.array_split(np.arange(len(frames)), n_blocks))])
-    return Prepared(settings, snapshots, frames, absorbers, potentials, ipot_of_atom, phase_pad, block_of_frame)
+    return Prepared(settings, cut, snapshots, frames, absorbers, potentials, ipot_of_atom, phase_pad, block_of_frame)
+
+
+def choose_rmax(reference: Atoms, absorbers: np.ndarray, rmax_a: float | None) -> Cut:
+    """The cut of the path sum: the given one (at most half the cell width) or the default, never through a shell.
+
+    A cut just past a shell keeps a different part of it in every frame (thermal motion
+    carries its atoms across), which distorts χ(k) without a word: the cut moves to the
+    middle of the gap between shells (:func:`mlip_exafs.shells.cut_between_shells`).
+    """
+    if rmax_a is not None:
+        half = check_within_half_cell(reference, rmax_a, "--rmax")
+    else:
+        half = check_within_half_cell(reference, 0.0, "--rmax")
+        rmax_a = min(DEFAULT_RMAX_A, half)
+    return cut_between_shells(reference, absorbers, rmax_a, half)
 
 
 def quantum_corrected(prepared: Prepared, traj: str | Path) -> Prepared:
@@ -149,19 +178,14 @@ def check_edge(element: str, edge: str) -> None:
     edge_energy_ev(element, edge)
 
 
-def check_rmax(reference: Atoms, rmax_a: float) -> None:
-    half = min_image_half_width(reference)
-    if rmax_a > half:
-        raise UserError(f"--rmax {rmax_a:g} Å exceeds half the supercell width ({half:.2f} Å); use a larger MD supercell or --rmax ≤ {half:.2f}")
-
-
 def even_blocks(n_frames: int, wanted: int) -> int:
     """An even number of frame blocks (halves are unions of blocks); 1 for a single frame."""
     n = min(wanted, n_frames)
     return n - (n % 2) if n >= 2 else 1
 
 
-def cached_potentials(reference: Atoms, absorber: int, potentials: Potentials, ipot_of_atom: np.ndarray, settings: ExafsSettings, folder: Path) -> Path:
+def cached_potentials(reference: Atoms, absorber: int, potentials: Potentials, ipot_of_atom: np.ndarray, settings: ExafsSettings, folder: Path,
+                      say: Say = lambda line: None) -> Path:
     """FEFF potentials of the reference structure, reused while their input is unchanged."""
     from mlip_exafs.exafs.paths import build_pairs
     from mlip_exafs.exafs.persnapshot import cluster_of
@@ -174,7 +198,10 @@ def cached_potentials(reference: Atoms, absorber: int, potentials: Potentials, i
     text = feff_input(cluster, potentials, settings.edge, 1.0, 2, settings.scf_radius_a)
     stamp = folder / "feff_pot.inp"
     if stamp.exists() and stamp.read_text() == text and (folder / "phase.pad").exists():
+        say(f"FEFF8L potentials: reusing {folder / 'phase.pad'}")
         return folder / "phase.pad"
+    scf = f"SCF radius {settings.scf_radius_a:g} Å" if settings.scf_radius_a else "no SCF"
+    say(f"FEFF8L potentials of a {len(cluster.ipots)}-atom cluster ({scf}; about a minute with SCF) ...")
     phase_pad = compute_potentials(cluster, potentials, settings.edge, settings.scf_radius_a, folder)
     write_text(stamp, text)
     return phase_pad
@@ -185,24 +212,26 @@ def _round_cluster(cluster: Cluster) -> Cluster:
     return Cluster(np.round(cluster.positions_a, 6), cluster.ipots)
 
 
-def average_chi(prepared: Prepared, advance: Callable[[], None]) -> tuple[AveragedChi, dict]:
+def average_chi(prepared: Prepared, advance: Callable[[], None], say: Say = lambda line: None) -> tuple[AveragedChi, dict]:
     from mlip_exafs.exafs.fast import k_grid
 
     k = k_grid()
     if prepared.settings.engine == "fast":
-        raw, info = _fast_blocks(prepared, k, advance)
+        raw, info = _fast_blocks(prepared, k, advance, say)
     else:
         raw, info = _feff_blocks(prepared, k, advance)
     frames_per_block = np.bincount(prepared.block_of_frame)
     return summarize(k, raw, frames_per_block, len(prepared.absorbers)), info
 
 
-def _fast_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None]) -> tuple[np.ndarray, dict]:
+def _fast_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None], say: Say) -> tuple[np.ndarray, dict]:
     from mlip_exafs.exafs.fast import FastEngine
     from mlip_exafs.exafs.paths import enumerate_paths
 
     s = prepared.settings
+    say(f"enumerating paths of up to {s.nleg} legs to {s.rmax_a + PATH_MARGIN_A:g} Å for {len(prepared.absorbers)} absorbers ...")
     paths = enumerate_paths(prepared.snapshots.reference, prepared.absorbers, prepared.ipot_of_atom, s.rmax_a, s.nleg, PATH_MARGIN_A)
+    say(f"{paths.n_instances} path instances, {len(paths.types)} MS path types: tabulating FEFF amplitudes and phases ...")
     engine = FastEngine(paths, prepared.phase_pad, s.rmax_a, int(prepared.block_of_frame.max()) + 1)
     engine.extra_sigma2 = prepared.extra_sigma2
     snaps = prepared.snapshots
@@ -248,6 +277,9 @@ def write_outputs(prepared: Prepared, avg: AveragedChi, engine_info: dict, traj:
     plot_chi(avg, window, out / "chi_k2.png")
     plot_ft(avg, window, out / "ft.png")
     summary = {
+        "absorber": s.absorber,
+        "edge": s.edge,
+        "rmax": {"requested_a": prepared.cut.requested_a, "used_a": s.rmax_a, "gap_a": list(prepared.cut.gap_a) if prepared.cut.gap_a else None, "note": prepared.cut.note},
         "settings": s.model_dump(),
         "engine": s.engine,
         "n_frames": int(len(prepared.frames)),

@@ -12,6 +12,7 @@ from mlip_exafs.errors import UserError
 
 SNAPSHOT_FILE = "snapshots.extxyz"  # what the md stage writes
 SYMPREC_A = (0.1, 0.2, 0.3)
+LIGHTEST_DEFAULT_ABSORBER_Z = 19  # elements up to Ar (Z 18: O, S, Cl ...) are rarely the absorber when a heavier one is present
 
 
 @dataclass(frozen=True)
@@ -29,21 +30,35 @@ class Snapshots:
 
 def read_frames(traj: str | Path) -> list[Atoms]:
     """All frames of an extxyz/.traj file, or of ``snapshots.extxyz`` inside a folder."""
-    import ase.io
+    path = trajectory_path(traj)
+    frames = _read(path, ":")
+    if not frames:
+        raise UserError(f"trajectory {path} has no frames; rerun the MD that writes it")
+    _check_same_topology(frames, path)
+    return frames
 
+
+def trajectory_symbols(traj: str | Path) -> list[str]:
+    """The chemical symbols of the first frame (read alone: trajectories can be large)."""
+    return _read(trajectory_path(traj), 0).get_chemical_symbols()
+
+
+def trajectory_path(traj: str | Path) -> Path:
     path = Path(traj)
     if path.is_dir():
         path = path / SNAPSHOT_FILE
     if not path.exists():
         raise UserError(f"trajectory {path} does not exist; give an extxyz/.traj file or the md output folder")
+    return path
+
+
+def _read(path: Path, index):
+    import ase.io
+
     try:
-        frames = ase.io.read(path, index=":")
+        return ase.io.read(path, index=index)
     except Exception as exc:  # ASE raises many types for unreadable files
         raise UserError(f"cannot read trajectory {path} ({type(exc).__name__}: {exc}); give an extxyz or ASE .traj file") from None
-    if not frames:
-        raise UserError(f"trajectory {path} has no frames; rerun the MD that writes it")
-    _check_same_topology(frames, path)
-    return frames
 
 
 def _check_same_topology(frames: list[Atoms], path: Path) -> None:
@@ -107,6 +122,24 @@ def absorber_indices(reference: Atoms, absorber: str) -> np.ndarray:
         present = ", ".join(sorted(set(symbols)))
         raise UserError(f"absorber '{absorber}' is not in the structure (it has {present}); choose --absorber among those")
     return idx
+
+
+def default_absorber(symbols: list[str]) -> str:
+    """The absorber when none is given: the only element, else the only one heavier than Ar.
+
+    Sulfides, oxides and halides are measured at their metal's edge (W in WS2, Fe in FeS2,
+    As in As2S3); with two heavier elements (SrTiO3: Sr and Ti) there is no safe guess.
+    """
+    from ase.data import atomic_numbers
+
+    elements = sorted(set(symbols), key=lambda e: atomic_numbers[e])
+    heavy = [e for e in elements if atomic_numbers[e] >= LIGHTEST_DEFAULT_ABSORBER_Z]
+    if len(elements) == 1:
+        return elements[0]
+    if len(heavy) == 1:
+        return heavy[0]
+    candidates = ", ".join(heavy or elements)
+    raise UserError(f"cannot tell the absorber among {candidates}; give --absorber (one of them)")
 
 
 def subsample(n: int, limit: int | None) -> np.ndarray:
