@@ -27,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.paths import PairList, build_pairs
-from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, read_frames, snapshots_from_frames
+from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, default_absorber, read_frames, snapshots_from_frames, trajectory_symbols
+from mlip_exafs.shells import LOOK_BEYOND_A, SHELL_TOL_A, check_within_half_cell, split_at_gaps
 
 IDEAL_ANGLE_TOL_DEG = 2.0  # reference angles closer than this are listed as one
+DEFAULT_SHELL_RMAX_A = 4.5  # first shells, the ones an EXAFS fit resolves
 MIN_BLOCKS = 8  # blocking levels with fewer blocks give too noisy an error estimate
 UNITS = {"r_ideal": "Å", "r_mean": "Å", "r_mean_err": "Å", "sigma2": "Å²", "sigma2_classical": "Å²", "sigma2_err": "Å²", "angles": "degrees"}
 
@@ -37,12 +39,12 @@ UNITS = {"r_ideal": "Å", "r_mean": "Å", "r_mean_err": "Å", "sigma2": "Å²", 
 class AnalysisSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    absorber: str = "W"
+    absorber: Optional[str] = Field(None, description="element whose shells are reported; None: the only element, or the only one heavier than Ar")
     reference: Optional[str] = Field(None, description="ideal structure (built-in or file); default: average of each trajectory")
     reference_supercell: Optional[str] = None
     labels: Optional[list[str]] = Field(None, description="one name per trajectory for tables and plots")
-    shell_rmax_a: float = Field(4.5, gt=0, description="shells whose reference distance is below this are reported")
-    shell_tol_a: float = Field(0.1, gt=0, description="reference distances closer than this belong to one shell")
+    shell_rmax_a: Optional[float] = Field(None, gt=0, description="shells whose mean reference distance is up to this are reported (at most half the cell width); None: 4.5 Å or half the cell width")
+    shell_tol_a: float = Field(SHELL_TOL_A, gt=0, description="reference distances closer than this belong to one shell")
     rdf_rmax_a: float = Field(6.0, gt=0)
     rdf_bin_a: float = Field(0.02, gt=0)
     angle_bin_deg: float = Field(1.0, gt=0)
@@ -79,19 +81,16 @@ def distinct_values(values: np.ndarray, tol: float) -> list[float]:
     return sorted(round(float(values[groups == g].mean()), 2) for g in np.unique(groups))
 
 
-def split_at_gaps(distances: np.ndarray, tol_a: float) -> np.ndarray:
-    """Group label per distance: a new group starts where sorted distances jump by more than ``tol_a``."""
-    order = np.argsort(distances)
-    jumps = np.concatenate([[0], np.diff(distances[order]) > tol_a]).cumsum()
-    groups = np.empty(len(distances), dtype=int)
-    groups[order] = jumps
-    return groups
+def find_shells(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: float) -> list[Shell]:
+    """Distance shells around every ``absorber`` atom, per neighbour element, nearest first.
 
-
-def find_shells(reference: Atoms, absorber: str, rmax_a: float, tol_a: float) -> list[Shell]:
-    """Distance shells around every ``absorber`` atom, per neighbour element, nearest first."""
+    Whole shells only (grouped by :func:`mlip_exafs.shells.split_at_gaps`): pairs are listed past
+    ``rmax_a`` so that a shell is never split; it is reported when its mean distance is ≤ ``rmax_a``.
+    """
     absorbers = absorber_indices(reference, absorber)
-    pairs = build_pairs(reference, rmax_a + tol_a)
+    half = check_within_half_cell(reference, rmax_a or 0.0, "--shell-rmax")
+    rmax_a = rmax_a if rmax_a is not None else min(DEFAULT_SHELL_RMAX_A, half)
+    pairs = build_pairs(reference, rmax_a + LOOK_BEYOND_A)
     pairs = _subset(pairs, np.isin(pairs.i, absorbers))
     symbols = np.array(reference.get_chemical_symbols())
     shells = []
@@ -284,6 +283,8 @@ def analyze(trajs: list[str | Path], settings: AnalysisSettings, out: str | Path
         raise UserError("no trajectory given; pass snapshots.extxyz files or md output folders")
     out = Path(out)
     labels = trajectory_labels(trajs, settings.labels)
+    if settings.absorber is None:
+        settings = settings.model_copy(update={"absorber": default_absorber(trajectory_symbols(trajs[0]))})
     ideal = _reference(settings)
     results = [analyze_one(traj, label, ideal, settings) for traj, label in zip(trajs, labels)]
     write_rdf_csv(results, out / "rdf.csv")
@@ -316,7 +317,7 @@ def analyze_one(traj: str | Path, label: str, ideal: Atoms | None, settings: Ana
     snapshots = snapshots_from_frames(frames, ideal)
     shells = find_shells(snapshots.reference, settings.absorber, settings.shell_rmax_a, settings.shell_tol_a)
     if not shells:
-        raise UserError(f"no neighbour of {settings.absorber} within {settings.shell_rmax_a:g} Å in {traj}; raise shell_rmax_a")
+        raise UserError(f"no neighbour of {settings.absorber} within --shell-rmax in {traj}; raise --shell-rmax")
     angles = [angle_statistics(a, snapshots, settings.angle_bin_deg) for a in nearest_neighbour_angles(snapshots.reference, settings.shell_tol_a)]
     r, rdfs = partial_rdfs(snapshots, frames[0].get_chemical_symbols(), settings.rdf_rmax_a, settings.rdf_bin_a)
     nuclei = quantum_input(traj, frames)
