@@ -34,3 +34,62 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 
 
 requires_cp2k = pytest.mark.skipif(shutil.which("cp2k_shell") is None, reason="CP2K not installed (apt-get install cp2k cp2k-data)")
+
+
+def cli(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``mlip-exafs ARGS`` in this process: exit code, stdout and stderr as a user would see them.
+
+    Milliseconds instead of the ~4 s of a fresh interpreter (:func:`run_cli`), for the many bad-input checks.
+    """
+    from mlip_exafs.cli import main
+
+    capsys.readouterr()
+    saved = sys.argv
+    sys.argv = ["mlip-exafs", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def assert_nothing_written(path: Path) -> None:
+    """The output folder or file was not created (or, for a folder, holds no file)."""
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        assert not files, files
+    else:
+        assert not path.exists(), path
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    """3 training + 2 test structures labelled by stiffened CHGNet."""
+    from fake_dft import write_fake_dataset
+
+    return write_fake_dataset(tmp_path_factory.mktemp("data"), n_train=3, n_test=2)
+
+
+@pytest.fixture(scope="session")
+def w_traj(tmp_path_factory) -> Path:
+    """Two snapshots of a 3x3x3 bcc W supercell (half width 4.75 Å)."""
+    import ase.io
+
+    from mlip_exafs.structures import load_structure
+
+    path = tmp_path_factory.mktemp("traj") / "w.extxyz"
+    frames = []
+    for seed in range(2):
+        atoms = load_structure("w-bcc", "3x3x3")
+        atoms.rattle(0.03, seed=seed)
+        frames.append(atoms)
+    ase.io.write(path, frames)
+    return path

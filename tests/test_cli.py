@@ -1,7 +1,10 @@
 import re
 
+import pytest
+import yaml
+
 import mlip_exafs
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
 
 
 def test_version():
@@ -26,3 +29,42 @@ def test_singlepoint_bad_inputs_are_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("singlepoint", "ws2", "--potential", "nope"), "unknown potential", "chgnet")
     assert_one_line_error(run_cli("singlepoint", str(tmp_path / "x.cif")), "neither a file nor a built-in")
     assert_one_line_error(run_cli("singlepoint", "ws2", "--supercell", "3x3"), "NxMxL")
+
+
+@pytest.mark.parametrize(
+    "setup, args, needles",
+    [
+        ("cp2k-config", ["label", "{s}", "--db", "{db}", "--config", "{cfg}"], ["'cutoff_ry'", "fix that value"]),
+        ("", ["label", "{tmp}/missing.extxyz", "--db", "{db}"], ["does not exist", "mlip-exafs sample"]),
+        ("duplicate-uids", ["label", "{s}", "--db", "{db}"], ["duplicate 'uid'", "unique uid"]),
+        ("", ["import", "{tmp}/x.extxyz", "--db", "{db}", "--stress-units", "psi"], ["unknown --stress-units 'psi'"]),
+        ("", ["finetune", "--train", "ws2", "--n", "1", "--lr", "-1", "--out", "{out}"], ["'learning_rate'", "greater than 0"]),
+        ("", ["finetune", "--train", "ws2", "--n", "1", "--freeze", "half", "--out", "{out}"], ["'freeze'", "'energy-scale'"]),
+        ("", ["learning-curve", "--train", "ws2", "--test", "ws2", "--n", "0,1", "--out", "{out}"], ["contains 0"]),
+        ("", ["learning-curve", "--train", "ws2", "--test", "ws2", "--seeds", "a", "--out", "{out}"], ["--seeds 'a'"]),
+        ("", ["report", "{out}"], ["has no summary.json", "mlip-exafs study"]),
+        ("missing-experiment", ["study", "{tmp}/study.yaml", "--out", "{out}"], ["experimental spectrum", "experiment.file"]),
+    ],
+    ids=["label-config-wrong-type", "label-structures-missing", "label-duplicate-uids", "import-stress-units", "finetune-negative-lr",
+         "finetune-freeze-unknown", "learning-curve-n-zero", "learning-curve-seeds-not-numbers", "report-without-study",
+         "study-experiment-missing"],
+)
+def test_bad_options_and_configs(capsys, tmp_path, setup, args, needles):
+    import ase.io
+
+    from mlip_exafs.structures import load_structure
+
+    s = tmp_path / "s.extxyz"
+    frames = [load_structure("w-bcc"), load_structure("w-bcc")]
+    if setup == "duplicate-uids":
+        for atoms in frames:
+            atoms.info["uid"] = "same"
+    ase.io.write(s, frames)
+    (tmp_path / "cp2k.yaml").write_text("cutoff_ry: big\n")
+    if setup == "missing-experiment":
+        config = {"name": "x", "structure": "ws2", "absorber": "W", "dataset": "ws2", "experiment": {"file": "nope.xdi"}}
+        (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    names = {"s": s, "db": tmp_path / "labels.db", "cfg": tmp_path / "cp2k.yaml", "tmp": tmp_path, "out": tmp_path / "out"}
+    assert_one_line_error(cli(capsys, *[a.format(**names) for a in args]), *needles)
+    assert not (tmp_path / "labels.db").exists()
+    assert_nothing_written(tmp_path / "out")

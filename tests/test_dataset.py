@@ -1,10 +1,14 @@
 """The shipped CP2K datasets: addressable by name, one level of theory, test held out."""
 
 import json
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
-from conftest import run_cli
+from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
 from mlip_exafs.dataset import assert_disjoint, load_structures
 from mlip_exafs.cp2k import Cp2kSettings
 
@@ -22,3 +26,117 @@ def test_shipped_dataset_info_names_counts_code_and_settings(name, composition):
 @pytest.mark.parametrize("name", ["ws2", "w-bcc"])
 def test_shipped_test_set_shares_no_structure_with_the_training_pool(name):
     assert_disjoint(load_structures(name, "train"), load_structures(name, "test"))
+
+
+def _labelled_db(path: Path, kinds: list[str]) -> Path:
+    """A small WS2 database; kinds: ok, nan-forces, inf-energy, unconverged."""
+    import ase.db
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlip_exafs.structures import load_structure
+
+    with ase.db.connect(path) as db:
+        for i, kind in enumerate(kinds):
+            atoms = load_structure("ws2")
+            atoms.rattle(0.05, seed=i)
+            forces = np.random.default_rng(i).normal(size=(len(atoms), 3))
+            energy = -50.0
+            if kind == "nan-forces":
+                forces[0, 0] = np.nan
+            if kind == "inf-energy":
+                energy = np.inf
+            atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=np.zeros(6))
+            db.write(atoms, key_value_pairs={"uid": f"{kind}-{i}", "scf_converged": kind != "unconverged"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_dbs(tmp_path_factory) -> dict[str, Path]:
+    import ase.db
+
+    root = tmp_path_factory.mktemp("bad")
+    dbs = {
+        "nan-forces": _labelled_db(root / "nan.db", ["ok", "nan-forces"]),
+        "inf-energy": _labelled_db(root / "inf.db", ["inf-energy"]),
+        "unconverged": _labelled_db(root / "unconverged.db", ["unconverged", "unconverged"]),
+    }
+    with ase.db.connect(root / "empty.db") as db:
+        db.metadata = {"units": {}}
+    dbs["empty"] = root / "empty.db"
+    return dbs
+
+
+@pytest.mark.parametrize(
+    "kind, needles",
+    [
+        ("nan-forces", ["NaN or infinite labels", "remove it or relabel it"]),
+        ("inf-energy", ["NaN or infinite labels", "inf-energy-0"]),
+        ("unconverged", ["no usable labelled structures", "label or import"]),
+        ("empty", ["no usable labelled structures", "label or import"]),
+    ],
+    ids=["nan-forces", "inf-energy", "unconverged", "empty"],
+)
+def test_untrustworthy_or_empty_labels(capsys, tmp_path, bad_dbs, kind, needles):
+    for args in (["validate", "--test", bad_dbs[kind]], ["finetune", "--train", bad_dbs[kind], "--n", "1"]):
+        out = tmp_path / args[0]
+        assert_one_line_error(cli(capsys, *args, "--out", out), *needles)
+        assert_nothing_written(out)
+
+
+def test_unconverged_rows_are_never_used(bad_dbs, tmp_path):
+    """A db with converged and unconverged rows: only the converged ones are loaded."""
+    import ase.db
+
+    from mlip_exafs.dataset import load_structures
+
+    mixed = shutil.copy(bad_dbs["unconverged"], tmp_path / "mixed.db")
+    _labelled_db(Path(mixed), ["ok"])
+    with ase.db.connect(mixed) as db:
+        assert db.count() == 3
+    assert [a.info["uid"] for a in load_structures(mixed)] == ["ok-0"]
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["dataset", "info", "nope"], ["unknown dataset 'nope'", "shipped name"]),
+        (["dataset", "info", "{empty_folder}"], ["has neither train.db nor test.db", "label or import"]),
+        (["validate", "--test", "{train_only}", "--out", "{out}"], ["has no test split", "label or import a test set"]),
+        (["finetune", "--train", "{data}", "--n", "4", "--out", "{out}"], ["has 3 usable structures but n = 4", "lower --n"]),
+        (["learning-curve", "--train", "{data}", "--test", "{data}", "--n", "1,4", "--out", "{out}"], ["asks for [4]", "label more"]),
+    ],
+    ids=["unknown-name", "folder-without-dbs", "no-test-split", "finetune-n-too-large", "learning-curve-n-too-large"],
+)
+def test_missing_or_too_small_datasets(capsys, tmp_path, data, args, needles):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "train-only").mkdir()
+    shutil.copy(data / "train.db", tmp_path / "train-only" / "train.db")
+    names = {"empty_folder": tmp_path / "empty", "train_only": tmp_path / "train-only", "data": data, "out": tmp_path / "out"}
+    assert_one_line_error(cli(capsys, *[a.format(**names) for a in args]), *needles)
+    assert_nothing_written(tmp_path / "out")
+
+
+@pytest.fixture
+def overlapping(data, tmp_path) -> Path:
+    """A dataset whose test split is a copy of its train split."""
+    folder = tmp_path / "overlap"
+    folder.mkdir()
+    shutil.copy(data / "train.db", folder / "train.db")
+    shutil.copy(data / "train.db", folder / "test.db")
+    return folder
+
+
+def test_duplicates_between_train_and_test_are_refused_by_learning_curve(capsys, tmp_path, data, overlapping):
+    out = tmp_path / "lc"
+    proc = cli(capsys, "learning-curve", "--train", data, "--test", overlapping, "--n", "1", "--seeds", "0", "--epochs", "1", "--out", out)
+    assert_one_line_error(proc, "3 structure(s) appear in both the training pool and the test set", "sampled separately")
+    assert_nothing_written(out)
+
+
+def test_duplicates_between_train_and_test_are_refused_by_study(capsys, tmp_path, overlapping):
+    config = {"name": "dup", "structure": "ws2", "absorber": "W", "dataset": str(overlapping), "pristine": ["chgnet"],
+              "finetune": {"n": [1], "seeds": [0], "epochs": 1}}
+    (tmp_path / "dup.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "study"
+    assert_one_line_error(cli(capsys, "study", tmp_path / "dup.yaml", "--out", out), "both the training pool and the test set")
+    assert_nothing_written(out)

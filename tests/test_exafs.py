@@ -11,7 +11,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs import ExafsSettings, read_chi_csv, run_exafs
 from mlip_exafs.spectra import FTWindow, k_weighted_r_factor
@@ -102,6 +102,24 @@ def test_cli_reports_missing_trajectory_in_one_line(tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: trajectory") and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--rmax", "7"], ["exceeds half the supercell width (4.75 Å)", "--rmax ≤ 4.75"]),
+        (["--absorber", "Mo"], ["absorber 'Mo' is not in the structure", "choose --absorber"]),
+        (["--absorber", "Xx"], ["not a chemical element symbol"]),
+        (["--edge", "L7"], ["edge 'L7'", "use one of K, L1"]),
+        (["--absorber", "H", "--edge", "L3"], ["no L3 edge"]),
+        (["--engine", "warp"], ["'engine'", "'fast' or 'feff'"]),
+    ],
+    ids=["rmax", "absorber-not-in-structure", "absorber-not-an-element", "edge-unknown", "edge-not-of-element", "engine-unknown"],
+)
+def test_bad_exafs_options(capsys, tmp_path, w_traj, args, needles):
+    out = tmp_path / "exafs"
+    assert_one_line_error(cli(capsys, "exafs", w_traj, "--out", out, *args), *needles)
+    assert_nothing_written(out)
 
 
 # ---------------------------------------------------------------- rmax against the shells, absorber and edge defaults

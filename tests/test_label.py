@@ -2,6 +2,7 @@
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, requires_cp2k, run_cli
+from conftest import assert_one_line_error, cli, requires_cp2k, run_cli
 from mlip_exafs.cp2k import Cp2kSettings, kpoint_mesh, make_calculator
 from mlip_exafs.label import WORKDIR_PARENT, finished_uids, group_by_cell, new_workdir, remove_stale_workdirs
 from mlip_exafs.structures import load_structure
@@ -239,3 +240,47 @@ def test_structures_sharing_a_cell_are_labelled_one_after_another():
         atoms.info["uid"] = f"s{i}"
         frames.append(atoms)
     assert [a.info["uid"] for a in group_by_cell(frames)] == ["s0", "s2", "s4", "s1", "s3"]
+
+
+FAKE_CP2K = """#!/bin/sh
+# Stands in for cp2k_shell: answers the version and ASE's handshake, then dies
+# as if killed (kill -9, out of memory, a lost MPI rank) when work starts.
+if [ "$1" = "--version" ]; then echo "CP2K version 2024.1"; exit 0; fi
+{startup}
+echo "* READY"
+read line
+echo "CP2K Shell Version: 6.0"
+echo "* READY"
+read line
+echo "* READY"
+read line
+kill -9 $$
+"""
+
+
+@pytest.mark.parametrize("dies, needle", [("mid-run", "CP2K failed on structure w-0"), ("at-start", "CP2K did not start for structure w-0")],
+                         ids=["mid-run", "at-start"])
+def test_cp2k_killed_mid_run_is_a_one_line_error_and_no_row(capsys, tmp_path, monkeypatch, dies, needle):
+    """No real CP2K: a script on PATH plays a cp2k_shell that dies. Nothing is stored for the structure."""
+    import ase.io
+
+    from mlip_exafs.cp2k import cp2k_version
+    from mlip_exafs.label import finished_uids
+    from mlip_exafs.structures import load_structure
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "cp2k_shell"
+    fake.write_text(FAKE_CP2K.format(startup="kill -9 $$" if dies == "at-start" else ""))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    atoms = load_structure("w-bcc")
+    atoms.info["uid"] = "w-0"
+    ase.io.write(tmp_path / "s.extxyz", [atoms])
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cp2k_version.cache_clear()
+    try:
+        proc = cli(capsys, "label", tmp_path / "s.extxyz", "--db", tmp_path / "labels.db", "--mpi-ranks", "1")
+    finally:
+        cp2k_version.cache_clear()
+    assert_one_line_error(proc, needle)
+    assert finished_uids(tmp_path / "labels.db") == set()  # a rerun labels w-0 again

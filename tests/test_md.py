@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_nothing_written, assert_one_line_error, cli, no_temp_files, run_cli
 from mlip_exafs.errors import UserError
 from mlip_exafs.md import CHECKPOINT_FILE, MdSettings, parse_duration_fs, read_thermo, run_md, schedule_of
 
@@ -172,3 +173,59 @@ def test_npt_then_nvt_at_the_mean_cell(tmp_path):
         np.testing.assert_allclose(frame.cell.array, mean_cell, atol=1e-9)
     assert np.abs(mean_cell - load_structure("ws2").cell.array).max() > 1e-3
     assert "npt" in set(read_thermo(tmp_path / "thermo.csv")["phase"])
+
+
+def _structure_file(tmp_path: Path, kind: str) -> Path:
+    import ase.io
+    from ase import Atoms
+
+    if kind == "missing":
+        return tmp_path / "missing.cif"
+    if kind == "corrupt":
+        (tmp_path / "corrupt.cif").write_text("data_ws2\n_cell_length_a 3.15\nthis is not a CIF loop\n")
+        return tmp_path / "corrupt.cif"
+    if kind == "molecule":
+        ase.io.write(tmp_path / "mol.xyz", Atoms("W2", positions=[[0, 0, 0], [2.2, 0, 0]]))
+        return tmp_path / "mol.xyz"
+    ase.io.write(tmp_path / "og.extxyz", Atoms("Og2", positions=[[0, 0, 0], [1.5, 1.5, 1.5]], cell=[3, 3, 3], pbc=True))
+    return tmp_path / "og.extxyz"
+
+
+@pytest.mark.parametrize(
+    "kind, needles",
+    [
+        ("missing", ["neither a file nor a built-in", "check the path"]),
+        ("corrupt", ["cannot read structure file", "CIF, POSCAR or extxyz"]),
+        ("molecule", ["not a 3D periodic crystal", "full unit cell"]),
+        ("uncovered-element", ["does not cover element(s) Og", "trained on them"]),
+    ],
+    ids=["missing", "corrupt", "molecule", "uncovered-element"],
+)
+def test_bad_structure_for_md(capsys, tmp_path, kind, needles):
+    out = tmp_path / "md"
+    assert_one_line_error(cli(capsys, "md", _structure_file(tmp_path, kind), "--out", out), *needles)
+    assert_nothing_written(out)
+
+
+def test_disk_full_during_md_then_rerun_resumes(tmp_path, monkeypatch):
+    """Snapshots cannot be appended: a one-line error; after space is freed the same command finishes the run."""
+    import ase.io
+
+    from mlip_exafs.md import MdSettings, read_thermo, run_md
+
+    settings = MdSettings(structure="ws2", equilibration_fs=0, production_fs=40, snapshot_every_fs=10, checkpoint_every_fs=10)
+    real_write = ase.io.write
+
+    def full_disk(target, *args, **kwargs):
+        if kwargs.get("format") == "extxyz" and not isinstance(target, (str, Path)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(target, *args, **kwargs)
+
+    monkeypatch.setattr(ase.io, "write", full_disk)
+    with pytest.raises(UserError, match="No space left on device.*rerun the same command to resume") as err:
+        run_md(settings, tmp_path, show_progress=False)
+    assert "\n" not in str(err.value) and no_temp_files(tmp_path)
+    monkeypatch.setattr(ase.io, "write", real_write)
+    run_md(settings, tmp_path, show_progress=False)
+    assert [f.info["step"] for f in ase.io.read(tmp_path / "snapshots.extxyz", ":")] == [5, 10, 15, 20]
+    assert list(read_thermo(tmp_path / "thermo.csv")["step"]) == [0, 5, 10, 15, 20]

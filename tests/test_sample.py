@@ -1,0 +1,37 @@
+"""sample: bad configs are one-line errors; one seed gives the same structures."""
+
+import pytest
+
+from conftest import assert_one_line_error, cli
+
+
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("colour: red\n", ["unknown key 'colour'", "check its spelling"]),
+        ("seed: many\n", ["'seed'", "fix that value"]),
+        ("temperatures_k: [300, -300]\n", ["temperatures_k.1", "greater than 0"]),
+        ("timestep_fs: 0\n", ["timestep_fs", "greater than 0"]),
+        ("strained: [\n", ["not valid YAML", "fix the syntax"]),
+        ("- 1\n- 2\n", ["must be a mapping"]),
+    ],
+    ids=["unknown-key", "wrong-type", "negative-temperature", "zero-timestep", "invalid-yaml", "not-a-mapping"],
+)
+def test_bad_sample_config(capsys, tmp_path, text, needles):
+    """A negative temperature used to run the MD for minutes and then report a blow-up."""
+    (tmp_path / "sample.yaml").write_text(text)
+    out = tmp_path / "structures.extxyz"
+    assert_one_line_error(cli(capsys, "sample", "--config", tmp_path / "sample.yaml", "--out", out), *needles)
+    assert not out.exists()
+
+
+def test_sample_is_deterministic_for_a_seed(tmp_path):
+    from mlip_exafs.sample import SampleSpec, sample
+
+    spec = SampleSpec(supercell="1x1x1", temperatures_k=[300.0], snapshots_per_temperature=2, strained=1, rattled=2,
+                      equilibration_fs=10, interval_fs=4, threads=1)
+    sample(spec, tmp_path / "a.extxyz")
+    sample(spec, tmp_path / "b.extxyz")
+    sample(spec.model_copy(update={"seed": 1}), tmp_path / "c.extxyz")
+    assert (tmp_path / "a.extxyz").read_text() == (tmp_path / "b.extxyz").read_text()
+    assert (tmp_path / "a.extxyz").read_text() != (tmp_path / "c.extxyz").read_text()
