@@ -1,30 +1,43 @@
-"""Report pieces that need no study run (the full report is tested in test_study)."""
+"""The report: its verdict on a synthetic study folder, its pieces, and both bundled studies' reports in headless Chromium."""
 
-from mlip_exafs.report import _gallery, _overview, first_seed_only
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlip_exafs.files import write_json
+from mlip_exafs.report import StudyView, _gallery, _recommendation, first_seed_only, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+VERDICT_GREEN = (0x22, 0xAA, 0x66)  # the verdict box's border, #2a6
 
 
-def overview_of(recommended_n):
-    curve = [
+def view_of(recommended_n, curve=None):
+    curve = curve or [
         {"n": 1, "seed": 0, "force_mae_ev_a": 0.30, "softening_slope": 0.85},
         {"n": 10, "seed": 0, "force_mae_ev_a": 0.20, "softening_slope": 0.96},
         {"n": 10, "seed": 1, "force_mae_ev_a": 0.18, "softening_slope": 0.94},
     ]
-    summary = {"study": "s", "learning_curve": curve, "recommended_n": recommended_n, "recommended_n_rule": "rule"}
-    record = {"config": {"dataset": "ws2", "structure": "ws2", "absorber": "W"}, "profile": "quick"}
-    return _overview(summary, record)
+    summary = {"study": "s", "potentials": {}, "learning_curve": curve, "recommended_n": recommended_n, "recommended_n_rule": "rule"}
+    record = {"config": {"dataset": "ws2", "structure": "ws2", "absorber": "W", "finetune": {"base": "chgnet"}}, "profile": "quick"}
+    return StudyView(Path("."), summary, record)
 
 
-def test_overview_without_a_recommendation_says_where_the_largest_n_stands():
-    text = overview_of(None)
-    assert "No N met the criteria" in text
+def test_without_a_recommendation_the_verdict_says_where_the_largest_n_stands():
+    text = _recommendation(view_of(None))
+    assert "No training-set size met the criteria" in text
     assert "largest N (10, mean of 2 seed(s))" in text
     assert "slope is 0.950" in text and "force MAE 0.190 eV/Å" in text
 
 
-def test_overview_with_a_recommendation_names_it():
-    text = overview_of(10)
-    assert "Recommended training-set size: N = 10" in text
-    assert "largest N" not in text
+def test_a_recommendation_names_n_the_base_model_and_whether_it_is_the_largest_n():
+    assert "fine-tune chgnet on N = 10 DFT-labelled structures" in _recommendation(view_of(10))
+    assert "largest N tried" in _recommendation(view_of(10))
+    assert "largest N tried" not in _recommendation(view_of(1))
 
 
 def test_galleries_show_the_pristine_models_and_the_first_seed_of_each_n(tmp_path):
@@ -48,7 +61,6 @@ def test_a_gallery_says_where_the_other_seeds_plots_are(tmp_path):
 
 
 def test_msrd_table_shows_the_temperature_each_md_ran_at(tmp_path):
-    from mlip_exafs.files import write_json
     from mlip_exafs.report import _msrd_table
 
     shells = {"W-S1": {"r_mean": 2.41, "sigma2": 0.00369}}
@@ -64,7 +76,6 @@ def test_msrd_table_shows_the_temperature_each_md_ran_at(tmp_path):
 def test_galleries_and_cost_table_order_n_as_numbers(tmp_path):
     from matplotlib import pyplot as plt
 
-    from mlip_exafs.files import write_json
     from mlip_exafs.report import _cost_table
 
     for name, wall in [("finetune-chgnet-ft-n10-s0", 368.9), ("finetune-chgnet-ft-n100-s0", 22159.0), ("finetune-chgnet-ft-n2-s0", 4.04)]:
@@ -80,9 +91,6 @@ def test_galleries_and_cost_table_order_n_as_numbers(tmp_path):
 
 
 def test_exafs_of_all_potentials_share_one_figure(tmp_path):
-    import numpy as np
-
-    from mlip_exafs.files import write_json
     from mlip_exafs.report import _exafs_overlay
 
     k = np.arange(0.05, 18, 0.05)
@@ -97,9 +105,6 @@ def test_exafs_of_all_potentials_share_one_figure(tmp_path):
 
 
 def test_experiment_and_every_potential_share_one_figure(tmp_path):
-    import numpy as np
-
-    from mlip_exafs.files import write_json
     from mlip_exafs.report import _experiment_overlay
 
     k = np.arange(0.0, 16, 0.05)
@@ -111,3 +116,193 @@ def test_experiment_and_every_potential_share_one_figure(tmp_path):
         write_json(folder / "compare.json", {"kmin": 3.0, "kmax": 14.0, "kweight": 2, "settings": {"dk_inv_a": 1.0}})
     assert _experiment_overlay(tmp_path).count("<img") == 1
     assert (tmp_path / "exafs_experiment.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- a whole report from a synthetic study folder
+
+def _validation(slope: float, force_mae: float) -> dict:
+    return {"energy_mae_mev_atom": 10.0, "force_mae_ev_a": force_mae, "force_rmse_ev_a": 1.4 * force_mae, "stress_mae_gpa": 0.5,
+            "softening_slope": slope, "cmae_ev_a": force_mae, "n_test_structures": 10}
+
+
+def _msrd(sigma2_w1: float, sigma2_w2: float) -> dict:
+    return {"W-W1": {"r_mean": 2.744, "sigma2": sigma2_w1}, "W-W2": {"r_mean": 3.168, "sigma2": sigma2_w2}, "W-W3": {"r_mean": 4.48, "sigma2": 0.008}}
+
+
+FIT = {"s02": 0.94, "de0_ev": 4.7, "r_factor": 0.0186, "kmin": 3.0, "kmax": 14.0, "rmin": 1.0, "rmax": 3.98, "n_variables": 6, "n_independent": 21.8,
+       "shells": {"W-W1": {"r": 2.7398, "r_err": 0.004, "sigma2": 0.00314, "sigma2_err": 0.00035, "n": 8.0},
+                  "W-W2": {"r": 3.1626, "r_err": 0.006, "sigma2": 0.00360, "sigma2_err": 0.00050, "n": 6.0}}}
+
+
+def _png(path: Path) -> None:
+    from matplotlib import pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = plt.figure(figsize=(2, 2))
+    fig.gca().plot([0, 1], [0, 1])
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def make_study(root: Path, unfinished_md: bool = True) -> Path:
+    """A W study as the pipeline leaves it: pretrained CHGNet (MD) and SevenNet-0 (MD unfinished), N = 1, 10, 40 x 2 seeds
+    (MD at N = 10 and 40), the W-foil shell fit. Numbers are those of studies/w-paper, rounded."""
+    steps = root / "steps"
+    potentials = {"chgnet": {"validation": _validation(0.51, 0.629), "msrd": _msrd(0.00641, 0.00734),
+                             "exafs": {"r_factor_r": 0.132, "r_factor_k": 0.19, "s02": 1.53, "de0_ev": 3.8, "kmin": 3, "kmax": 14, "rmin": 1, "rmax": 5}},
+                  "sevennet-0": {"validation": _validation(0.58, 0.567), "msrd": None, "exafs": None}}
+    curve = []
+    for n, slope, mae in ((1, 0.79, 0.32), (10, 0.998, 0.104), (40, 1.016, 0.0905)):
+        for seed in (0, 1):
+            curve.append({"n": n, "seed": seed, "force_mae_ev_a": mae, "softening_slope": slope})
+            name = f"chgnet-ft-n{n}-s{seed}"
+            md = seed == 0 and n in (10, 40)
+            potentials[name] = {"validation": _validation(slope, mae), "msrd": _msrd(0.00316, 0.00308) if md else None,
+                                "exafs": {"r_factor_r": 0.012, "r_factor_k": 0.03, "s02": 0.9, "de0_ev": 4.4, "kmin": 3, "kmax": 14, "rmin": 1, "rmax": 5} if md else None}
+    summary = {"study": "w-synthetic", "potentials": potentials, "learning_curve": curve, "recommended_n": 40, "recommended_n_rule": "the rule in words",
+               "experiment": {"file": "/data/W_metal_rt_01.xdi", "fit": FIT}}
+    if unfinished_md:
+        summary["unfinished_steps"] = ["md-sevennet-0", "analyze-sevennet-0"]
+    write_json(root / "summary.json", summary)
+    write_json(root / "study.json", {"config": {"name": "w-synthetic", "structure": "w-bcc", "absorber": "W", "dataset": "w-bcc",
+                                                "pristine": ["chgnet", "sevennet-0"], "finetune": {"base": "chgnet"}}, "profile": "paper"})
+    for name, entry in potentials.items():
+        for kind in ("energy", "forces", "stress"):
+            _png(steps / f"validate-{name}" / f"parity_{kind}.png")
+        if entry["msrd"]:
+            shells = [{"label": s, "sigma2": v["sigma2"], "sigma2_err": 0.00004} for s, v in entry["msrd"].items()]
+            write_json(steps / f"analyze-{name}" / "analysis.json", {"trajectories": [{"shells": shells}]})
+    _png(steps / "fit-experiment" / "experiment_fit.png")
+    write_json(steps / "fit-experiment" / "experiment_fit.json", FIT)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory) -> Path:
+    root = make_study(tmp_path_factory.mktemp("study"))
+    return write_report(root)
+
+
+def _verdict_html(report: Path) -> str:
+    text = report.read_text()
+    return text[text.index("<section id='verdict'>"): text.index("</section>")]
+
+
+def test_the_verdict_is_the_first_section_and_answers_in_sentences(synthetic_report):
+    text = synthetic_report.read_text()
+    assert text.index("<section id='verdict'>") < text.index("<section", text.index("<body>") + 1) + 1  # the first section
+    verdict = _verdict_html(synthetic_report)
+    assert "Recommended: fine-tune chgnet on N = 40 DFT-labelled structures." in verdict and "the rule in words" in verdict
+    assert "Pretrained chgnet is too soft</b>: softening slope 0.51" in verdict and "force MAE 0.629 eV/Å" in verdict
+    # σ² against the experiment's fit: ratio and the difference in combined error bars
+    expected_z = (0.00641 - 0.00314) / np.hypot(0.00004, 0.00035)
+    assert f"W-W1 0.00641 Å² is 2.04× the experiment's (0.00314 ± 0.00035 Å², {expected_z:.1f} error bars above)" in verdict
+    assert "R-factor 0.132" in verdict and "Fine-tuned on N = 10</b> (seed 0): as stiff as DFT" in verdict
+    assert "within the error bars" in verdict  # N = 10's W-W1 σ² 0.00316 against 0.00314 ± 0.00035
+    assert "Pretrained sevennet-0 is too soft" in verdict and "Its MD is still running." in verdict
+    assert "Unfinished steps" in verdict and "md-sevennet-0" in verdict
+    assert "σ²(W-W1) 0.00314 ± 0.00035 Å² at 2.740 Å (N = 8)" in verdict
+
+
+def test_the_deciding_figures_come_as_png_and_svg(synthetic_report):
+    root = synthetic_report.parent
+    for stem in ("learning_curve", "sigma2_vs_n", "r_factor_vs_n"):
+        assert (root / f"{stem}.png").stat().st_size > 5_000, stem
+        svg = (root / f"{stem}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg, stem
+        width_in = float(re.search(r'width="([\d.]+)pt"', svg).group(1)) / 72
+        assert width_in <= 7.5, f"{stem} is {width_in:.1f} in wide: more than a journal page"
+
+
+def test_parity_plots_of_pretrained_and_largest_n_shown_the_others_on_demand(synthetic_report):
+    text = synthetic_report.read_text()
+    section = text[text.index("Parity against held-out DFT"):]
+    shown, collapsed = section.split("<details>", 1)
+    assert {"chgnet: parity forces", "sevennet-0: parity forces", "chgnet-ft-n40-s0: parity forces"} <= set(re.findall(r"alt='([^']+)'", shown))
+    assert "chgnet-ft-n1-s0: parity forces" in collapsed.split("</details>")[0] and "ft-n1-s0" not in shown
+    assert "s1: parity" not in text  # other seeds: numbers in the tables only
+    assert text.count("<details>") >= 4 and "Provenance" in text.split("<details>")[-1]
+
+
+def test_report_of_a_study_without_summary_is_built_from_its_finished_steps(tmp_path):
+    """An unfinished study (no summary.json, a step without step.json) reports what is done and names the rest."""
+    import yaml
+
+    from conftest import run_cli
+
+    config = {"name": "partial", "structure": "ws2", "absorber": "W", "dataset": "ws2", "pristine": ["chgnet"],
+              "finetune": {"n": [1], "seeds": [0]}, "md": {"finetuned_n": []}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+    from mlip_exafs.study.steps import all_hashes
+
+    loaded = load_study_config(tmp_path / "c.yaml")
+    steps = build_steps(loaded)
+    hashes = all_hashes(steps)
+    write_json(tmp_path / "study.json", {"config": json.loads(loaded.model_dump_json()), "profile": None, "step_inputs": hashes})
+    for step in steps:
+        if step.action == "validate" or step.action == "finetune":
+            result = {"model": "m.pt", "n": 1, "seed": 0} if step.action == "finetune" else _validation(0.6 if step.name == "validate-chgnet" else 0.99, 0.2)
+            write_json(tmp_path / "steps" / step.name / "step.json", {"step": step.name, "inputs_hash": hashes[step.name], "wall_s": 1.0, "result": result})
+    run_cli("report", str(tmp_path), check=True)
+    verdict = _verdict_html(tmp_path / "report.html")
+    assert "Pretrained chgnet is too soft" in verdict and "Its MD is still running." in verdict
+    assert "md-chgnet" in verdict and not (tmp_path / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- in a browser
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (scripts/install.sh --test installs it)")
+SCREEN = (1400, 900)
+
+
+def _chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                           "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}", f"--window-size={SCREEN[0]},{SCREEN[1]}",
+                           "--virtual-time-budget=5000", *args], capture_output=True, text=True, timeout=180)
+
+
+def first_screen(report: Path, tmp: Path) -> tuple[dict, np.ndarray]:
+    """Where the page's sections sit in a 1400x900 window (from the DOM), and the screenshot of that window (RGB array)."""
+    from PIL import Image
+
+    probe = tmp / "probe.html"
+    script = ("<script>window.onload=()=>{const s=[...document.querySelectorAll('section')].map(e=>{const r=e.getBoundingClientRect();"
+              "return {id:e.id,top:r.top,bottom:r.bottom};});const imgs=[...document.images];"
+              "document.title=JSON.stringify({sections:s,broken:imgs.filter(i=>!(i.complete&&i.naturalWidth>0)).length,images:imgs.length});}</script>")
+    probe.write_text(report.read_text().replace("</body>", script + "</body>"))
+    dom = _chromium(tmp, "--dump-dom", probe.as_uri())
+    layout = json.loads(__import__("html").unescape(dom.stdout.split("<title>")[1].split("</title>")[0]))
+    shot = tmp / "screen.png"
+    _chromium(tmp, f"--screenshot={shot}", report.as_uri())
+    return layout, np.asarray(Image.open(shot).convert("RGB"))
+
+
+def _assert_verdict_fills_the_first_screen(layout: dict, pixels: np.ndarray) -> None:
+    assert pixels.shape[:2] == (SCREEN[1], SCREEN[0])
+    first = layout["sections"][0]
+    assert first["id"] == "verdict", layout["sections"][:2]
+    assert first["top"] < 200 and first["bottom"] <= SCREEN[1], first  # the whole verdict is on the first screen
+    green = np.all(np.abs(pixels.astype(int) - VERDICT_GREEN) <= 12, axis=-1)
+    rows = np.flatnonzero(green.sum(axis=1) > SCREEN[0] // 2)  # the verdict box's top and bottom borders, drawn across the page
+    assert len(rows) >= 2 and rows[0] < 200, "the verdict box is not on the screenshot"
+    assert layout["broken"] == 0
+
+
+@needs_chromium
+def test_synthetic_report_shows_the_verdict_on_the_first_screen(synthetic_report, tmp_path):
+    layout, pixels = first_screen(synthetic_report, tmp_path)
+    _assert_verdict_fills_the_first_screen(layout, pixels)
+
+
+@needs_chromium
+@pytest.mark.parametrize("study", ["ws2-paper", "w-paper"])
+def test_bundled_study_reports_show_the_verdict_on_the_first_screen(study, tmp_path):
+    report = REPO / "studies" / study / "report.html"
+    if not report.exists():
+        pytest.skip(f"{report} not in this checkout")
+    layout, pixels = first_screen(report, tmp_path)
+    _assert_verdict_fills_the_first_screen(layout, pixels)
+    assert layout["images"] >= 5
