@@ -229,3 +229,30 @@ def test_disk_full_during_md_then_rerun_resumes(tmp_path, monkeypatch):
     run_md(settings, tmp_path, show_progress=False)
     assert [f.info["step"] for f in ase.io.read(tmp_path / "snapshots.extxyz", ":")] == [5, 10, 15, 20]
     assert list(read_thermo(tmp_path / "thermo.csv")["step"]) == [0, 5, 10, 15, 20]
+
+
+def test_md_json_says_running_before_the_first_step(tmp_path, monkeypatch):
+    """md.json exists with status 'running' from the start, not only from the first checkpoint."""
+    import mlip_exafs.md as md
+    from mlip_exafs.files import read_json
+
+    seen = {}
+
+    def stop_before_stepping(files, *args, **kwargs):
+        seen.update(read_json(files.summary))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(md, "_run_steps", stop_before_stepping)
+    settings = MdSettings(structure="ws2", equilibration_fs=0, production_fs=400, snapshot_every_fs=10, checkpoint_every_fs=200)
+    with pytest.raises(KeyboardInterrupt):
+        run_md(settings, tmp_path, show_progress=False)
+    assert seen["status"] == "running" and seen["step"] == 0 and seen["total_steps"] == 200 and seen["n_frames"] == 0
+
+
+def test_md_help_shows_flags_as_flags_and_the_thread_default_the_readme_states(capsys):
+    help_text = cli(capsys, "md", "--help").stdout
+    npt_line = next(line for line in help_text.splitlines() if "--npt " in line and "--no-npt" in line)
+    assert "<bool>" not in npt_line
+    assert "[default: 1]" in help_text.split("--threads")[1]
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "`md`, `validate` and `finetune` use 1 unless `--threads N`" in readme

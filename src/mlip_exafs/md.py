@@ -422,6 +422,7 @@ def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
     atoms.set_constraint(FixCom())
     state = _start_or_resume(files, atoms, settings, pid)
     try:
+        write_summary(files, settings, schedule, pid, state, atoms, "running")  # md.json says "running" from the first step on
         _run_steps(files, atoms, state, settings, schedule, pid, show_progress)
     except OSError as exc:  # disk full mid-run: the checkpoint and the logs up to it are intact
         raise UserError(
