@@ -361,3 +361,22 @@ def test_study_samples_and_labels_its_own_dataset(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["potentials"]["chgnet"]["validation"]["n_test_structures"] == 2
     assert summary["potentials"]["chgnet-ft-n2-s0"]["validation"]["force_mae_ev_a"] > 0
+
+
+def test_an_experiment_is_shell_fitted_once_and_its_fit_goes_into_the_summary(study_root, tmp_path):
+    """experiment.fit_shells (default 2): one fit-experiment step for the spectrum, not one per potential; compare steps unchanged."""
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import FIT_STEP, build_steps, summarize
+
+    w_foil = Path(__file__).resolve().parents[1] / "examples" / "data" / "W_metal_rt_01.xdi"
+    config_file = tmp_path / "exp.yaml"
+    config_file.write_text(yaml.safe_dump(dict(TINY_STUDY, dataset=str(study_root / "data"), experiment={"file": str(w_foil)})))
+    config = load_study_config(config_file)
+    steps = build_steps(config)
+    fits = [s for s in steps if s.action == "fit_experiment"]
+    assert [s.name for s in fits] == [FIT_STEP] and fits[0].params["fit_shells"] == 2 and fits[0].params["structure"] == "ws2"
+    assert all("fit_shells" not in s.params["window"] for s in steps if s.action == "compare")
+    validation = {"energy_mae_mev_atom": 1.0, "force_mae_ev_a": 0.1, "force_rmse_ev_a": 0.2, "stress_mae_gpa": 0.1, "softening_slope": 1.0,
+                  "cmae_ev_a": 0.1, "n_test_structures": 2}
+    results = {s.name: validation for s in steps if s.action == "validate"} | {FIT_STEP: {"r_factor": 0.02, "shells": {}}}
+    assert summarize(config, results)["experiment"] == {"file": str(w_foil), "fit": {"r_factor": 0.02, "shells": {}}}
