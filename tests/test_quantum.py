@@ -152,7 +152,7 @@ def test_path_integral_reproduces_quantum_sigma2(einstein, tmp_path, temperature
     import json
 
     settings = MdSettings(structure=str(einstein), potential="chgnet", temperature_k=temperature_k, timestep_fs=10.0,
-                          equilibration_fs=2000.0, production_fs=20000.0, snapshot_every_fs=100.0, checkpoint_every_fs=5000.0,
+                          equilibration_fs=2000.0, production_fs=10000.0, snapshot_every_fs=100.0, checkpoint_every_fs=5000.0,
                           thermostat_time_fs=200.0, seed=1, nuclei="path-integral")
     out = tmp_path / "pimd"
     run_md(settings, out, show_progress=False)
@@ -160,7 +160,7 @@ def test_path_integral_reproduces_quantum_sigma2(einstein, tmp_path, temperature
     assert summary["beads"] == bead_count(1.25 * OMEGA_RAD_PER_FS, temperature_k)
     assert summary["bead_rule"]["omega_max_thz"] == pytest.approx(1.25 * OMEGA_RAD_PER_FS / (2 * np.pi) * 1000, rel=0.02)
     frames = ase.io.read(out / "snapshots.extxyz", index=":")
-    assert len(frames) == summary["beads"] * 200 and {f.info["bead"] for f in frames} == set(range(summary["beads"]))
+    assert len(frames) == summary["beads"] * 100 and {f.info["bead"] for f in frames} == set(range(summary["beads"]))
     shell = first_shell_sigma2(out, tmp_path)
     assert shell["sigma2_classical"] is None
     # the bead rule allows 2 % on <x²> of the stiffest mode: compare with the P-bead harmonic value too
@@ -216,3 +216,52 @@ def test_killed_path_integral_run_resumes(tmp_path):
     steps = sorted({f.info["step"] for f in frames})
     assert steps == list(range(30, 630, 10)) and len(frames) == 4 * len(steps)
     assert "resume.xml" in os.listdir(out / "ipi")
+
+
+def oscillating_bcc(folder: Path, nuclei: str, frequency_thz: float, amplitude_a: float, temperature_k: float) -> Path:
+    """Snapshots of bcc W whose atoms oscillate at one frequency (random phases), as an md run of ``nuclei`` writes them."""
+    import json
+
+    from mlip_exafs.structures import load_structure
+
+    folder.mkdir(parents=True)
+    base = load_structure("w-bcc", "3x3x3")
+    rng = np.random.default_rng(5)
+    phases = rng.uniform(0, 2 * np.pi, base.positions.shape)
+    frames = []
+    for n in range(64):
+        t_fs = 10.0 * n
+        atoms = base.copy()
+        atoms.positions += amplitude_a * np.cos(2 * np.pi * frequency_thz * 1e-3 * t_fs + phases)
+        atoms.info.update(step=n, time_fs=t_fs, temperature_k=temperature_k)
+        frames.append(atoms)
+    ase.io.write(folder / "snapshots.extxyz", frames, format="extxyz")
+    (folder / "md.json").write_text(json.dumps({"settings": {"nuclei": nuclei, "temperature_k": temperature_k}}))
+    return folder
+
+
+def test_corrected_chi_gets_the_extra_debye_waller_factor_of_its_shells(tmp_path):
+    """One frequency everywhere: Δσ² = σ²_dyn (x coth x − 1) for every shell, and χ_corrected = χ_classical · exp(−2k²Δσ²)."""
+    import json
+
+    from mlip_exafs.exafs import ExafsSettings, read_chi_csv, run_exafs
+
+    nu_thz, temperature_k = 6.25, 100.0  # 4 whole periods in 64 frames 10 fs apart: no spectral leakage
+    x = HBAR_EV_FS * 2 * np.pi * nu_thz * 1e-3 / (2 * units.kB * temperature_k)
+    chis, infos = {}, {}
+    for nuclei in ("classical", "corrected"):
+        folder = oscillating_bcc(tmp_path / nuclei, nuclei, nu_thz, 0.05, temperature_k)
+        settings = ExafsSettings(absorber="W", edge="L3", rmax_a=4.0, scf_radius_a=None, n_blocks=2)
+        k, chis[nuclei] = read_chi_csv(run_exafs(settings, folder, tmp_path / f"exafs-{nuclei}"))
+        infos[nuclei] = json.loads((tmp_path / f"exafs-{nuclei}" / "exafs.json").read_text())["nuclei"]
+    assert infos["classical"] == {"nuclei": "classical"}
+    shells = infos["corrected"]["delta_sigma2_by_shell"]
+    assert set(shells) == {"W-W1", "W-W2"}
+    # pair σ² of two atoms oscillating with random phases: 2 × amplitude²/2 along the bond
+    for shell in shells.values():
+        assert shell["delta_sigma2"] == pytest.approx(0.05**2 * (x / np.tanh(x) - 1.0), rel=0.15)
+    delta = np.mean([s["delta_sigma2"] for s in shells.values()])
+    band = (k >= 3) & (k <= 15)
+    expected = chis["classical"] * np.exp(-2 * k**2 * delta)
+    assert np.abs(k**2 * (chis["corrected"] - expected))[band].max() < 0.05 * np.abs(k**2 * chis["classical"])[band].max()
+    assert np.abs(k**2 * (chis["corrected"] - chis["classical"]))[band].max() > 0.1 * np.abs(k**2 * chis["classical"])[band].max()
