@@ -265,3 +265,18 @@ def test_corrected_chi_gets_the_extra_debye_waller_factor_of_its_shells(tmp_path
     expected = chis["classical"] * np.exp(-2 * k**2 * delta)
     assert np.abs(k**2 * (chis["corrected"] - expected))[band].max() < 0.05 * np.abs(k**2 * chis["classical"])[band].max()
     assert np.abs(k**2 * (chis["corrected"] - chis["classical"]))[band].max() > 0.1 * np.abs(k**2 * chis["classical"])[band].max()
+
+
+def test_study_md_nuclei_reaches_the_md_step_and_classical_keeps_old_hashes():
+    """md.nuclei in a study's YAML goes to the md step; at its default the step's parameters are those of before."""
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+
+    examples = Path(__file__).parent.parent / "examples"
+    config = load_study_config(examples / "w.yaml", "quick")
+    md_step = next(s for s in build_steps(config) if s.action == "md")
+    assert "nuclei" not in md_step.params["settings"] and "beads" not in md_step.params["settings"]
+    quantum = config.model_copy(update={"md": config.md.model_copy(update={"nuclei": "corrected"})})
+    md_step = next(s for s in build_steps(quantum) if s.action == "md")
+    assert md_step.params["settings"]["nuclei"] == "corrected"
+    MdSettings(structure=config.structure, **md_step.params["settings"])  # the md action builds exactly this

@@ -99,7 +99,7 @@ def analyze_action(folder: Path, deps: dict, *, absorber: str) -> dict:
     trajectory = result_of(deps, "md-")["snapshots"]
     result = analyze([trajectory], AnalysisSettings(absorber=absorber), folder)
     shells = result["trajectories"][0]["shells"]
-    return {"msrd": {s["label"]: {"r_mean": s["r_mean"], "sigma2": s["sigma2"]} for s in shells}}
+    return {"msrd": {s["label"]: {"r_mean": s["r_mean"], "sigma2": s["sigma2"], "sigma2_classical": s.get("sigma2_classical")} for s in shells}}
 
 
 @action("exafs")

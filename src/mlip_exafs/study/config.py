@@ -38,6 +38,8 @@ class MdPlan(_Strict):
     equilibration_fs: float = Field(2000.0, ge=0)
     production_fs: float = Field(10000.0, gt=0)
     snapshot_every_fs: float = Field(50.0, gt=0)
+    nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei (docs/md.md); corrected needs snapshot_every_fs short enough for the fastest vibration")
+    beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads; None: the bead rule")
 
 
 class ExafsPlan(_Strict):

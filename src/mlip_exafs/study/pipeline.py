@@ -70,7 +70,9 @@ def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, d
     steps = [Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"))]
     if not with_md:
         return steps
-    md = config.md.model_dump(exclude={"finetuned_n"})
+    from mlip_exafs.md import comparable_settings  # nuclei/beads at their defaults leave the steps' hashes as they were
+
+    md = comparable_settings(config.md.model_dump(exclude={"finetuned_n"}))
     steps.append(Step(f"md-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps, _file_hash("structure", config.structure)))
     steps.append(Step(f"analyze-{name}", "analyze", {"absorber": config.absorber}, (f"md-{name}",)))
     exafs = {"absorber": config.absorber, "edge": config.exafs.edge, "rmax_a": config.exafs.rmax_a, "engine": config.exafs.engine}
