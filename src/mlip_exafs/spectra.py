@@ -101,6 +101,76 @@ def _edges(element: str) -> list[str]:
 
 # ---------------------------------------------------------------- reading
 
+def spectrum_header(path: str | Path) -> tuple[str | None, str | None]:
+    """(element, edge) that the file names: XDI ``Element.symbol``/``Element.edge``, Athena's
+    background element and edge; (None, None) for plain columns or a header without them."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"experiment file {path} does not exist; check the path")
+    if path.suffix.lower() == ".prj":
+        element, edge = _athena_header(path)
+    elif path.suffix.lower() == ".xdi" or _looks_like_xdi(path):
+        element, edge = _xdi_header(path)
+    else:
+        return None, None
+    return _clean_symbol(element), (str(edge).strip().upper() or None) if edge else None
+
+
+def absorber_and_edge(experiment: str | Path, absorber: str | None = None, edge: str | None = None,
+                      theory: tuple[str | None, str | None] = (None, None)) -> tuple[str, str]:
+    """Absorber and edge of a comparison: given, else the spectrum's header, else the theory's
+    (its exafs.json); the edge by :func:`default_edge` last. Theory and data must agree: a W L3
+    χ(k) fitted to a Cu K spectrum gives numbers without meaning."""
+    named = spectrum_header(experiment)
+    for option, given, in_header in (("--absorber", absorber, named[0]), ("--edge", edge, named[1])):
+        if given and in_header and given.upper() != in_header.upper():
+            raise UserError(f"{experiment} is a {named[0]} {named[1] or ''} spectrum (its header) but {option} is {given}; drop {option} or give the matching spectrum")
+    absorber = absorber or named[0] or theory[0]
+    if absorber is None:
+        raise UserError(f"{experiment} does not name its element and the theory has no exafs.json; give --absorber (and --edge)")
+    edge = (edge or named[1] or (theory[1] if theory[0] == absorber else None) or default_edge(absorber)).upper()
+    if theory[0] and (theory[0], (theory[1] or "").upper()) != (absorber, edge):
+        raise UserError(f"the theory is {theory[0]} {theory[1]} (exafs.json) but the spectrum is {absorber} {edge}; "
+                        f"compute χ(k) with 'mlip-exafs exafs --absorber {absorber} --edge {edge}' or give a {theory[0]} {theory[1]} spectrum")
+    return absorber, edge
+
+
+def _clean_symbol(element) -> str | None:
+    from ase.data import atomic_numbers
+
+    text = str(element or "").strip()
+    text = text[:1].upper() + text[1:].lower()
+    if text.isdigit():
+        from ase.data import chemical_symbols
+
+        return chemical_symbols[int(text)] if 0 < int(text) < len(chemical_symbols) else None
+    return text if text in atomic_numbers and text != "X" else None
+
+
+def _xdi_header(path: Path):
+    from larch.io import read_xdi
+
+    try:
+        xdi = read_xdi(str(path))
+    except Exception as exc:
+        raise UserError(f"cannot read XDI file {path} ({_first_line(exc)}); check that the file is complete") from None
+    return getattr(xdi, "element", None), getattr(xdi, "edge", None)
+
+
+def _athena_header(path: Path):
+    """Athena's background element; the edge that xraydb finds at its E0 when it is that element's
+    (the project's ``fft_edge`` is not reliable: larch writes 'K' for every element)."""
+    from xraydb import guess_edge
+
+    bkg = getattr(getattr(_athena_groups(path)[0], "athena_params", None), "bkg", None)
+    element = _clean_symbol(getattr(bkg, "z", None))
+    try:
+        guessed, edge = guess_edge(float(getattr(bkg, "e0", "nan")))
+    except (TypeError, ValueError):
+        guessed, edge = None, None
+    return element, edge if guessed == element else None
+
+
 def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1.0) -> Spectrum:
     """χ(k) of an experimental file: μ(E) files are normalised and background-removed."""
     path = Path(path)
@@ -156,6 +226,12 @@ def _mu_from_columns(xdi, labels: list[str], path: Path) -> np.ndarray:
 
 
 def _read_athena(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    first = _athena_groups(path)[0]
+    return np.asarray(first.energy, dtype=float), np.asarray(first.mu, dtype=float)
+
+
+def _athena_groups(path: Path) -> list:
+    """The μ(E) groups of an Athena project, in file order."""
     from larch.io import read_athena
 
     try:
@@ -166,7 +242,7 @@ def _read_athena(path: Path) -> tuple[np.ndarray, np.ndarray]:
     groups = [g for g in groups if hasattr(g, "energy") and hasattr(g, "mu")]
     if not groups:
         raise UserError(f"Athena project {path} holds no μ(E) group; save a project with at least one spectrum")
-    return np.asarray(groups[0].energy, dtype=float), np.asarray(groups[0].mu, dtype=float)
+    return groups
 
 
 def _read_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:

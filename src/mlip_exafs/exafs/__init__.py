@@ -386,4 +386,17 @@ def read_chi_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0], data[:, 1]
 
 
-__all__ = ["ExafsSettings", "run_exafs", "read_chi_csv", "AveragedChi"]
+def theory_absorber_edge(theory: str | Path) -> tuple[str | None, str | None]:
+    """(absorber, edge) recorded in the exafs.json beside a chi.csv (or in its folder); (None, None) without one."""
+    import json
+
+    folder = Path(theory) if Path(theory).is_dir() else Path(theory).parent
+    try:
+        record = json.loads((folder / "exafs.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    settings = record.get("settings", {})  # exafs.json before absorber/edge were top-level fields
+    return record.get("absorber", settings.get("absorber")), record.get("edge", settings.get("edge"))
+
+
+__all__ = ["ExafsSettings", "run_exafs", "read_chi_csv", "theory_absorber_edge", "AveragedChi"]
