@@ -280,3 +280,53 @@ def test_study_md_nuclei_reaches_the_md_step_and_classical_keeps_old_hashes():
     md_step = next(s for s in build_steps(quantum) if s.action == "md")
     assert md_step.params["settings"]["nuclei"] == "corrected"
     MdSettings(structure=config.structure, **md_step.params["settings"])  # the md action builds exactly this
+
+
+def test_einstein_fit_recovers_theta_and_static_offset():
+    mu = 183.84 / 2
+    omega = units.kB * 230.0 / HBAR_EV_FS
+    temps = [10.0, 100.0, 300.0]
+    from mlip_exafs.quantum import einstein_temperatures, fit_einstein
+
+    quantum = [0.0004 + harmonic_sigma2_a2(omega, mu, t) for t in temps]
+    fit = fit_einstein(temps, quantum, mu)
+    assert fit["theta_e_k"] == pytest.approx(230.0, rel=1e-3) and fit["sigma2_static"] == pytest.approx(0.0004, abs=1e-7)
+    classical = [harmonic_sigma2_a2(omega, mu, t, quantum=False) for t in temps]
+    assert fit_einstein(temps, classical, mu, quantum=False)["theta_e_k"] == pytest.approx(230.0, rel=1e-3)
+    assert fit_einstein([300.0], [0.003], mu) is None
+    by_t = {f"{t:g}": {"msrd": {"W-W1": {"sigma2": s}}, "exafs": None} for t, s in zip(temps, quantum)}
+    assert einstein_temperatures(by_t, "W", "corrected")["W-W1"]["theta_e_k"] == pytest.approx(230.0, rel=1e-3)
+
+
+def test_study_temperature_series_steps_and_summary():
+    """md.temperatures_k: one md/analyze/exafs per T, the first under the old names; summary by_temperature + einstein_k."""
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps, potential_of, summarize
+
+    examples = Path(__file__).parent.parent / "examples"
+    config = load_study_config(examples / "w.yaml", "quick")
+    series = config.model_copy(update={"md": config.md.model_copy(update={"temperatures_k": [300.0, 10.0], "nuclei": "corrected"})})
+    names = [s.name for s in build_steps(series)]
+    one = [s.name for s in build_steps(config)]
+    assert set(one) <= set(names)
+    extra = sorted(set(names) - set(one))
+    assert extra == sorted(f"{a}@10K-{p}" for a in ("md", "analyze", "exafs") for p in {potential_of(n) for n in one if n.startswith("md-")})
+    assert potential_of("md@10K-chgnet") == "chgnet"
+    md_10k = next(s for s in build_steps(series) if s.name == "md@10K-chgnet")
+    assert md_10k.params["settings"]["temperature_k"] == 10.0 and md_10k.deps == ()
+    with pytest.raises(Exception, match="distinct"):
+        config.md.model_validate({**config.md.model_dump(), "temperatures_k": [300.0, 300.0]})
+    # summary from made-up step results: σ² of an Einstein bond at θ = 230 K
+    mu, omega = 183.84 / 2, units.kB * 230.0 / HBAR_EV_FS
+    results = {}
+    for step in build_steps(series):
+        if step.action == "validate":
+            results[step.name] = {k: 0.0 for k in ("energy_mae_mev_atom", "force_mae_ev_a", "force_rmse_ev_a", "stress_mae_gpa", "softening_slope", "cmae_ev_a", "n_test_structures")}
+        elif step.action == "analyze":
+            step_temperature = 10.0 if "@10K" in step.name else 300.0
+            results[step.name] = {"msrd": {"W-W1": {"r_mean": 2.74, "sigma2": harmonic_sigma2_a2(omega, mu, step_temperature), "sigma2_classical": 0.0}}}
+    summary = summarize(series, results)
+    chgnet = summary["potentials"]["chgnet"]
+    assert set(chgnet["by_temperature"]) == {"300", "10"}
+    assert chgnet["msrd"] == chgnet["by_temperature"]["300"]["msrd"]
+    assert chgnet["einstein_k"]["W-W1"]["theta_e_k"] == pytest.approx(230.0, rel=1e-2)

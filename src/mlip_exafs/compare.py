@@ -22,9 +22,11 @@ from scipy.optimize import least_squares
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import ETOK
+from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, fit_first_shells
 from mlip_exafs.files import read_json, save_figure, sha256_file, write_json, write_text
 from mlip_exafs.provenance import provenance
 from mlip_exafs.spectra import FTWindow, Spectrum, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
+from mlip_exafs.structures import load_structure
 
 DE0_SCAN_EV = np.arange(-15.0, 15.01, 1.0)  # coarse scan first: the phase makes the residual multi-modal
 
@@ -115,15 +117,12 @@ def fit_experiment(experiment: str | Path | Spectrum, structure: str, settings: 
     Writes ``out/experiment_fit.json`` and ``experiment_fit.png`` (+ .svg); returns the record
     ``{"s02", "de0_ev", "r_factor", "shells": {label: {"r", "sigma2", "sigma2_err", ...}}, ...}``.
     """
-    from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, fit_experiment as fit
-    from mlip_exafs.structures import load_structure
-
     out = Path(out)
     exp = experiment if isinstance(experiment, Spectrum) else read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a)
     ideal = load_structure(structure)
     window = settings.window(min(settings.kmax_inv_a, float(exp.k_inv_a.max())))
     shell_settings = ShellFitSettings(n_shells=settings.fit_shells, third_cumulant=settings.third_cumulant, rmin_a=settings.rmin_a, rmax_a=settings.fit_rmax_a)
-    record = fit(exp, ideal, settings.absorber, settings.edge, window, shell_settings, out)
+    record = fit_first_shells(exp, ideal, settings.absorber, settings.edge, window, shell_settings, out)
     arrays = record.pop("_arrays")
     record |= {"structure": structure, "experiment": exp.source, "experiment_sha256": sha256_file(exp.source) if Path(exp.source).is_file() else None}
     plot_shell_fit(exp, arrays["k"], arrays["chi_model"], record, window, out / "experiment_fit.png")

@@ -261,3 +261,56 @@ def exafs_correction(snapshots, absorber: str, rmax_a: float, engine: str, traj:
         "note": "χ(k) of every path damped by exp(-2k²Δσ²) of the shell nearest its half length (mlip_exafs.quantum)",
     }
     return extra, info
+
+
+# ---------------------------------------------------------------- σ²(T): correlated Einstein model
+
+_SHELL_LABEL = __import__("re").compile(r"^([A-Z][a-z]?)-([A-Z][a-z]?)\d+$")
+
+
+def fit_einstein(temperatures_k, sigma2_a2, reduced_mass_amu: float, quantum: bool = True) -> dict | None:
+    """θ_E (K) and static offset (Å²) of σ²(T) = σ²_static + σ²_E(T; θ_E), least squares.
+
+    σ²_E is ħ/(2μω)·coth(ħω/2kT) (quantum σ², the measured kind) or kT/(μω²) (classical σ²,
+    whose θ_E is then the harmonic frequency the classical MD sees). None without ≥ 2 finite points.
+    """
+    from scipy.optimize import minimize_scalar
+
+    t = np.asarray(temperatures_k, dtype=float)
+    s = np.asarray(sigma2_a2, dtype=float)
+    keep = np.isfinite(t) & np.isfinite(s)
+    t, s = t[keep], s[keep]
+    if len(t) < 2 or len(set(t)) < 2:
+        return None
+
+    def model(theta_k: float) -> np.ndarray:
+        omega = units.kB * theta_k / HBAR_EV_FS
+        return np.array([harmonic_sigma2_a2(omega, reduced_mass_amu, ti, quantum=quantum) for ti in t])
+
+    def residual(log_theta: float) -> float:
+        m = model(np.exp(log_theta))
+        return float(((s - m - (s - m).mean()) ** 2).sum())
+
+    best = min(np.linspace(np.log(5.0), np.log(5000.0), 120), key=residual)
+    fit = minimize_scalar(residual, bounds=(best - 0.1, best + 0.1), method="bounded")
+    theta = float(np.exp(fit.x))
+    static = float((s - model(theta)).mean())
+    return {"theta_e_k": round(theta, 2), "sigma2_static": round(static, 6), "quantum": quantum, "n_temperatures": int(len(t))}
+
+
+def einstein_temperatures(by_temperature: dict, absorber: str, nuclei: str) -> dict:
+    """θ_E per shell from a study's ``by_temperature`` msrd (quantum σ² unless the nuclei were classical)."""
+    from ase.data import atomic_masses, atomic_numbers
+
+    shells = sorted({label for entry in by_temperature.values() if entry["msrd"] for label in entry["msrd"]})
+    fits = {}
+    for label in shells:
+        match = _SHELL_LABEL.match(label)
+        if not match:
+            continue
+        m1, m2 = (atomic_masses[atomic_numbers[e]] for e in match.groups())
+        points = [(float(t), e["msrd"][label]["sigma2"]) for t, e in by_temperature.items() if e["msrd"] and label in e["msrd"]]
+        fit = fit_einstein([p[0] for p in points], [p[1] for p in points], m1 * m2 / (m1 + m2), quantum=nuclei != "classical")
+        if fit:
+            fits[label] = fit
+    return fits

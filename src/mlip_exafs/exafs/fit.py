@@ -20,9 +20,14 @@ import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlip_exafs.analysis import find_shells
 from mlip_exafs.errors import UserError
+from mlip_exafs.exafs import ExafsSettings, cached_potentials
 from mlip_exafs.exafs.feff import POTENTIAL_FILES, Cluster, Potentials, feff_input, run_module
+from mlip_exafs.exafs.paths import build_pairs
+from mlip_exafs.exafs.persnapshot import cluster_of
 from mlip_exafs.spectra import FTWindow, Spectrum
+from mlip_exafs.structures import min_image_half_width
 
 SHELL_TOL_A = 0.1  # as analyze's shell_tol_a: FEFF paths this close to a shell's ideal distance belong to it
 SHELL_SEARCH_A = 6.0  # shells are looked for this far out (the K fitted ones and the next)
@@ -56,9 +61,6 @@ class ShellPath:
 
 def shell_paths(ideal: Atoms, absorber: str, edge: str, settings: ShellFitSettings, folder: Path) -> tuple[list[ShellPath], float]:
     """FEFF8L paths of the first K shells (files kept in ``folder``) and the next shell's distance (Å)."""
-    from mlip_exafs.analysis import find_shells
-    from mlip_exafs.exafs import ExafsSettings, cached_potentials
-
     ideal = wide_enough(ideal, SHELL_SEARCH_A)
     shells = find_shells(ideal, absorber, SHELL_SEARCH_A, SHELL_TOL_A)
     if len(shells) <= settings.n_shells:
@@ -77,8 +79,6 @@ def shell_paths(ideal: Atoms, absorber: str, edge: str, settings: ShellFitSettin
 
 def wide_enough(ideal: Atoms, radius_a: float) -> Atoms:
     """The ideal cell repeated until shells out to ``radius_a`` are unique minimum-image shells (as analyze needs)."""
-    from mlip_exafs.structures import min_image_half_width
-
     reps = np.ones(3, dtype=int)
     while min_image_half_width(ideal.repeat(tuple(reps))) < radius_a:
         cell = ideal.cell.array * reps[:, None]
@@ -88,9 +88,6 @@ def wide_enough(ideal: Atoms, radius_a: float) -> Atoms:
 
 
 def _cluster(ideal: Atoms, absorber_index: int, ipot_of_atom: np.ndarray, radius_a: float) -> Cluster:
-    from mlip_exafs.exafs.paths import build_pairs
-    from mlip_exafs.exafs.persnapshot import cluster_of
-
     pairs = build_pairs(ideal, radius_a)
     return cluster_of(pairs, absorber_index, ideal.get_scaled_positions(wrap=False), ideal.cell.array, ipot_of_atom)
 
@@ -190,7 +187,7 @@ def _err(par) -> float | None:
     return float(par.stderr) if par.stderr is not None and np.isfinite(par.stderr) else None
 
 
-def fit_experiment(spectrum: Spectrum, ideal: Atoms, absorber: str, edge: str, window: FTWindow, settings: ShellFitSettings, folder: Path) -> dict:
+def fit_first_shells(spectrum: Spectrum, ideal: Atoms, absorber: str, edge: str, window: FTWindow, settings: ShellFitSettings, folder: Path) -> dict:
     """Paths of the ideal crystal + feffit: the ``experiment_fit`` record and its arrays (``_arrays``, not for JSON)."""
     shells, next_shell_a = shell_paths(ideal, absorber, edge, settings, folder)
     rmax = fit_rmax(settings, next_shell_a)

@@ -96,7 +96,7 @@ def md_action(folder: Path, deps: dict, *, structure: str, settings: dict, poten
 def analyze_action(folder: Path, deps: dict, *, absorber: str) -> dict:
     from mlip_exafs.analysis import AnalysisSettings, analyze
 
-    trajectory = result_of(deps, "md-")["snapshots"]
+    trajectory = result_of(deps, "md")["snapshots"]  # "md-NAME", or "md@TK-NAME" in a temperature series
     result = analyze([trajectory], AnalysisSettings(absorber=absorber), folder)
     shells = result["trajectories"][0]["shells"]
     return {"msrd": {s["label"]: {"r_mean": s["r_mean"], "sigma2": s["sigma2"], "sigma2_classical": s.get("sigma2_classical")} for s in shells}}
@@ -107,7 +107,7 @@ def exafs_action(folder: Path, deps: dict, *, absorber: str, edge: str, rmax_a: 
     from mlip_exafs.exafs import ExafsSettings, run_exafs
 
     settings = ExafsSettings(absorber=absorber, edge=edge, rmax_a=rmax_a, engine=engine)
-    chi = run_exafs(settings, result_of(deps, "md-")["snapshots"], folder)
+    chi = run_exafs(settings, result_of(deps, "md")["snapshots"], folder)
     return {"chi": str(chi)}
 
 

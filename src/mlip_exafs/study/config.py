@@ -40,6 +40,18 @@ class MdPlan(_Strict):
     snapshot_every_fs: float = Field(50.0, gt=0)
     nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei (docs/md.md); corrected needs snapshot_every_fs short enough for the fastest vibration")
     beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads; None: the bead rule")
+    temperatures_k: Optional[list[float]] = Field(None, min_length=1, description="temperature series: one MD, analysis and EXAFS per T (the first keeps the one-temperature step names; compare runs at the first); replaces temperature_k")
+
+    @field_validator("temperatures_k")
+    @classmethod
+    def _positive_distinct(cls, value: Optional[list[float]]) -> Optional[list[float]]:
+        if value is not None and (min(value) <= 0 or len(set(value)) != len(value)):
+            raise ValueError("temperatures_k must be distinct temperatures above 0 K")
+        return value
+
+    def temperatures(self) -> list[float]:
+        """The MD temperatures, first one first (it keeps the step names of a one-temperature study)."""
+        return list(self.temperatures_k) if self.temperatures_k else [self.temperature_k]
 
 
 class ExafsPlan(_Strict):

@@ -72,16 +72,24 @@ def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, d
         return steps
     from mlip_exafs.md import comparable_settings  # nuclei/beads at their defaults leave the steps' hashes as they were
 
-    md = comparable_settings(config.md.model_dump(exclude={"finetuned_n"}))
-    steps.append(Step(f"md-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps, _file_hash("structure", config.structure)))
-    steps.append(Step(f"analyze-{name}", "analyze", {"absorber": config.absorber}, (f"md-{name}",)))
+    md_base = comparable_settings(config.md.model_dump(exclude={"finetuned_n", "temperatures_k"}))
     exafs = {"absorber": config.absorber, "edge": config.exafs.edge, "rmax_a": config.exafs.rmax_a, "engine": config.exafs.engine}
-    steps.append(Step(f"exafs-{name}", "exafs", exafs, (f"md-{name}",)))
+    for index, temperature in enumerate(config.md.temperatures()):
+        tag = temperature_tag(index, temperature)
+        md = {**md_base, "temperature_k": temperature}
+        steps.append(Step(f"md{tag}-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps, _file_hash("structure", config.structure)))
+        steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber}, (f"md{tag}-{name}",)))
+        steps.append(Step(f"exafs{tag}-{name}", "exafs", exafs, (f"md{tag}-{name}",)))
     if config.experiment is not None:
         window = config.experiment.model_dump(exclude={"file", "fit_shells"})
         compare = {"experiment": str(config.experiment.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": window}
         steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",), _file_hash("experiment", config.experiment.file)))
     return steps
+
+
+def temperature_tag(index: int, temperature_k: float) -> str:
+    """'' for the first MD temperature (the step names of a one-temperature study), '@10K' for the others."""
+    return "" if index == 0 else f"@{temperature_k:g}K"
 
 
 def _split_hash(dataset: str, split: str) -> dict:
@@ -104,7 +112,7 @@ MODEL_ACTIONS = ("validate", "md", "analyze", "exafs", "compare")
 def potential_of(step_name: str) -> str | None:
     """The potential a model step belongs to ('md-chgnet' -> 'chgnet'); None for other steps."""
     action, _, potential = step_name.partition("-")
-    return potential if action in MODEL_ACTIONS else None
+    return potential if action.split("@")[0] in MODEL_ACTIONS else None
 
 
 def with_dependencies(steps: list[Step], names: list[str]) -> list[Step]:
@@ -140,6 +148,8 @@ def summarize(config: StudyConfig, results: dict[str, dict]) -> dict:
             "msrd": analysis["msrd"] if analysis else None,
             "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None,
         }
+        if analysis:
+            potentials[name].update(temperature_series(config, name, results))
     rows = finetuned_validations(config, lambda name: potentials[name]["validation"])
     recommended, rule = recommend(config, potentials, rows)
     summary = {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(rows),
@@ -147,6 +157,23 @@ def summarize(config: StudyConfig, results: dict[str, dict]) -> dict:
     if config.experiment is not None:
         summary["experiment"] = {"file": str(config.experiment.file), "fit": results.get(FIT_STEP)}
     return summary
+
+
+def temperature_series(config: StudyConfig, name: str, results: dict[str, dict]) -> dict:
+    """``by_temperature`` ("<T>" -> msrd, exafs) of one potential, and ``einstein_k`` per shell from ≥ 2 temperatures."""
+    from mlip_exafs.quantum import einstein_temperatures
+
+    by_temperature = {}
+    for index, temperature in enumerate(config.md.temperatures()):
+        tag = temperature_tag(index, temperature)
+        analysis = results.get(f"analyze{tag}-{name}")
+        comparison = results.get(f"compare{tag}-{name}")
+        by_temperature[f"{temperature:g}"] = {"msrd": analysis["msrd"] if analysis else None,
+                                              "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None}
+    series = {"by_temperature": by_temperature}
+    if len(by_temperature) >= 2:
+        series["einstein_k"] = einstein_temperatures(by_temperature, config.absorber, config.md.nuclei)
+    return series
 
 
 def summary_of_finished_steps(study_dir: Path) -> dict:
