@@ -238,6 +238,35 @@ def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused_then(monkeypat
             resolve_device("cuda")
 
 
+def _study_yaml(folder: Path, extra: str) -> Path:
+    path = folder / "study.yaml"
+    path.write_text(f"name: t\nstructure: ws2\nabsorber: W\ndataset: ws2\n{extra}\n")
+    return path
+
+
+def test_study_takes_python_potentials_and_a_device(tmp_path):
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+
+    config = load_study_config(_study_yaml(tmp_path, f"pristine: [chgnet, '{EMT}']\ndevice: cpu"))
+    assert config.device == "cpu"
+    names = [step.name for step in build_steps(config)]
+    assert f"validate-{EMT}" in names and f"md-{EMT}" in names
+    with pytest.raises(UserError, match="cannot name a step folder"):
+        load_study_config(_study_yaml(tmp_path, "pristine: ['python:m:f?path=/data/x.pt']"))
+
+
+def test_study_device_cuda_without_a_gpu_is_one_line_error(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "study"
+    proc = cli(capsys, "study", _study_yaml(tmp_path, "pristine: [chgnet]\nfinetune: {n: []}"), "--out", out, "--device", "cuda")
+    assert_one_line_error(proc, "torch sees no CUDA GPU")
+    assert_nothing_written(out)
+
+
 @pytest.mark.parametrize("verb", ["singlepoint", "md", "validate", "finetune", "study"])
 def test_every_compute_verb_takes_device(capsys, verb):
     proc = cli(capsys, verb, "--help")
