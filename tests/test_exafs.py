@@ -138,8 +138,10 @@ def test_rmax_just_past_a_shell_moves_into_the_gap():
     assert clear.rmax_a == 6.0 and clear.note is None
     below = cut_between_shells(w, centers, 5.45, limit_a=6.33)  # below the shell: the gap below, which is narrow
     assert below.rmax_a == pytest.approx(0.5 * (5.249 + 5.482), abs=1e-3) and "narrow gap" in below.note
-    small = load_structure("w-bcc", "3x3x3")  # half width 4.75 Å: the gap above 4.476 Å would pass it
-    assert cut_between_shells(small, np.arange(len(small)), 4.5, limit_a=4.75).rmax_a == pytest.approx(0.5 * (3.165 + 4.476), abs=1e-3)
+    small = load_structure("w-bcc", "3x3x3")  # half width 4.7475 Å, before the middle of the gap above 4.476 Å
+    limited = cut_between_shells(small, np.arange(len(small)), 4.5, limit_a=4.7475)
+    assert limited.rmax_a == 4.747 and "half the cell width, in the 4.476-5.249 Å gap" in limited.note
+    assert cut_between_shells(small, np.arange(len(small)), 4.5, limit_a=4.55).rmax_a == pytest.approx(0.5 * (3.165 + 4.476), abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -167,15 +169,15 @@ def test_default_edge_k_up_to_sn_l3_above(element, edge):
 
 
 def test_exafs_cli_defaults_absorber_edge_reports_setup_and_moves_rmax(tmp_path):
-    """No --absorber/--edge: W and L3 from the snapshots; --rmax 4.5 on a 3x3x3 cell moves below 4.476 Å; setup lines on stderr."""
+    """No --absorber/--edge: W and L3 from the snapshots; --rmax 4.5 on a 3x3x3 cell moves to half the cell width; setup lines on stderr."""
     traj = gaussian_snapshots("w-bcc", "3x3x3", 2, 0.03, tmp_path / "w.extxyz")
     proc = run_cli("exafs", str(traj), "--out", str(tmp_path / "out"), "--rmax", "4.5", "--scf-radius", "0", "--blocks", "2", "--nleg", "2")
     assert proc.returncode == 0, proc.stderr
-    assert "note: rmax 4.5 Å lay 0.024 Å from the shell at 4.476 Å" in proc.stdout and "W absorbers (L3 edge, rmax 3.82 Å)" in proc.stdout
+    assert "note: rmax 4.5 Å lay 0.024 Å from the shell at 4.476 Å" in proc.stdout and "W absorbers (L3 edge, rmax 4.747 Å)" in proc.stdout
     assert "FEFF8L potentials of a" in proc.stderr and "tabulating FEFF amplitudes" in proc.stderr
     info = json.loads((tmp_path / "out" / "exafs.json").read_text())
     assert (info["absorber"], info["edge"]) == ("W", "L3")
-    assert info["rmax"]["requested_a"] == 4.5 and info["rmax"]["used_a"] == info["settings"]["rmax_a"] == pytest.approx(3.82, abs=1e-3)
+    assert info["rmax"]["requested_a"] == 4.5 and info["rmax"]["used_a"] == info["settings"]["rmax_a"] == 4.747
 
 
 def test_default_rmax_is_six_or_half_the_cell_then_clear_of_shells():

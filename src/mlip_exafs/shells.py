@@ -95,7 +95,8 @@ def cut_between_shells(reference: Atoms, centers: np.ndarray, rmax_a: float, lim
     """``rmax_a`` kept when it is at least ``margin_a`` from every shell, else moved to the middle of a gap.
 
     The gap is the one holding ``rmax_a`` (for a cut inside a shell: the gap above it, which keeps the
-    whole shell), or the gap below when the one above would pass ``limit_a`` (half the cell width).
+    whole shell). Where the middle lies beyond ``limit_a`` (half the cell width) the cut is ``limit_a``
+    if that is still ``margin_a`` clear of the shell below it, else it goes to the gap below.
     """
     shells = shells_around(reference, centers, max(rmax_a, limit_a) + LOOK_BEYOND_A, tol_a)
     gaps = [(a.r_hi_a, b.r_lo_a) for a, b in zip(shells, shells[1:])]
@@ -104,9 +105,9 @@ def cut_between_shells(reference: Atoms, centers: np.ndarray, rmax_a: float, lim
         return Cut(rmax_a, rmax_a, _gap_holding(gaps, rmax_a), None)
     shell = min(near, key=lambda s: _distance_to(s, rmax_a))
     for gap in _candidate_gaps(gaps, shell, rmax_a):
-        middle = round(0.5 * (gap[0] + gap[1]), 3)
-        if middle <= limit_a:
-            return Cut(rmax_a, middle, gap, _moved_note(rmax_a, middle, shell, gap, margin_a))
+        cut = min(round(0.5 * (gap[0] + gap[1]), 3), np.floor(limit_a * 1000) / 1000)
+        if cut - gap[0] >= min(margin_a, 0.5 * (gap[1] - gap[0]) - 1e-3):
+            return Cut(rmax_a, float(cut), gap, _moved_note(rmax_a, float(cut), shell, gap, margin_a))
     raise UserError(f"rmax {rmax_a:g} Å cuts the shell at {shell.r_mean_a:.3f} Å and no gap between shells lies below half the "
                     f"supercell width ({limit_a:.2f} Å); use a larger MD supercell")
 
@@ -128,8 +129,9 @@ def _candidate_gaps(gaps: list[tuple[float, float]], shell: DistanceShell, r_a: 
 
 def _moved_note(requested_a: float, rmax_a: float, shell: DistanceShell, gap: tuple[float, float], margin_a: float) -> str:
     where = "inside" if shell.r_lo_a <= requested_a <= shell.r_hi_a else f"{_distance_to(shell, requested_a):.3f} Å from"
+    place = "the middle of" if abs(rmax_a - 0.5 * (gap[0] + gap[1])) < 1e-3 else "half the cell width, in"
     note = (f"rmax {requested_a:g} Å lay {where} the shell at {shell.r_mean_a:.3f} Å ({shell.per_center:g} atoms per absorber); "
-            f"moved to {rmax_a:.3f} Å, the middle of the {gap[0]:.3f}-{gap[1]:.3f} Å gap")
+            f"moved to {rmax_a:.3f} Å, {place} the {gap[0]:.3f}-{gap[1]:.3f} Å gap")
     if gap[1] - gap[0] < 2 * margin_a:
         note += f" (a narrow gap: thermal motion may still carry atoms across {rmax_a:.3f} Å)"
     return note
