@@ -76,3 +76,12 @@ def test_theory_absorber_edge_from_exafs_json(tmp_path):
     old.mkdir()
     (old / "exafs.json").write_text(json.dumps({"settings": {"absorber": "W", "edge": "L3"}}))  # written before #28
     assert theory_absorber_edge(old) == ("W", "L3")
+
+
+def test_given_e0_sets_k_zero():
+    from mlip_exafs.spectra import read_experiment
+
+    auto = read_experiment(W_FOIL, "W", "L3")
+    given = read_experiment(W_FOIL, "W", "L3", e0_ev=auto.e0_ev + 5.0)
+    assert given.e0_ev == auto.e0_ev + 5.0
+    assert not np.allclose(given.chi[100:200], auto.chi[100:200])  # the k scale moved

@@ -171,8 +171,11 @@ def _athena_header(path: Path):
     return element, edge if guessed == element else None
 
 
-def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1.0) -> Spectrum:
-    """χ(k) of an experimental file: μ(E) files are normalised and background-removed."""
+def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1.0, e0_ev: float | None = None) -> Spectrum:
+    """χ(k) of an experimental file: μ(E) files are normalised and background-removed.
+
+    ``e0_ev``: the edge energy that sets k = 0 (default: larch's, the maximum of dμ/dE).
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"experiment file {path} does not exist; check the path")
@@ -186,7 +189,7 @@ def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1
             _check_monotonic(x, path, "k")
             return Spectrum(*uniform_k(x, y), source=str(path))
         energy, mu = x, y
-    return _background_removed(energy, mu, path, element, edge, rbkg_a)
+    return _background_removed(energy, mu, path, element, edge, rbkg_a, e0_ev)
 
 
 def _looks_like_xdi(path: Path) -> bool:
@@ -261,7 +264,7 @@ def _check_monotonic(x: np.ndarray, path: Path, name: str) -> None:
         raise UserError(f"{name} in {path} is not strictly increasing (row {bad + 1}); sort the data and remove duplicate points")
 
 
-def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a: float) -> Spectrum:
+def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a: float, e0_ev: float | None = None) -> Spectrum:
     from larch import Group
     from larch.xafs import autobk, pre_edge
 
@@ -272,7 +275,7 @@ def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a:
         raise UserError(f"{path} has non-numeric or infinite μ values; fix or remove those rows")
     tabulated = edge_energy_ev(element, edge)
     group = Group(energy=energy, mu=mu)
-    pre_edge(group)
+    pre_edge(group, e0=e0_ev)
     if abs(group.e0 - tabulated) > EDGE_TOLERANCE_EV:
         raise UserError(f"{path} has its edge at {group.e0:.0f} eV but {element} {edge} is at {tabulated:.0f} eV; give a {element} {edge} spectrum or fix --absorber/--edge")
     if energy.max() - group.e0 < 150.0:
