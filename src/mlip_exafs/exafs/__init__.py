@@ -386,17 +386,22 @@ def read_chi_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0], data[:, 1]
 
 
-def theory_absorber_edge(theory: str | Path) -> tuple[str | None, str | None]:
-    """(absorber, edge) recorded in the exafs.json beside a chi.csv (or in its folder); (None, None) without one."""
+def exafs_record(theory: str | Path) -> dict:
+    """The exafs.json beside a chi.csv (or in its folder); {} without one (a chi.csv from elsewhere)."""
     import json
 
     folder = Path(theory) if Path(theory).is_dir() else Path(theory).parent
     try:
-        record = json.loads((folder / "exafs.json").read_text())
+        return json.loads((folder / "exafs.json").read_text())
     except (OSError, ValueError):
-        return None, None
+        return {}
+
+
+def theory_absorber_edge(theory: str | Path) -> tuple[str | None, str | None]:
+    """(absorber, edge) recorded in the theory's exafs.json; (None, None) without one."""
+    record = exafs_record(theory)
     settings = record.get("settings", {})  # exafs.json before absorber/edge were top-level fields
     return record.get("absorber", settings.get("absorber")), record.get("edge", settings.get("edge"))
 
 
-__all__ = ["ExafsSettings", "run_exafs", "read_chi_csv", "theory_absorber_edge", "AveragedChi"]
+__all__ = ["ExafsSettings", "run_exafs", "read_chi_csv", "exafs_record", "theory_absorber_edge", "AveragedChi"]
