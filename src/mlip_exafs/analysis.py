@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.paths import PairList, build_pairs
+from mlip_exafs.md import SNAPSHOT_FILE, read_result
 from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, default_absorber, read_frames, snapshots_from_frames, trajectory_symbols
 from mlip_exafs.shells import LOOK_BEYOND_A, SHELL_TOL_A, check_within_half_cell, split_at_gaps
 
@@ -348,15 +349,13 @@ def trajectory_labels(trajs: list[str | Path], labels: list[str] | None) -> list
 
 
 def _default_label(path: Path) -> str:
-    import json
-
     folder = path if path.is_dir() else path.parent
     try:
-        settings = json.loads((folder / "md.json").read_text())["settings"]
+        settings = read_result(folder)["settings"]
         nuclei = settings.get("nuclei", "classical")
         return f"{Path(settings['potential']).stem} {settings['temperature_k']:g} K" + ("" if nuclei == "classical" else f" ({nuclei})")
     except (OSError, ValueError, KeyError, TypeError):
-        return folder.name if path.is_dir() or path.name == "snapshots.extxyz" else path.stem
+        return folder.name if path.is_dir() or path.name == SNAPSHOT_FILE else path.stem
 
 
 # ---------------------------------------------------------------- outputs

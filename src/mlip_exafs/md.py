@@ -219,6 +219,15 @@ class OutFiles:
         return self.out / SUMMARY_FILE
 
 
+def read_result(folder: str | Path) -> dict | None:
+    """What an md run recorded in its folder (``md.json``: settings, frames, timing); None for a folder without one.
+
+    Other stages read an md folder through this and :class:`OutFiles`, never by file name.
+    """
+    path = OutFiles(Path(folder)).summary
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def save_checkpoint(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSettings, potential_id: str) -> None:
     """Positions, momenta, cell, step, RNG and thermostat state, plus the log lengths they match."""
     from mlip_exafs.files import atomic_path

@@ -43,7 +43,6 @@ softer modes converge faster. That is P ≈ 2.5 ħω_max/(kT).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -52,6 +51,7 @@ import numpy as np
 from ase import units
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.md import read_result
 
 NUCLEI = ("classical", "corrected", "path-integral")
 BEAD_TOLERANCE = 0.02  # relative error of <x²> of the stiffest harmonic mode
@@ -181,7 +181,7 @@ def md_settings_of(traj: str | Path) -> dict:
     path = Path(traj)
     folder = path if path.is_dir() else path.parent
     try:
-        return json.loads((folder / "md.json").read_text()).get("settings", {}) or {}
+        return (read_result(folder) or {}).get("settings", {}) or {}
     except (OSError, ValueError, AttributeError):
         return {}
 

@@ -64,12 +64,11 @@ def md_cmd(
 
 
 def _print_summary(out: Path) -> None:
-    from mlip_exafs.files import read_json
-    from mlip_exafs.md import production_temperature_text
+    from mlip_exafs.md import OutFiles, production_temperature_text, read_result
 
-    s = read_json(out / "md.json")
+    s = read_result(out)
     temperature = production_temperature_text(s)
     t_text = f"production T {temperature} K" if temperature else "no production rows"
     speed = f"{s['steps_per_s']:.2f} steps/s" if s["steps_per_s"] else "speed n/a"
     beads = f" ({s['beads']} beads each)" if s.get("beads") else ""
-    console.print(f"{s['n_frames']} frames{beads}, {s['n_atoms']} atoms, step {s['step']}/{s['total_steps']}, {t_text}, {speed} -> {out / 'snapshots.extxyz'}")
+    console.print(f"{s['n_frames']} frames{beads}, {s['n_atoms']} atoms, step {s['step']}/{s['total_steps']}, {t_text}, {speed} -> {OutFiles(out).snapshots}")

@@ -9,8 +9,8 @@ import numpy as np
 from ase import Atoms
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.md import SNAPSHOT_FILE
 
-SNAPSHOT_FILE = "snapshots.extxyz"  # what the md stage writes
 SYMPREC_A = (0.1, 0.2, 0.3)
 LIGHTEST_DEFAULT_ABSORBER_Z = 19  # elements up to Ar (Z 18: O, S, Cl ...) are rarely the absorber when a heavier one is present
 
