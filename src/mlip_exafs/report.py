@@ -151,7 +151,8 @@ def _verdict(view: StudyView) -> str:
     body = _recommendation(view) + "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>" + _verdict_table(view)
     notes = []
     if view.finetuned_md or any(view.potentials[p].get("msrd") for p in view.pristine):
-        notes.append("σ² from classical MD lacks zero-point motion, which the experiment includes; ratios are MD / reference.")
+        notes.append("σ² from classical MD lacks zero-point motion, which the experiment includes; ratios are MD / reference." if view.fit
+                     else "σ² are from classical MD (no zero-point motion); ratios are MD / reference.")
     if view.summary.get("unfinished_steps"):
         notes.append("Unfinished steps, not in this report yet: " + ", ".join(html.escape(s) for s in view.summary["unfinished_steps"]) + ".")
     body += "".join(f"<p><small>{note}</small></p>" for note in notes)
@@ -211,7 +212,7 @@ def _finetuned_reference(view: StudyView) -> str:
     at_n = [r for r in rows if r["n"] == n]
     slope = sum(r["softening_slope"] for r in at_n) / len(at_n)
     mae = sum(r["force_mae_ev_a"] for r in at_n) / len(at_n)
-    return f"; fine-tuned on N = {n}: {slope:.2f} and {mae:.3f} eV/Å"
+    return f"; fine-tuned on N = {n}: slope {slope:.2f}, {mae:.3f} eV/Å"
 
 
 def _finetuned_sentence(view: StudyView, n: int, name: str) -> str:
