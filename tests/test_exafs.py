@@ -186,3 +186,10 @@ def test_default_rmax_is_six_or_half_the_cell_then_clear_of_shells():
     big, small = load_structure("w-bcc", "4x4x4"), load_structure("w-bcc", "3x3x3")
     assert choose_rmax(big, np.arange(len(big)), None).rmax_a == 6.0  # clear of 5.482 and 6.330 Å
     assert choose_rmax(small, np.arange(len(small)), None).rmax_a == pytest.approx(1.5 * 3.165)  # half the cell, 0.27 Å past 4.476 Å
+
+
+def test_exafs_help_states_the_defaults(capsys):
+    """Defaults in round brackets: rich would take '[default: ...]' for markup and print nothing."""
+    text = " ".join(cli(capsys, "exafs", "--help").stdout.replace("│", " ").split())
+    assert "(default: the only element, or the only one heavier than Ar)" in text
+    assert "(default: K up to Sn (Z 50), L3 above)" in text and "(default: 6, or half the cell width)" in text

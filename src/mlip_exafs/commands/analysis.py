@@ -15,11 +15,11 @@ from mlip_exafs.shells import SHELL_TOL_A
 def analyze_cmd(
     trajs: List[Path] = typer.Argument(..., help="snapshots.extxyz files or md output folders (one per potential)."),
     out: Path = typer.Option(..., "--out", help="Output folder (analysis.json, rdf.csv, PNGs)."),
-    absorber: Optional[str] = typer.Option(None, "--absorber", help="Element whose coordination shells are reported [default: the only element, or the only one heavier than Ar]."),
+    absorber: Optional[str] = typer.Option(None, "--absorber", help="Element whose coordination shells are reported (default: the only element, or the only one heavier than Ar)."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Ideal structure (built-in or file); default: each trajectory's average."),
     reference_supercell: Optional[str] = typer.Option(None, "--reference-supercell", help="Supercell of --reference (the MD supercell)."),
     label: Optional[List[str]] = typer.Option(None, "--label", help="Name of each trajectory (repeat once per TRAJ)."),
-    shell_rmax: Optional[float] = typer.Option(None, "--shell-rmax", help="Report whole shells whose mean distance is up to this (Å), at most half the cell width [default: 4.5 or half the cell width]."),
+    shell_rmax: Optional[float] = typer.Option(None, "--shell-rmax", help="Report whole shells whose mean distance is up to this (Å), at most half the cell width (default: 4.5 or half the cell width)."),
     shell_tol: float = typer.Option(SHELL_TOL_A, "--shell-tol", help="Ideal distances closer than this (Å) are one shell; a larger jump starts a new shell."),
     rdf_rmax: float = typer.Option(6.0, "--rdf-rmax", help="RDF range (Å)."),
 ) -> None:

@@ -15,10 +15,10 @@ from mlip_exafs.cli import app, console
 def exafs_cmd(
     traj: Path = typer.Argument(..., help="extxyz/.traj of MD snapshots, or the md output folder (snapshots.extxyz)."),
     out: Path = typer.Option(..., "--out", help="Folder for chi.csv, convergence.csv, plots and exafs.json."),
-    absorber: Optional[str] = typer.Option(None, "--absorber", help="Absorbing element [default: the only element, or the only one heavier than Ar]."),
-    edge: Optional[str] = typer.Option(None, "--edge", help="Absorption edge (K, L1, L2, L3, ...) [default: K up to Sn (Z 50), L3 above]."),
+    absorber: Optional[str] = typer.Option(None, "--absorber", help="Absorbing element (default: the only element, or the only one heavier than Ar)."),
+    edge: Optional[str] = typer.Option(None, "--edge", help="Absorption edge (K, L1, L2, L3, ...) (default: K up to Sn (Z 50), L3 above)."),
     rmax: Optional[float] = typer.Option(None, "--rmax", help="Largest half path length (Å), at most half the supercell width; "
-                                         "moved into the gap between shells when within 0.15 Å of one [default: 6, or half the cell width]."),
+                                         "moved into the gap between shells when within 0.15 Å of one (default: 6, or half the cell width)."),
     engine: str = typer.Option("fast", "--engine", help="fast (histogram method) or feff (FEFF8L per snapshot, slow)."),
     nleg: int = typer.Option(4, "--nleg", help="Most legs per scattering path (2-4)."),
     ideal: Optional[str] = typer.Option(None, "--ideal", help="Ideal structure (file or built-in) for potentials and path types; default: symmetrized frame average."),
