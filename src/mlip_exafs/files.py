@@ -101,8 +101,10 @@ def save_figure(fig, path: str | Path, vector: bool = False) -> None:
     path = Path(path)
     targets = [path, path.with_suffix(".svg")] if vector and path.suffix != ".svg" else [path]
     for target in targets:
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=200 if vector else 110, bbox_inches="tight")
+        fmt = target.suffix.lstrip(".") or "png"
+        svg = {"metadata": {"Date": None}} if fmt == "svg" else {}  # with a fixed hash salt: the same figure, the same file
+        with atomic_path(target) as tmp, plt.rc_context({"svg.hashsalt": "mlip-exafs"}):
+            fig.savefig(tmp, format=fmt, dpi=200 if vector else 110, bbox_inches="tight", **svg)
     plt.close(fig)
 
 
