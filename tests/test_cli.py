@@ -42,7 +42,7 @@ def test_singlepoint_bad_inputs_are_one_line_errors(tmp_path):
         ("", ["finetune", "--train", "ws2", "--n", "1", "--freeze", "half", "--out", "{out}"], ["'freeze'", "'energy-scale'"]),
         ("", ["learning-curve", "--train", "ws2", "--test", "ws2", "--n", "0,1", "--out", "{out}"], ["contains 0"]),
         ("", ["learning-curve", "--train", "ws2", "--test", "ws2", "--seeds", "a", "--out", "{out}"], ["--seeds 'a'"]),
-        ("", ["report", "{out}"], ["has no summary.json", "mlip-exafs study"]),
+        ("", ["report", "{out}"], ["has no study.json", "mlip-exafs study"]),
         ("missing-experiment", ["study", "{tmp}/study.yaml", "--out", "{out}"], ["experimental spectrum", "experiment.file"]),
     ],
     ids=["label-config-wrong-type", "label-structures-missing", "label-duplicate-uids", "import-stress-units", "finetune-negative-lr",
