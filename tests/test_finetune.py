@@ -81,6 +81,7 @@ def test_finetune_lowers_loss_and_checkpoint_reloads(dataset, tmp_path):
     assert len((out / "training_curve.csv").read_text().splitlines()) == 1 + 1
 
 
+@pytest.mark.slow
 def test_sevennet_finetune_learns_and_reloads_exactly(dataset, tmp_path):
     """SevenNet-0 through the same verb: loss falls, the best-validation epoch is kept, the checkpoint
     reloads (weights only) as a calculator that predicts exactly what the trained model predicts."""
@@ -241,6 +242,7 @@ def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 300) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_finetune_killed_then_rerun_equals_an_uninterrupted_run(tmp_path, data):
     """kill -9 mid-training, rerun: it resumes after the last finished epoch and ends with the same weights, bit for
     bit, and the same validation numbers as a run never stopped.

@@ -45,6 +45,7 @@ def test_kpoint_mesh_from_spacing():
     assert kpoint_mesh(load_structure("ws2", "3x3x1"), 0.26) == (3, 3, 2)
 
 
+@pytest.mark.slow
 @requires_cp2k
 def test_cp2k_force_matches_finite_difference(tmp_path):
     atoms = _rattled_w(1, seed=3)[0]
@@ -84,6 +85,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @requires_cp2k
 def test_label_is_resumable_after_kill_9(tmp_path):
     import ase.db
@@ -191,6 +193,7 @@ def test_mixing_settings_in_one_database_is_refused(tmp_path):
         ensure_settings(tmp_path / "a.db", TINY.model_copy(update={"cutoff_ry": 300}))
 
 
+@pytest.mark.slow
 @requires_cp2k
 def test_reusing_cp2k_between_structures_gives_the_fresh_result(tmp_path):
     """Consecutive structures of one cell reuse CP2K's wavefunction: same labels as a cold start."""
@@ -211,6 +214,7 @@ def test_reusing_cp2k_between_structures_gives_the_fresh_result(tmp_path):
     assert np.abs(reused.get_stress() - fresh.get_stress()).max() < 2e-5  # eV/Å^3 (0.003 GPa)
 
 
+@pytest.mark.slow
 @requires_cp2k
 def test_two_labellers_share_one_database(tmp_path):
     """One labeller from the start, one from the end (--reverse): every structure labelled exactly once."""

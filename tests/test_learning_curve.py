@@ -37,6 +37,7 @@ def test_summary_averages_over_seeds():
     assert entry["force_mae_ev_a_std"] == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_cli_learning_curve_runs_reuses_and_records_forgetting(tmp_path):
     dataset = write_fake_dataset(tmp_path / "ds", n_train=3, n_test=2)
     out = tmp_path / "lc"

@@ -62,6 +62,7 @@ def test_fast_chgnet_matches_chgnet_calculator():
     assert np.abs(ref.get_stress()).max() > 1e-3  # the strain makes the stress comparison meaningful
 
 
+@pytest.mark.slow
 def test_short_nvt_run_holds_the_target_temperature(tmp_path):
     settings = MdSettings(structure="ws2", supercell="2x2x1", temperature_k=400, equilibration_fs=300, production_fs=600,
                           snapshot_every_fs=20, thermostat_time_fs=50, seed=1)
@@ -92,6 +93,7 @@ def _wait_for_checkpoint_step(out: Path, proc: subprocess.Popen, min_step: int, 
     pytest.fail("md made no checkpoint in time")
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_continues_the_same_run(tmp_path):
     """A run killed mid-way and rerun ends identical to one never interrupted: no lost or doubled frames."""
     out = tmp_path / "killed"
@@ -131,6 +133,7 @@ def test_rerun_of_a_finished_run_does_nothing_and_other_settings_are_refused(tmp
         run_md(settings.model_copy(update={"temperature_k": 600.0}), tmp_path, show_progress=False)
 
 
+@pytest.mark.slow
 def test_corrupted_checkpoint_is_a_one_line_error(tmp_path):
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 not really a zip")
     proc = run_cli("md", "ws2", "--equilibrate", "0", "--production", "20", "--every", "10", "--out", str(tmp_path))
@@ -159,6 +162,7 @@ def test_blow_up_stops_with_a_user_error(tmp_path):
         run_md(settings, tmp_path, show_progress=False)
 
 
+@pytest.mark.slow
 def test_npt_then_nvt_at_the_mean_cell(tmp_path):
     """--npt: the barostat moves the cell, and NVT continues at the mean cell of the NPT run's second half."""
     settings = MdSettings(structure="ws2", npt_fs=200, equilibration_fs=20, production_fs=40, snapshot_every_fs=20, barostat_time_fs=200)

@@ -41,6 +41,7 @@ def test_cli_potentials_lists_every_name_and_what_it_was_trained_on(capsys):
     assert "python:M:F" in lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OFFLINE_MODELS)
 def test_pretrained_models_load_offline_and_respect_symmetry(name):
     atoms = load_structure("ws2")
@@ -293,6 +294,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not __import__("platform").libc_ver()[0] == "glibc", reason="glibc malloc only")
 def test_compute_processes_keep_freed_memory_instead_of_faulting_it_in_again():
     """torch frees and reallocates tens of MB per step; by default glibc returns much of it to the kernel."""

@@ -25,6 +25,7 @@ def test_bad_sample_config(capsys, tmp_path, text, needles):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sample_is_deterministic_for_a_seed(tmp_path):
     from mlip_exafs.sample import SampleSpec, sample
 

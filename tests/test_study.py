@@ -47,6 +47,7 @@ def local_run(study_root):
     return out
 
 
+@pytest.mark.slow
 def test_study_runs_end_to_end(local_run):
     summary = json.loads((local_run / "summary.json").read_text())
     assert set(summary["potentials"]) == {"chgnet", "chgnet-ft-n1-s0", "chgnet-ft-n2-s0"}
@@ -79,10 +80,12 @@ def _assert_rerun_is_a_no_op(config: Path, out: Path, *options: str) -> None:
     assert _mtimes(out) == before
 
 
+@pytest.mark.slow
 def test_rerun_is_a_no_op(local_run, study_root):
     _assert_rerun_is_a_no_op(study_root / "tiny.yaml", local_run)
 
 
+@pytest.mark.slow
 def test_changed_setting_reruns_only_what_depends_on_it(local_run, study_root):
     out = study_root / "changed"
     shutil.copytree(local_run, out)
@@ -93,6 +96,7 @@ def test_changed_setting_reruns_only_what_depends_on_it(local_run, study_root):
     assert rerun == ["exafs-chgnet", "exafs-chgnet-ft-n2-s0"]
 
 
+@pytest.mark.slow
 def test_new_labels_rerun_only_the_steps_that_read_them(tmp_path):
     """Step hashes cover the dataset's content, not just its path: labelling more structures must refit."""
     from mlip_exafs.study.config import load_study_config
@@ -117,6 +121,7 @@ def test_new_labels_rerun_only_the_steps_that_read_them(tmp_path):
     assert changed(new_train, hashes()) == sorted(k for k in before if k.startswith("validate-"))
 
 
+@pytest.mark.slow
 def test_only_pristine_runs_while_labels_are_missing(local_run, study_root):
     """--only pristine runs the pretrained model's steps although finetune.n exceeds the pool; a full run reuses them."""
     config = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [1, 50]})  # the pool has 3 structures
@@ -130,6 +135,7 @@ def test_only_pristine_runs_while_labels_are_missing(local_run, study_root):
         assert json.loads((local_run / "steps" / name / "step.json").read_text())["inputs_hash"] == digest
 
 
+@pytest.mark.slow
 def test_only_learning_curve_runs_no_md_and_matches_the_full_study(local_run, study_root):
     """--only learning-curve runs the fine-tunes and validations, prints the curve, and a full run would find them cached."""
     out = study_root / "curve"
@@ -166,6 +172,7 @@ def test_unknown_only_is_a_one_line_error(study_root):
     assert not (study_root / "bad-only").exists()
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_with_the_same_result(local_run, study_root):
     out = study_root / "killed"
     cmd = [sys.executable, "-m", "mlip_exafs", "study", str(study_root / "tiny.yaml"), "--out", str(out)]
@@ -184,15 +191,16 @@ def test_killed_study_resumes_with_the_same_result(local_run, study_root):
     assert _numbers(resumed) == _numbers(json.loads((local_run / "summary.json").read_text()))
 
 
-def test_second_study_into_the_same_folder_is_refused(local_run, study_root):
+def test_second_study_into_the_same_folder_is_refused(study_root, tmp_path):
     """While one study runs into a folder, another into it stops with a one-line error and writes nothing."""
     from mlip_exafs.study import study_lock
 
-    before = _mtimes(local_run)
-    with study_lock(local_run):
-        proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(local_run))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with study_lock(busy):
+        proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(busy))
     assert_one_line_error(proc, f"another study (pid {os.getpid()}) is running into")
-    assert _mtimes(local_run) == before
+    assert _mtimes(busy) == {}
 
 
 def test_wall_time_of_a_resumed_step_counts_the_killed_run(tmp_path):
@@ -254,6 +262,7 @@ def test_local_steps_side_by_side_give_the_results_of_one_at_a_time(study_root, 
     assert side_by_side == one_at_a_time
 
 
+@pytest.mark.slow
 def test_dask_gives_the_same_summary(local_run, study_root):
     out = study_root / "dask"
     run_cli("study", str(study_root / "tiny.yaml"), "--out", str(out), "--executor", "dask", check=True)
@@ -293,6 +302,7 @@ def test_local_cluster_workers_do_not_sample_themselves():
     assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's config is left as it was
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (scripts/install.sh --test installs it)")
 def test_report_renders_all_images_in_chromium(local_run, tmp_path):
     """Chromium loads the report; a script counts images that failed to decode."""
@@ -334,6 +344,7 @@ def test_study_refuses_what_would_fail_hours_in(study_root, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 @requires_cp2k
 def test_study_samples_and_labels_its_own_dataset(tmp_path):
     """dataset: a sample+label block -> CHGNet-sampled structures, CP2K labels in chunk steps, one dataset folder."""
