@@ -35,8 +35,8 @@ A killed SevenNet run starts again.
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib
+import json
 import math
 import shutil
 import time
