@@ -140,6 +140,7 @@ def pyrite_frames(n_frames: int, sigma_u_a: float, seed: int) -> list:
     return frames
 
 
+@pytest.mark.slow
 def test_shell_tolerance_keeps_close_shells_apart_and_is_an_option(tmp_path):
     """Pyrite's 5.15/5.26 Å Fe-S shells are two shells by default; --shell-tol 0.12 merges them (n = 18); Fe is the default absorber."""
     traj = tmp_path / "fes2.extxyz"

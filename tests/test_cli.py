@@ -17,6 +17,7 @@ def test_potentials_lists_both_models():
     assert "chgnet" in out and "sevennet-0" in out
 
 
+@pytest.mark.slow
 def test_singlepoint_prints_energy_force_stress():
     out = run_cli("singlepoint", "w-bcc", "--potential", "chgnet", "--supercell", "2x2x2", "--threads", "1", check=True).stdout
     energy = float(re.search(r"energy\s+(-?\d+\.\d+) eV", out).group(1))

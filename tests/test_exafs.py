@@ -168,6 +168,7 @@ def test_default_edge_k_up_to_sn_l3_above(element, edge):
     assert default_edge(element) == edge
 
 
+@pytest.mark.slow
 def test_exafs_cli_defaults_absorber_edge_reports_setup_and_moves_rmax(tmp_path):
     """No --absorber/--edge: W and L3 from the snapshots; --rmax 4.5 on a 3x3x3 cell moves to half the cell width; setup lines on stderr."""
     traj = gaussian_snapshots("w-bcc", "3x3x3", 2, 0.03, tmp_path / "w.extxyz")

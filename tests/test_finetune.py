@@ -111,6 +111,7 @@ def test_sevennet_finetune_learns_and_reloads_exactly(dataset, tmp_path):
     assert np.abs(atoms.get_forces() - pristine).max() > 1e-3  # the weights did change
 
 
+@pytest.mark.slow
 def test_multi_fidelity_sevennet_fine_tunes_its_pbe_head(dataset, tmp_path):
     """SevenNet-MF-0: every training graph carries the PBE modality; the checkpoint keeps the head."""
     from mlip_exafs.potentials import load_potential
@@ -152,6 +153,7 @@ def kill_after_epoch(monkeypatch, last_epoch):
     monkeypatch.setattr(ResumableTrainer, "save_checkpoint", save_then_die)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_after_its_last_epoch_with_the_same_weights(dataset, tmp_path, monkeypatch):
     from mlip_exafs.potentials import load_potential
 

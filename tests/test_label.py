@@ -154,6 +154,7 @@ def test_stale_cp2k_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path
     assert remove_stale_workdirs(tmp_path) == []
 
 
+@pytest.mark.slow
 @requires_cp2k
 def test_unconverged_scf_is_recorded_and_never_used(tmp_path):
     import ase.io

@@ -55,6 +55,7 @@ def test_pretrained_models_load_offline_and_respect_symmetry(name):
     assert np.abs(bcc.get_forces()).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_the_models_are_different_models():
     """Six names, six sets of weights: no two give the same WS2 energy."""
     energies = {}
@@ -85,6 +86,7 @@ def _energy(spec, structure="ws2"):
     return atoms.get_potential_energy(), atoms.get_forces()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["chgnet-0.2.0", "sevennet-mf-0"])
 def test_checkpoint_round_trip_names_its_family_and_predicts_the_same(tmp_path, name):
     """One per family (0.2.0: CHGNet's odd readout bias; MF-0: the fidelity head must survive)."""

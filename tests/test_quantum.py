@@ -168,6 +168,7 @@ def test_path_integral_reproduces_quantum_sigma2(einstein, tmp_path, temperature
     assert shell["sigma2"] == pytest.approx(exact, rel=0.03)
 
 
+@pytest.mark.slow
 def test_corrected_refuses_frames_too_sparse_in_time(einstein, tmp_path):
     settings = MdSettings(structure=str(einstein), potential="chgnet", temperature_k=300.0, timestep_fs=10.0, equilibration_fs=0.0,
                           production_fs=20000.0, snapshot_every_fs=400.0, nuclei="corrected")
@@ -190,6 +191,7 @@ md.run_md(settings, {out!r}, show_progress=False)
 """
 
 
+@pytest.mark.slow
 def test_killed_path_integral_run_resumes(tmp_path):
     """kill -9 the md process mid-run: its i-PI goes too, and the rerun resumes from the last checkpoint to a complete run."""
     import json

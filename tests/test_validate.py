@@ -88,6 +88,7 @@ def test_errors_by_group_split_the_test_set_by_how_structures_were_made(fake_tes
     assert errors_by_group(frames, dft_labels(frames), pred)["perfect"]["softening_slope"] is None
 
 
+@pytest.mark.slow
 def test_cli_validate_writes_json_and_reports_errors_in_one_line(fake_test_db, tmp_path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     ok = subprocess.run([sys.executable, "-m", "mlip_exafs", "validate", "--test", str(fake_test_db), "--out", str(tmp_path / "v")], capture_output=True, text=True, env=env)
