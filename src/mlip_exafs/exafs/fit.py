@@ -26,10 +26,10 @@ from mlip_exafs.exafs import ExafsSettings, cached_potentials
 from mlip_exafs.exafs.feff import POTENTIAL_FILES, Cluster, Potentials, feff_input, run_module
 from mlip_exafs.exafs.paths import build_pairs
 from mlip_exafs.exafs.persnapshot import cluster_of
+from mlip_exafs.shells import SHELL_TOL_A  # analyze's shell tolerance: the same shells, the same names; FEFF paths this close belong to a shell
 from mlip_exafs.spectra import FTWindow, Spectrum
 from mlip_exafs.structures import min_image_half_width
 
-SHELL_TOL_A = 0.1  # as analyze's shell_tol_a: FEFF paths this close to a shell's ideal distance belong to it
 SHELL_SEARCH_A = 6.0  # shells are looked for this far out (the K fitted ones and the next)
 R_WINDOW_BELOW_NEXT_SHELL_A = 0.5  # the fit's R range ends this far below the next shell's true distance
 SIGMA2_START_A2 = 0.003
