@@ -192,6 +192,7 @@ md.run_md(settings, {out!r}, show_progress=False)
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_killed_path_integral_run_resumes(tmp_path):
     """kill -9 the md process mid-run: its i-PI goes too, and the rerun resumes from the last checkpoint to a complete run."""
     import json
