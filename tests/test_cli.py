@@ -69,3 +69,70 @@ def test_bad_options_and_configs(capsys, tmp_path, setup, args, needles):
     assert_one_line_error(cli(capsys, *[a.format(**names) for a in args]), *needles)
     assert not (tmp_path / "labels.db").exists()
     assert_nothing_written(tmp_path / "out")
+
+
+EMT = "python:ase.calculators.emt:EMT"  # milliseconds per step: an MD that is surely still running when interrupted
+
+
+@pytest.fixture()
+def cu_cif(tmp_path):
+    import ase.build
+    import ase.io
+
+    path = tmp_path / "cu.cif"
+    ase.io.write(path, ase.build.bulk("Cu", "fcc", a=3.61, cubic=True))
+    return path
+
+
+def test_ctrl_c_is_never_success(tmp_path, cu_cif):
+    """SIGINT to a running ``md``: exit 130 and one line (typer returns 130 without standalone mode; it used to exit 0)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mlip_exafs", "md", str(cu_cif), "--supercell", "2x2x2", "--potential", EMT, "--out", str(out),
+           "--equilibrate", "0", "--production", "1ns", "--every", "10fs", "--checkpoint-every", "10fs"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MLIP_EXAFS_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("MD ")]  # the progress line is not on a tty
+    assert lines == ["error: interrupted; rerun the same command to resume"], stderr
+    assert '"status": "running"' in (out / "md.json").read_text()  # the half run is not marked complete
+
+
+def test_typer_exit_codes_are_not_swallowed(monkeypatch):
+    """``typer.Exit(3)`` inside a verb is returned, not raised, without standalone mode: main must still exit 3."""
+    import sys
+
+    import typer
+
+    from mlip_exafs import cli as cli_module
+
+    app = typer.Typer()
+
+    @app.command()
+    def fails() -> None:
+        raise typer.Exit(3)
+
+    @app.command()
+    def ok() -> None:
+        pass
+
+    monkeypatch.setattr(cli_module, "app", app)
+    monkeypatch.setattr(cli_module, "_register_stage_verbs", lambda: None)
+    for verb, code in (("fails", 3), ("ok", None)):
+        monkeypatch.setattr(sys, "argv", ["mlip-exafs", verb])
+        if code is None:
+            cli_module.main()
+            continue
+        with pytest.raises(SystemExit) as exc:
+            cli_module.main()
+        assert exc.value.code == code

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 
@@ -99,18 +100,38 @@ def main() -> None:
     _quiet_library_warnings()
     _register_stage_verbs()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
+        _interrupted()
     except Exception as exc:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click/typer usage errors
             message = " ".join(exc.format_message().split()).rstrip(".")
             print(f"error: {message}; see 'mlip-exafs --help' or 'mlip-exafs VERB --help'", file=sys.stderr)
             sys.exit(exc.exit_code)
         raise
+    _exit_with(code)
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+def _exit_with(code: object) -> None:
+    """Without standalone mode typer *returns* the exit code of ``typer.Exit`` and of Ctrl-C (130) instead of exiting.
+
+    Ignoring it made an interrupted ``md`` exit 0, so ``md && exafs`` went on with a half trajectory.
+    A verb's own return value (None, or a result) is not an exit code.
+    """
+    if code == INTERRUPTED_EXIT_CODE:
+        _interrupted()
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
+
+
+def _interrupted() -> None:
+    print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT_CODE)
