@@ -76,3 +76,58 @@ def test_atomic_write_gives_the_permissions_of_a_plain_new_file(tmp_path):
     files.write_text(tmp_path / "out.txt", "x")
     (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
+def test_writer_lock_one_writer_per_folder_and_nothing_left(tmp_path):
+    """A second writer is refused in one line; the lock file and a folder the lock created are gone afterwards."""
+    from mlip_exafs.files import writer_lock
+
+    out = tmp_path / "new" / "out"
+    with writer_lock(out, "md"):
+        assert (out / ".md.lock").read_text() == str(os.getpid())
+        with pytest.raises(UserError, match=rf"another md \(pid {os.getpid()}\) is running into .*out; wait for it"):
+            with writer_lock(out, "md"):
+                pass
+    assert not (tmp_path / "new").exists()  # nothing was written: no lock file, no empty folders
+    with writer_lock(out, "md"):  # released: the next writer gets it
+        (out / "result.txt").write_text("x")
+    assert [p.name for p in out.iterdir()] == ["result.txt"]
+
+
+def test_writer_lock_of_a_killed_process_is_free(tmp_path):
+    """``kill -9`` leaves the lock file behind but releases the kernel lock: the rerun that resumes is not blocked."""
+    from mlip_exafs.files import writer_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mlip_exafs.files import writer_lock\n"
+                               f"with writer_lock({str(tmp_path)!r}, 'md'):\n    print('held', flush=True); time.sleep(300)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UserError, match=f"pid {holder.pid}"):
+        with writer_lock(tmp_path, "md"):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / ".md.lock").exists()
+    with writer_lock(tmp_path, "md"):
+        pass
+
+
+@pytest.mark.parametrize("kind", ["existing-file", "parent-is-a-file"])
+def test_output_folder_that_cannot_be_created_is_refused(tmp_path, kind):
+    from mlip_exafs.files import check_output_folder
+
+    (tmp_path / "f").write_text("keep")
+    out = tmp_path / "f" if kind == "existing-file" else tmp_path / "f" / "out"
+    with pytest.raises(UserError, match="is an existing file|is a file, not a folder"):
+        check_output_folder(out)
+    assert (tmp_path / "f").read_text() == "keep"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_output_folder_in_a_read_only_folder_is_refused(tmp_path):
+    from mlip_exafs.files import check_output_folder
+
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    with pytest.raises(UserError, match="read-only for this user"):
+        check_output_folder(ro / "out")

@@ -273,3 +273,14 @@ def test_finetune_killed_then_rerun_equals_an_uninterrupted_run(tmp_path, data):
     metrics = [validate(tmp_path / run / "model.pt", data, tmp_path / run / "validate") for run in ("a", "b")]
     assert metrics[0] == metrics[1]
     assert read_json(tmp_path / "a" / "validate" / "validate.json") == read_json(tmp_path / "b" / "validate" / "validate.json")
+
+
+def test_second_finetune_into_the_same_folder_is_refused(capsys, tmp_path, data):
+    """Two trainers into one --out would share the work folder and its checkpoint; the second stops at once."""
+    from mlip_exafs.files import writer_lock
+
+    out = tmp_path / "out"
+    with writer_lock(out, "finetune"):
+        proc = cli(capsys, "finetune", "--train", data, "--n", "1", "--epochs", "1", "--out", out)
+        assert_one_line_error(proc, f"another finetune (pid {os.getpid()}) is running into")
+        assert [p.name for p in out.iterdir()] == [".finetune.lock"]

@@ -289,3 +289,23 @@ def test_cp2k_killed_mid_run_is_a_one_line_error_and_no_row(capsys, tmp_path, mo
         cp2k_version.cache_clear()
     assert_one_line_error(proc, needle)
     assert finished_uids(tmp_path / "labels.db") == set()  # a rerun labels w-0 again
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_second_labeller_in_the_same_direction_is_refused(capsys, tmp_path, reverse):
+    """One labeller per --db and direction (a forward and a --reverse one meet in the middle); a second is refused before CP2K starts."""
+    import ase.io
+
+    from mlip_exafs.files import writer_lock
+    from mlip_exafs.structures import load_structure
+
+    structures = tmp_path / "s.extxyz"
+    atoms = load_structure("w-bcc")
+    atoms.info["uid"] = "w-0"
+    ase.io.write(structures, atoms)
+    db = tmp_path / "d" / "train.db"
+    direction = "reverse" if reverse else "forward"
+    with writer_lock(db.parent, "label", f".train.db.{direction}.lock", "--db"):
+        proc = cli(capsys, "label", structures, "--db", db, *(["--reverse"] if reverse else []))
+        assert_one_line_error(proc, f"another label (pid {os.getpid()}) is running into", "--reverse")
+    assert not db.parent.exists()

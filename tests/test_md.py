@@ -260,3 +260,15 @@ def test_md_help_shows_flags_as_flags_and_the_thread_default_the_readme_states(c
     assert "[default: 1]" in help_text.split("--threads")[1]
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     assert "`md`, `validate` and `finetune` use 1 unless `--threads N`" in readme
+
+
+def test_second_md_into_the_same_folder_is_refused(capsys, tmp_path):
+    """Two runs into one --out used to both 'succeed' with duplicated frames; the second now stops at once."""
+    from mlip_exafs.files import writer_lock
+
+    out = tmp_path / "out"
+    with writer_lock(out, "md"):
+        proc = cli(capsys, "md", "w-bcc", "--supercell", "2x2x2", "--potential", "python:ase.calculators.emt:EMT", "--out", out,
+                   "--equilibrate", "0", "--production", "4fs", "--every", "2fs")
+        assert_one_line_error(proc, f"another md (pid {os.getpid()}) is running into", "choose another --out")
+        assert [p.name for p in out.iterdir()] == [".md.lock"]

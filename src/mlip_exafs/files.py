@@ -125,3 +125,82 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(tmp_dir, final_dir)
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """Refuse an output folder that cannot be created or written, before any work starts.
+
+    An existing file at ``path`` (or on its way), or a read-only parent, would
+    otherwise surface hours later as a traceback from the first write.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is an existing file, not a folder; give a folder path (it is created if missing)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {path} cannot be created: {existing} is a file, not a folder; choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path} cannot be written: {existing} is read-only for this user; choose another {option}")
+    return path
+
+
+def _created_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` (and missing parents); return the ones this call created, deepest first."""
+    created = []
+    missing = folder
+    while not missing.exists():
+        created.append(missing)
+        missing = missing.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | Path, verb: str, name: str | None = None, option: str = "--out",
+                hint: str | None = None) -> Iterator[None]:
+    """One process writing into ``folder`` at a time: two would interleave frames, epochs or rows.
+
+    A kernel lock (``flock``) is released when its process dies, even by
+    ``kill -9``, so a killed run never blocks the rerun that resumes it. The lock
+    file is removed on a normal exit, and so is a folder the lock had to create
+    if nothing was written into it: a refused run leaves nothing behind.
+    """
+    folder = check_output_folder(folder, option)
+    lock_path = folder / (name or f".{verb}.lock")
+    created = _created_folders(folder)
+    handle = _acquire(lock_path, verb, folder, hint or f"wait for it to finish or stop it, or choose another {option}")
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # while still holding it: a waiting opener sees a stale inode and retries
+        handle.close()
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+
+
+def _acquire(lock_path: Path, verb: str, folder: Path, hint: str):
+    import fcntl
+
+    while True:
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(f"another {verb} (pid {holder}) is running into {folder}; {hint}") from None
+        try:
+            same_file = os.fstat(handle.fileno()).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:  # else the holder removed it between our open and our lock: lock the new file
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            return handle
+        handle.close()

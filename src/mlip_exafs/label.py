@@ -26,7 +26,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_exafs.cp2k import Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import db_write_guard
+from mlip_exafs.files import db_write_guard, writer_lock
 
 UNITS = {
     "energy": "eV",
@@ -80,6 +80,14 @@ def label_structures(
     file and database meets the first in the middle; each structure is skipped if
     another labeller finished it meanwhile.
     """
+    direction = "reverse" if reverse else "forward"  # one labeller per direction: the two meet in the middle
+    with writer_lock(Path(db_path).parent, "label", f".{Path(db_path).name}.{direction}.lock", "--db",
+                     hint=f"wait for it to finish, or run this labeller with{'out' if reverse else ''} --reverse"):
+        return _label_structures(structures, Path(db_path), settings, mpi_ranks, limit, on_progress, reverse)
+
+
+def _label_structures(structures: Path, db_path: Path, settings: Cp2kSettings, mpi_ranks: int, limit: int | None,
+                      on_progress: Callable[[int, int, float], None] | None, reverse: bool) -> dict:
     frames = read_structures(structures)
     version = cp2k_version()  # fails clearly, before anything is written, if CP2K is missing
     with db_write_guard(db_path):  # a new database that cannot be written is not left behind

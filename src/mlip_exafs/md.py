@@ -44,6 +44,7 @@ from ase.calculators.calculator import Calculator
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import writer_lock
 from mlip_exafs.potentials.runtime import Device
 
 SNAPSHOT_FILE = "snapshots.extxyz"
@@ -412,6 +413,11 @@ def production_temperature_text(summary: dict) -> str | None:
 
 def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
     """Structure and potential -> ``out/snapshots.extxyz`` (+ thermo.csv, md.json). Resumes a killed run."""
+    with writer_lock(out, "md"):  # a second run into the same folder would append duplicate frames
+        return _run_md(settings, out, show_progress)
+
+
+def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     from ase.constraints import FixCom
 
     from mlip_exafs.potentials import potential_id as potential_id_of

@@ -48,6 +48,7 @@ from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import writer_lock
 from mlip_exafs.potentials import Device, Potential
 
 FreezeMode = Literal["none", "readout", "energy-scale"]
@@ -254,6 +255,11 @@ def work_folder(out: Path, inputs_hash: str) -> Path:
 
 def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
     """Fine-tune per ``settings`` into ``out``; returns the path of ``model.pt``."""
+    with writer_lock(out, "finetune"):  # two trainers would share one work folder and checkpoint
+        return _finetune(settings, Path(out))
+
+
+def _finetune(settings: FinetuneSettings, out: Path) -> Path:
     from mlip_exafs.dataset import load_structures
     from mlip_exafs.files import sha256_file, write_json
     from mlip_exafs.potentials import save_checkpoint, set_torch_threads

@@ -8,17 +8,15 @@ study resumes (finished steps are cached, MD resumes from its checkpoint).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import read_json
+from mlip_exafs.files import read_json, writer_lock
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
 from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, potential_of, summarize, with_dependencies
 from mlip_exafs.study.steps import RUN_FILE, Step, all_hashes
@@ -98,29 +96,9 @@ ONLY = {
 LOCK_FILE = ".study.lock"
 
 
-@contextmanager
-def study_lock(out: Path) -> Iterator[None]:
-    """One study process per output folder: two would run the same steps into the same folders.
-
-    A kernel lock (``flock``) is released when its process dies, even by
-    ``kill -9``, so a killed study never blocks the rerun that resumes it.
-    """
-    with open(out / LOCK_FILE, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise UserError(f"another study (pid {holder}) is running into {out}; wait for it to finish or stop it, "
-                            "then rerun this command (it resumes)") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def study_lock(out: Path):
+    """One study process per output folder: two would run the same steps into the same folders."""
+    return writer_lock(out, "study", LOCK_FILE, hint="wait for it to finish or stop it, then rerun this command (it resumes)")
 
 
 def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:
