@@ -250,3 +250,44 @@ def test_compare_without_a_theory_spectrum(capsys, tmp_path):
     proc = cli(capsys, "compare", tmp_path / "chi.csv", "--experiment", tmp_path / "w.xdi", "--out", out)
     assert_one_line_error(proc, "chi.csv does not exist", "run 'mlip-exafs exafs' first")
     assert_nothing_written(out)
+
+
+# ---------------------------------------------------------------- #28: absorber/edge from the data, fit health
+
+
+def test_absorber_edge_from_the_header_and_fit_health(theory_chi, tmp_path):
+    """No absorber/edge given: W L3 from the XDI header (and the theory's exafs.json); fit health recorded."""
+    result = compare(theory_chi.parent, W_FOIL, CompareSettings(), tmp_path)
+    assert (result["absorber"], result["edge"]) == ("W", "L3")
+    health = json.loads((tmp_path / "compare.json").read_text())["fit_health"]
+    assert health["s02_physical"] == (0.7 <= result["s02"] <= 1.1) and health["at_bound"] == []
+    half_r = json.loads((theory_chi.parent / "exafs.json").read_text())["half_vs_half_r_factor"]
+    assert health["theory_half_vs_half_r_factor"] == half_r and health["theory_converged"] == (half_r <= 0.01)
+    pinned = compare(theory_chi.parent, W_FOIL, CompareSettings(s02_bounds=(0.3, 0.5)), tmp_path / "pinned")
+    assert pinned["s02"] == pytest.approx(0.5) and pinned["fit_health"]["at_bound"] == ["s02"]
+    assert not pinned["fit_health"]["s02_physical"]
+    assert any("at a fit bound" in line for line in pinned["fit_health"]["warnings"])
+    assert any("outside 0.7-1.1" in line and "too soft" in line for line in pinned["fit_health"]["warnings"])
+
+
+def test_theory_of_another_absorber_or_edge_is_refused(theory_chi, tmp_path):
+    """A Cu K χ(k) (its exafs.json says so) against the W L3 foil: refused before any fit."""
+    import shutil
+
+    cu = tmp_path / "cu"
+    cu.mkdir()
+    shutil.copy(theory_chi, cu / "chi.csv")
+    (cu / "exafs.json").write_text(json.dumps({"absorber": "Cu", "edge": "K", "half_vs_half_r_factor": 0.001, "settings": {"absorber": "Cu", "edge": "K"}}))
+    with pytest.raises(UserError, match=r"the theory is Cu K \(exafs.json\) but the spectrum is W L3") as err:
+        compare(cu, W_FOIL, CompareSettings(), tmp_path / "out")
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_compare_cli_prints_fit_health_and_takes_the_new_options(theory_chi, tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("compare", str(theory_chi.parent), "--experiment", str(W_FOIL), "--out", str(tmp_path),
+                   "--kweight", "3", "--e0", "10207", "--s02-bounds", "0.1", "2.5", check=True)
+    assert "W L3: S0² =" in proc.stdout and "fit health: S0² physical" in proc.stdout
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["kweight"] == 3 and saved["experiment_e0_ev"] == 10207.0 and saved["settings"]["s02_bounds"] == [0.1, 2.5]

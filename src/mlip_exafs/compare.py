@@ -25,17 +25,21 @@ from mlip_exafs.exafs.feff import ETOK
 from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, fit_first_shells
 from mlip_exafs.files import read_json, save_figure, sha256_file, write_json, write_text
 from mlip_exafs.provenance import provenance
-from mlip_exafs.spectra import FTWindow, Spectrum, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
+from mlip_exafs.spectra import FTWindow, Spectrum, absorber_and_edge, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
 from mlip_exafs.structures import load_structure
 
 DE0_SCAN_EV = np.arange(-15.0, 15.01, 1.0)  # coarse scan first: the phase makes the residual multi-modal
+S02_PHYSICAL = (0.7, 1.1)  # amplitude reduction factors of real absorbers; outside, the fit makes up for something else
+THEORY_CONVERGED_R = 0.01  # theory's first- vs second-half R (exafs.json): its noise in χ is then ≈ R/4, well below a fit's R
 
 
 class CompareSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    absorber: str = "W"
-    edge: str = "L3"
+    absorber: Optional[str] = Field(None, description="absorbing element; None: the spectrum's header, else the theory's exafs.json")
+    edge: Optional[str] = Field(None, description="edge; None: the spectrum's header, else the theory's, else K up to Sn and L3 above")
+    e0_ev: Optional[float] = Field(None, gt=0, description="the experiment's E0 (eV); None: larch's (maximum of dμ/dE)")
+    s02_bounds: tuple[float, float] = Field((0.05, 3.0), description="fit bounds of S0²: wide, so that a wrong disorder shows as an unphysical S0²")
     kmin_inv_a: float = Field(3.0, ge=0)
     kmax_inv_a: float = Field(14.0, gt=0)
     dk_inv_a: float = Field(1.0, ge=0)
@@ -53,6 +57,8 @@ class CompareSettings(BaseModel):
     def _ranges(self):
         if self.kmin_inv_a >= self.kmax_inv_a or self.rmin_a >= self.rmax_a:
             raise ValueError("kmin must be below kmax and rmin below rmax")
+        if not 0 < self.s02_bounds[0] < self.s02_bounds[1]:
+            raise ValueError("s02_bounds must be two numbers 0 < low < high")
         return self
 
     def window(self, kmax_inv_a: float | None = None) -> FTWindow:
@@ -64,12 +70,14 @@ FITTED_FILE = "fitted.csv"  # experiment and the theory with its fitted S0² and
 
 def compare(theory: str | Path, experiment: str | Path, settings: CompareSettings, out: str | Path) -> dict:
     """chi.csv (or exafs folder) + experimental file -> ``out/compare.json`` and overlay plots."""
-    from mlip_exafs.exafs import read_chi_csv
+    from mlip_exafs.exafs import exafs_record, read_chi_csv, theory_absorber_edge
 
     out = Path(out)
     k_th, chi_th = read_chi_csv(theory)
+    absorber, edge = absorber_and_edge(experiment, settings.absorber, settings.edge, theory_absorber_edge(theory))
+    settings = settings.model_copy(update={"absorber": absorber, "edge": edge})
     structure = (settings.structure or ideal_structure_of(theory)) if settings.fit_shells else None
-    exp = read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a)
+    exp = read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a, settings.e0_ev)
     window = settings.window(usable_kmax(settings, k_th, exp))
     s02, de0 = fit_s02_de0(k_th, chi_th, exp, window, settings)
     model = shifted_theory(k_th, chi_th, exp.k_inv_a, s02, de0)
@@ -87,6 +95,9 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
         "kweight": window.kweight,
         "window": f"{window.window}, dk = {window.dk_inv_a:g} 1/Å",
         "experiment_e0_ev": exp.e0_ev,
+        "absorber": absorber,
+        "edge": edge,
+        "fit_health": fit_health(s02, de0, settings, exafs_record(theory).get("half_vs_half_r_factor")),
         "settings": settings.model_dump(),
         "provenance": provenance({"theory": str(theory), "experiment": str(experiment), "experiment_sha256": sha256_file(experiment)}),
     }
@@ -118,7 +129,7 @@ def fit_experiment(experiment: str | Path | Spectrum, structure: str, settings: 
     ``{"s02", "de0_ev", "r_factor", "shells": {label: {"r", "sigma2", "sigma2_err", ...}}, ...}``.
     """
     out = Path(out)
-    exp = experiment if isinstance(experiment, Spectrum) else read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a)
+    exp = experiment if isinstance(experiment, Spectrum) else read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a, settings.e0_ev)
     ideal = load_structure(structure)
     window = settings.window(min(settings.kmax_inv_a, float(exp.k_inv_a.max())))
     shell_settings = ShellFitSettings(n_shells=settings.fit_shells, third_cumulant=settings.third_cumulant, rmin_a=settings.rmin_a, rmax_a=settings.fit_rmax_a)
@@ -191,9 +202,39 @@ def fit_s02_de0(k_th, chi_th, exp: Spectrum, window: FTWindow, settings: Compare
         diff = p[0] * model_chir(p[1]) - target
         return np.concatenate([diff.real, diff.imag])
 
-    bound = settings.de0_bound_ev
-    fit = least_squares(residual, x0=[best_s02(model_chir(de0_start)), de0_start], bounds=([0.05, -bound], [3.0, bound]), diff_step=1e-3)
+    bound, (s02_lo, s02_hi) = settings.de0_bound_ev, settings.s02_bounds
+    s02_start = float(np.clip(best_s02(model_chir(de0_start)), s02_lo, s02_hi))
+    fit = least_squares(residual, x0=[s02_start, de0_start], bounds=([s02_lo, -bound], [s02_hi, bound]), diff_step=1e-3)
     return float(fit.x[0]), float(fit.x[1])
+
+
+def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half_r: float | None) -> dict:
+    """Whether the S0²/ΔE0 fit can be read as a verdict on the MD, and what each failure usually means."""
+    lo, hi = settings.s02_bounds
+    limits = {"s02": (s02, lo, hi), "de0_ev": (de0_ev, -settings.de0_bound_ev, settings.de0_bound_ev)}
+    at_bound = [name for name, (value, a, b) in limits.items() if min(value - a, b - value) <= 1e-3 * (b - a)]
+    health = {
+        "s02_physical": bool(S02_PHYSICAL[0] <= s02 <= S02_PHYSICAL[1]),
+        "s02_physical_range": list(S02_PHYSICAL),
+        "at_bound": at_bound,
+        "theory_converged": None if theory_half_r is None else bool(theory_half_r <= THEORY_CONVERGED_R),
+        "theory_half_vs_half_r_factor": theory_half_r,
+        "warnings": [],
+    }
+    if not health["s02_physical"]:
+        health["warnings"].append(
+            f"S0² {s02:.2f} is outside {S02_PHYSICAL[0]}-{S02_PHYSICAL[1]}: S0² makes up for wrong damping; above, the MD disorder is too large "
+            "(σ² too big: a too soft potential), below, too small (too stiff); or the spectrum's normalisation is off")
+    if at_bound:
+        health["warnings"].append(
+            f"{' and '.join(at_bound)} at a fit bound: the fit found no minimum inside the bounds; widen --s02-bounds/--de0-bound, check --e0 and the k range")
+    if health["theory_converged"] is False:
+        health["warnings"].append(
+            f"the theory's two halves differ by R = {theory_half_r:.1e} (> {THEORY_CONVERGED_R:g}): the MD is too short (or has too few absorbers) "
+            "for a converged χ(k); run a longer production")
+    if theory_half_r is None:
+        health["warnings"].append("the theory's convergence is unknown (no exafs.json with its two halves beside the chi.csv)")
+    return health
 
 
 def plot_overlay(exp: Spectrum, model, ft_exp, ft_model, window: FTWindow, settings: CompareSettings, path: Path) -> None:
