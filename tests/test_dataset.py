@@ -140,3 +140,44 @@ def test_duplicates_between_train_and_test_are_refused_by_study(capsys, tmp_path
     out = tmp_path / "study"
     assert_one_line_error(cli(capsys, "study", tmp_path / "dup.yaml", "--out", out), "both the training pool and the test set")
     assert_nothing_written(out)
+
+
+def _not_an_ase_db(path: Path, kind: str) -> Path:
+    import sqlite3
+
+    if kind == "empty-file":
+        path.write_bytes(b"")
+    elif kind == "not-sqlite":
+        path.write_text("uid,energy\nw-0,-1.0\n")
+    else:  # another program's SQLite file
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE songs (title TEXT)")
+        con.execute("INSERT INTO songs VALUES ('x')")
+        con.commit()
+        con.close()
+    return path
+
+
+@pytest.mark.parametrize("kind, needle", [("empty-file", "is not an ASE database"), ("not-sqlite", "is not an SQLite database"),
+                                          ("other-sqlite", "is not an ASE database")])
+def test_input_databases_are_never_written_to(capsys, tmp_path, kind, needle):
+    """validate and dataset info used to add ASE's tables to any file given as a database; now they refuse it, byte-identical."""
+    import hashlib
+
+    db = _not_an_ase_db(tmp_path / "input.db", kind)
+    before = hashlib.md5(db.read_bytes()).hexdigest()
+    for args in (["validate", "--test", db, "--out", tmp_path / "out"], ["dataset", "info", db],
+                 ["finetune", "--train", db, "--n", "1", "--out", tmp_path / "out"]):
+        assert_one_line_error(cli(capsys, *args), needle, "give")
+        assert hashlib.md5(db.read_bytes()).hexdigest() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["input.db"]  # no journal, no output folder
+
+
+def test_reading_a_dataset_leaves_it_byte_identical(capsys, tmp_path, data):
+    import hashlib
+
+    db = Path(shutil.copy(data / "test.db", tmp_path / "test.db"))
+    before = hashlib.md5(db.read_bytes()).hexdigest()
+    assert cli(capsys, "dataset", "info", db).returncode == 0
+    assert len(load_structures(db)) == 2
+    assert hashlib.md5(db.read_bytes()).hexdigest() == before

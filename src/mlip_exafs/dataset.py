@@ -99,11 +99,9 @@ def content_tag(spec: str | Path, split: Split) -> str:
 
 def load_structures(spec: str | Path, split: Split = "all", converged_only: bool = True) -> list[Atoms]:
     """Labelled structures with energy (eV), forces (eV/Å), stress (eV/Å^3, ASE sign) attached."""
-    import ase.db
-
     db_path = resolve_db(spec, split)  # a single .db file is the whole dataset, whatever the split
     frames = []
-    with ase.db.connect(db_path) as db:
+    with _connect_input(db_path) as db:
         for row in db.select():
             if converged_only and not row.get("scf_converged", True):
                 continue
@@ -135,10 +133,33 @@ def _check_finite(atoms: Atoms, spec) -> None:
 
 
 def db_metadata(db_path: Path) -> dict:
+    with _connect_input(db_path) as db:
+        return dict(db.metadata)
+
+
+def _connect_input(db_path: Path):
+    """ASE database that is an input: checked read-only first, since ASE adds its tables to any SQLite file it opens."""
     import ase.db
 
-    with ase.db.connect(db_path) as db:
-        return dict(db.metadata)
+    check_ase_database(db_path)
+    return ase.db.connect(db_path, type="db")
+
+
+def check_ase_database(db_path: str | Path) -> None:
+    """Refuse an empty file, a non-SQLite file or another program's SQLite file, without writing to it."""
+    import sqlite3
+
+    db_path = Path(db_path)
+    try:
+        con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            has_systems = con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='systems'").fetchone()[0] > 0
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise UserError(f"{db_path} is not an SQLite database ({exc}); give an ASE database written by 'mlip-exafs label' or 'import'") from None
+    if not has_systems:
+        raise UserError(f"{db_path} is not an ASE database (it has no 'systems' table); give one written by 'mlip-exafs label' or 'import'")
 
 
 def dataset_info(spec: str | Path) -> dict:
@@ -168,9 +189,7 @@ def dataset_info(spec: str | Path) -> dict:
 
 
 def _count_rows(db_path: Path, converged: bool = False) -> int:
-    import ase.db
-
-    with ase.db.connect(db_path) as db:
+    with _connect_input(db_path) as db:
         return db.count("scf_converged=True") if converged else db.count()
 
 
