@@ -194,3 +194,21 @@ def test_exafs_help_states_the_defaults(capsys):
     text = " ".join(cli(capsys, "exafs", "--help").stdout.replace("│", " ").split())
     assert "(default: the only element, or the only one heavier than Ar)" in text
     assert "(default: K up to Sn (Z 50), L3 above)" in text and "(default: 6, or half the cell width)" in text
+
+
+@pytest.mark.parametrize("bad", ["nan-position", "inf-position", "nan-cell"])
+@pytest.mark.parametrize("verb", ["exafs", "analyze"])
+def test_non_finite_trajectory_is_refused_before_spglib(capsys, tmp_path, w_traj, verb, bad):
+    """NaN positions used to reach spglib, which segfaulted (exit 139, no message)."""
+    frames = ase.io.read(w_traj, index=":")
+    if bad == "nan-cell":
+        frames[1].set_cell(np.where(np.eye(3, dtype=bool), np.nan, frames[1].cell.array))
+    else:
+        positions = frames[1].get_positions()
+        positions[3, 1] = np.nan if bad == "nan-position" else np.inf
+        frames[1].set_positions(positions)
+    traj = tmp_path / "bad.extxyz"
+    ase.io.write(traj, frames)
+    out = tmp_path / "out"
+    assert_one_line_error(cli(capsys, verb, traj, "--out", out), "frame 1 of", "NaN or infinite positions or cell")
+    assert_nothing_written(out)

@@ -66,6 +66,9 @@ def _check_same_topology(frames: list[Atoms], path: Path) -> None:
     for n, atoms in enumerate(frames):
         if atoms.get_chemical_symbols() != first:
             raise UserError(f"frame {n} of {path} has different atoms than frame 0; all snapshots must share one atom list")
+        if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):  # spglib segfaults on NaN
+            raise UserError(f"frame {n} of {path} has NaN or infinite positions or cell (the MD blew up); "
+                            "keep only the frames before it, or rerun the MD with a smaller --timestep")
         if not atoms.pbc.all() or atoms.cell.rank < 3:
             raise UserError(f"frame {n} of {path} is not a 3D periodic cell; write the MD snapshots with their cell")
 
