@@ -136,3 +136,31 @@ def test_typer_exit_codes_are_not_swallowed(monkeypatch):
         with pytest.raises(SystemExit) as exc:
             cli_module.main()
         assert exc.value.code == code
+
+
+OUTPUT_VERBS = {
+    "md": ["md", "w-bcc", "--supercell", "2x2x2", "--potential", EMT, "--equilibrate", "0", "--production", "4fs", "--every", "2fs"],
+    "exafs": ["exafs", "{traj}"],
+    "analyze": ["analyze", "{traj}"],
+    "compare": ["compare", "{tmp}/chi.csv", "--experiment", "{tmp}/exp.xdi"],
+    "validate": ["validate", "--test", "ws2"],
+    "finetune": ["finetune", "--train", "ws2", "--n", "1"],
+    "study": ["study", "{tmp}/study.yaml"],
+}
+
+
+@pytest.mark.parametrize("kind", ["existing-file", "parent-is-a-file"])
+@pytest.mark.parametrize("verb", sorted(OUTPUT_VERBS))
+def test_output_folder_that_cannot_be_written_is_one_line_error(capsys, tmp_path, w_traj, verb, kind):
+    """--out that is a file (or below one) used to crash with a traceback at the first write; now it fails before any work."""
+    import time
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    out = blocker if kind == "existing-file" else blocker / "out"
+    names = {"traj": w_traj, "tmp": tmp_path}
+    start = time.perf_counter()
+    proc = cli(capsys, *[a.format(**names) for a in OUTPUT_VERBS[verb]], "--out", out)
+    assert_one_line_error(proc, f"--out {out}", "is an existing file" if kind == "existing-file" else "taken is a file, not a folder")
+    assert blocker.read_text() == "keep me"
+    assert time.perf_counter() - start < 10  # before any model is loaded or any MD/FEFF runs

@@ -26,6 +26,7 @@ from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import check_output_folder
 from mlip_exafs.exafs.paths import PairList, build_pairs
 from mlip_exafs.md import SNAPSHOT_FILE, read_result
 from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, default_absorber, read_frames, snapshots_from_frames, trajectory_symbols
@@ -282,7 +283,7 @@ def analyze(trajs: list[str | Path], settings: AnalysisSettings, out: str | Path
 
     if not trajs:
         raise UserError("no trajectory given; pass snapshots.extxyz files or md output folders")
-    out = Path(out)
+    out = check_output_folder(out)
     labels = trajectory_labels(trajs, settings.labels)
     if settings.absorber is None:
         settings = settings.model_copy(update={"absorber": default_absorber(trajectory_symbols(trajs[0]))})

@@ -23,7 +23,7 @@ from scipy.optimize import least_squares
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import ETOK
 from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, fit_first_shells
-from mlip_exafs.files import read_json, save_figure, sha256_file, write_json, write_text
+from mlip_exafs.files import check_output_folder, read_json, save_figure, sha256_file, write_json, write_text
 from mlip_exafs.provenance import provenance
 from mlip_exafs.spectra import FTWindow, Spectrum, absorber_and_edge, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
 from mlip_exafs.structures import load_structure
@@ -72,7 +72,7 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
     """chi.csv (or exafs folder) + experimental file -> ``out/compare.json`` and overlay plots."""
     from mlip_exafs.exafs import exafs_record, read_chi_csv, theory_absorber_edge
 
-    out = Path(out)
+    out = check_output_folder(out)
     k_th, chi_th = read_chi_csv(theory)
     absorber, edge = absorber_and_edge(experiment, settings.absorber, settings.edge, theory_absorber_edge(theory))
     settings = settings.model_copy(update={"absorber": absorber, "edge": edge})

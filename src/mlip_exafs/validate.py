@@ -33,6 +33,7 @@ import numpy as np
 from ase import Atoms
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import check_output_folder
 from mlip_exafs.units import MEV_PER_EV, ase_stress_to_gpa
 
 METRIC_KEYS = (
@@ -259,7 +260,7 @@ def validate(potential: str | Path, test: str | Path, out: str | Path, threads: 
     from mlip_exafs.potentials import potential_id
     from mlip_exafs.provenance import provenance
 
-    out = Path(out)
+    out = check_output_folder(out)
     frames = load_structures(test, "test")
     pot_id = potential_id(potential)
     inputs_hash = hashlib.sha256(f"{pot_id}|{labels_hash(frames)}".encode()).hexdigest()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import FEFF_EDGES, Cluster, Potentials, compute_potentials, feff_input
 from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, default_absorber, read_frames, snapshots_from_frames, subsample
-from mlip_exafs.files import save_figure, write_json, write_text
+from mlip_exafs.files import check_output_folder, save_figure, write_json, write_text
 from mlip_exafs.provenance import provenance
 from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells
 from mlip_exafs.spectra import FTWindow, default_edge, edge_energy_ev, fourier_transform, k_weighted_r_factor
@@ -100,7 +100,7 @@ def run_exafs(settings: ExafsSettings, traj: str | Path, out: str | Path, progre
     (e.g. :func:`mlip_exafs.progress.progress_bar`); none by default. ``say(line)``
     reports each setup stage (FEFF potentials and path tables take minutes on big cells).
     """
-    out = Path(out)
+    out = check_output_folder(out)  # before minutes of FEFF, not at the first write
     say = say or (lambda line: None)
     t0 = time.perf_counter()
     prepared = prepare(settings, traj, out, say)

@@ -16,7 +16,7 @@ from typing import Callable
 
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import read_json, writer_lock
+from mlip_exafs.files import check_output_folder, read_json, writer_lock
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
 from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, potential_of, summarize, with_dependencies
 from mlip_exafs.study.steps import RUN_FILE, Step, all_hashes
@@ -49,6 +49,7 @@ def run_study(
     """
     import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
 
+    check_output_folder(out)
     config = load_study_config(config_path, profile)
     if config.threads:  # inherited by every step's child process (and by local Dask workers)
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
