@@ -137,3 +137,14 @@ def test_train_test_overlap_is_refused():
     assert_disjoint([a], [b])
     with pytest.raises(UserError, match="both the training pool and the test set"):
         assert_disjoint([a, b], [b.copy()])
+
+
+def test_db_below_a_file_is_one_line_error(capsys, tmp_path):
+    """A --db whose folder is a file used to crash with a traceback; the file is left alone."""
+    from conftest import cli
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    proc = cli(capsys, "import", VASP_DATA / "OUTCAR_example_1", "--db", blocker / "train.db")
+    assert_one_line_error(proc, f"--db {blocker / 'train.db'} cannot be created: {blocker} is a file")
+    assert blocker.read_text() == "keep me"

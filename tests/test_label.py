@@ -309,3 +309,24 @@ def test_second_labeller_in_the_same_direction_is_refused(capsys, tmp_path, reve
         proc = cli(capsys, "label", structures, "--db", db, *(["--reverse"] if reverse else []))
         assert_one_line_error(proc, f"another label (pid {os.getpid()}) is running into", "--reverse")
     assert not db.parent.exists()
+
+
+@pytest.mark.parametrize("kind", ["below-a-file", "a-folder"])
+def test_db_that_cannot_be_written_is_one_line_error(capsys, tmp_path, kind):
+    import ase.io
+
+    from mlip_exafs.structures import load_structure
+
+    structures = tmp_path / "s.extxyz"
+    atoms = load_structure("w-bcc")
+    atoms.info["uid"] = "w-0"
+    ase.io.write(structures, atoms)
+    blocker = tmp_path / "taken"
+    if kind == "below-a-file":
+        blocker.write_text("keep me")
+    else:
+        blocker.mkdir()
+    db = blocker / "train.db" if kind == "below-a-file" else blocker
+    proc = cli(capsys, "label", structures, "--db", db)
+    assert_one_line_error(proc, f"--db {db}", "is a file, not a folder" if kind == "below-a-file" else "is a folder, not a file")
+    assert (blocker.read_text() == "keep me") if kind == "below-a-file" else not any(blocker.iterdir())

@@ -136,14 +136,27 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path} is an existing file, not a folder; give a folder path (it is created if missing)")
-    existing = path
+    _check_creatable(path, path, option)
+    return path
+
+
+def check_output_file(path: str | Path, option: str = "--db") -> Path:
+    """Like :func:`check_output_folder`, for an output that is one file (a database)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder, not a file; give a file path, e.g. {path / 'train.db'}")
+    _check_creatable(path, path.parent, option)
+    return path
+
+
+def _check_creatable(path: Path, folder: Path, option: str) -> None:
+    existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{option} {path} cannot be created: {existing} is a file, not a folder; choose another {option}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path} cannot be written: {existing} is read-only for this user; choose another {option}")
-    return path
 
 
 def _created_folders(folder: Path) -> list[Path]:

@@ -144,9 +144,10 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
     With ``check_units`` the stresses are compared with the pretrained CHGNet
     (:func:`check_stress_units`) before anything is written.
     """
-    from mlip_exafs.files import db_write_guard
+    from mlip_exafs.files import check_output_file, db_write_guard
     from mlip_exafs.label import finished_uids, write_row
 
+    check_output_file(db_path, "--db")  # before reading (and checking with CHGNet) every file
     parsed = [(path, *read_labelled(path, fmt, stress_units)) for path in paths]  # read all before writing any
     for path, frames, _ in parsed:
         for i, atoms in enumerate(frames):

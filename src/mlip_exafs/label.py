@@ -26,7 +26,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_exafs.cp2k import Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import db_write_guard, writer_lock
+from mlip_exafs.files import check_output_file, db_write_guard, writer_lock
 
 UNITS = {
     "energy": "eV",
@@ -59,6 +59,7 @@ def read_structures(path: Path) -> list[Atoms]:
 def finished_uids(db_path: Path) -> set[str]:
     import ase.db
 
+    check_output_file(db_path, "--db")  # a folder or a path below a file: one line, not ASE's ValueError
     if not db_path.exists():
         return set()
     with ase.db.connect(db_path) as db:
@@ -80,6 +81,7 @@ def label_structures(
     file and database meets the first in the middle; each structure is skipped if
     another labeller finished it meanwhile.
     """
+    check_output_file(db_path, "--db")
     direction = "reverse" if reverse else "forward"  # one labeller per direction: the two meet in the middle
     with writer_lock(Path(db_path).parent, "label", f".{Path(db_path).name}.{direction}.lock", "--db",
                      hint=f"wait for it to finish, or run this labeller with{'out' if reverse else ''} --reverse"):
