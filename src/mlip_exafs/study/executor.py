@@ -37,6 +37,8 @@ def run_local(steps: list[Step], root: Path, on_step: OnStep | None = None, work
     results: dict[str, dict] = {}
     waiting = list(steps)
     running: dict[Future, str] = {}
+    # A step's child dies with the thread that started it (PR_SET_PDEATHSIG is per thread): the pool's
+    # threads live until the pool closes, after every child has ended.
     with _step_threads(threads), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
         try:
             while waiting or running:
