@@ -212,3 +212,18 @@ def test_non_finite_trajectory_is_refused_before_spglib(capsys, tmp_path, w_traj
     out = tmp_path / "out"
     assert_one_line_error(cli(capsys, verb, traj, "--out", out), "frame 1 of", "NaN or infinite positions or cell")
     assert_nothing_written(out)
+
+
+def test_all_potentials_figure_is_journal_sized_png_and_svg(tmp_path):
+    """The report's overlay of every potential goes into a paper as it is: PNG and SVG, at most a page (7.5 in) wide."""
+    import re
+
+    from mlip_exafs.exafs import plot_models
+    from mlip_exafs.spectra import FTWindow
+
+    k = np.linspace(0, 16, 321)
+    chis = {name: (k, np.sin(2 * k * r) * np.exp(-0.01 * k**2) / (k + 1)) for name, r in (("experiment", 2.7), ("chgnet", 2.72))}
+    plot_models(chis, FTWindow(3.0, 14.0, 1.0, 2), tmp_path / "models.png", reference="experiment")
+    assert (tmp_path / "models.png").stat().st_size > 5_000
+    svg = (tmp_path / "models.svg").read_text()
+    assert float(re.search(r'width="([\d.]+)pt"', svg).group(1)) / 72 <= 7.5

@@ -403,8 +403,7 @@ def _exafs_overlay(study_dir: Path) -> str:
     window = FTWindowSettings(**read_json(folders[0] / "exafs.json")["settings"]["ft"]).window()
     chis = {f.name.removeprefix("exafs-"): read_chi_csv(f / "chi.csv") for f in folders}
     path = study_dir / "exafs_models.png"
-    for target in (path, path.with_suffix(".svg")):
-        plot_models(chis, window, target)
+    plot_models(chis, window, path)
     return _img(path, "all potentials: k-weighted χ(k) and its Fourier transform", "wide")
 
 
@@ -426,8 +425,7 @@ def _experiment_overlay(study_dir: Path) -> str:
     first = next(iter(fitted.values()))
     chis = {"experiment": (first[:, 0], first[:, 1])} | {name: (d[:, 0], d[:, 2]) for name, d in fitted.items()}
     path = study_dir / "exafs_experiment.png"
-    for target in (path, path.with_suffix(".svg")):
-        plot_models(chis, window, target, reference="experiment")
+    plot_models(chis, window, path, reference="experiment")
     return _img(path, "experiment and every potential (each with its fitted S0², ΔE0): k-weighted χ(k) and its Fourier transform", "wide")
 
 

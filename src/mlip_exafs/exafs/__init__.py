@@ -347,13 +347,14 @@ def plot_models(chis: dict[str, tuple[np.ndarray, np.ndarray]], window: FTWindow
     """Every potential's averaged χ(k) and |FT| on one figure: their differences are the point of a study.
 
     The curve named ``reference`` (the experiment, when there is one) is drawn in black, the others in colour.
+    A journal page wide (7 in), PNG and SVG: it goes into a paper as it is.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(7.0, 2.8), layout="constrained")
     colors = iter(f"C{i}" for i in range(len(chis)))
     for name, (k, chi) in chis.items():
         style = {"color": "k", "lw": 1.6} if name == reference else {"color": next(colors), "lw": 1.0}
@@ -366,8 +367,8 @@ def plot_models(chis: dict[str, tuple[np.ndarray, np.ndarray]], window: FTWindow
     ax_r.set_xlabel("R (Å), no phase correction")
     ax_r.set_ylabel(f"|FT k$^{window.kweight}$χ| (Å$^{{-{window.kweight + 1}}}$)")
     ax_r.set_xlim(0, 8)
-    ax_r.legend(fontsize=8)
-    save_figure(fig, path)
+    ax_r.legend(fontsize=7)
+    save_figure(fig, path, vector=True)
 
 
 def read_chi_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
