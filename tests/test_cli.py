@@ -12,6 +12,22 @@ def test_version():
     assert proc.stdout.strip() == f"mlip-exafs {mlip_exafs.__version__}"
 
 
+def test_no_help_shows_a_bool_metavar(capsys):
+    """A flag reads '--json', not '--json <bool>' (typer's default), in every verb's help."""
+    from mlip_exafs.cli import _register_stage_verbs, app
+
+    _register_stage_verbs()
+    verbs = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+    helps = {"": cli(capsys, "--help").stdout}
+    for verb in verbs:
+        helps[verb] = cli(capsys, verb, "--help").stdout
+    for group in app.registered_groups:
+        for sub in group.typer_instance.registered_commands:
+            helps[f"{group.name} {sub.name}"] = cli(capsys, group.name, sub.name, "--help").stdout
+    assert len(helps) > 10
+    assert not [verb for verb, text in helps.items() if "<bool>" in text]
+
+
 def test_potentials_lists_both_models():
     out = run_cli("potentials", check=True).stdout
     assert "chgnet" in out and "sevennet-0" in out

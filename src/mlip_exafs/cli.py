@@ -96,8 +96,17 @@ def _quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _flags_without_a_type_label() -> None:
+    """typer 0.29 labels every flag '<bool>' in --help (even --help itself), as if it took a value; a flag takes none."""
+    from typer.core import TyperOption
+
+    typed = TyperOption.display_type_rich
+    TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else typed(self, ctx)
+
+
 def main() -> None:
     _quiet_library_warnings()
+    _flags_without_a_type_label()
     _register_stage_verbs()
     try:
         code = app(standalone_mode=False)

@@ -28,7 +28,7 @@ def compare_cmd(
     rbkg: float = typer.Option(1.0, "--rbkg", help="autobk background cutoff (Å)."),
     fit_shells: int = typer.Option(0, "--fit-shells", help="Also fit the experiment's first K shells (larch feffit, FEFF paths of the ideal crystal)."),
     structure: Optional[str] = typer.Option(None, "--structure", help="Ideal crystal for --fit-shells (built-in name or file); default: the exafs step's --ideal."),
-    third_cumulant: bool = typer.Option(False, "--third-cumulant/--no-third-cumulant", metavar="", help="--fit-shells: also a third cumulant for the first shell."),
+    third_cumulant: bool = typer.Option(False, "--third-cumulant/--no-third-cumulant", help="--fit-shells: also a third cumulant for the first shell."),
     fit_rmax: Optional[float] = typer.Option(None, "--fit-rmax", help="--fit-shells: end of the fit's R range (Å); default 0.5 Å below the next shell."),
 ) -> None:
     """Fit S0² and ΔE0 only, report R-factors in k and R space, plot the overlays; --fit-shells K also fits the experiment's σ² per shell."""

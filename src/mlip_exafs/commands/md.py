@@ -25,7 +25,7 @@ def md_cmd(
     equilibrate: str = typer.Option("2ps", "--equilibrate", help="NVT equilibration before production (e.g. 2ps, 500fs; plain number = fs)."),
     production: str = typer.Option("10ps", "--production", help="Production time; only these frames are written."),
     every: str = typer.Option("50fs", "--every", help="Time between production snapshots."),
-    npt: bool = typer.Option(False, "--npt/--no-npt", metavar="", help="Run NPT first (for --npt-time) and continue at its mean cell."),  # metavar "": a flag, not '--npt <bool>'
+    npt: bool = typer.Option(False, "--npt/--no-npt", help="Run NPT first (for --npt-time) and continue at its mean cell."),
     npt_time: Optional[str] = typer.Option(None, "--npt-time", help="NPT duration (default: the --equilibrate time)."),
     pressure: float = typer.Option(0.0, "--pressure", help="NPT pressure (GPa)."),
     checkpoint_every: str = typer.Option("200fs", "--checkpoint-every", help="Time between checkpoints."),
