@@ -45,7 +45,7 @@ def study_cmd(
 
 @app.command("report")
 def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder written by 'mlip-exafs study'.")) -> None:
-    """Rebuild the HTML report of a finished study."""
+    """Rebuild the HTML report of a study (of its finished steps while it still runs)."""
     from mlip_exafs.errors import UserError
     from mlip_exafs.report import write_report
 

@@ -66,8 +66,8 @@ class ExperimentPlan(_Strict):
     kmax_inv_a: float = 14.0
     rmin_a: float = 1.0
     rmax_a: float = 5.0
-
     fit_shells: int = Field(2, ge=0, le=6, description="fit the spectrum's first K shells on its own (larch feffit); 0: no fit")
+
 
 class DatasetPlan(_Strict):
     """Sample and CP2K-label a dataset inside the study (for a crystal without shipped labels)."""
