@@ -16,9 +16,9 @@ from mlip_exafs.structures import load_structure
 SIGMA_U_A = 0.05  # per Cartesian component: every pair's MSRD is 2 σ_u² = 0.005 Å²
 
 
-def gaussian_frames(n_frames: int, sigma_u_a: float, seed: int, supercell: str = "4x4x1") -> list:
-    """Ideal 2H-WS2 with independent Gaussian displacements of every atom in every frame."""
-    ideal = load_structure("ws2", supercell)
+def gaussian_frames(n_frames: int, sigma_u_a: float, seed: int, supercell: str = "4x4x1", ideal=None) -> list:
+    """Ideal 2H-WS2 (or ``ideal``) with independent Gaussian displacements of every atom in every frame."""
+    ideal = load_structure("ws2", supercell) if ideal is None else ideal
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(n_frames):
@@ -131,13 +131,7 @@ def pyrite_frames(n_frames: int, sigma_u_a: float, seed: int) -> list:
     from ase.spacegroup import crystal
 
     ideal = crystal(["Fe", "S"], basis=[(0, 0, 0), (0.385, 0.385, 0.385)], spacegroup=205, cellpar=[5.417] * 3 + [90] * 3).repeat((2, 2, 2))
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n_frames):
-        frame = ideal.copy()
-        frame.positions += rng.normal(0.0, sigma_u_a, frame.positions.shape)
-        frames.append(frame)
-    return frames
+    return gaussian_frames(n_frames, sigma_u_a, seed, ideal=ideal)
 
 
 @pytest.mark.slow

@@ -17,32 +17,24 @@ from ase.spacegroup import crystal
 from mlip_exafs.errors import UserError
 
 
+def dichalcogenide_2h(metal: str, a: float, c: float, z_s: float, name: str) -> Atoms:
+    """The 2Hc MX2 structure type (P6_3/mmc): metal at 2c (1/3, 2/3, 1/4), S at 4f (1/3, 2/3, z_s)."""
+    atoms = crystal([metal, "S"], basis=[(1 / 3, 2 / 3, 1 / 4), (1 / 3, 2 / 3, z_s)], spacegroup=194, cellpar=[a, a, c, 90, 90, 120])
+    del atoms.arrays["spacegroup_kinds"]
+    atoms.info = {"name": name}
+    return atoms
+
+
 def ws2_2h() -> Atoms:
     """2H-WS2 (tungstenite), P6_3/mmc: a = 3.1532 Å, c = 12.323 Å, S z = 0.6225."""
-    atoms = crystal(
-        ["W", "S"],
-        basis=[(1 / 3, 2 / 3, 1 / 4), (1 / 3, 2 / 3, 0.6225)],
-        spacegroup=194,
-        cellpar=[3.1532, 3.1532, 12.323, 90, 90, 120],
-    )
-    del atoms.arrays["spacegroup_kinds"]
-    atoms.info = {"name": "ws2"}
-    return atoms
+    return dichalcogenide_2h("W", 3.1532, 12.323, 0.6225, "ws2")
 
 
 def mos2_2h() -> Atoms:
     """2Hc-MoS2 (molybdenite-2H), P6_3/mmc: a = 3.1604 Å, c = 12.295 Å (Wildervanck & Jellinek,
     Z. anorg. allg. Chem. 328 (1964) 309), S z = 0.621 (Bronsema, de Boer & Jellinek, Z. anorg. allg.
     Chem. 540 (1986) 15): Mo–S 2.418 Å ×6, Mo–Mo 3.160 Å ×6. The WS2 structure type, a lighter metal."""
-    atoms = crystal(
-        ["Mo", "S"],
-        basis=[(1 / 3, 2 / 3, 1 / 4), (1 / 3, 2 / 3, 0.621)],
-        spacegroup=194,
-        cellpar=[3.1604, 3.1604, 12.295, 90, 90, 120],
-    )
-    del atoms.arrays["spacegroup_kinds"]
-    atoms.info = {"name": "mos2"}
-    return atoms
+    return dichalcogenide_2h("Mo", 3.1604, 12.295, 0.621, "mos2")
 
 
 def w_bcc() -> Atoms:
