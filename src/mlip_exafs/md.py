@@ -2,10 +2,13 @@
 
 Ensembles
     NVT with Bussi stochastic velocity rescaling (``ase.md.bussi``, Bussi et al.
-    J. Chem. Phys. 126, 014101 (2007)). It samples the canonical ensemble like
-    Nosé–Hoover but cannot get stuck in non-ergodic oscillations in a stiff
-    crystal, and it rescales all velocities globally instead of adding a local
-    friction (Langevin), so vibrational dynamics are barely perturbed. Its only
+    J. Chem. Phys. 126, 014101 (2007)). It samples the canonical ensemble, and
+    it rescales all velocities globally instead of adding a local friction
+    (Langevin), so vibrational dynamics are barely perturbed. The price: in a
+    stiff, nearly harmonic crystal a global rescaling moves energy between
+    normal modes only slowly, so a few-ps run keeps part of its starting mode
+    energies, and per-shell σ² can be off by ~10 % in a way block errors do not
+    show (bcc W, docs/md.md "Quantum nuclei"). Its only
     state is the random generator, which is checkpointed, so a resumed run is
     the same run. The centre of mass is fixed (``FixCom``): the kinetic
     temperature then counts 3N − 3 degrees of freedom, which matters in the
