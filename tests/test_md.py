@@ -272,3 +272,37 @@ def test_second_md_into_the_same_folder_is_refused(capsys, tmp_path):
                    "--equilibrate", "0", "--production", "4fs", "--every", "2fs")
         assert_one_line_error(proc, f"another md (pid {os.getpid()}) is running into", "choose another --out")
         assert [p.name for p in out.iterdir()] == [".md.lock"]
+
+
+def test_langevin_thermostat_resumes_as_the_same_run(tmp_path, monkeypatch):
+    """--thermostat langevin (local friction, for stiff near-harmonic crystals): an interrupted run resumes
+    to the frames of a run never interrupted, since its random forces come from the checkpointed generator."""
+    import ase.io
+    from ase.build import bulk
+
+    from mlip_exafs.md import MdSettings, run_md
+
+    ase.io.write(tmp_path / "cu.cif", bulk("Cu", "fcc", a=3.61, cubic=True))
+    settings = MdSettings(structure=str(tmp_path / "cu.cif"), supercell="2x2x2", potential="python:ase.calculators.emt:EMT",
+                          thermostat="langevin", equilibration_fs=0, production_fs=60, snapshot_every_fs=10, checkpoint_every_fs=10, seed=4)
+    run_md(settings, tmp_path / "straight", show_progress=False)
+    real_write, appends = ase.io.write, []
+
+    def disk_full_at_the_third_frame(target, *args, **kwargs):
+        if kwargs.get("format") == "extxyz" and not isinstance(target, (str, Path)):
+            appends.append(1)
+            if len(appends) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(target, *args, **kwargs)
+
+    monkeypatch.setattr(ase.io, "write", disk_full_at_the_third_frame)
+    with pytest.raises(UserError, match="No space left"):
+        run_md(settings, tmp_path / "resumed", show_progress=False)
+    monkeypatch.setattr(ase.io, "write", real_write)
+    run_md(settings, tmp_path / "resumed", show_progress=False)
+    straight = ase.io.read(tmp_path / "straight" / "snapshots.extxyz", ":")
+    resumed = ase.io.read(tmp_path / "resumed" / "snapshots.extxyz", ":")
+    assert len(resumed) == len(straight) == 6
+    np.testing.assert_allclose(resumed[-1].positions, straight[-1].positions, atol=1e-8)
+    bussi = MdSettings(**{**settings.model_dump(), "thermostat": "bussi"})
+    assert bussi.identity() == MdSettings(**{k: v for k, v in bussi.model_dump().items() if k != "thermostat"}).identity()  # old runs still match

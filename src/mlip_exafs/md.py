@@ -59,7 +59,8 @@ CHECKPOINT_VERSION = 1
 BLOWUP_FACTOR = 3.0  # a run hotter than this × target ...
 BLOWUP_STEPS = 10  # ... for this many consecutive steps has blown up
 RUNTIME_ONLY = {"threads", "device"}  # settings that may change between a run and its resumption
-LEGACY_DEFAULTS = {"nuclei": "classical", "beads": None}  # settings added later: at these values a run made before them is the same run
+Thermostat = Literal["bussi", "langevin"]
+LEGACY_DEFAULTS = {"nuclei": "classical", "beads": None, "thermostat": "bussi"}  # settings added later: at these values a run made before them is the same run
 
 _DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(fs|ps|ns)?\s*$", re.IGNORECASE)
 _FS_PER_UNIT = {"fs": 1.0, "ps": 1000.0, "ns": 1.0e6}
@@ -93,7 +94,8 @@ class MdSettings(BaseModel):
     npt_fs: float = Field(0.0, ge=0, description="NPT run before NVT to find the thermal lattice (0 = none)")
     pressure_gpa: float = 0.0
     bulk_modulus_gpa: float = Field(50.0, gt=0, description="sets the Berendsen barostat's response time only")
-    thermostat_time_fs: float = Field(100.0, gt=0)
+    thermostat: Thermostat = Field("bussi", description="NVT thermostat: bussi (global) or langevin (local, for stiff near-harmonic crystals)")
+    thermostat_time_fs: float = Field(100.0, gt=0, description="Bussi relaxation time; Langevin friction is its inverse")
     barostat_time_fs: float = Field(1000.0, gt=0)
     seed: int = 0
     threads: int = Field(1, ge=1)
@@ -307,8 +309,14 @@ def _truncate(path: Path, size: int, checkpoint: Path) -> None:
 
 
 def make_dynamics(atoms: Atoms, ensemble: str, settings: MdSettings, state: RunState):
-    """The ASE integrator of an ensemble: Berendsen NPT, or Bussi NVT."""
+    """The ASE integrator of an ensemble: Berendsen NPT, or Bussi or Langevin NVT.
+
+    Langevin's friction acts on each atom, so energy reaches every normal mode even in a nearly
+    harmonic crystal, where Bussi's global rescaling leaves mode energies unequilibrated for ps
+    (docs/md.md). Its only state is the checkpointed random generator too.
+    """
     from ase.md.bussi import Bussi
+    from ase.md.langevin import Langevin
     from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen
 
     dt = settings.timestep_fs * units.fs
@@ -318,6 +326,8 @@ def make_dynamics(atoms: Atoms, ensemble: str, settings: MdSettings, state: RunS
             pressure_au=settings.pressure_gpa * units.GPa, taup=settings.barostat_time_fs * units.fs,
             compressibility_au=1.0 / (settings.bulk_modulus_gpa * units.GPa), fixcm=False,
         )
+    if settings.thermostat == "langevin":
+        return Langevin(atoms, dt, temperature_K=settings.temperature_k, friction=1.0 / (settings.thermostat_time_fs * units.fs), fixcm=False, rng=state.rng)  # FixCom holds the centre
     dyn = Bussi(atoms, dt, temperature_K=settings.temperature_k, taut=settings.thermostat_time_fs * units.fs, rng=state.rng)
     dyn.transferred_energy = state.transferred_energy_ev
     return dyn

@@ -15,6 +15,7 @@ from mlip_exafs.config import read_yaml_mapping, validate_model
 from mlip_exafs.cp2k import Cp2kSettings
 from mlip_exafs.sample import SampleSpec
 from mlip_exafs.errors import UserError
+from mlip_exafs.md import Thermostat
 from mlip_exafs.potentials.runtime import Device
 
 
@@ -40,6 +41,7 @@ class MdPlan(_Strict):
     snapshot_every_fs: float = Field(50.0, gt=0)
     nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei (docs/md.md); corrected needs snapshot_every_fs short enough for the fastest vibration")
     beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads; None: the bead rule")
+    thermostat: Thermostat = Field("bussi", description="NVT thermostat of the MDs (mlip_exafs.md.MdSettings.thermostat)")
     temperatures_k: Optional[list[float]] = Field(None, min_length=1, description="temperature series: one MD, analysis and EXAFS per T (the first keeps the one-temperature step names; compare runs at the first); replaces temperature_k")
 
     @field_validator("temperatures_k")
