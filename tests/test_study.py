@@ -241,6 +241,17 @@ def test_a_failing_step_stops_the_local_study_and_the_steps_beside_it(tmp_path):
     assert step_process_ids() == []
 
 
+def test_local_steps_with_the_longest_chain_behind_them_start_first(study_root):
+    """The N = 2 fine-tune (validate, MD, analysis, EXAFS wait on it) before the pristine validation."""
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.executor import chain_lengths
+    from mlip_exafs.study.pipeline import build_steps
+
+    chain = chain_lengths(build_steps(load_study_config(study_root / "tiny.yaml", None)))
+    assert chain["validate-chgnet"] == 0 and chain["md-chgnet"] == 1  # analysis and EXAFS wait on it, nothing on them
+    assert chain["finetune-chgnet-ft-n2-s0"] == 2 > chain["finetune-chgnet-ft-n1-s0"] == 1
+
+
 @pytest.mark.slow
 def test_local_steps_side_by_side_give_the_results_of_one_at_a_time(study_root, tmp_path):
     """Two independent steps overlap in time with two workers, not with one; the results are the same."""
