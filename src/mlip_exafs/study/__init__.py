@@ -134,7 +134,7 @@ def _cost(out: Path, ran: list[Step], elapsed_s: float) -> dict:
     if not ran and (out / "summary.json").exists() and "cost" in (previous := read_json(out / "summary.json")):
         return previous["cost"]
     step_s = sum(read_json(out / "steps" / s.name / "step.json")["wall_s"] - read_json(out / "steps" / s.name / RUN_FILE)["earlier_s"] for s in ran)
-    return {"elapsed_s": round(elapsed_s, 1), "step_s": round(step_s, 1)}
+    return {"elapsed_s": round(elapsed_s, 1), "step_s": round(float(step_s), 1)}
 
 
 def _study_record(config: StudyConfig, profile: str | None, hashes: dict[str, str]) -> dict:
