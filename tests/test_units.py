@@ -61,7 +61,7 @@ def test_structuredata_receives_stress_in_chgnet_gpa():
     """Our training data path hands StructureData stresses that come out in GPa, tensile positive."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from mlip_exafs.finetune import structure_data
+    from mlip_exafs.finetune.chgnet import structure_data
 
     atoms = compressed_ws2()
     stress_ev_a3 = np.array([-0.01, -0.02, -0.005, 0.001, 0.002, 0.003])
