@@ -317,6 +317,11 @@ def test_study_temperature_series_steps_and_summary():
     assert potential_of("md@10K-chgnet") == "chgnet"
     md_10k = next(s for s in build_steps(series) if s.name == "md@10K-chgnet")
     assert md_10k.params["settings"]["temperature_k"] == 10.0 and md_10k.deps == ()
+    # each temperature gets its own lattice: NPT for the equilibration time first, unless the study says otherwise
+    assert md_10k.params["settings"]["npt_fs"] == series.md.equilibration_fs > 0
+    assert all("npt_fs" not in s.params["settings"] for s in build_steps(config) if s.action == "md")
+    no_npt = series.model_copy(update={"md": series.md.model_copy(update={"npt_fs": 0.0})})
+    assert all("npt_fs" not in s.params["settings"] for s in build_steps(no_npt) if s.action == "md")
     with pytest.raises(Exception, match="distinct"):
         config.md.model_validate({**config.md.model_dump(), "temperatures_k": [300.0, 300.0]})
     # summary from made-up step results: σ² of an Einstein bond at θ = 230 K

@@ -41,6 +41,7 @@ class MdPlan(_Strict):
     snapshot_every_fs: float = Field(50.0, gt=0)
     nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei (docs/md.md); corrected needs snapshot_every_fs short enough for the fastest vibration")
     beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads; None: the bead rule")
+    npt_fs: Optional[float] = Field(None, ge=0, description="NPT (Berendsen, 0 GPa) before each MD for its temperature's lattice; None: equilibration_fs with several temperatures, 0 with one")
     thermostat: Thermostat = Field("bussi", description="NVT thermostat of the MDs (mlip_exafs.md.MdSettings.thermostat)")
     temperatures_k: Optional[list[float]] = Field(None, min_length=1, description="temperature series: one MD, analysis and EXAFS per T (the first keeps the one-temperature step names; compare runs at the first); replaces temperature_k")
 
@@ -54,6 +55,13 @@ class MdPlan(_Strict):
     def temperatures(self) -> list[float]:
         """The MD temperatures, first one first (it keeps the step names of a one-temperature study)."""
         return list(self.temperatures_k) if self.temperatures_k else [self.temperature_k]
+
+    def npt_time_fs(self) -> float:
+        """NPT before each MD, for the lattice of its own temperature: by default the equilibration time when the
+        study runs several temperatures (a 10 K MD on the room-temperature cell is strained), none for one."""
+        if self.npt_fs is not None:
+            return self.npt_fs
+        return self.equilibration_fs if len(self.temperatures()) > 1 else 0.0
 
 
 class ExafsPlan(_Strict):

@@ -72,11 +72,12 @@ def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, d
         return steps
     from mlip_exafs.md import comparable_settings  # nuclei/beads at their defaults leave the steps' hashes as they were
 
-    md_base = comparable_settings(config.md.model_dump(exclude={"finetuned_n", "temperatures_k"}))
+    md_base = comparable_settings(config.md.model_dump(exclude={"finetuned_n", "temperatures_k", "npt_fs"}))
+    npt = {"npt_fs": config.md.npt_time_fs()} if config.md.npt_time_fs() else {}  # absent at 0: one-temperature steps keep their hashes
     exafs = {"absorber": config.absorber, "edge": config.exafs.edge, "rmax_a": config.exafs.rmax_a, "engine": config.exafs.engine}
     for index, temperature in enumerate(config.md.temperatures()):
         tag = temperature_tag(index, temperature)
-        md = {**md_base, "temperature_k": temperature}
+        md = {**md_base, "temperature_k": temperature, **npt}
         steps.append(Step(f"md{tag}-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps, _file_hash("structure", config.structure)))
         steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber}, (f"md{tag}-{name}",)))
         steps.append(Step(f"exafs{tag}-{name}", "exafs", exafs, (f"md{tag}-{name}",)))
