@@ -168,14 +168,13 @@ def test_path_integral_reproduces_quantum_sigma2(einstein, tmp_path, temperature
     assert shell["sigma2"] == pytest.approx(exact, rel=0.03)
 
 
-@pytest.mark.slow
 def test_corrected_refuses_frames_too_sparse_in_time(einstein, tmp_path):
     settings = MdSettings(structure=str(einstein), potential="chgnet", temperature_k=300.0, timestep_fs=10.0, equilibration_fs=0.0,
                           production_fs=20000.0, snapshot_every_fs=400.0, nuclei="corrected")
     out = tmp_path / "sparse"
-    run_md(settings, out, show_progress=False)
-    with pytest.raises(UserError, match="Nyquist"):
-        first_shell_sigma2(out, tmp_path)
+    with pytest.raises(UserError, match="Nyquist"):  # before any step: an alias of a 2 THz mode would look like a slow one
+        run_md(settings, out, show_progress=False)
+    assert not out.exists()
 
 
 RESUME_SCRIPT = """

@@ -447,6 +447,10 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     if _finished(files, settings, pid):
         return files.snapshots
     atoms.calc = md_calculator(settings.potential, atoms, settings.threads, settings.device)
+    if settings.nuclei == "corrected":
+        from mlip_exafs.quantum import check_frames_resolve_vibrations  # quantum imports md: here, not at the top
+
+        check_frames_resolve_vibrations(atoms, settings.snapshot_every_fs)
     atoms.set_constraint(FixCom())
     state = _start_or_resume(files, atoms, settings, pid)
     try:

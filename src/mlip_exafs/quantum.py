@@ -56,6 +56,7 @@ from mlip_exafs.md import read_result
 NUCLEI = ("classical", "corrected", "path-integral")
 BEAD_TOLERANCE = 0.02  # relative error of <x²> of the stiffest harmonic mode
 MAX_BEADS = 256
+FRAME_MARGIN = 1.25  # frames at most 1/(2·f_max·margin) apart: the fastest vibration a little below the Nyquist frequency
 NYQUIST_TAIL = 0.8  # the top 20 % of the resolved band ...
 NYQUIST_TAIL_MAX_WEIGHT = 0.02  # ... may hold at most this fraction of the fluctuation spectrum
 HBAR_EV_FS = units._hbar / units._e * 1e15  # ħ in eV·fs
@@ -314,3 +315,22 @@ def einstein_temperatures(by_temperature: dict, absorber: str, nuclei: str) -> d
         if fit:
             fits[label] = fit
     return fits
+
+
+def check_frames_resolve_vibrations(atoms, snapshot_every_fs: float) -> float:
+    """Refuse, before any MD, frames too far apart for ``corrected``; returns the potential's f_max (THz).
+
+    Aliasing cannot be seen in the frames themselves: a vibration above the Nyquist frequency folds to a
+    low one and the spectrum still looks decayed (seen on an Einstein crystal, frames 400 fs apart). So the
+    interval is held against the highest harmonic frequency of the potential at the start structure.
+    """
+    from mlip_exafs.pimd import highest_frequency_rad_per_fs
+
+    f_max_per_fs = highest_frequency_rad_per_fs(atoms, atoms.calc) / (2.0 * np.pi)
+    every_max_fs = 1.0 / (2.0 * f_max_per_fs * FRAME_MARGIN)
+    if snapshot_every_fs > every_max_fs:
+        raise UserError(
+            f"frames {snapshot_every_fs:g} fs apart do not resolve this potential's fastest vibration ({1000 * f_max_per_fs:.2f} THz; "
+            f"Nyquist needs < {every_max_fs:.0f} fs), so the quantum correction cannot be computed; use --every {max(int(every_max_fs // 2), 1)}fs or shorter"
+        )
+    return 1000.0 * f_max_per_fs
