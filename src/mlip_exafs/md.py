@@ -444,7 +444,7 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     schedule = schedule_of(settings)
     atoms = load_structure(settings.structure, settings.supercell)
     pid = potential_id_of(settings.potential)
-    if _finished(files, settings, pid):
+    if finished_run(files, settings, pid):
         return files.snapshots
     atoms.calc = md_calculator(settings.potential, atoms, settings.threads, settings.device)
     if settings.nuclei == "corrected":
@@ -464,7 +464,7 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     return files.snapshots
 
 
-def _finished(files: OutFiles, settings: MdSettings, potential_id: str) -> bool:
+def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bool:
     """True when ``out`` already holds this very run, complete; refuses a different one."""
     from mlip_exafs.files import read_json
 

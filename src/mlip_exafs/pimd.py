@@ -45,7 +45,7 @@ import numpy as np
 from ase import Atoms, units
 
 from mlip_exafs.errors import UserError
-from mlip_exafs.md import RUNTIME_ONLY, SNAPSHOT_FILE, SUMMARY_FILE, THERMO_COLUMNS, THERMO_FILE, MdSettings, comparable_settings, schedule_of
+from mlip_exafs.md import SNAPSHOT_FILE, SUMMARY_FILE, THERMO_COLUMNS, THERMO_FILE, MdSettings, OutFiles, comparable_settings, finished_run, schedule_of
 
 IPI_FOLDER = "ipi"
 PREFIX = "sim"
@@ -179,7 +179,7 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     folder = out / IPI_FOLDER
     schedule = schedule_of(settings)
     pid = potential_id_of(settings.potential)
-    if _finished(out, settings, pid):
+    if finished_run(OutFiles(out), settings, pid):  # the md stage's own check: same md.json, same identity
         return out / SNAPSHOT_FILE
     atoms = load_structure(settings.structure, settings.supercell)
     calc = md_stage.md_calculator(settings.potential, atoms, settings.threads, settings.device)
@@ -204,21 +204,6 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     frames = collect_frames(folder, run["beads"], schedule.production_start, settings.timestep_fs)
     _write_outputs(out, folder, settings, schedule, pid, run, frames, atoms)
     return out / SNAPSHOT_FILE
-
-
-def _finished(out: Path, settings: MdSettings, potential_id: str) -> bool:
-    from mlip_exafs.files import read_json
-
-    summary_path = out / SUMMARY_FILE
-    if not summary_path.exists():
-        return False
-    summary = read_json(summary_path)
-    if summary.get("status") != "complete":
-        return False
-    saved = comparable_settings({k: v for k, v in summary.get("settings", {}).items() if k not in RUNTIME_ONLY})
-    if saved != settings.identity() or summary.get("potential_id") != potential_id:
-        raise UserError(f"{out} already holds a finished MD run with other settings; use another --out or delete it")
-    return True
 
 
 def _with_masses(atoms: Atoms) -> Atoms:
