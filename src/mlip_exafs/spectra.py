@@ -101,15 +101,23 @@ def _edges(element: str) -> list[str]:
 
 # ---------------------------------------------------------------- reading
 
+def file_kind(path: Path) -> str:
+    """'athena', 'xdi' or 'columns': how an experimental file is read (header and data alike)."""
+    if not path.exists():
+        raise UserError(f"experiment file {path} does not exist; check the path")
+    if path.suffix.lower() == ".prj":
+        return "athena"
+    return "xdi" if path.suffix.lower() == ".xdi" or _looks_like_xdi(path) else "columns"
+
+
 def spectrum_header(path: str | Path) -> tuple[str | None, str | None]:
     """(element, edge) that the file names: XDI ``Element.symbol``/``Element.edge``, Athena's
     background element and edge; (None, None) for plain columns or a header without them."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"experiment file {path} does not exist; check the path")
-    if path.suffix.lower() == ".prj":
+    kind = file_kind(path)
+    if kind == "athena":
         element, edge = _athena_header(path)
-    elif path.suffix.lower() == ".xdi" or _looks_like_xdi(path):
+    elif kind == "xdi":
         element, edge = _xdi_header(path)
     else:
         return None, None
@@ -177,11 +185,10 @@ def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1
     ``e0_ev``: the edge energy that sets k = 0 (default: larch's, the maximum of dμ/dE).
     """
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"experiment file {path} does not exist; check the path")
-    if path.suffix.lower() == ".prj":
+    kind = file_kind(path)
+    if kind == "athena":
         energy, mu = _read_athena(path)
-    elif path.suffix.lower() == ".xdi" or _looks_like_xdi(path):
+    elif kind == "xdi":
         energy, mu = _read_xdi(path)
     else:
         x, y = _read_columns(path)
