@@ -303,7 +303,7 @@ def test_einstein_fit_recovers_theta_and_static_offset():
 def test_study_temperature_series_steps_and_summary():
     """md.temperatures_k: one md/analyze/exafs per T, the first under the old names; summary by_temperature + einstein_k."""
     from mlip_exafs.study.config import load_study_config
-    from mlip_exafs.study.pipeline import build_steps, potential_of, summarize
+    from mlip_exafs.study.pipeline import build_steps, summarize
 
     examples = Path(__file__).parent.parent / "examples"
     config = load_study_config(examples / "w.yaml", "quick")
@@ -312,9 +312,9 @@ def test_study_temperature_series_steps_and_summary():
     one = [s.name for s in build_steps(config)]
     assert set(one) <= set(names)
     extra = sorted(set(names) - set(one))
-    assert extra == sorted(f"{a}@10K-{p}" for a in ("md", "analyze", "exafs") for p in {potential_of(n) for n in one if n.startswith("md-")})
-    assert potential_of("md@10K-chgnet") == "chgnet"
+    assert extra == sorted(f"{a}@10K-{p}" for a in ("md", "analyze", "exafs") for p in {s.potential for s in build_steps(config) if s.action == "md"})
     md_10k = next(s for s in build_steps(series) if s.name == "md@10K-chgnet")
+    assert (md_10k.potential, md_10k.temperature_k) == ("chgnet", 10.0)
     assert md_10k.params["settings"]["temperature_k"] == 10.0 and md_10k.deps == ()
     # each temperature gets its own lattice: NPT for the equilibration time first, unless the study says otherwise
     assert md_10k.params["settings"]["npt_fs"] == series.md.equilibration_fs > 0

@@ -402,3 +402,35 @@ def test_an_experiment_is_shell_fitted_once_and_its_fit_goes_into_the_summary(st
                   "cmae_ev_a": 0.1, "n_test_structures": 2}
     results = {s.name: validation for s in steps if s.action == "validate"} | {FIT_STEP: {"r_factor": 0.02, "shells": {}}}
     assert summarize(config, results)["experiment"] == {"file": str(w_foil), "fit": {"r_factor": 0.02, "shells": {}}}
+
+
+def test_steps_say_what_they_are_about_without_changing_their_hashes(study_root):
+    """Step.potential/n/seed/temperature_k describe each step for readers; the inputs hash stays what it was."""
+    from dataclasses import replace
+
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps, find_step
+    from mlip_exafs.study.steps import inputs_hash
+
+    steps = build_steps(load_study_config(study_root / "tiny.yaml", None))
+    about = {s.name: (s.action, s.potential, s.n, s.seed, s.temperature_k) for s in steps}
+    assert about["validate-chgnet"] == ("validate", "chgnet", None, None, None)
+    assert about["md-chgnet"] == ("md", "chgnet", None, None, 300.0)
+    assert about["finetune-chgnet-ft-n2-s0"] == ("finetune", "chgnet-ft-n2-s0", 2, 0, None)
+    assert about["exafs-chgnet-ft-n2-s0"] == ("exafs", "chgnet-ft-n2-s0", 2, 0, 300.0)
+    assert find_step(steps, "analyze", "chgnet-ft-n2-s0", 300.0).name == "analyze-chgnet-ft-n2-s0"
+    assert find_step(steps, "analyze", "chgnet-ft-n1-s0") is None  # N = 1 gets no MD
+    for step in steps:
+        bare = replace(step, potential=None, n=None, seed=None, temperature_k=None)
+        assert inputs_hash(step, {}) == inputs_hash(bare, {})
+
+
+def test_study_steps_reads_the_steps_of_a_study_folder(study_root, tmp_path):
+    """Readers of a finished study (the report) get its steps from study.json, not from folder names."""
+    from mlip_exafs.files import write_json
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps, study_steps
+
+    config = load_study_config(study_root / "tiny.yaml", None)
+    write_json(tmp_path / "study.json", {"config": json.loads(config.model_dump_json())})
+    assert study_steps(tmp_path) == build_steps(config)

@@ -18,7 +18,7 @@ from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import check_output_folder, read_json, writer_lock
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
-from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, potential_of, summarize, with_dependencies
+from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, summarize, with_dependencies
 from mlip_exafs.study.steps import RUN_FILE, Step, all_hashes
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
@@ -88,8 +88,8 @@ def run_study(
 
 ONLY = {
     None: lambda config, step: True,
-    "pristine": lambda config, step: potential_of(step.name) in config.pristine,
-    "finetuned": lambda config, step: potential_of(step.name) not in config.pristine,
+    "pristine": lambda config, step: step.potential in config.pristine,
+    "finetuned": lambda config, step: step.potential not in config.pristine,
     "learning-curve": lambda config, step: step.action in ("finetune", "validate"),
 }
 

@@ -23,15 +23,16 @@ def build_steps(config: StudyConfig) -> list[Step]:
         dataset, data_deps = GENERATED, ("dataset",)
     steps += experiment_fit_steps(config)
     for potential in config.pristine:
-        steps += _model_steps(config, (dataset, data_deps), potential, {"potential": potential}, (), with_md=True)
+        steps += _model_steps(config, (dataset, data_deps), {"potential": potential}, {"potential": potential}, (), with_md=True)
     for n in config.finetune.n:
         for seed in config.finetune.seeds:
             name = finetuned_name(config, n, seed)
             params = {"base": config.finetune.base, "dataset": dataset, "n": n, "seed": seed,
                       "freeze": config.finetune.freeze, "epochs": config.finetune.epochs}
-            steps.append(Step(f"finetune-{name}", "finetune", params, data_deps, _split_hash(dataset, "train")))
+            model = {"potential": name, "n": n, "seed": seed}
+            steps.append(Step(f"finetune-{name}", "finetune", params, data_deps, _split_hash(dataset, "train"), **model))
             with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
-            steps += _model_steps(config, (dataset, data_deps), name, {}, (f"finetune-{name}",), with_md=with_md)
+            steps += _model_steps(config, (dataset, data_deps), model, {}, (f"finetune-{name}",), with_md=with_md)
     return steps
 
 
@@ -45,7 +46,8 @@ def experiment_fit_steps(config: StudyConfig) -> list[Step]:
         return []
     params = {"experiment": str(plan.file), "absorber": config.absorber, "edge": config.exafs.edge, "structure": config.structure,
               "window": plan.model_dump(exclude={"file", "fit_shells"}), "fit_shells": plan.fit_shells}
-    return [Step(FIT_STEP, "fit_experiment", params, (), {**_file_hash("experiment", plan.file), **_file_hash("structure", config.structure)})]
+    return [Step(FIT_STEP, "fit_experiment", params, (), {**_file_hash("experiment", plan.file), **_file_hash("structure", config.structure)},
+                 temperature_k=config.md.temperatures()[0])]
 
 
 def dataset_steps(plan: DatasetPlan) -> list[Step]:
@@ -64,10 +66,16 @@ def dataset_steps(plan: DatasetPlan) -> list[Step]:
     return steps
 
 
-def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, deps: tuple[str, ...], with_md: bool) -> list[Step]:
-    """Validate (against the dataset's test split) and, with MD, analyze/EXAFS/compare one potential."""
+def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict, deps: tuple[str, ...], with_md: bool) -> list[Step]:
+    """Validate (against the dataset's test split) and, with MD, analyze/EXAFS/compare one potential.
+
+    ``model`` is what the steps are about (``potential``, and ``n``, ``seed`` of a fine-tuned
+    model); ``potential`` is the action's parameter (empty for a fine-tuned model, whose
+    checkpoint comes from its fine-tune step).
+    """
     dataset, data_deps = data
-    steps = [Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"))]
+    name = model["potential"]
+    steps = [Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"), **model)]
     if not with_md:
         return steps
     from mlip_exafs.md import comparable_settings  # nuclei/beads at their defaults leave the steps' hashes as they were
@@ -78,13 +86,16 @@ def _model_steps(config: StudyConfig, data: tuple, name: str, potential: dict, d
     for index, temperature in enumerate(config.md.temperatures()):
         tag = temperature_tag(index, temperature)
         md = {**md_base, "temperature_k": temperature, **npt}
-        steps.append(Step(f"md{tag}-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps, _file_hash("structure", config.structure)))
-        steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber}, (f"md{tag}-{name}",)))
-        steps.append(Step(f"exafs{tag}-{name}", "exafs", exafs, (f"md{tag}-{name}",)))
+        at = {**model, "temperature_k": temperature}
+        steps.append(Step(f"md{tag}-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps,
+                          _file_hash("structure", config.structure), **at))
+        steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber}, (f"md{tag}-{name}",), **at))
+        steps.append(Step(f"exafs{tag}-{name}", "exafs", exafs, (f"md{tag}-{name}",), **at))
     if config.experiment is not None:
         window = config.experiment.model_dump(exclude={"file", "fit_shells"})
         compare = {"experiment": str(config.experiment.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": window}
-        steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",), _file_hash("experiment", config.experiment.file)))
+        steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",), _file_hash("experiment", config.experiment.file),
+                          **model, temperature_k=config.md.temperatures()[0]))
     return steps
 
 
@@ -105,15 +116,6 @@ def _file_hash(key: str, path: str | Path) -> dict:
     from mlip_exafs.files import sha256_file
 
     return {key: sha256_file(path)[:16]} if Path(path).is_file() else {}
-
-
-MODEL_ACTIONS = ("validate", "md", "analyze", "exafs", "compare")
-
-
-def potential_of(step_name: str) -> str | None:
-    """The potential a model step belongs to ('md-chgnet' -> 'chgnet'); None for other steps."""
-    action, _, potential = step_name.partition("-")
-    return potential if action.split("@")[0] in MODEL_ACTIONS else None
 
 
 def with_dependencies(steps: list[Step], names: list[str]) -> list[Step]:
@@ -137,38 +139,62 @@ VALIDATION_KEYS = ("energy_mae_mev_atom", "force_mae_ev_a", "force_rmse_ev_a", "
 EXAFS_KEYS = ("r_factor_k", "r_factor_r", "s02", "de0_ev", "kmin", "kmax", "rmin", "rmax")
 
 
-def summarize(config: StudyConfig, results: dict[str, dict]) -> dict:
+def study_steps(study_dir: Path) -> list[Step]:
+    """The steps of a study folder, as its ``study.json`` config defines them: for readers of a finished study."""
+    from mlip_exafs.files import read_json
+
+    return build_steps(StudyConfig.model_validate(read_json(study_dir / "study.json")["config"]))
+
+
+def find_step(steps: list[Step], action: str, potential: str | None = None, temperature_k: float | None = None) -> Step | None:
+    """The one step with this action, about this potential (and at this temperature); None if the study has none."""
+    matches = [s for s in steps if s.action == action and s.potential == potential and (temperature_k is None or s.temperature_k == temperature_k)]
+    if len(matches) > 1:
+        raise ValueError(f"{len(matches)} {action} steps for {potential} at {temperature_k} K: give the temperature")
+    return matches[0] if matches else None
+
+
+def summarize(config: StudyConfig, results: dict[str, dict], steps: list[Step] | None = None) -> dict:
     """``summary.json``: per-potential numbers, the learning curve and the recommended N."""
+    steps = build_steps(config) if steps is None else steps
+    first_k = config.md.temperatures()[0]
+
+    def result(action: str, potential: str | None, temperature_k: float | None = None) -> dict | None:
+        step = find_step(steps, action, potential, temperature_k)
+        return results.get(step.name) if step else None
+
     potentials = {}
     for name in potential_names(config):
-        validation = results[f"validate-{name}"]
-        analysis = results.get(f"analyze-{name}")
-        comparison = results.get(f"compare-{name}")
+        validation = result("validate", name)
+        analysis = result("analyze", name, first_k)
+        comparison = result("compare", name, first_k)
         potentials[name] = {
             "validation": {k: validation[k] for k in VALIDATION_KEYS},
             "msrd": analysis["msrd"] if analysis else None,
             "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None,
         }
         if analysis:
-            potentials[name].update(temperature_series(config, name, results))
+            potentials[name].update(temperature_series(config, name, result))
     rows = finetuned_validations(config, lambda name: potentials[name]["validation"])
     recommended, rule = recommend(config, potentials, rows)
     summary = {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(rows),
                "recommended_n": recommended, "recommended_n_rule": rule}
     if config.experiment is not None:
-        summary["experiment"] = {"file": str(config.experiment.file), "fit": results.get(FIT_STEP)}
+        summary["experiment"] = {"file": str(config.experiment.file), "fit": result("fit_experiment", None)}
     return summary
 
 
-def temperature_series(config: StudyConfig, name: str, results: dict[str, dict]) -> dict:
-    """``by_temperature`` ("<T>" -> msrd, exafs) of one potential, and ``einstein_k`` per shell from ≥ 2 temperatures."""
+def temperature_series(config: StudyConfig, name: str, result) -> dict:
+    """``by_temperature`` ("<T>" -> msrd, exafs) of one potential, and ``einstein_k`` per shell from ≥ 2 temperatures.
+
+    ``result(action, potential, temperature_k)`` gives a step's result, None when it has none.
+    """
     from mlip_exafs.quantum import einstein_temperatures
 
     by_temperature = {}
-    for index, temperature in enumerate(config.md.temperatures()):
-        tag = temperature_tag(index, temperature)
-        analysis = results.get(f"analyze{tag}-{name}")
-        comparison = results.get(f"compare{tag}-{name}")
+    for temperature in config.md.temperatures():
+        analysis = result("analyze", name, temperature)
+        comparison = result("compare", name, temperature)
         by_temperature[f"{temperature:g}"] = {"msrd": analysis["msrd"] if analysis else None,
                                               "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None}
     series = {"by_temperature": by_temperature}
@@ -193,10 +219,10 @@ def summary_of_finished_steps(study_dir: Path) -> dict:
     steps = build_steps(config)
     hashes = {**all_hashes(steps), **record.get("step_inputs", {})}
     results = {s.name: r for s in steps if (r := cached_result(study_dir / "steps", s, hashes[s.name])) is not None}
-    unfinished = [s.name for s in steps if s.name not in results]
-    if any(name.startswith(("validate-", "finetune-")) for name in unfinished):
-        raise UserError(f"{study_dir} has unfinished fine-tunes or validations ({unfinished[0]}, …); rerun the study to finish them first")
-    return summarize(config, results) | {"unfinished_steps": unfinished}
+    unfinished = [s for s in steps if s.name not in results]
+    if first := next((s for s in unfinished if s.action in ("validate", "finetune")), None):
+        raise UserError(f"{study_dir} has unfinished fine-tunes or validations ({first.name}, …); rerun the study to finish them first")
+    return summarize(config, results, steps) | {"unfinished_steps": [s.name for s in unfinished]}
 
 
 def finetuned_validations(config: StudyConfig, validation_of) -> list[dict]:
@@ -213,9 +239,14 @@ def partial_learning_curve(config: StudyConfig, results: dict[str, dict]) -> dic
     """What ``--only learning-curve`` can say: the learning curve and the N that the DFT criteria recommend."""
     from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
 
-    rows = finetuned_validations(config, lambda name: results[f"validate-{name}"])
+    steps = build_steps(config)
+
+    def validation(potential: str) -> dict:
+        return results[find_step(steps, "validate", potential).name]
+
+    rows = finetuned_validations(config, validation)
     by_n = summarize_by_n(rows)
-    pristine = {p: {k: results[f"validate-{p}"][k] for k in VALIDATION_KEYS} for p in config.pristine}
+    pristine = {p: {k: validation(p)[k] for k in VALIDATION_KEYS} for p in config.pristine}
     return {"pristine": pristine, "learning_curve": learning_curve_rows(rows), "by_n": by_n,
             "recommended_n": recommend_n(by_n), "recommended_n_rule": RULE_TEXT}
 

@@ -37,11 +37,24 @@ def action(name: str) -> Callable[[Action], Action]:
 
 @dataclass(frozen=True)
 class Step:
+    """One cached step, and what it is about, so readers never parse its name.
+
+    ``potential`` (the pristine name or the fine-tuned model's name), ``n`` and
+    ``seed`` (of a fine-tuned model) and ``temperature_k`` (of an MD, its analysis,
+    EXAFS and comparisons, and of an experiment's fit) are None where they do not
+    apply. They describe the step for its readers and stay out of its inputs hash:
+    what the step computes is in ``action``, ``params``, ``deps`` and ``files``.
+    """
+
     name: str
     action: str
     params: dict = field(default_factory=dict)
     deps: tuple[str, ...] = ()
     files: dict = field(default_factory=dict)  # content hashes of the files it reads (dataset split, structure, spectrum); not passed to the action
+    potential: str | None = None
+    n: int | None = None
+    seed: int | None = None
+    temperature_k: float | None = None
 
 
 def inputs_hash(step: Step, dep_hashes: dict[str, str]) -> str:
