@@ -85,3 +85,92 @@ def test_given_e0_sets_k_zero():
     given = read_experiment(W_FOIL, "W", "L3", e0_ev=auto.e0_ev + 5.0)
     assert given.e0_ev == auto.e0_ev + 5.0
     assert not np.allclose(given.chi[100:200], auto.chi[100:200])  # the k scale moved
+
+
+# ---------------------------------------------------------------- #23: finite, monotonic, units detected
+
+
+def _foil_columns() -> tuple[np.ndarray, np.ndarray]:
+    energy, itrans, i0 = np.loadtxt(W_FOIL, comments="#", unpack=True)
+    return energy, np.log(i0 / itrans)
+
+
+def _foil_chi() -> tuple[np.ndarray, np.ndarray]:
+    from mlip_exafs.spectra import read_experiment
+
+    exp = read_experiment(W_FOIL, "W", "L3")
+    return exp.k_inv_a, exp.chi
+
+
+def _bad_spectrum(kind: str, tmp: Path) -> Path:
+    energy, mu = _foil_columns()
+    k, chi = _foil_chi()
+    columns = {
+        "kev": (energy / 1000.0, mu),  # was read as k and χ: a silent wrong result
+        "nan-mu": (energy, np.where(np.arange(len(mu)) == 50, np.nan, mu)),
+        "nan-chi": (k, np.where(np.arange(len(k)) == 50, np.nan, chi)),
+        "nan-energy": (np.where(np.arange(len(energy)) == 5, np.nan, energy), mu),
+        "k-decreasing": (k[::-1], chi[::-1]),
+        "chi-zero": (k, np.zeros_like(k)),
+        "neither": (np.linspace(0.0, 40.0, 300), np.linspace(1.0, 2.0, 300)),  # not χ (no oscillation), not a W L3 scan in keV
+    }[kind]
+    path = tmp / f"{kind}.dat"
+    np.savetxt(path, np.column_stack(columns))
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("kev", "look like keV (10.057-11.3081, around the edge at 10.207 keV); give energies in eV (multiply that column by 1000)"),
+        ("nan-mu", "NaN or infinite value (data row 51)"),
+        ("nan-chi", "NaN or infinite value (data row 51)"),
+        ("nan-energy", "NaN or infinite value (data row 6)"),
+        ("k-decreasing", "k in .* decreases; sort the rows by increasing k"),
+        ("chi-zero", "cannot tell whether"),
+        ("neither", "cannot tell whether .* holds k .* and χ or E and μ"),
+    ],
+)
+def test_two_column_units_and_values_are_checked(tmp_path, kind, message):
+    from mlip_exafs.spectra import read_experiment
+
+    with pytest.raises(UserError, match=message) as err:
+        read_experiment(_bad_spectrum(kind, tmp_path), "W", "L3")
+    assert "\n" not in str(err.value)
+
+
+def test_k_chi_and_e_mu_columns_are_told_apart(tmp_path):
+    """χ(k) oscillates about zero, μ(E) steps at the edge: each file is read the way it was written."""
+    from mlip_exafs.spectra import column_kind, read_experiment
+
+    energy, mu = _foil_columns()
+    k, chi = _foil_chi()
+    assert column_kind(k, chi, tmp_path / "chi.dat", 10207.0) == "k"
+    assert column_kind(energy, mu, tmp_path / "mu.dat", 10207.0) == "ev"
+    np.savetxt(tmp_path / "kev.xdi.dat", np.column_stack([energy / 1000.0, mu]))
+    with pytest.raises(UserError, match="look like keV"):
+        read_experiment(tmp_path / "kev.xdi.dat", "W", "L3")
+
+
+def test_keV_energies_in_an_xdi_file_are_refused(tmp_path):
+    """The same check for μ(E) from an XDI file (was: 'edge at 10 eV but W L3 is at 10207 eV')."""
+    from mlip_exafs.spectra import read_experiment
+
+    lines = W_FOIL.read_text().splitlines(keepends=True)
+    out = []
+    for line in lines:
+        if line.startswith("#") or not line.strip():
+            out.append(line)
+        else:
+            e, *rest = line.split()
+            out.append(" ".join([f"{float(e) / 1000.0:.6f}", *rest]) + "\n")
+    (tmp_path / "kev.xdi").write_text("".join(out))
+    with pytest.raises(UserError, match="look like keV"):
+        read_experiment(tmp_path / "kev.xdi", "W", "L3")
+
+
+def test_a_huge_rbkg_is_refused_not_a_nan_spectrum():
+    from mlip_exafs.spectra import read_experiment
+
+    with pytest.raises(UserError, match="gave no usable χ.k.; use a smaller --rbkg"):
+        read_experiment(W_FOIL, "W", "L3", rbkg_a=1e6)

@@ -192,11 +192,61 @@ def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1
         energy, mu = _read_xdi(path)
     else:
         x, y = _read_columns(path)
-        if x.max() < 50.0:  # a k grid (Å⁻¹), not energies (eV)
-            _check_monotonic(x, path, "k")
+        if column_kind(x, y, path, edge_energy_ev(element, edge)) == "k":
+            check_chi(x, y, path)
             return Spectrum(*uniform_k(x, y), source=str(path))
         energy, mu = x, y
     return _background_removed(energy, mu, path, element, edge, rbkg_a, e0_ev)
+
+
+ENERGY_EV_ABOVE = 50.0  # a first column reaching this is energy in eV; below, k (Å⁻¹) or energy in keV
+CHI_SIGN_CHANGES = 8  # χ(k) crosses zero many times (the W foil: 30); μ(E) once or twice at most
+KEV_SCAN_SPAN = 3.0  # an EXAFS scan spans ~1-2 keV; a k grid (0 to ≥ 9 Å⁻¹) spans more
+
+
+def column_kind(x: np.ndarray, y: np.ndarray, path: Path, edge_ev: float) -> str:
+    """'k' (k in Å⁻¹, χ) or 'ev' (E in eV, μ) for a two-column file; energies in keV are refused.
+
+    A keV scan read as k gave a χ(k) without meaning and no error. Told apart by
+    the data, not by a guess on the numbers alone: χ oscillates about zero, μ
+    steps up at the edge, and a keV scan brackets the tabulated edge in keV.
+    """
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        row = int(np.argmax(~(np.isfinite(x) & np.isfinite(y)))) + 1
+        raise UserError(f"{path} has a NaN or infinite value (data row {row}); fix or remove that row")
+    if x.max() >= ENERGY_EV_ABOVE:
+        return "ev"
+    oscillates = np.count_nonzero(np.diff(np.sign(y)) != 0) >= CHI_SIGN_CHANGES and abs(y.mean()) < 0.5 * np.sqrt(np.mean(y * y))
+    if not oscillates:
+        _refuse_kev(x, path, edge_ev)
+    if oscillates and x.min() >= 0:
+        return "k"
+    raise UserError(f"cannot tell whether {path} holds k (Å⁻¹) and χ or E and μ (first column {x.min():g}-{x.max():g}, "
+                    f"second {'oscillating' if oscillates else 'not oscillating'} about zero); give E in eV and μ, or k in Å⁻¹ and χ")
+
+
+def _refuse_kev(energy: np.ndarray, path: Path, edge_ev: float) -> None:
+    """Energies in keV (a scan that brackets the edge in keV) are refused with the fix, not read as k or eV."""
+    edge_kev = edge_ev / 1000.0
+    if energy.max() < ENERGY_EV_ABOVE and energy.min() < edge_kev < energy.max() and energy.max() - energy.min() < KEV_SCAN_SPAN:
+        raise UserError(f"the energies of {path} look like keV ({energy.min():g}-{energy.max():g}, around the edge at {edge_kev:g} keV); "
+                        "give energies in eV (multiply that column by 1000)")
+
+
+def check_chi(k: np.ndarray, chi: np.ndarray, source: str | Path) -> None:
+    """A χ(k) to transform and fit: finite, on a strictly increasing k grid (checked before any fit starts).
+
+    A NaN made the fit crash ("Initial guess is outside of provided bounds"); a
+    decreasing k grid gave a flat interpolation and a meaningless 'result'.
+    """
+    bad = ~(np.isfinite(k) & np.isfinite(chi))
+    if bad.any():
+        raise UserError(f"{source} has a NaN or infinite k or χ (data row {int(np.argmax(bad)) + 1}); fix or remove that row")
+    if np.all(np.diff(k) < 0):
+        raise UserError(f"k in {source} decreases; sort the rows by increasing k")
+    _check_monotonic(k, Path(str(source)), "k")
+    if not np.any(chi):
+        raise UserError(f"χ in {source} is zero everywhere; give a spectrum with its EXAFS oscillations")
 
 
 def _looks_like_xdi(path: Path) -> bool:
@@ -277,10 +327,13 @@ def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a:
 
     if len(energy) < MIN_POINTS:
         raise UserError(f"{path} has only {len(energy)} points; the file looks truncated, give the full scan")
+    if not np.isfinite(energy).all():
+        raise UserError(f"{path} has non-numeric or infinite energies (row {int(np.argmax(~np.isfinite(energy))) + 1}); fix or remove those rows")
     _check_monotonic(energy, path, "energy")
     if not np.isfinite(mu).all():
         raise UserError(f"{path} has non-numeric or infinite μ values; fix or remove those rows")
     tabulated = edge_energy_ev(element, edge)
+    _refuse_kev(energy, path, tabulated)
     group = Group(energy=energy, mu=mu)
     pre_edge(group, e0=e0_ev)
     if abs(group.e0 - tabulated) > EDGE_TOLERANCE_EV:
@@ -288,7 +341,10 @@ def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a:
     if energy.max() - group.e0 < 150.0:
         raise UserError(f"{path} ends {energy.max() - group.e0:.0f} eV above the edge; EXAFS needs a scan to at least 150 eV (k ≈ 6 Å⁻¹) above it")
     autobk(group, rbkg=rbkg_a, kweight=2)
-    return Spectrum(np.asarray(group.k), np.asarray(group.chi), source=str(path), e0_ev=float(group.e0))
+    k, chi = np.asarray(group.k), np.asarray(group.chi)
+    if not np.isfinite(chi).all() or not np.any(chi):
+        raise UserError(f"the background removal of {path} with rbkg {rbkg_a:g} Å gave no usable χ(k); use a smaller --rbkg (about 1 Å)")
+    return Spectrum(k, chi, source=str(path), e0_ev=float(group.e0))
 
 
 def _first_line(exc: Exception) -> str:
