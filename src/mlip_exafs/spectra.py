@@ -124,6 +124,34 @@ def spectrum_header(path: str | Path) -> tuple[str | None, str | None]:
     return _clean_symbol(element), (str(edge).strip().upper() or None) if edge else None
 
 
+def spectrum_temperature_k(path: str | Path) -> tuple[float | None, str | None]:
+    """The sample temperature in K that an XDI header gives (``Sample.temperature``), and the header's text.
+
+    '10K', '100 K' and a bare number are kelvin, '25 C' or '25 °C' Celsius. Free text that is
+    not a temperature ('room temperature') gives (None, text); a file without the key, or a
+    file that is not XDI, (None, None). Read from the header lines alone: a study checks every
+    spectrum's temperature when it loads its config, long before any data are read.
+    """
+    import re
+
+    path = Path(path)
+    if file_kind(path) != "xdi":
+        return None, None
+    with open(path, errors="replace") as handle:
+        for line in handle:
+            if not line.startswith("#") or line.startswith(("# ///", "#---")):
+                break
+            key, _, value = line[1:].partition(":")
+            if key.strip().lower() == "sample.temperature":
+                text = value.strip()
+                match = re.fullmatch(r"([-+]?\d+(?:\.\d*)?)\s*(k|kelvin|c|°c|degc|celsius)?", text, flags=re.IGNORECASE)
+                if match is None:
+                    return None, text
+                number, unit = float(match.group(1)), (match.group(2) or "k").lower()
+                return (number if unit in ("k", "kelvin") else number + 273.15), text
+    return None, None
+
+
 def absorber_and_edge(experiment: str | Path, absorber: str | None = None, edge: str | None = None,
                       theory: tuple[str | None, str | None] = (None, None)) -> tuple[str, str]:
     """Absorber and edge of a comparison: given, else the spectrum's header, else the theory's
