@@ -5,6 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.calculators.calculator import all_changes as ALL_CHANGES
+from ase.calculators.emt import EMT as EMT_CALCULATOR
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from conftest import assert_nothing_written, assert_one_line_error, cli
 from mlip_exafs.errors import UserError
@@ -149,17 +152,16 @@ def _cu_file(folder: Path) -> Path:
 
 
 def test_python_callable_is_the_ase_calculator_it_returns(tmp_path):
-    from ase.calculators.emt import EMT as Emt
 
     cu = load_structure(_cu_file(tmp_path), "2x2x2")
     cu.rattle(0.05, seed=0)
     reference = cu.copy()
-    reference.calc = Emt()
+    reference.calc = EMT_CALCULATOR()
     cu.calc = calculator_for(EMT, cu)
     assert cu.get_potential_energy() == pytest.approx(reference.get_potential_energy(), abs=1e-10)
     np.testing.assert_allclose(cu.get_forces(), reference.get_forces(), atol=1e-10)
     loaded = load_potential(EMT + "?asap_cutoff=True")
-    assert loaded.family_name == "python" and loaded.model.parameters["asap_cutoff"] is True  # ?key=value read as a literal
+    assert loaded.family_name == "python" and loaded.model.inner.parameters["asap_cutoff"] is True  # ?key=value read as a literal
     assert potential_id(EMT) == EMT
 
 
@@ -177,24 +179,28 @@ def test_python_callable_runs_singlepoint_and_md_on_fcc_cu(capsys, tmp_path):
     assert len(frames) == 4 and set(frames[0].get_chemical_symbols()) == {"Cu"}
 
 
-def test_python_callable_validates_against_labels(tmp_path):
-    """EMT labels made 10 % stiffer: the python: route sees the softening slope 1/1.1 like any model."""
+def _cu_labels(folder: Path, stiffer: float = 1.1) -> Path:
+    """Three rattled 2x2x2 fcc Cu cells labelled by EMT made ``stiffer`` times stiffer."""
     import ase.db
-    from ase.calculators.emt import EMT as Emt
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from mlip_exafs.validate import validate
-
-    db = tmp_path / "cu.db"
+    db = folder / "cu.db"
     with ase.db.connect(db) as handle:
         for seed in range(3):
-            atoms = load_structure(_cu_file(tmp_path), "2x2x2")
+            atoms = load_structure(_cu_file(folder), "2x2x2")
             atoms.rattle(0.08, seed=seed)
-            atoms.calc = Emt()
-            labels = {"energy": 1.1 * atoms.get_potential_energy(), "forces": 1.1 * atoms.get_forces(), "stress": 1.1 * atoms.get_stress()}
+            atoms.calc = EMT_CALCULATOR()
+            labels = {"energy": stiffer * atoms.get_potential_energy(), "forces": stiffer * atoms.get_forces(), "stress": stiffer * atoms.get_stress()}
             atoms.calc = SinglePointCalculator(atoms, **labels)
             handle.write(atoms, key_value_pairs={"uid": f"cu-{seed}", "scf_converged": True})
-    metrics = validate(EMT, db, tmp_path / "val")
+    return db
+
+
+def test_python_callable_validates_against_labels(tmp_path):
+    """EMT labels made 10 % stiffer: the python: route sees the softening slope 1/1.1 like any model."""
+    from mlip_exafs.validate import validate
+
+    metrics = validate(EMT, _cu_labels(tmp_path), tmp_path / "val")
     assert metrics["softening_slope"] == pytest.approx(1 / 1.1, rel=1e-9)
     assert metrics["n_test_structures"] == 3 and metrics["stress_mae_gpa"] > 0
 
@@ -214,6 +220,71 @@ def test_python_callable_validates_against_labels(tmp_path):
 )
 def test_bad_python_spec_is_one_line_error(capsys, tmp_path, spec, needles):
     assert_one_line_error(cli(capsys, "singlepoint", _cu_file(tmp_path), "--potential", spec), *needles)
+
+
+class FaultyEMT(EMT_CALCULATOR):
+    """ASE's EMT failing the way a user's calculator might; the python: route imports it from this module."""
+
+    def __init__(self, fault: str = "none", **kwargs):
+        super().__init__(**kwargs)
+        self.fault = fault
+        if fault == "no-stress":
+            self.implemented_properties = ["energy", "free_energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=ALL_CHANGES):
+        if self.fault == "raises":
+            raise RuntimeError("weights file is corrupt\nsecond line of the message")
+        super().calculate(atoms, properties, system_changes)
+        if self.fault == "nan-forces":
+            self.results["forces"][0, 0] = np.nan
+        elif self.fault == "forces-shape":
+            self.results["forces"] = self.results["forces"][:, :2]
+        elif self.fault == "stress-3x3":
+            self.results["stress"] = voigt_6_to_full_3x3_stress(self.results["stress"])
+
+
+FAULTY = "python:test_potentials:FaultyEMT"
+COMPUTE_FAULTS = {
+    "raises": ["its calculator failed computing", "of Cu32", "RuntimeError: weights file is corrupt", "fix the calculator"],
+    "nan-forces": ["non-finite forces (NaN or inf)", "check its model"],
+    "forces-shape": ["forces of shape (32, 2) for 32 atoms, expected (32, 3)"],
+}
+
+
+@pytest.mark.parametrize("fault", COMPUTE_FAULTS)
+@pytest.mark.parametrize("verb", ["singlepoint", "md", "validate"])
+def test_python_calculator_failing_at_compute_time_is_one_line_error(capsys, tmp_path, verb, fault):
+    """Raises, NaN forces, wrong shape: one line naming the spec, from every verb, and nothing written."""
+    spec, out = f"{FAULTY}?fault='{fault}'", tmp_path / "out"
+    cif = _cu_file(tmp_path)
+    args = {"singlepoint": ["singlepoint", cif, "--supercell", "2x2x2"],
+            "md": ["md", cif, "--supercell", "2x2x2", "--equilibrate", "20fs", "--production", "40fs", "--every", "10fs", "--out", out],
+            "validate": ["validate", "--test", _cu_labels(tmp_path), "--out", out]}[verb]
+    assert_one_line_error(cli(capsys, *args, "--potential", spec), f"potential '{spec}'", *COMPUTE_FAULTS[fault])
+    assert_nothing_written(out)
+
+
+def test_python_calculator_without_stress_runs_until_stress_is_needed(capsys, tmp_path):
+    """singlepoint and validate report no stress; only the barostat of an NPT MD needs it, and says so in one line."""
+    from mlip_exafs.singlepoint import singlepoint
+    from mlip_exafs.validate import validate
+
+    spec, cif = f"{FAULTY}?fault='no-stress'", _cu_file(tmp_path)
+    assert singlepoint(str(cif), spec, "2x2x2")["stress_gpa"] is None
+    metrics = validate(spec, _cu_labels(tmp_path), tmp_path / "val")
+    assert metrics["softening_slope"] == pytest.approx(1 / 1.1, rel=1e-9) and metrics["stress_mae_gpa"] is None
+    proc = cli(capsys, "md", cif, "--supercell", "2x2x2", "--potential", spec, "--npt", "--equilibrate", "20fs", "--production", "20fs",
+               "--every", "10fs", "--out", tmp_path / "md")
+    assert_one_line_error(proc, f"potential '{spec}'", "does not compute stress", "without --npt")
+
+
+def test_python_calculator_3x3_stress_is_read_as_voigt(tmp_path):
+    cu = load_structure(_cu_file(tmp_path), "2x2x2")
+    cu.rattle(0.05, seed=1)
+    reference = cu.copy()
+    reference.calc = EMT_CALCULATOR()
+    cu.calc = calculator_for(f"{FAULTY}?fault='stress-3x3'", cu)
+    np.testing.assert_allclose(cu.get_stress(voigt=True), reference.get_stress(voigt=True), atol=1e-12)
 
 
 def test_python_callable_cannot_be_fine_tuned(capsys, tmp_path, data):
