@@ -216,6 +216,7 @@ def test_shell_fit_recovers_known_sigma2_of_a_synthetic_spectrum(bcc_w_paths, tr
     assert fit["s02"] == pytest.approx(truth["s02"], rel=0.05)
     assert fit["de0_ev"] == pytest.approx(truth["de0_ev"], abs=0.5)
     assert fit["r_factor"] < 0.01
+    assert fit["fit_failed"] is None and fit["at_bound"] == []
 
 
 @pytest.mark.slow
@@ -266,6 +267,7 @@ def test_absorber_edge_from_the_header_and_fit_health(theory_chi, tmp_path):
     pinned = compare(theory_chi.parent, W_FOIL, CompareSettings(s02_bounds=(0.3, 0.5)), tmp_path / "pinned")
     assert pinned["s02"] == pytest.approx(0.5) and pinned["fit_health"]["at_bound"] == ["s02"]
     assert not pinned["fit_health"]["s02_physical"]
+    assert "s02 ended at a fit bound" in pinned["fit_failed"] and "R-factor" not in pinned["fit_failed"]  # R is small: only the bound fails it
     assert any("at a fit bound" in line for line in pinned["fit_health"]["warnings"])
     assert any("outside 0.7-1.1" in line and "too soft" in line for line in pinned["fit_health"]["warnings"])
 
@@ -291,3 +293,88 @@ def test_compare_cli_prints_fit_health_and_takes_the_new_options(theory_chi, tmp
     assert "W L3: S0² =" in proc.stdout and "fit health: S0² physical" in proc.stdout
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["kweight"] == 3 and saved["experiment_e0_ev"] == 10207.0 and saved["settings"]["s02_bounds"] == [0.1, 2.5]
+
+
+# ---------------------------------------------------------------- #23: a fit that cannot start or ends far from the data
+
+
+def _foil_as_theory(tmp: Path, name: str, transform=lambda k, chi: (k, chi)) -> Path:
+    """The W foil's own χ(k) as a 'theory' chi.csv: the fit is exact (S0² 1, ΔE0 0) unless transformed; no FEFF needed."""
+    exp = read_experiment(W_FOIL, "W", "L3")
+    k, chi = transform(exp.k_inv_a, exp.chi)
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "chi.csv").write_text("k,chi\n" + "".join(f"{a},{b}\n" for a, b in zip(k, chi)))
+    return folder / "chi.csv"
+
+
+@pytest.mark.parametrize(
+    "transform, options, message",
+    [
+        (lambda k, chi: (k, np.where(np.arange(len(k)) == 100, np.nan, chi)), [], "has a NaN or infinite k or χ (data row 101)"),
+        (lambda k, chi: (k[::-1], chi[::-1]), [], "decreases; sort the rows by increasing k"),
+        (None, ["--rmin", "2.0", "--rmax", "2.01"], "holds 0.1 independent points for 2 fitted parameters; widen the R range"),
+        (None, ["--rbkg", "9"], "rbkg (9 Å) must be below rmax (5 Å)"),
+        (None, ["--rbkg", "1e6"], "must be below rmax"),
+    ],
+    ids=["nan-theory", "decreasing-k-theory", "tiny-r-window", "rbkg-above-rmax", "huge-rbkg"],
+)
+def test_a_fit_that_cannot_start_is_refused_before_fitting(capsys, tmp_path, transform, options, message):
+    """Each crashed with 'Initial guess is outside of provided bounds' or gave a NaN/meaningless 'result'."""
+    from conftest import assert_nothing_written, assert_one_line_error, cli
+
+    theory = _foil_as_theory(tmp_path, "theory", transform or (lambda k, chi: (k, chi)))
+    out = tmp_path / "out"
+    proc = cli(capsys, "compare", theory, "--experiment", W_FOIL, "--out", out, *options)
+    assert_one_line_error(proc, message)
+    assert proc.returncode == 2
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(
+    "transform, reason",
+    [
+        (lambda k, chi: (k, 0.01 * chi), "R-factor 0.941 > 0.5: the fit ends far from the data and s02 ended at a fit bound"),  # 100x too weak: S0² pinned at 3
+        (lambda k, chi: (k, -chi), "R-factor 1 > 0.5"),  # sign-flipped: no S0² > 0 fits it
+        (lambda k, chi: (k, np.random.default_rng(0).normal(0.0, 0.05, len(k))), "R-factor 0.967 > 0.5"),  # noise: R 0.97
+    ],
+    ids=["scaled", "sign-flipped", "unrelated"],
+)
+def test_a_fit_far_from_the_data_is_recorded_as_failed_and_the_cli_says_so(capsys, tmp_path, transform, reason):
+    from conftest import assert_one_line_error, cli
+
+    theory = _foil_as_theory(tmp_path, "theory", transform)
+    result = compare(theory, W_FOIL, CompareSettings(), tmp_path / "lib")
+    assert reason in result["fit_failed"] and result["fit_health"]["failed"] == result["fit_failed"]
+    assert json.loads((tmp_path / "lib" / "compare.json").read_text())["fit_failed"] == result["fit_failed"]
+    proc = cli(capsys, "compare", theory, "--experiment", W_FOIL, "--out", tmp_path / "cli")
+    assert_one_line_error(proc, "the S0²/ΔE0 fit failed", reason, "records it as failed, not as a result")
+    assert "S0² =" in proc.stdout  # the numbers are shown, and kept in compare.json, for diagnosis
+
+
+def test_a_good_fit_is_not_failed_and_a_narrow_de0_bound_starts_inside_it(tmp_path):
+    """The coarse ΔE0 scan (±15 eV) started outside a --de0-bound below 15 eV: 'Initial guess is outside of provided bounds'."""
+    theory = _foil_as_theory(tmp_path, "theory")
+    result = compare(theory, W_FOIL, CompareSettings(de0_bound_ev=0.5), tmp_path / "out")
+    assert result["fit_failed"] is None and result["r_factor_r"] < 1e-6
+    assert result["s02"] == pytest.approx(1.0, abs=1e-4) and abs(result["de0_ev"]) < 0.01
+
+
+def test_shell_fit_far_from_the_data_is_failed_and_a_tiny_window_refused(bcc_w_paths):
+    """The experiment's own shell fit: a spectrum 100x too weak pins S0² and ΔE0 at their bounds, noise ends far from
+    the data (both recorded as failed), and an R range without enough independent points for its 6 parameters is
+    refused before feffit starts. (A sign-flipped χ is fitted well by a π phase, ΔE0 ≈ −18 eV and ΔR ≈ +0.09 Å:
+    only those unphysical values give it away; docs/robustness.md.)"""
+    from mlip_exafs.exafs.fit import fit_shells
+    from mlip_exafs.spectra import FTWindow, Spectrum
+
+    shells, next_shell_a = bcc_w_paths
+    good = synthetic_spectrum(shells, ROOM_TEMPERATURE, noise=0.0005)
+    weak = fit_shells(Spectrum(good.k_inv_a, 0.01 * good.chi, source="weak"), shells, FTWindow(3.0, 14.0), 1.0, next_shell_a - 0.5, third_cumulant=False)
+    assert weak["at_bound"] == ["s02", "de0"] and weak["fit_failed"].startswith("s02, de0 ended at a fit bound")
+    noise = Spectrum(good.k_inv_a, np.random.default_rng(0).normal(0.0, 0.05, len(good.chi)), source="noise")
+    fit = fit_shells(noise, shells, FTWindow(3.0, 14.0), 1.0, next_shell_a - 0.5, third_cumulant=False)
+    assert fit["fit_failed"].startswith("R-factor 0.779 > 0.5")
+    with pytest.raises(UserError, match="holds 0.7 independent points for 6 fitted parameters; widen the R range") as err:
+        fit_shells(good, shells, FTWindow(3.0, 14.0), 2.0, 2.1, third_cumulant=False)
+    assert "\n" not in str(err.value)

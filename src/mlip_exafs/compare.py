@@ -22,10 +22,10 @@ from scipy.optimize import least_squares
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import ETOK
-from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, fit_first_shells
+from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, at_bounds, check_fit_window, fit_failure, fit_first_shells
 from mlip_exafs.files import check_output_folder, read_json, save_figure, sha256_file, write_json, write_text
 from mlip_exafs.provenance import provenance
-from mlip_exafs.spectra import FTWindow, Spectrum, absorber_and_edge, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
+from mlip_exafs.spectra import FTWindow, Spectrum, absorber_and_edge, check_chi, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
 from mlip_exafs.structures import load_structure
 
 DE0_SCAN_EV = np.arange(-15.0, 15.01, 1.0)  # coarse scan first: the phase makes the residual multi-modal
@@ -59,12 +59,15 @@ class CompareSettings(BaseModel):
             raise ValueError("kmin must be below kmax and rmin below rmax")
         if not 0 < self.s02_bounds[0] < self.s02_bounds[1]:
             raise ValueError("s02_bounds must be two numbers 0 < low < high")
+        if self.rbkg_a >= self.rmax_a:  # autobk removes everything below rbkg: the fit would fit what was removed
+            raise ValueError(f"rbkg ({self.rbkg_a:g} Å) must be below rmax ({self.rmax_a:g} Å), about 1 Å")
         return self
 
     def window(self, kmax_inv_a: float | None = None) -> FTWindow:
         return FTWindow(self.kmin_inv_a, kmax_inv_a or self.kmax_inv_a, self.dk_inv_a, self.kweight)
 
 
+N_FIT_PARAMETERS = 2  # S0² and ΔE0
 FITTED_FILE = "fitted.csv"  # experiment and the theory with its fitted S0² and ΔE0, on the experiment's k grid
 
 
@@ -74,18 +77,23 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
 
     out = check_output_folder(out)
     k_th, chi_th = read_chi_csv(theory)
+    check_chi(k_th, chi_th, theory)
     absorber, edge = absorber_and_edge(experiment, settings.absorber, settings.edge, theory_absorber_edge(theory))
     settings = settings.model_copy(update={"absorber": absorber, "edge": edge})
     structure = (settings.structure or ideal_structure_of(theory)) if settings.fit_shells else None
     exp = read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a, settings.e0_ev)
     window = settings.window(usable_kmax(settings, k_th, exp))
+    check_fit_window(window, settings.rmin_a, settings.rmax_a, N_FIT_PARAMETERS, "compare (--rmin, --rmax)")
     s02, de0 = fit_s02_de0(k_th, chi_th, exp, window, settings)
     model = shifted_theory(k_th, chi_th, exp.k_inv_a, s02, de0)
     ft_exp, ft_model = fourier_transform(exp.k_inv_a, exp.chi, window), fourier_transform(exp.k_inv_a, model, window)
     r_mask = (ft_exp.r >= settings.rmin_a) & (ft_exp.r <= settings.rmax_a)
+    r_factor_r = r_factor(ft_model.chir[r_mask], ft_exp.chir[r_mask])
+    health = fit_health(s02, de0, settings, exafs_record(theory).get("half_vs_half_r_factor"), r_factor_r)
     result = {
+        "fit_failed": health["failed"],
         "r_factor_k": k_weighted_r_factor(exp.k_inv_a, model, exp.chi, window),
-        "r_factor_r": r_factor(ft_model.chir[r_mask], ft_exp.chir[r_mask]),
+        "r_factor_r": r_factor_r,
         "s02": s02,
         "de0_ev": de0,
         "kmin": window.kmin_inv_a,
@@ -97,7 +105,7 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
         "experiment_e0_ev": exp.e0_ev,
         "absorber": absorber,
         "edge": edge,
-        "fit_health": fit_health(s02, de0, settings, exafs_record(theory).get("half_vs_half_r_factor")),
+        "fit_health": health,
         "settings": settings.model_dump(),
         "provenance": provenance({"theory": str(theory), "experiment": str(experiment), "experiment_sha256": sha256_file(experiment)}),
     }
@@ -171,7 +179,7 @@ def plot_shell_fit(exp: Spectrum, k_model, chi_model, record: dict, window: FTWi
 def usable_kmax(settings: CompareSettings, k_theory: np.ndarray, exp: Spectrum) -> float:
     """The window's kmax, clipped to where both spectra have data."""
     kmax = min(settings.kmax_inv_a, float(k_theory.max()) - 0.5, float(exp.k_inv_a.max()))
-    if kmax - settings.kmin_inv_a < 3.0:
+    if not kmax - settings.kmin_inv_a >= 3.0:
         raise UserError(f"the spectra overlap only up to k = {kmax:.1f} 1/Å; lower --kmin or give data to higher k")
     return kmax
 
@@ -195,25 +203,30 @@ def fit_s02_de0(k_th, chi_th, exp: Spectrum, window: FTWindow, settings: Compare
     def best_s02(chir):  # S0² enters linearly
         return float(np.real(np.vdot(chir, target)) / max(np.vdot(chir, chir).real, 1e-30))
 
-    scan = [(r_factor(best_s02(m) * m, target), de0) for de0 in DE0_SCAN_EV for m in [model_chir(de0)]]
-    de0_start = min(scan)[1]
+    bound, (s02_lo, s02_hi) = settings.de0_bound_ev, settings.s02_bounds
+    scan = [(r_factor(best_s02(m) * m, target), de0) for de0 in DE0_SCAN_EV[np.abs(DE0_SCAN_EV) <= bound] for m in [model_chir(de0)]]
+    de0_start = min(scan)[1] if scan else 0.0  # a bound below 1 eV leaves only the start at 0
 
     def residual(p):
         diff = p[0] * model_chir(p[1]) - target
         return np.concatenate([diff.real, diff.imag])
 
-    bound, (s02_lo, s02_hi) = settings.de0_bound_ev, settings.s02_bounds
-    s02_start = float(np.clip(best_s02(model_chir(de0_start)), s02_lo, s02_hi))
+    s02_start = best_s02(model_chir(de0_start))
+    s02_start = float(np.clip(s02_start, s02_lo, s02_hi)) if np.isfinite(s02_start) else s02_lo  # always inside the bounds
     fit = least_squares(residual, x0=[s02_start, de0_start], bounds=([s02_lo, -bound], [s02_hi, bound]), diff_step=1e-3)
     return float(fit.x[0]), float(fit.x[1])
 
 
-def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half_r: float | None) -> dict:
-    """Whether the S0²/ΔE0 fit can be read as a verdict on the MD, and what each failure usually means."""
+def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half_r: float | None, r_factor_r: float = 0.0) -> dict:
+    """Whether the S0²/ΔE0 fit can be read as a verdict on the MD, and what each failure usually means.
+
+    ``failed``: why the fit is no result (:func:`mlip_exafs.exafs.fit.fit_failure`: R-factor above 0.5, or S0² or
+    ΔE0 at a bound), else None; the CLI then exits with an error after writing the record.
+    """
     lo, hi = settings.s02_bounds
-    limits = {"s02": (s02, lo, hi), "de0_ev": (de0_ev, -settings.de0_bound_ev, settings.de0_bound_ev)}
-    at_bound = [name for name, (value, a, b) in limits.items() if min(value - a, b - value) <= 1e-3 * (b - a)]
+    at_bound = at_bounds({"s02": (s02, lo, hi), "de0_ev": (de0_ev, -settings.de0_bound_ev, settings.de0_bound_ev)})
     health = {
+        "failed": fit_failure(r_factor_r, at_bound),
         "s02_physical": bool(S02_PHYSICAL[0] <= s02 <= S02_PHYSICAL[1]),
         "s02_physical_range": list(S02_PHYSICAL),
         "at_bound": at_bound,

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 import typer
 
 from mlip_exafs.cli import app, console
+from mlip_exafs.errors import UserError
 
 
 @app.command("compare")
@@ -51,3 +52,6 @@ def compare_cmd(
         for label, shell in fit["shells"].items():
             err = f" ± {shell['sigma2_err']:.5f}" if shell["sigma2_err"] is not None else ""
             console.print(f"  {label}: N = {shell['n']:g}, r = {shell['r']:.4f} Å, σ² = {shell['sigma2']:.5f}{err} Å²")
+    failed = [f"the {what} failed ({reason})" for what, reason in (("S0²/ΔE0 fit", result["fit_failed"]), ("shell fit", (fit or {}).get("fit_failed"))) if reason]
+    if failed:
+        raise UserError(f"{'; '.join(failed)}; {out / 'compare.json'} records it as failed, not as a result")

@@ -27,13 +27,52 @@ from mlip_exafs.exafs.feff import POTENTIAL_FILES, Cluster, Potentials, feff_inp
 from mlip_exafs.exafs.paths import build_pairs
 from mlip_exafs.exafs.persnapshot import cluster_of
 from mlip_exafs.shells import SHELL_TOL_A  # analyze's shell tolerance: the same shells, the same names; FEFF paths this close belong to a shell
-from mlip_exafs.spectra import FTWindow, Spectrum
+from mlip_exafs.spectra import FTWindow, Spectrum, check_chi
 from mlip_exafs.structures import min_image_half_width
 
 SHELL_SEARCH_A = 6.0  # shells are looked for this far out (the K fitted ones and the next)
 R_WINDOW_BELOW_NEXT_SHELL_A = 0.5  # the fit's R range ends this far below the next shell's true distance
 SIGMA2_START_A2 = 0.003
 FIT_FILE = "experiment_fit.json"
+FAILED_FIT_R_FACTOR = 0.5  # above, the model misses more than half of the signal in the fit range: no result (good fits: < 0.05)
+AT_BOUND_FRACTION = 1e-3  # a parameter this close to a bound (as a fraction of its range) found no minimum inside the bounds
+
+
+def independent_points(window: FTWindow, rmin_a: float, rmax_a: float) -> float:
+    """Nyquist's count of independent points in a fit window, 2 Δk ΔR / π (Stern 1993)."""
+    return 2.0 * (window.kmax_inv_a - window.kmin_inv_a) * (rmax_a - rmin_a) / np.pi
+
+
+def check_fit_window(window: FTWindow, rmin_a: float, rmax_a: float, n_parameters: int, what: str) -> None:
+    """Refuse, before fitting, a window that cannot determine the fit's parameters (a tiny R range gave R = NaN)."""
+    if rmax_a <= rmin_a:
+        raise UserError(f"{what}: the R range {rmin_a:g}-{rmax_a:g} Å is empty; give an rmax above rmin")
+    n_idp = independent_points(window, rmin_a, rmax_a)
+    if n_idp <= n_parameters:
+        raise UserError(f"{what}: the window k {window.kmin_inv_a:g}-{window.kmax_inv_a:g} 1/Å, R {rmin_a:g}-{rmax_a:g} Å holds {n_idp:.1f} "
+                        f"independent points for {n_parameters} fitted parameters; widen the R range (or the k range)")
+
+
+def at_bounds(values: dict[str, tuple[float, float, float]]) -> list[str]:
+    """Names of the parameters (value, low, high) that ended at a bound."""
+    return [name for name, (value, low, high) in values.items() if min(value - low, high - value) <= AT_BOUND_FRACTION * (high - low)]
+
+
+def fit_failure(r_factor: float, at_bound: list[str]) -> str | None:
+    """Why a finished fit is no result (None when it is one): far from the data, or a parameter stuck at a bound.
+
+    A fit with R = 0.98 was written as a result; such a fit says nothing about the
+    structure, only that the model or the data is wrong.
+    """
+    reasons = []
+    if not np.isfinite(r_factor) or r_factor > FAILED_FIT_R_FACTOR:
+        reasons.append(f"R-factor {r_factor:.3g} > {FAILED_FIT_R_FACTOR:g}: the fit ends far from the data")
+    if at_bound:
+        reasons.append(f"{', '.join(at_bound)} ended at a fit bound: no minimum inside the bounds")
+    if reasons:
+        return (" and ".join(reasons) + "; check that the spectrum is the absorber's χ(k) (its sign, scale, units, "
+                "normalisation and E0) and the k and R ranges, or widen the bounds")
+    return None
 
 
 class ShellFitSettings(BaseModel):
@@ -137,8 +176,9 @@ def fit_shells(spectrum: Spectrum, shells: list[ShellPath], window: FTWindow, rm
     from larch.fitting import guess, param_group
     from larch.xafs import feffit, feffit_dataset, feffit_transform, feffpath
 
-    if rmax_a <= rmin_a:
-        raise UserError(f"the fit's R range {rmin_a:g}-{rmax_a:g} Å is empty; give --fit-rmax above --rmin")
+    check_chi(spectrum.k_inv_a, spectrum.chi, spectrum.source)
+    n_parameters = 2 + 2 * len(shells) + int(third_cumulant)
+    check_fit_window(window, rmin_a, rmax_a, n_parameters, "the shell fit (--fit-rmax, --rmin)")
     params = {"s02": guess(0.9, min=0.1, max=3.0), "de0": guess(0.0, min=-20.0, max=20.0)}
     paths = {}
     for i, shell in enumerate(shells, start=1):
@@ -174,6 +214,9 @@ def fit_shells(spectrum: Spectrum, shells: list[ShellPath], window: FTWindow, rm
         if i == 1 and third_cumulant:
             entry |= {"c3": _value(p["c3"]), "c3_err": _err(p["c3"])}
         result["shells"][shell.label] = entry
+    stuck = at_bounds({name: (par.value, par.min, par.max) for name, par in p.items() if par.vary})
+    result["at_bound"] = stuck
+    result["fit_failed"] = fit_failure(result["r_factor"], stuck)
     model = dataset.model
     return result | {"_arrays": {"k": np.asarray(model.k), "chi_model": np.asarray(model.chi)}}
 
