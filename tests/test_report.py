@@ -11,6 +11,7 @@ import pytest
 
 from mlip_exafs.files import write_json
 from mlip_exafs.report import StudyView, _gallery, _recommendation, first_seed_only, write_report
+from mlip_exafs.study.steps import Step
 
 REPO = Path(__file__).resolve().parents[1]
 VERDICT_GREEN = (0x22, 0xAA, 0x66)  # the verdict box's border, #2a6
@@ -40,22 +41,33 @@ def test_a_recommendation_names_n_the_base_model_and_whether_it_is_the_largest_n
     assert "largest N tried" not in _recommendation(view_of(1))
 
 
-def test_galleries_show_the_pristine_models_and_the_first_seed_of_each_n(tmp_path):
-    names = ["validate-chgnet", "validate-chgnet-ft-n1-s0", "validate-chgnet-ft-n1-s1", "validate-chgnet-ft-n10-s1",
-             "validate-chgnet-ft-n10-s0", "validate-chgnet-ft-n10-s2", "validate-sevennet-0"]
-    folders = [tmp_path / name for name in names]
-    shown = [f.name for f in first_seed_only(folders)]
-    assert shown == ["validate-chgnet", "validate-chgnet-ft-n1-s0", "validate-chgnet-ft-n10-s0", "validate-sevennet-0"]
+def _step(action: str, potential: str, n: int | None = None, seed: int | None = None, temperature_k: float | None = None) -> Step:
+    """A step record as the pipeline makes it; its folder name says nothing the report reads."""
+    tag = "" if temperature_k in (None, 300.0) else f"@{temperature_k:g}K"
+    return Step(f"{action}{tag}-{potential}", action, potential=potential, n=n, seed=seed, temperature_k=temperature_k)
+
+
+def _finetuned(action: str, n: int, seed: int, **kwargs) -> Step:
+    return _step(action, f"chgnet-ft-n{n}-s{seed}", n, seed, **kwargs)
+
+
+def view_with(folder: Path, steps: list[Step], potentials: dict | None = None) -> StudyView:
+    summary = {"study": "s", "potentials": potentials or {}, "learning_curve": [], "recommended_n": None}
+    return StudyView(folder, summary, {"config": {"absorber": "W", "md": {"nuclei": "classical"}}}, steps)
+
+
+def test_galleries_show_the_pristine_models_and_the_first_seed_of_each_n():
+    steps = [_step("validate", "chgnet"), _finetuned("validate", 1, 0), _finetuned("validate", 1, 1), _finetuned("validate", 10, 1),
+             _finetuned("validate", 10, 0), _finetuned("validate", 10, 2), _step("validate", "sevennet-0")]
+    shown = [s.potential for s in first_seed_only(steps)]
+    assert shown == ["chgnet", "chgnet-ft-n1-s0", "chgnet-ft-n10-s0", "sevennet-0"]
 
 
 def test_a_gallery_says_where_the_other_seeds_plots_are(tmp_path):
-    from matplotlib import pyplot as plt
-
-    for name in ["validate-chgnet-ft-n1-s0", "validate-chgnet-ft-n1-s1"]:
-        (tmp_path / name).mkdir()
-        plt.figure(figsize=(1, 1)).savefig(tmp_path / name / "parity_forces.png")
-    plt.close("all")
-    html_text = _gallery(tmp_path, "validate-")
+    steps = [_finetuned("validate", 1, 0), _finetuned("validate", 1, 1)]
+    for step in steps:
+        _png(tmp_path / "steps" / step.name / "parity_forces.png")
+    html_text = _gallery(view_with(tmp_path, steps), "validate")
     assert html_text.count("<img") == 1 and "chgnet-ft-n1-s0: parity forces" in html_text
     assert "other seeds" in html_text
 
@@ -64,29 +76,29 @@ def test_msrd_table_shows_the_temperature_each_md_ran_at(tmp_path):
     from mlip_exafs.report import _msrd_table
 
     shells = {"W-S1": {"r_mean": 2.41, "sigma2": 0.00369}}
-    summary = {"potentials": {"chgnet": {"msrd": shells}, "sevennet-0": {"msrd": shells}, "chgnet-ft-n1-s0": {"msrd": None}}}
-    (tmp_path / "md-chgnet").mkdir()
-    write_json(tmp_path / "md-chgnet" / "md.json", {"production_temperature_k": {"mean": 305.31, "std": 13.59}})
-    text = _msrd_table(summary, tmp_path)
+    potentials = {"chgnet": {"msrd": shells}, "sevennet-0": {"msrd": shells}, "chgnet-ft-n1-s0": {"msrd": None}}
+    steps = [_step(a, p, temperature_k=300.0) for p in ("chgnet", "sevennet-0") for a in ("md", "analyze")]
+    steps += [_finetuned(a, 1, 0, temperature_k=300.0) for a in ("md", "analyze")]
+    write_json(tmp_path / "steps" / "md-chgnet" / "md.json", {"production_temperature_k": {"mean": 305.31, "std": 13.59}})
+    text = _msrd_table(view_with(tmp_path, steps, potentials))
     assert "<td>305.3 ± 13.6</td>" in text  # from md.json
     assert text.count("<tr>") == 3  # header + the two potentials with an MD; sevennet-0 has no md.json: "–"
     assert "2.4100 / 0.00369" in text and "chgnet-ft-n1-s0" not in text
 
 
-def test_galleries_and_cost_table_order_n_as_numbers(tmp_path):
-    from matplotlib import pyplot as plt
-
+def test_galleries_and_cost_table_follow_the_step_records_not_the_folders(tmp_path):
+    """N in the pipeline's order (2, 10, 100: not 10, 100, 2 as names sort); a folder the study does not define is not shown."""
     from mlip_exafs.report import _cost_table
 
-    for name, wall in [("finetune-chgnet-ft-n10-s0", 368.9), ("finetune-chgnet-ft-n100-s0", 22159.0), ("finetune-chgnet-ft-n2-s0", 4.04)]:
-        (tmp_path / name).mkdir()
-        plt.figure(figsize=(1, 1)).savefig(tmp_path / name / "training_curve.png")
-        write_json(tmp_path / name / "step.json", {"step": name, "wall_s": wall})
-    plt.close("all")
-    gallery = _gallery(tmp_path, "finetune-")
-    assert gallery.index("ft-n2-s0") < gallery.index("ft-n10-s0") < gallery.index("ft-n100-s0")
-    cost = _cost_table(tmp_path)
-    assert cost.index("ft-n2-s0") < cost.index("ft-n10-s0") < cost.index("ft-n100-s0")
+    steps = [_finetuned("finetune", n, 0) for n in (2, 10, 100)]
+    for step, wall in zip(steps + [_finetuned("finetune", 7, 0)], (4.04, 368.9, 22159.0, 1.0)):
+        _png(tmp_path / "steps" / step.name / "training_curve.png")
+        write_json(tmp_path / "steps" / step.name / "step.json", {"step": step.name, "wall_s": wall})
+    view = view_with(tmp_path, steps)
+    gallery = _gallery(view, "finetune")
+    assert gallery.index("ft-n2-s0") < gallery.index("ft-n10-s0") < gallery.index("ft-n100-s0") and "ft-n7" not in gallery
+    cost = _cost_table(view)
+    assert cost.index("ft-n2-s0") < cost.index("ft-n10-s0") < cost.index("ft-n100-s0") and "ft-n7" not in cost
     assert "<td>22159</td>" in cost and "<td>4.0</td>" in cost and "22532 (6.26 h)" in cost
 
 
@@ -94,13 +106,14 @@ def test_exafs_of_all_potentials_share_one_figure(tmp_path):
     from mlip_exafs.report import _exafs_overlay
 
     k = np.arange(0.05, 18, 0.05)
-    for name, sigma2 in [("exafs-chgnet", 0.006), ("exafs-chgnet-ft-n10-s0", 0.003), ("exafs-chgnet-ft-n10-s1", 0.003)]:
-        folder = tmp_path / "steps" / name
+    steps = [_step("exafs", "chgnet", temperature_k=300.0)] + [_finetuned("exafs", 10, seed, temperature_k=300.0) for seed in (0, 1)]
+    for step, sigma2 in zip(steps, (0.006, 0.003, 0.003)):
+        folder = tmp_path / "steps" / step.name
         folder.mkdir(parents=True)
         chi = np.sin(2 * k * 2.4) * np.exp(-2 * sigma2 * k**2) / k
         (folder / "chi.csv").write_text("k,chi\n" + "\n".join(f"{a},{b}" for a, b in zip(k, chi)))
         write_json(folder / "exafs.json", {"settings": {"ft": {"kmin_inv_a": 3.0, "kmax_inv_a": 14.0, "dk_inv_a": 1.0, "kweight": 2}}})
-    text = _exafs_overlay(tmp_path)
+    text = _exafs_overlay(view_with(tmp_path, [_step("md", "chgnet", temperature_k=300.0), *steps]))
     assert text.count("<img") == 1 and (tmp_path / "exafs_models.png").stat().st_size > 10_000
 
 
@@ -108,13 +121,14 @@ def test_experiment_and_every_potential_share_one_figure(tmp_path):
     from mlip_exafs.report import _experiment_overlay
 
     k = np.arange(0.0, 16, 0.05)
-    for name, sigma2 in [("compare-chgnet", 0.006), ("compare-chgnet-ft-n10-s0", 0.003)]:
-        folder = tmp_path / "steps" / name
+    steps = [_step("compare", "chgnet", temperature_k=300.0), _finetuned("compare", 10, 0, temperature_k=300.0)]
+    for step, sigma2 in zip(steps, (0.006, 0.003)):
+        folder = tmp_path / "steps" / step.name
         folder.mkdir(parents=True)
         exp, model = np.sin(5.5 * k) * np.exp(-0.008 * k**2), np.sin(5.5 * k) * np.exp(-2 * sigma2 * k**2)
         (folder / "fitted.csv").write_text("k,chi_experiment,chi_model\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(k, exp, model)))
         write_json(folder / "compare.json", {"kmin": 3.0, "kmax": 14.0, "kweight": 2, "settings": {"dk_inv_a": 1.0}})
-    assert _experiment_overlay(tmp_path).count("<img") == 1
+    assert _experiment_overlay(view_with(tmp_path, [_step("md", "chgnet", temperature_k=300.0), *steps]), 300.0).count("<img") == 1
     assert (tmp_path / "exafs_experiment.png").stat().st_size > 10_000
 
 
@@ -144,6 +158,11 @@ def _png(path: Path) -> None:
     plt.close(fig)
 
 
+SYNTHETIC_CONFIG = {"name": "w-synthetic", "structure": "w-bcc", "absorber": "W", "dataset": "w-bcc", "pristine": ["chgnet", "sevennet-0"],
+                    "finetune": {"base": "chgnet", "n": [1, 10, 40], "seeds": [0, 1]}, "md": {"finetuned_n": [10, 40]},
+                    "experiment": {"file": "/data/W_metal_rt_01.xdi"}}
+
+
 def make_study(root: Path, unfinished_md: bool = True) -> Path:
     """A W study as the pipeline leaves it: pretrained CHGNet (MD) and SevenNet-0 (MD unfinished), N = 1, 10, 40 x 2 seeds
     (MD at N = 10 and 40), the W-foil shell fit. Numbers are those of studies/w-paper, rounded."""
@@ -164,8 +183,7 @@ def make_study(root: Path, unfinished_md: bool = True) -> Path:
     if unfinished_md:
         summary["unfinished_steps"] = ["md-sevennet-0", "analyze-sevennet-0"]
     write_json(root / "summary.json", summary)
-    write_json(root / "study.json", {"config": {"name": "w-synthetic", "structure": "w-bcc", "absorber": "W", "dataset": "w-bcc",
-                                                "pristine": ["chgnet", "sevennet-0"], "finetune": {"base": "chgnet"}}, "profile": "paper"})
+    write_json(root / "study.json", {"config": SYNTHETIC_CONFIG, "profile": "paper"})
     for name, entry in potentials.items():
         for kind in ("energy", "forces", "stress"):
             _png(steps / f"validate-{name}" / f"parity_{kind}.png")

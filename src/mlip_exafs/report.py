@@ -4,14 +4,19 @@ The first screen is the verdict (``<section id="verdict">``): per potential its
 softening slope, force MAE, σ² of the first shells against the experiment's own
 fitted σ² (or, without an experiment, against the best fine-tuned model), its
 EXAFS R-factor, and the recommended N with the rule that chose it, in sentences.
+A study of pretrained potentials only (no DFT dataset) gets the same verdict
+without the DFT half: which potential agrees best with the experiment.
 Then the deciding figures (learning curve, σ² per shell vs N, R-factor vs N,
-the experiment with every potential); tables per seed and per test group,
-galleries and provenance sit in collapsed ``<details>``. Plots are embedded as
-base64 PNGs so the file can be mailed or archived alone; the report's own
-figures are also written as SVG beside their PNG, journal-column sized, so they
-go into a paper as they are. The report is built only from files on disk
-(``summary.json`` — or the finished steps of an unfinished study — ``study.json``
-and the step folders), so ``mlip-exafs report DIR`` can rebuild it any time.
+the experiment with every potential), σ²(T) of a temperature series; tables per
+seed and per test group, galleries and provenance sit in collapsed
+``<details>``. Plots are embedded as base64 PNGs so the file can be mailed or
+archived alone; the report's own figures are also written as SVG beside their
+PNG, journal-column sized, so they go into a paper as they are. The report is
+built only from files on disk (``summary.json`` — or the finished steps of an
+unfinished study — ``study.json`` and the step folders), so ``mlip-exafs report
+DIR`` can rebuild it any time. It finds a step's folder and what the step is
+about (action, potential, N, seed, temperature) from the study's step records,
+never from folder names.
 """
 
 from __future__ import annotations
@@ -20,53 +25,109 @@ import base64
 import html
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from ase import units
+from ase.data import atomic_masses, atomic_numbers
+
+from mlip_exafs.compare import FITTED_FILE
+from mlip_exafs.exafs import FTWindowSettings, plot_models, read_chi_csv
+from mlip_exafs.exafs.fit import FIT_FILE
 from mlip_exafs.files import read_json, save_figure, write_text
+from mlip_exafs.learning_curve import SLOPE_TOLERANCE, summarize_by_n
+from mlip_exafs.learning_curve import plot_learning_curve as plot_curve
+from mlip_exafs.md import SUMMARY_FILE, production_temperature_text
+from mlip_exafs.quantum import HBAR_EV_FS, harmonic_sigma2_a2
+from mlip_exafs.spectra import FTWindow
+from mlip_exafs.study.pipeline import study_steps, summary_of_finished_steps
+from mlip_exafs.study.steps import Step
+from mlip_exafs.validate import BY_GROUP_FILE
 
-SEED_SUFFIX = re.compile(r"-s(\d+)$")  # step folders of fine-tuned models end in -s{seed}
-FINETUNED = re.compile(r"-ft-n(\d+)-s(\d+)$")
 VERDICT_SHELLS = 2  # σ² of this many first shells go into the verdict (the experiment fit's shells when there is one)
+SERIES_SHELLS = 3  # σ²(T) of this many first shells of the absorber
 COLUMN_IN, FULL_WIDTH_IN = 3.4, 7.0  # journal single-column and full-page widths
-
-
-def natural(name: str) -> list:
-    """Sort key that puts n2 before n10 and n100, as a reader of a learning curve expects."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+ANALYSIS_FILE, CHI_FILE, EXAFS_FILE, COMPARE_FILE, STEP_FILE = "analysis.json", "chi.csv", "exafs.json", "compare.json", "step.json"
 
 
 @dataclass
 class StudyView:
-    """What the report reads, once: the summary, the study record and the per-shell σ² errors of every MD."""
+    """What the report reads, once: the summary, the study record, its steps and the per-shell σ² errors of every MD."""
 
     folder: Path
     summary: dict
     record: dict
-    sigma2_err: dict = field(default_factory=dict)  # potential -> shell -> σ² error (Å²) from analysis.json
+    steps: list[Step] = field(default_factory=list)  # the study's step records, in the pipeline's order
+    md_shells: dict = field(default_factory=dict)  # (potential, T) -> shell label -> analysis.json shell (sigma2_err, neighbor)
 
     @property
-    def steps(self) -> Path:
+    def steps_dir(self) -> Path:
         return self.folder / "steps"
+
+    def folder_of(self, step: Step) -> Path:
+        return self.steps_dir / step.name
 
     @property
     def potentials(self) -> dict:
         return self.summary["potentials"]
 
     @property
+    def models(self) -> dict[str, Step]:
+        """potential -> the first step about it (which carries its N and seed)."""
+        found: dict[str, Step] = {}
+        for step in self.steps:
+            if step.potential is not None:
+                found.setdefault(step.potential, step)
+        return found
+
+    @property
     def pristine(self) -> list[str]:
-        return [name for name in self.potentials if not FINETUNED.search(name)]
+        models = self.models
+        return [name for name in self.potentials if name in models and models[name].n is None]
 
     @property
     def finetuned_md(self) -> list[tuple[int, str]]:
         """(N, name) of the fine-tuned models that have MD, N ascending."""
-        found = [(int(m.group(1)), name) for name, v in self.potentials.items() if (m := FINETUNED.search(name)) and v.get("msrd")]
-        return sorted(found)
+        models = self.models
+        return sorted((models[name].n, name) for name, v in self.potentials.items()
+                      if name in models and models[name].n is not None and v.get("msrd"))
+
+    @property
+    def finetunes(self) -> bool:
+        return any(s.action == "finetune" for s in self.steps)
+
+    @property
+    def temperatures(self) -> list[float]:
+        """The MD temperatures (K), first one first: the one the summary's top-level numbers belong to."""
+        return list(dict.fromkeys(s.temperature_k for s in self.steps if s.action == "md"))
+
+    @property
+    def nuclei(self) -> str:
+        return self.record["config"].get("md", {}).get("nuclei", "classical")
+
+    def of(self, action: str, temperature_k: float | None = None) -> list[Step]:
+        """The steps of one action (at one temperature, when given), in the pipeline's order."""
+        return [s for s in self.steps if s.action == action and (temperature_k is None or s.temperature_k == temperature_k)]
+
+    def sigma2_err(self, name: str, shell: str, temperature_k: float | None = None) -> float | None:
+        """σ² error (Å²) of one shell of one MD (the first temperature's unless given)."""
+        key = (name, self.temperatures[0] if temperature_k is None and self.temperatures else temperature_k)
+        return self.md_shells.get(key, {}).get(shell, {}).get("sigma2_err")
+
+    def experiment_fits(self) -> dict[float, dict]:
+        """T (K) -> the experiment's own shell fit at that temperature (the summary's fit for the first)."""
+        fits = {}
+        for index, step in enumerate(self.of("fit_experiment")):
+            fit = (self.summary.get("experiment") or {}).get("fit") if index == 0 else _read_if_exists(self.folder_of(step) / FIT_FILE)
+            if fit:
+                fits[step.temperature_k] = fit
+        return fits
 
     @property
     def fit(self) -> dict | None:
-        return (self.summary.get("experiment") or {}).get("fit")
+        """The experiment's shell fit at the first MD temperature: what the verdict holds σ² against."""
+        return self.experiment_fits().get(self.temperatures[0]) if self.temperatures else None
 
     def shells(self) -> list[str]:
         """The shells the verdict compares: the experiment fit's, else the first shells of the MDs."""
@@ -76,25 +137,27 @@ class StudyView:
         return list(with_md[0])[:VERDICT_SHELLS] if with_md else []
 
 
+def _read_if_exists(path: Path) -> dict | None:
+    return read_json(path) if path.exists() else None
+
+
 def load_view(study_dir: Path) -> StudyView:
     """summary.json, or for a study still running the summary of its finished steps (unfinished ones named)."""
-    from mlip_exafs.study.pipeline import summary_of_finished_steps
-
     path = study_dir / "summary.json"
     summary = read_json(path) if path.exists() else summary_of_finished_steps(study_dir)
-    view = StudyView(study_dir, summary, read_json(study_dir / "study.json"))
-    for name in view.potentials:
-        analysis = view.steps / f"analyze-{name}" / "analysis.json"
+    view = StudyView(study_dir, summary, read_json(study_dir / "study.json"), study_steps(study_dir))
+    for step in view.of("analyze"):
+        analysis = view.folder_of(step) / ANALYSIS_FILE
         if analysis.exists():
             shells = read_json(analysis)["trajectories"][0]["shells"]
-            view.sigma2_err[name] = {s["label"]: s.get("sigma2_err") for s in shells}
+            view.md_shells[(step.potential, step.temperature_k)] = {s["label"]: s for s in shells}
     return view
 
 
 def write_report(study_dir: Path) -> Path:
     """Build ``report.html`` (and its figures, PNG + SVG) from a study folder."""
     view = load_view(study_dir)
-    parts = [_head(view.summary["study"]), _title(view), _verdict(view), _deciding_figures(view)]
+    parts = [_head(view.summary["study"]), _title(view), _verdict(view), _deciding_figures(view), _temperature_section(view)]
     parts += [_parity_section(view), *_on_demand(view), "</body></html>"]
     out = study_dir / "report.html"
     write_text(out, "\n".join(p for p in parts if p))
@@ -111,6 +174,7 @@ def _head(title: str) -> str:
         "th{background:#f0f0f0}td:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
         "figure{display:inline-block;margin:4px;vertical-align:top}figure.half{width:48%}figure.third{width:31%}figure.wide{width:98%}"
         "figcaption{font-size:0.8em;color:#555}"
+        ".beside{display:flex;gap:1em;align-items:flex-start}.beside figure{flex:3}.beside div{flex:1}"
         "pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:0.8em}"
         "#verdict{border:2px solid #2a6;border-radius:6px;padding:0.3em 1em 0.6em;background:#f6fbf7}"
         "#verdict h2{margin-top:0.3em}#verdict li{margin:0.15em 0}.answer{font-size:1.1em}"
@@ -122,13 +186,14 @@ def _head(title: str) -> str:
 
 def _title(view: StudyView) -> str:
     config = view.record["config"]
-    dataset = config["dataset"]
+    dataset = config.get("dataset")
     if isinstance(dataset, dict):
         dataset = f"sampled and labelled with CP2K in this study ({dataset['train']['structure']}, steps/dataset)"
+    dataset = f"DFT dataset {dataset}" if dataset else "no DFT dataset (pretrained potentials only)"
     return (
         f"<h1>mlip-exafs study: {html.escape(view.summary['study'])}</h1>"
         f"<p><small>Structure {html.escape(str(config['structure']))}, absorber {html.escape(config['absorber'])}, "
-        f"DFT dataset {html.escape(str(dataset))}, profile {html.escape(str(view.record.get('profile') or 'none (base config)'))}.</small></p>"
+        f"{html.escape(str(dataset))}, profile {html.escape(str(view.record.get('profile') or 'none (base config)'))}.</small></p>"
     )
 
 
@@ -141,6 +206,12 @@ def _details(title: str, body: str) -> str:
     return f"<details><summary>{html.escape(title)}</summary>\n{body}</details>" if body else ""
 
 
+def _kelvin(temperatures_k) -> str:
+    """'10, 100 and 300 K'."""
+    names = [f"{t:g}" for t in temperatures_k]
+    return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + " K"
+
+
 # ---------------------------------------------------------------- the verdict
 
 def _verdict(view: StudyView) -> str:
@@ -148,15 +219,27 @@ def _verdict(view: StudyView) -> str:
     items += [_finetuned_sentence(view, n, name) for n, name in view.finetuned_md]
     if view.fit:
         items.append(_experiment_sentence(view))
-    body = _recommendation(view) + "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>" + _verdict_table(view)
+    if series := temperature_series(view):
+        items.append(_temperature_sentence(view, series))
+    answer = _recommendation(view) if view.finetunes else _pristine_answer(view)
+    body = answer + "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>" + _verdict_table(view)
     notes = []
     if view.finetuned_md or any(view.potentials[p].get("msrd") for p in view.pristine):
-        notes.append("σ² from classical MD lacks zero-point motion, which the experiment includes; ratios are MD / reference." if view.fit
-                     else "σ² are from classical MD (no zero-point motion); ratios are MD / reference.")
+        notes.append(_nuclei_note(view))
     if view.summary.get("unfinished_steps"):
         notes.append("Unfinished steps, not in this report yet: " + ", ".join(html.escape(s) for s in view.summary["unfinished_steps"]) + ".")
     body += "".join(f"<p><small>{note}</small></p>" for note in notes)
     return _section("Verdict", body, anchor="verdict")
+
+
+def _nuclei_note(view: StudyView) -> str:
+    """Whether the MD σ² hold the zero-point motion that a measured σ² holds."""
+    if view.nuclei == "corrected":
+        return "σ² are quantum: classical MD with the harmonic quantum correction of each shell (zero-point motion included); ratios are MD / reference."
+    if view.nuclei == "path-integral":
+        return "σ² are quantum: path-integral MD (zero-point motion included); ratios are MD / reference."
+    return ("σ² from classical MD lacks zero-point motion, which the experiment includes; ratios are MD / reference." if view.fit
+            else "σ² are from classical MD (no zero-point motion); ratios are MD / reference.")
 
 
 def _recommendation(view: StudyView) -> str:
@@ -170,6 +253,23 @@ def _recommendation(view: StudyView) -> str:
     caveat = " It is the largest N tried: the learning curve may not have flattened yet." if n == largest else ""
     return (f"<p class='answer'><b>Recommended: fine-tune {html.escape(base)} on N = {n} DFT-labelled structures.</b>{caveat}</p>"
             f"<p><small>Rule: {rule}.</small></p>")
+
+
+def _pristine_answer(view: StudyView) -> str:
+    """The answer of a study without fine-tuning: which pretrained potential the experiment favours."""
+    first = f" at {_kelvin(view.temperatures[:1])}" if len(view.temperatures) > 1 else ""
+    ranked = sorted((e["r_factor_r"], name) for name in view.pristine if (e := view.potentials[name].get("exafs")))
+    if len(ranked) > 1:
+        (r_best, best), (r_next, nxt) = ranked[:2]
+        answer = (f"<b>Of the pretrained potentials, {html.escape(best)} agrees best with the experiment</b>: EXAFS R-factor "
+                  f"{r_best:.3f}{first}, against {r_next:.3f} for {html.escape(nxt)}.")
+    elif ranked:
+        answer = f"<b>Pretrained {html.escape(ranked[0][1])} against the experiment</b>: EXAFS R-factor {ranked[0][0]:.3f}{first}."
+    else:
+        answer = "<b>Pretrained potentials only</b>: their MD structure is below; without an experiment's EXAFS there is nothing to rank them by."
+    why = ("No fine-tuning in this study" + (", and no DFT dataset: nothing was validated against DFT, so the verdict rests on the experiment alone"
+                                              if not any(v.get("validation") for v in view.potentials.values()) else ""))
+    return f"<p class='answer'>{answer}</p><p><small>{why}.</small></p>"
 
 
 def _closest(summary: dict) -> str:
@@ -189,17 +289,18 @@ def _closest(summary: dict) -> str:
 
 def stiffness(slope: float) -> str:
     """Too soft / too stiff / as stiff as DFT, with the learning-curve rule's tolerance on the slope."""
-    from mlip_exafs.learning_curve import SLOPE_TOLERANCE
-
     if slope < 1.0 - SLOPE_TOLERANCE:
         return "too soft"
     return "too stiff" if slope > 1.0 + SLOPE_TOLERANCE else "as stiff as DFT"
 
 
 def _pristine_sentence(view: StudyView, name: str) -> str:
-    v = view.potentials[name]["validation"]
-    text = (f"<b>Pretrained {html.escape(name)} is {stiffness(v['softening_slope'])}</b>: softening slope {v['softening_slope']:.2f} "
-            f"(DFT = 1), force MAE {v['force_mae_ev_a']:.3f} eV/Å{_finetuned_reference(view)}.")
+    v = view.potentials[name].get("validation")
+    if v:
+        text = (f"<b>Pretrained {html.escape(name)} is {stiffness(v['softening_slope'])}</b>: softening slope {v['softening_slope']:.2f} "
+                f"(DFT = 1), force MAE {v['force_mae_ev_a']:.3f} eV/Å{_finetuned_reference(view)}.")
+    else:
+        text = f"<b>Pretrained {html.escape(name)}</b> (not validated against DFT: no dataset)."
     return text + _sigma2_clause(view, name) + _r_factor_clause(view, name)
 
 
@@ -217,8 +318,7 @@ def _finetuned_reference(view: StudyView) -> str:
 
 def _finetuned_sentence(view: StudyView, n: int, name: str) -> str:
     v = view.potentials[name]["validation"]
-    seed = FINETUNED.search(name).group(2)
-    text = (f"<b>Fine-tuned on N = {n}</b> (seed {seed}): {stiffness(v['softening_slope'])}, softening slope {v['softening_slope']:.2f}, "
+    text = (f"<b>Fine-tuned on N = {n}</b> (seed {view.models[name].seed}): {stiffness(v['softening_slope'])}, softening slope {v['softening_slope']:.2f}, "
             f"force MAE {v['force_mae_ev_a']:.3f} eV/Å.")
     return text + _sigma2_clause(view, name) + _r_factor_clause(view, name)
 
@@ -233,13 +333,14 @@ def sigma2_reference(view: StudyView) -> tuple[str, str | None, dict[str, tuple[
     recommended = view.summary.get("recommended_n")
     n, name = next(((n, m) for n, m in view.finetuned_md if n == recommended), view.finetuned_md[-1])
     msrd = view.potentials[name]["msrd"]
-    return f"the fine-tuned N = {n} model's", name, {s: (msrd[s]["sigma2"], view.sigma2_err.get(name, {}).get(s)) for s in msrd}
+    return f"the fine-tuned N = {n} model's", name, {s: (msrd[s]["sigma2"], view.sigma2_err(name, s)) for s in msrd}
 
 
 def _sigma2_clause(view: StudyView, name: str) -> str:
     msrd = view.potentials[name].get("msrd")
     if not msrd:
-        pending = f"md-{name}" in view.summary.get("unfinished_steps", [])
+        md = view.of("md", view.temperatures[0] if view.temperatures else None)
+        pending = any(s.potential == name and s.name in view.summary.get("unfinished_steps", []) for s in md)
         return " Its MD is still running." if pending else ""
     reference = sigma2_reference(view)
     if reference is None or reference[1] == name:
@@ -249,7 +350,7 @@ def _sigma2_clause(view: StudyView, name: str) -> str:
     for shell in view.shells():
         if shell not in msrd or shell not in ref or ref[shell][0] <= 0:
             continue
-        md, md_err = msrd[shell]["sigma2"], view.sigma2_err.get(name, {}).get(shell)
+        md, md_err = msrd[shell]["sigma2"], view.sigma2_err(name, shell)
         value, err = ref[shell]
         parts.append(f"{shell} {md:.5f} Å² is {md / value:.2f}× {whose} ({value:.5f}{_pm(err)} Å²{_bars(md, md_err, value, err)})")
     return (" Its σ² of " + "; ".join(parts) + ".") if parts else ""
@@ -268,7 +369,20 @@ def _bars(md: float, md_err: float | None, ref: float, ref_err: float | None) ->
     return ", within the error bars" if abs(z) < 1 else f", {abs(z):.1f} error bars {'above' if z > 0 else 'below'}"
 
 
+def exafs_by_temperature(view: StudyView, name: str) -> dict[float, dict]:
+    """T (K) -> the compare numbers of one potential's MD-EXAFS against the experiment at that temperature."""
+    entry = view.potentials[name]
+    series = {float(t): e["exafs"] for t, e in (entry.get("by_temperature") or {}).items() if e.get("exafs")}
+    if not series and entry.get("exafs") and view.temperatures:
+        series = {view.temperatures[0]: entry["exafs"]}
+    return series
+
+
 def _r_factor_clause(view: StudyView, name: str) -> str:
+    series = exafs_by_temperature(view, name)
+    if len(series) > 1:
+        each = ", ".join(f"{e['r_factor_r']:.3f} at {t:g} K (S0² {e['s02']:.2f})" for t, e in series.items())
+        return f" Its MD-EXAFS fits the experiments with R-factor {each}."
     e = view.potentials[name].get("exafs")
     if not e:
         return ""
@@ -278,27 +392,48 @@ def _r_factor_clause(view: StudyView, name: str) -> str:
 def _experiment_sentence(view: StudyView) -> str:
     fit = view.fit
     shells = "; ".join(f"σ²({s}) {f['sigma2']:.5f}{_pm(f['sigma2_err'])} Å² at {f['r']:.3f} Å (N = {f['n']:g})" for s, f in fit["shells"].items())
-    source = Path(view.summary["experiment"].get("file", "")).name
-    return (f"<b>The experiment</b> ({html.escape(source)}), fitted on its own with {len(fit['shells'])} FEFF shells of the ideal crystal "
+    source = Path(fit.get("experiment") or view.summary["experiment"].get("file", "")).name
+    at = f" at {_kelvin(view.temperatures[:1])}" if len(view.temperatures) > 1 else ""
+    return (f"<b>The experiment</b> ({html.escape(source)}){at}, fitted on its own with {len(fit['shells'])} FEFF shells of the ideal crystal "
             f"(N fixed, larch feffit, R-factor {fit['r_factor']:.4f}, S0² {fit['s02']:.2f}): {shells}.")
+
+
+def _temperature_sentence(view: StudyView, series: dict[str, dict[float, dict]]) -> str:
+    """One sentence on the temperature series: where it ran, θ_E of the first shell per potential."""
+    temperatures = sorted({t for points in series.values() for t in points})
+    shell = series_shells(series)[0]
+    thetas = [f"{html.escape(name)} {fit['theta_e_k']:.0f} K" for name in series
+              if (fit := (view.potentials[name].get("einstein_k") or {}).get(shell))]
+    experiment = [t for t, fit in view.experiment_fits().items() if shell in fit["shells"]]
+    text = f"<b>Temperature series</b>: MD at {_kelvin(temperatures)} ({view.nuclei} nuclei)"
+    text += f"; Einstein temperature θ_E of {shell}: " + ", ".join(thetas) if thetas else ""
+    text += f"; the experiment's σ² at {_kelvin(sorted(experiment))} beside them" if experiment else ""
+    return text + " (σ²(T) of each shell below)."
 
 
 def _verdict_table(view: StudyView) -> str:
     shells = view.shells()
-    has_exafs = any(v.get("exafs") for v in view.potentials.values())
-    header = ["model", "softening slope", "force MAE (eV/Å)"] + [f"σ² {s} (Å²)" for s in shells] + (["EXAFS R-factor"] if has_exafs else [])
     names = view.pristine + [name for _, name in view.finetuned_md]
+    validated = any(view.potentials[name].get("validation") for name in names)
+    exafs_temperatures = sorted({t for name in names for t in exafs_by_temperature(view, name)}, key=view.temperatures.index)
+    by_temperature = len(exafs_temperatures) > 1
+    at = f" at {view.temperatures[0]:g} K" if len(view.temperatures) > 1 else ""
+    header = ["model"] + (["softening slope", "force MAE (eV/Å)"] if validated else []) + [f"σ² {s}{at} (Å²)" for s in shells]
+    header += [f"EXAFS R-factor at {t:g} K" for t in exafs_temperatures] if by_temperature else (["EXAFS R-factor"] if exafs_temperatures else [])
     rows = []
     for name in names:
         v = view.potentials[name]
         msrd = v.get("msrd") or {}
-        row = [name, v["validation"]["softening_slope"], v["validation"]["force_mae_ev_a"]]
-        row += [f"{msrd[s]['sigma2']:.5f}{_pm(view.sigma2_err.get(name, {}).get(s))}" if s in msrd else None for s in shells]
-        rows.append(row + ([v["exafs"]["r_factor_r"] if v.get("exafs") else None] if has_exafs else []))
+        validation = v.get("validation") or {}
+        row = [name] + ([validation.get("softening_slope"), validation.get("force_mae_ev_a")] if validated else [])
+        row += [f"{msrd[s]['sigma2']:.5f}{_pm(view.sigma2_err(name, s))}" if s in msrd else None for s in shells]
+        exafs = exafs_by_temperature(view, name)
+        rows.append(row + [exafs[t]["r_factor_r"] if t in exafs else None for t in exafs_temperatures])
     if view.fit:
         fit_shells = view.fit["shells"]
-        row = ["experiment (shell fit)", None, None] + [f"{fit_shells[s]['sigma2']:.5f}{_pm(fit_shells[s]['sigma2_err'])}" for s in shells]
-        rows.append(row + ([f"{view.fit['r_factor']:.4f} (shell fit)"] if has_exafs else []))
+        row = ["experiment (shell fit)"] + ([None, None] if validated else []) + [f"{fit_shells[s]['sigma2']:.5f}{_pm(fit_shells[s]['sigma2_err'])}" for s in shells]
+        fits = view.experiment_fits()
+        rows.append(row + [f"{fits[t]['r_factor']:.4f} (shell fit)" if t in fits else None for t in exafs_temperatures])
     return _table(header, rows)
 
 
@@ -308,7 +443,7 @@ def _deciding_figures(view: StudyView) -> str:
     figures = []
     if view.summary["learning_curve"]:
         path = view.folder / "learning_curve.png"
-        plot_learning_curve(view.summary, path)
+        plot_learning_curve(view, path)
         figures.append(_img(path, "learning curve: force MAE and softening slope vs N (seeds as dots)", "half"))
     if view.finetuned_md and view.shells():
         path = view.folder / "sigma2_vs_n.png"
@@ -318,27 +453,28 @@ def _deciding_figures(view: StudyView) -> str:
         path = view.folder / "r_factor_vs_n.png"
         plot_r_factor_vs_n(view, path)
         figures.append(_img(path, "MD-EXAFS against the experiment: R-factor vs N (pretrained as lines)", "half"))
-    fit_png = view.steps / "fit-experiment" / "experiment_fit.png"
-    if fit_png.exists():
-        figures.append(_img(fit_png, "the experiment and its own shell fit (FEFF paths of the ideal crystal)", "half"))
-    overlay = _experiment_overlay(view.folder) or _exafs_overlay(view.folder)
+    several = len(view.of("fit_experiment")) > 1
+    for step in view.of("fit_experiment"):
+        fit_png = view.folder_of(step) / "experiment_fit.png"
+        if fit_png.exists():
+            at = f" at {step.temperature_k:g} K" if several else ""
+            figures.append(_img(fit_png, f"the experiment{at} and its own shell fit (FEFF paths of the ideal crystal)", "half"))
+    overlay = "".join(_experiment_overlay(view, t) for t in view.temperatures) or _exafs_overlay(view)
     body = "\n".join(figures) + overlay
     note = "<p><small>Each figure is also in the study folder as SVG beside its PNG, sized for a journal page.</small></p>"
     return _section("The figures that decide it", body + note) if body else ""
 
 
-def plot_learning_curve(summary: dict, path: Path) -> None:
+def plot_learning_curve(view: StudyView, path: Path) -> None:
     """The learning-curve figure of the learning-curve stage, with the study's first pretrained model as baseline."""
-    from mlip_exafs.learning_curve import plot_learning_curve as plot, summarize_by_n
-
-    rows = summary["learning_curve"]
-    pristine = [v["validation"] for k, v in summary["potentials"].items() if not FINETUNED.search(k)]
+    rows = view.summary["learning_curve"]
+    pristine = [v for name in view.pristine if (v := view.potentials[name].get("validation"))]
     baseline = pristine[0] if pristine else {"force_mae_ev_a": float("nan"), "softening_slope": float("nan")}
-    plot(rows, summarize_by_n(rows, keys=("force_mae_ev_a", "softening_slope")), baseline, path)
+    plot_curve(rows, summarize_by_n(rows, keys=("force_mae_ev_a", "softening_slope")), baseline, path)
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # lazy: a report without figures (and every test that builds a view) needs no plotting backend
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -353,7 +489,7 @@ def plot_sigma2_vs_n(view: StudyView, path: Path) -> None:
     fig, axes = plt.subplots(1, len(shells), figsize=(COLUMN_IN * len(shells) / 1.5, 2.4), layout="constrained", squeeze=False)
     ns = [n for n, _ in view.finetuned_md]
     for ax, shell in zip(axes[0], shells):
-        points = [(n, view.potentials[name]["msrd"].get(shell), view.sigma2_err.get(name, {}).get(shell)) for n, name in view.finetuned_md]
+        points = [(n, view.potentials[name]["msrd"].get(shell), view.sigma2_err(name, shell)) for n, name in view.finetuned_md]
         points = [(n, s["sigma2"], e or 0.0) for n, s, e in points if s]
         ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt="o-", color="C0", ms=4, capsize=2, label="fine-tuned")
         for i, name in enumerate(p for p in view.pristine if (view.potentials[p].get("msrd") or {}).get(shell)):
@@ -391,75 +527,166 @@ def plot_r_factor_vs_n(view: StudyView, path: Path) -> None:
     save_figure(fig, path, vector=True)
 
 
-def _exafs_overlay(study_dir: Path) -> str:
-    """One figure with every shown potential's χ(k) and |FT| (the pristine ones and the first seed of each N)."""
-    from mlip_exafs.exafs import FTWindowSettings, plot_models, read_chi_csv  # imports ASE: only when a study has EXAFS
-
-    steps = study_dir / "steps"
-    folders = first_seed_only(sorted(steps.glob("exafs-*/"), key=lambda p: natural(p.name)))
-    folders = [f for f in folders if (f / "chi.csv").exists() and (f / "exafs.json").exists()]
-    if len(folders) < 2:
+def _exafs_overlay(view: StudyView) -> str:
+    """One figure with every shown potential's χ(k) and |FT| (the pretrained ones and the first seed of each N)."""
+    first = view.temperatures[0] if view.temperatures else None
+    shown = [s for s in first_seed_only(view.of("exafs", first)) if (view.folder_of(s) / CHI_FILE).exists() and (view.folder_of(s) / EXAFS_FILE).exists()]
+    if len(shown) < 2:
         return ""
-    window = FTWindowSettings(**read_json(folders[0] / "exafs.json")["settings"]["ft"]).window()
-    chis = {f.name.removeprefix("exafs-"): read_chi_csv(f / "chi.csv") for f in folders}
-    path = study_dir / "exafs_models.png"
+    window = FTWindowSettings(**read_json(view.folder_of(shown[0]) / EXAFS_FILE)["settings"]["ft"]).window()
+    chis = {s.potential: read_chi_csv(view.folder_of(s) / CHI_FILE) for s in shown}
+    path = view.folder / "exafs_models.png"
     plot_models(chis, window, path)
     return _img(path, "all potentials: k-weighted χ(k) and its Fourier transform", "wide")
 
 
-def _experiment_overlay(study_dir: Path) -> str:
-    """The experiment and every shown potential's χ(k), each with its own fitted S0² and ΔE0, on one figure."""
-    import numpy as np
-
-    from mlip_exafs.compare import FITTED_FILE
-    from mlip_exafs.exafs import plot_models
-    from mlip_exafs.spectra import FTWindow
-
-    folders = first_seed_only(sorted(study_dir.glob("steps/compare-*/"), key=lambda p: natural(p.name)))
-    folders = [f for f in folders if (f / FITTED_FILE).exists() and (f / "compare.json").exists()]
-    if not folders:
+def _experiment_overlay(view: StudyView, temperature_k: float) -> str:
+    """The experiment at one temperature and every shown potential's χ(k), each with its own fitted S0² and ΔE0, on one figure."""
+    shown = [s for s in first_seed_only(view.of("compare", temperature_k))
+             if (view.folder_of(s) / FITTED_FILE).exists() and (view.folder_of(s) / COMPARE_FILE).exists()]
+    if not shown:
         return ""
-    fitted = {f.name.removeprefix("compare-"): np.loadtxt(f / FITTED_FILE, delimiter=",", skiprows=1, ndmin=2) for f in folders}
-    c = read_json(folders[0] / "compare.json")
+    fitted = {s.potential: np.loadtxt(view.folder_of(s) / FITTED_FILE, delimiter=",", skiprows=1, ndmin=2) for s in shown}
+    c = read_json(view.folder_of(shown[0]) / COMPARE_FILE)
     window = FTWindow(c["kmin"], c["kmax"], c["settings"]["dk_inv_a"], c["kweight"])
     first = next(iter(fitted.values()))
     chis = {"experiment": (first[:, 0], first[:, 1])} | {name: (d[:, 0], d[:, 2]) for name, d in fitted.items()}
-    path = study_dir / "exafs_experiment.png"
+    several = len(view.temperatures) > 1
+    path = view.folder / (f"exafs_experiment_{temperature_k:g}K.png" if several and temperature_k != view.temperatures[0] else "exafs_experiment.png")
     plot_models(chis, window, path, reference="experiment")
-    return _img(path, "experiment and every potential (each with its fitted S0², ΔE0): k-weighted χ(k) and its Fourier transform", "wide")
+    at = f" at {temperature_k:g} K" if several else ""
+    return _img(path, f"experiment{at} and every potential (each with its fitted S0², ΔE0): k-weighted χ(k) and its Fourier transform", "wide")
+
+
+# ---------------------------------------------------------------- σ²(T) of a temperature series
+
+def temperature_series(view: StudyView) -> dict[str, dict[float, dict]]:
+    """potential -> T (K) -> msrd, for the potentials with MD at two temperatures or more (summary ``by_temperature``)."""
+    series = {}
+    for name, entry in view.potentials.items():
+        points = {float(t): e["msrd"] for t, e in (entry.get("by_temperature") or {}).items() if e.get("msrd")}
+        if len(points) >= 2:
+            series[name] = dict(sorted(points.items()))
+    return series
+
+
+def series_shells(series: dict[str, dict[float, dict]]) -> list[str]:
+    """The first shells of the absorber, in the order the analysis found them (nearest first)."""
+    first = next(iter(series.values()))
+    return list(next(iter(first.values())))[:SERIES_SHELLS]
+
+
+def einstein_curve(view: StudyView, shell: str, fit: dict, temperatures_k: np.ndarray) -> np.ndarray | None:
+    """σ²(T) of the correlated-Einstein model that the study fitted (mlip_exafs.quantum.fit_einstein):
+    σ²_static + the harmonic σ² of a bond of frequency ω_E = kθ_E/ħ and the pair's reduced mass."""
+    neighbor = next((s[shell]["neighbor"] for s in view.md_shells.values() if shell in s and "neighbor" in s[shell]), None)
+    if neighbor is None:
+        return None
+    m1, m2 = (atomic_masses[atomic_numbers[element]] for element in (view.record["config"]["absorber"], neighbor))
+    omega_rad_per_fs = units.kB * fit["theta_e_k"] / HBAR_EV_FS
+    sigma2 = [harmonic_sigma2_a2(omega_rad_per_fs, m1 * m2 / (m1 + m2), t, quantum=fit["quantum"]) for t in temperatures_k]
+    return fit["sigma2_static"] + np.array(sigma2)
+
+
+def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, dict]], path: Path) -> None:
+    """One panel per shell: σ²(T) of each potential (quantum filled, classical open where they differ), its fitted
+    correlated-Einstein curve, and the experiment's own fitted σ² at each temperature it was measured."""
+    from matplotlib.lines import Line2D  # with pyplot: lazy
+
+    plt = _pyplot()
+    shells = series_shells(series)
+    fig, axes = plt.subplots(1, len(shells), figsize=(min(FULL_WIDTH_IN, 2.3 * len(shells) + 0.3), 2.6), layout="constrained", squeeze=False)
+    t_max = max(t for points in series.values() for t in points) * 1.1
+    grid = np.linspace(1.0, t_max, 150)
+    fits = view.experiment_fits()
+    handles = {}
+    for ax, shell in zip(axes[0], shells):
+        for i, (name, points) in enumerate(series.items()):
+            color = f"C{i}"
+            at = [(t, msrd[shell]) for t, msrd in points.items() if shell in msrd]
+            errors = [view.sigma2_err(name, shell, t) or 0.0 for t, _ in at]
+            ax.errorbar([t for t, _ in at], [s["sigma2"] for _, s in at], yerr=errors, fmt="o", color=color, ms=4, capsize=2)
+            classical = [(t, s["sigma2_classical"]) for t, s in at if s.get("sigma2_classical") is not None and abs(s["sigma2_classical"] - s["sigma2"]) > 1e-7]
+            if classical:
+                ax.plot([t for t, _ in classical], [s for _, s in classical], "s", mfc="none", color=color, ms=4)
+            fit = (view.potentials[name].get("einstein_k") or {}).get(shell)
+            if fit and (curve := einstein_curve(view, shell, fit, grid)) is not None:
+                ax.plot(grid, curve, "-", color=color, lw=1)
+            handles[name] = Line2D([], [], color=color, marker="o", ms=4, lw=1)
+        measured = [(t, fit["shells"][shell]) for t, fit in sorted(fits.items()) if shell in fit["shells"]]
+        if measured:
+            ax.errorbar([t for t, _ in measured], [f["sigma2"] for _, f in measured], yerr=[f["sigma2_err"] or 0.0 for _, f in measured],
+                        fmt="D", color="k", ms=4, capsize=2)
+            handles["experiment (shell fit)"] = Line2D([], [], color="k", marker="D", ms=4, ls="none")
+        ax.set_xlim(0, t_max)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("T (K)")
+        ax.set_title(shell, fontsize=9)
+    axes[0][0].set_ylabel("σ² (Å²)")
+    handles["quantum σ² (filled), classical (open)"] = Line2D([], [], color="0.4", marker="s", mfc="none", ms=4, ls="none")
+    handles["correlated Einstein fit"] = Line2D([], [], color="0.4", lw=1)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(3, len(handles)), fontsize=7, frameon=False)
+    save_figure(fig, path, vector=True)
+
+
+def _einstein_table(view: StudyView, series: dict[str, dict[float, dict]]) -> str:
+    shells = series_shells(series)
+    rows = [[name] + [f"{fit['theta_e_k']:.0f} / {fit['sigma2_static']:.5f}" if (fit := einstein.get(s)) else None for s in shells]
+            for name in series if (einstein := view.potentials[name].get("einstein_k") or {})]
+    if not rows:
+        return ""
+    kind = "quantum" if view.nuclei != "classical" else "classical"
+    note = (f"<p><small>θ_E (K) / static offset (Å²) of the correlated Einstein model, σ²(T) = σ²_static + σ²_E(T; θ_E), "
+            f"fitted to the MD's {kind} σ² at every temperature.</small></p>")
+    return _table(["potential"] + [f"{s}: θ_E / offset" for s in shells], rows) + note
+
+
+def _temperature_section(view: StudyView) -> str:
+    """σ²(T) per shell and potential, with the Einstein fits and the experiment's points; θ_E in a table beside it."""
+    series = temperature_series(view)
+    if not series:
+        return ""
+    path = view.folder / "sigma2_vs_t.png"
+    plot_sigma2_vs_temperature(view, series, path)
+    caption = ("σ²(T) per shell: MD (quantum σ² filled, classical open where they differ; error bars: 1σ of the MD), "
+               "each potential's correlated-Einstein fit (line), the experiment's own shell fit (diamonds)")
+    body = f"<div class='beside'>{_img(path, caption, 'wide')}<div>{_einstein_table(view, series)}</div></div>"
+    return _section(f"σ² against temperature ({view.nuclei} nuclei)", body)
 
 
 # ---------------------------------------------------------------- parity plots and everything on demand
 
 def _parity_section(view: StudyView) -> str:
     """Parity plots of the pretrained models and the largest N (first seed); every other model's on demand."""
-    folders = first_seed_only(sorted(view.steps.glob("validate-*/"), key=lambda p: natural(p.name)))
-    if not folders:
+    validations = first_seed_only(view.of("validate"))
+    if not validations:
         return ""
-    largest = max((int(m.group(1)) for f in folders if (m := FINETUNED.search(f.name))), default=None)
-    pristine = [f for f in folders if not FINETUNED.search(f.name)]
-    shown = pristine + [f for f in folders if (m := FINETUNED.search(f.name)) and int(m.group(1)) == largest]
-    others = [f for f in folders if f not in shown]
-    body = "".join(_folder_images(f, "validate-", "third") for f in shown)
-    body += _details(f"Parity plots of the other {len(others)} fine-tuned models", "".join(_folder_images(f, "validate-", "third") for f in others))
+    largest = max((s.n for s in validations if s.n is not None), default=None)
+    shown = [s for s in validations if s.n is None or s.n == largest]
+    others = [s for s in validations if s not in shown]
+    body = "".join(_step_images(view, s, "third") for s in shown)
+    body += _details(f"Parity plots of the other {len(others)} fine-tuned models", "".join(_step_images(view, s, "third") for s in others))
     return _section("Parity against held-out DFT (pretrained and largest N)", body)
 
 
-def _folder_images(folder: Path, prefix: str, size: str) -> str:
-    return "".join(_img(png, f"{folder.name[len(prefix):]}: {png.stem.replace('_', ' ')}", size) for png in sorted(folder.glob("*.png")))
+def _step_images(view: StudyView, step: Step, size: str) -> str:
+    """Every PNG a step wrote, captioned with its potential (and temperature, in a temperature series)."""
+    label = step.potential or step.name
+    if step.temperature_k is not None and len(view.temperatures) > 1:
+        label += f" at {step.temperature_k:g} K"
+    return "".join(_img(png, f"{label}: {png.stem.replace('_', ' ')}", size) for png in sorted(view.folder_of(step).glob("*.png")))
 
 
 def _on_demand(view: StudyView) -> list[str]:
-    steps = view.steps
-    fit_json = steps / "fit-experiment" / "experiment_fit.json"
     return [
         _details("Validation of every model against DFT (each N and seed, each kind of test structure)",
-                 _validation_table(view.summary) + _group_table(steps)),
-        _details("Structure from MD: σ² of every shell, RDFs, bond angles", _msrd_table(view.summary, steps) + _gallery(steps, "analyze-")),
-        _details("Configuration-averaged EXAFS of each potential", _gallery(steps, "exafs-")),
-        _details("Each potential against the experiment", _exafs_table(view.summary) + _fit_table(fit_json) + _gallery(steps, "compare-")),
-        _details("Fine-tuning curves", _gallery(steps, "finetune-")),
-        _details("Compute cost", _cost_table(steps)),
+                 _validation_table(view.summary) + _group_table(view)),
+        _details("Structure from MD: σ² of every shell, RDFs, bond angles", _msrd_table(view) + _gallery(view, "analyze")),
+        _details("Configuration-averaged EXAFS of each potential", _gallery(view, "exafs")),
+        _details("Each potential against the experiment", _exafs_table(view.summary) + "".join(_fit_table(view, s) for s in view.of("fit_experiment"))
+                 + _gallery(view, "compare")),
+        _details("Fine-tuning curves", _gallery(view, "finetune")),
+        _details("Compute cost", _cost_table(view)),
         _details("Provenance (study.json)", _provenance(view.record)),
     ]
 
@@ -480,41 +707,57 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _validation_table(summary: dict) -> str:
     keys = ["energy_mae_mev_atom", "force_mae_ev_a", "force_rmse_ev_a", "stress_mae_gpa", "softening_slope", "cmae_ev_a", "n_test_structures"]
     header = ["potential", "E MAE (meV/atom)", "F MAE (eV/Å)", "F RMSE (eV/Å)", "σ MAE (GPa)", "softening slope", "cMAE (eV/Å)", "test structures"]
-    rows = [[name] + [entry["validation"][k] for k in keys] for name, entry in summary["potentials"].items()]
-    return _table(header, rows)
+    rows = [[name] + [entry["validation"][k] for k in keys] for name, entry in summary["potentials"].items() if entry.get("validation")]
+    return _table(header, rows) if rows else ""
 
 
-def _group_table(steps_dir: Path) -> str:
+def _group_table(view: StudyView) -> str:
     """Force errors per kind of test structure (validate_by_group.json of every validate step)."""
     rows = []
-    for path in sorted(steps_dir.glob("validate-*/validate_by_group.json"), key=lambda p: natural(p.parent.name)):
-        for group, g in read_json(path).items():
-            rows.append([path.parent.name.removeprefix("validate-"), group, g["n_test_structures"], g["force_mae_ev_a"],
-                         g["mean_abs_dft_force_ev_a"], g["softening_slope"], g["stress_mae_gpa"]])
+    for step in view.of("validate"):
+        path = view.folder_of(step) / BY_GROUP_FILE
+        if path.exists():
+            for group, g in read_json(path).items():
+                rows.append([step.potential, group, g["n_test_structures"], g["force_mae_ev_a"],
+                             g["mean_abs_dft_force_ev_a"], g["softening_slope"], g["stress_mae_gpa"]])
     if not rows:
         return ""
     header = ["potential", "test structures made by", "n", "F MAE (eV/Å)", "mean |F_DFT| (eV/Å)", "softening slope", "σ MAE (GPa)"]
     return "<h3>By how the test structures were made</h3>" + _table(header, rows)
 
 
-def _msrd_table(summary: dict, steps_dir: Path) -> str:
-    with_md = {k: v["msrd"] for k, v in summary["potentials"].items() if v.get("msrd")}
-    if not with_md:
+def _msrd_table(view: StudyView) -> str:
+    """r and σ² of every shell of every MD (every temperature of a series), with the temperature it actually ran at."""
+    analyses = [s for s in view.of("analyze") if _msrd_at(view, s)]
+    if not analyses:
         return ""
-    shells = list(next(iter(with_md.values())))
-    header = ["potential", "T (K), production mean ± std"] + [f"{s}: r (Å) / σ² (Å²)" for s in shells]
-    rows = [[name, production_temperature(steps_dir / f"md-{name}")]
-            + [f"{m[s]['r_mean']:.4f} / {m[s]['sigma2']:.5f}" if s in m else None for s in shells] for name, m in with_md.items()]
+    shells = list(_msrd_at(view, analyses[0]))
+    several = len(view.temperatures) > 1
+    header = ["potential"] + (["T (K)"] if several else []) + ["T (K), production mean ± std"] + [f"{s}: r (Å) / σ² (Å²)" for s in shells]
+    md = {(s.potential, s.temperature_k): s for s in view.of("md")}
+    rows = []
+    for step in analyses:
+        m = _msrd_at(view, step)
+        row = [step.potential] + ([f"{step.temperature_k:g}"] if several else [])
+        row.append(production_temperature(view.folder_of(md[(step.potential, step.temperature_k)])) if (step.potential, step.temperature_k) in md else None)
+        rows.append(row + [f"{m[s]['r_mean']:.4f} / {m[s]['sigma2']:.5f}" if s in m else None for s in shells])
     note = ("<p><small>σ² grows with temperature (∝ T for a harmonic bond), so each row's σ² belongs to the temperature "
             "its MD actually ran at. All MDs of a study share the thermostat seed, so they ran at the same realized "
             "temperature and their σ² compare directly (docs/md.md).</small></p>")
     return _table(header, rows) + note
 
 
+def _msrd_at(view: StudyView, step: Step) -> dict | None:
+    """The summary's msrd of an analyze step: its potential's ``by_temperature`` entry, else the top-level (first temperature)."""
+    entry = view.potentials.get(step.potential) or {}
+    at = (entry.get("by_temperature") or {}).get(f"{step.temperature_k:g}")
+    if at is not None:
+        return at.get("msrd")
+    return entry.get("msrd") if not view.temperatures or step.temperature_k == view.temperatures[0] else None
+
+
 def production_temperature(md_folder: Path) -> str | None:
     """'mean ± std' of an MD step's production temperature (K); None if the folder has no md.json."""
-    from mlip_exafs.md import SUMMARY_FILE, production_temperature_text  # md imports ASE: only when a study has MDs
-
     path = md_folder / SUMMARY_FILE
     return production_temperature_text(read_json(path)) if path.exists() else None
 
@@ -527,13 +770,15 @@ def _exafs_table(summary: dict) -> str:
     return _table(["potential", "R-factor (R)", "R-factor (k)", "S0²", "ΔE0 (eV)", "k range (Å⁻¹)", "R range (Å)"], rows)
 
 
-def _fit_table(fit_json: Path) -> str:
+def _fit_table(view: StudyView, step: Step) -> str:
     """The experiment's shell fit, every parameter with its error."""
+    fit_json = view.folder_of(step) / FIT_FILE
     if not fit_json.exists():
         return ""
     fit = read_json(fit_json)
     rows = [[s, f["n"], f["r"], f.get("r_err"), f["sigma2"], f["sigma2_err"]] for s, f in fit["shells"].items()]
-    head = (f"<h3>The experiment's own shell fit</h3><p>S0² {fit['s02']:.3f}{_pm(fit.get('s02_err'))}, ΔE0 {fit['de0_ev']:.2f} eV, "
+    at = f" at {step.temperature_k:g} K" if len(view.of("fit_experiment")) > 1 else ""
+    head = (f"<h3>The experiment's own shell fit{at}</h3><p>S0² {fit['s02']:.3f}{_pm(fit.get('s02_err'))}, ΔE0 {fit['de0_ev']:.2f} eV, "
             f"R-factor {fit['r_factor']:.4f}, k {fit['kmin']:g}–{fit['kmax']:g} Å⁻¹, R {fit['rmin']:g}–{fit['rmax']:.2f} Å, "
             f"{fit['n_variables']} variables, {fit['n_independent']:.1f} independent points.</p>")
     return head + _table(["shell", "N (fixed)", "r (Å)", "r error (Å)", "σ² (Å²)", "σ² error (Å²)"], rows)
@@ -545,29 +790,26 @@ def _img(path: Path, caption: str, size: str = "half") -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _gallery(steps_dir: Path, prefix: str) -> str:
-    if not steps_dir.exists():
-        return ""
-    folders = sorted((p for p in steps_dir.iterdir() if p.name.startswith(prefix)), key=lambda p: natural(p.name))
-    shown = first_seed_only(folders)
-    figures = [_folder_images(folder, prefix, "half") for folder in shown]
-    if len(shown) < len(folders):
+def _gallery(view: StudyView, action: str) -> str:
+    steps = view.of(action)
+    shown = first_seed_only(steps)
+    figures = [_step_images(view, step, "half") for step in shown]
+    if len(shown) < len(steps):
         figures.append(f"<p><small>Plots of the first seed of each N; those of the other seeds are in "
-                       f"<code>{html.escape(steps_dir.name)}/{prefix}*</code>, their numbers in the tables above.</small></p>")
+                       f"<code>{html.escape(view.steps_dir.name)}/{action}-*</code>, their numbers in the tables above.</small></p>")
     return "\n".join(f for f in figures if f)
 
 
-def first_seed_only(folders: list[Path]) -> list[Path]:
-    """Pristine folders and fine-tuned ones of the smallest seed: a paper study's 3 seeds x 7 N would
-    otherwise put ~90 near-identical plots in the report."""
-    seeds = [int(m.group(1)) for f in folders if (m := SEED_SUFFIX.search(f.name))]
-    first = min(seeds, default=None)
-    return [f for f in folders if not (m := SEED_SUFFIX.search(f.name)) or int(m.group(1)) == first]
+def first_seed_only(steps: list[Step]) -> list[Step]:
+    """Steps of the pretrained models and of the fine-tuned ones of the smallest seed: a paper study's 3 seeds x 7 N
+    would otherwise put ~90 near-identical plots in the report."""
+    first = min((s.seed for s in steps if s.seed is not None), default=None)
+    return [s for s in steps if s.seed is None or s.seed == first]
 
 
-def _cost_table(steps_dir: Path) -> str:
+def _cost_table(view: StudyView) -> str:
     """Wall time of every step, so a user sees what a profile costs on their machine."""
-    records = [read_json(p) for p in sorted(steps_dir.glob("*/step.json"), key=lambda p: natural(p.parent.name))]
+    records = [read_json(path) for s in view.steps if (path := view.folder_of(s) / STEP_FILE).exists()]
     rows = [[r["step"], _seconds(r.get("wall_s"))] for r in records]
     total = sum(r.get("wall_s") or 0.0 for r in records)
     note = "<p><small>Wall time of each step, killed and resumed runs included; steps on parallel workers overlap.</small></p>"
