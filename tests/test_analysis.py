@@ -155,3 +155,24 @@ def test_cli_shell_rmax_beyond_half_the_cell_is_a_one_line_error(synthetic_traj,
     proc = run_cli("analyze", str(synthetic_traj), "--shell-rmax", "6", "--out", str(tmp_path / "out"))
     assert_one_line_error(proc, "--shell-rmax 6 Å exceeds half the supercell width (5.46 Å)", "--shell-rmax ≤ 5.46")
     assert not (tmp_path / "out").exists()
+
+
+def test_shells_end_where_the_exafs_stage_cuts_never_past_half_the_cell(tmp_path):
+    """bcc W 2x2x2: half the cell width is the second shell's distance (3.165 Å), so each of its 6 'neighbours' is one
+    of 3 atoms counted twice. analyze reported that shell (n = 6, σ² of correlated pairs); like exafs it now stops
+    in the gap below it, at the radius the EXAFS stage cuts (#23)."""
+    from mlip_exafs.exafs import choose_rmax
+    from mlip_exafs.structures import min_image_half_width
+
+    ideal = load_structure("w-bcc", "2x2x2")
+    half = min_image_half_width(ideal)
+    assert half == pytest.approx(3.165, abs=1e-3)
+    traj = tmp_path / "w.extxyz"
+    ase.io.write(traj, gaussian_frames(8, 0.03, seed=2, ideal=ideal), format="extxyz")
+    exafs_cut = choose_rmax(ideal, np.arange(len(ideal)), half)
+    for rmax in (None, half):
+        settings = AnalysisSettings(reference="w-bcc", reference_supercell="2x2x2", shell_rmax_a=rmax)
+        (entry,) = analyze([traj], settings, tmp_path / f"out-{rmax}")["trajectories"]
+        assert [(s["label"], s["n"]) for s in entry["shells"]] == [("W-W1", 8)]
+        assert entry["shell_rmax"]["used_a"] == exafs_cut.rmax_a < half
+        assert "moved to" in entry["shell_rmax"]["note"]

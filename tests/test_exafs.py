@@ -149,13 +149,13 @@ def test_rmax_just_past_a_shell_moves_into_the_gap():
     [(["W"] * 4, "W"), (["W", "S", "S"], "W"), (["Fe", "S", "S"], "Fe"), (["As", "As", "S", "S", "S"], "As"), (["Cu", "O", "Cu"], "Cu")],
 )
 def test_default_absorber_is_the_only_element_heavier_than_ar(symbols, absorber):
-    from mlip_exafs.exafs.snapshots import default_absorber
+    from mlip_exafs.geometry import default_absorber
 
     assert default_absorber(symbols) == absorber
 
 
 def test_no_default_absorber_among_two_heavy_elements():
-    from mlip_exafs.exafs.snapshots import default_absorber
+    from mlip_exafs.geometry import default_absorber
 
     with pytest.raises(UserError, match="cannot tell the absorber among Ti, Sr; give --absorber"):
         default_absorber(["Sr", "Ti", "O", "O", "O"])

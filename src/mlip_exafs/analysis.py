@@ -7,6 +7,10 @@ displacement σ² (MSRD, Å²) with block-averaging errors; bond-angle
 distributions around each species' nearest neighbours (S–W–S, W–S–W, …).
 Several trajectories (one per potential) are compared in the same plots.
 
+Shells are reported up to the cut the EXAFS stage would make at the same
+radius (:func:`shell_cut`): never through a shell, never past half the cell
+width, where periodic images of one atom would count as distinct neighbours.
+
 Shells are pair lists fixed on the reference (the ideal structure, or the
 symmetrized average of the frames), so each pair is followed through the
 trajectory: σ² is the variance of the shell's pair-length distribution over
@@ -17,6 +21,7 @@ neighbour list per frame and have no such assumption.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -24,18 +29,57 @@ from typing import Optional
 import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.optimization.neighbors import find_points_in_spheres
 
+from mlip_exafs import md
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import check_output_folder
-from mlip_exafs.exafs.paths import PairList, build_pairs
-from mlip_exafs.md import SNAPSHOT_FILE, read_result
-from mlip_exafs.exafs.snapshots import Snapshots, absorber_indices, default_absorber, read_frames, snapshots_from_frames, trajectory_symbols
-from mlip_exafs.shells import LOOK_BEYOND_A, SHELL_TOL_A, check_within_half_cell, split_at_gaps
+from mlip_exafs.files import check_output_folder, write_json, write_text
+from mlip_exafs.geometry import (PairList, Snapshots, absorber_indices, build_pairs, default_absorber, pair_lengths_a, read_frames,
+                                 snapshots_from_frames, trajectory_symbols)
+from mlip_exafs.plots import plt, save_figure
+from mlip_exafs.provenance import provenance
+from mlip_exafs.quantum import QuantumInput, quantum_input_of, quantum_sigma2_fields
+from mlip_exafs.shells import LOOK_BEYOND_A, SHELL_TOL_A, Cut, check_within_half_cell, cut_between_shells, split_at_gaps
+from mlip_exafs.structures import load_structure
 
 IDEAL_ANGLE_TOL_DEG = 2.0  # reference angles closer than this are listed as one
 DEFAULT_SHELL_RMAX_A = 4.5  # first shells, the ones an EXAFS fit resolves
 MIN_BLOCKS = 8  # blocking levels with fewer blocks give too noisy an error estimate
 UNITS = {"r_ideal": "Å", "r_mean": "Å", "r_mean_err": "Å", "sigma2": "Å²", "sigma2_classical": "Å²", "sigma2_err": "Å²", "angles": "degrees"}
+
+
+@dataclass(frozen=True)
+class OutFiles:
+    """What an analysis writes into its folder; the one place that names these files."""
+
+    out: Path
+
+    @property
+    def summary(self) -> Path:
+        """analysis.json: settings, and per trajectory its shells (r, σ²), angles and reference (written last)."""
+        return self.out / "analysis.json"
+
+    @property
+    def rdf(self) -> Path:
+        return self.out / "rdf.csv"
+
+    @property
+    def rdf_plot(self) -> Path:
+        return self.out / "rdf.png"
+
+    @property
+    def shells_plot(self) -> Path:
+        return self.out / "shells.png"
+
+    @property
+    def angles_plot(self) -> Path:
+        return self.out / "angles.png"
+
+
+def read_result(folder: str | Path) -> dict | None:
+    """What an analysis recorded in its folder (``analysis.json``); None for a folder without one."""
+    path = OutFiles(Path(folder)).summary
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 class AnalysisSettings(BaseModel):
@@ -73,14 +117,23 @@ class Shell:
         return float(self.pairs.ideal_a.mean())
 
 
-def _subset(pairs: PairList, mask: np.ndarray) -> PairList:
-    return PairList(pairs.i[mask], pairs.j[mask], pairs.shift[mask], pairs.ideal_a[mask])
-
-
 def distinct_values(values: np.ndarray, tol: float) -> list[float]:
     """Means of the groups that ``split_at_gaps`` finds, ascending (rounded to 0.01)."""
     groups = split_at_gaps(values, tol)
     return sorted(round(float(values[groups == g].mean()), 2) for g in np.unique(groups))
+
+
+def shell_cut(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: float) -> Cut:
+    """How far out shells are reported: ``rmax_a`` (default 4.5 Å, at most half the cell width) moved into a gap.
+
+    The EXAFS stage cuts its path sum the same way (:func:`mlip_exafs.exafs.stage.choose_rmax`),
+    so both report the same shells at the same radius: a shell that reaches past half the cell
+    width holds periodic images of one atom counted as distinct neighbours (wrong coordination,
+    correlated σ²), and a shell cut through is half a shell.
+    """
+    half = check_within_half_cell(reference, rmax_a or 0.0, "--shell-rmax")
+    requested = rmax_a if rmax_a is not None else min(DEFAULT_SHELL_RMAX_A, half)
+    return cut_between_shells(reference, absorber_indices(reference, absorber), requested, half, tol_a)
 
 
 def find_shells(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: float) -> list[Shell]:
@@ -93,22 +146,17 @@ def find_shells(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: fl
     half = check_within_half_cell(reference, rmax_a or 0.0, "--shell-rmax")
     rmax_a = rmax_a if rmax_a is not None else min(DEFAULT_SHELL_RMAX_A, half)
     pairs = build_pairs(reference, rmax_a + LOOK_BEYOND_A)
-    pairs = _subset(pairs, np.isin(pairs.i, absorbers))
+    pairs = pairs.subset(np.isin(pairs.i, absorbers))
     symbols = np.array(reference.get_chemical_symbols())
     shells = []
     for element in sorted(set(symbols[pairs.j])):
-        of_element = _subset(pairs, symbols[pairs.j] == element)
+        of_element = pairs.subset(symbols[pairs.j] == element)
         groups = split_at_gaps(of_element.ideal_a, tol_a)
         for number, group in enumerate(np.unique(groups), start=1):
-            shell = _subset(of_element, groups == group)
+            shell = of_element.subset(groups == group)
             if shell.ideal_a.mean() <= rmax_a:
                 shells.append(Shell(f"{absorber}-{element}{number}", element, shell, len(absorbers)))
     return sorted(shells, key=lambda s: s.r_ideal_a)
-
-
-def pair_lengths_a(pairs: PairList, snapshots: Snapshots) -> np.ndarray:
-    """(n_frames, n_pairs) instantaneous lengths of fixed reference pairs."""
-    return np.linalg.norm(pairs.vectors_a(snapshots.frac, snapshots.cells), axis=-1)
 
 
 def blocking_error(series: np.ndarray) -> float:
@@ -128,15 +176,13 @@ def blocking_error(series: np.ndarray) -> float:
     return float(max(errors))
 
 
-def shell_statistics(shell: Shell, snapshots: Snapshots, nuclei: Optional["QuantumInput"] = None) -> dict:
+def shell_statistics(shell: Shell, snapshots: Snapshots, nuclei: Optional[QuantumInput] = None) -> dict:
     """Mean distance and σ² (variance of the shell's pair lengths over pairs and frames), with errors.
 
     ``sigma2`` is the quantum σ² when ``nuclei`` says the frames are corrected
     classical MD or path-integral beads; ``sigma2_classical`` the classical one
     (None for path-integral beads, which have none).
     """
-    from mlip_exafs.quantum import QuantumInput, quantum_sigma2_fields
-
     lengths = pair_lengths_a(shell.pairs, snapshots)
     r_mean = float(lengths.mean())
     per_frame_sigma2 = ((lengths - r_mean) ** 2).mean(axis=1)
@@ -163,8 +209,6 @@ def _rounded(value: float, digits: int) -> float | None:
 
 def partial_rdfs(snapshots: Snapshots, symbols: list[str], rmax_a: float, bin_a: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """g_AB(r) for every element pair, from a neighbour list of each frame (diffusion allowed)."""
-    from pymatgen.optimization.neighbors import find_points_in_spheres
-
     symbols_arr = np.array(symbols)
     elements = sorted(set(symbols))
     edges = np.arange(0.0, rmax_a + bin_a / 2, bin_a)
@@ -207,14 +251,14 @@ def nearest_neighbour_angles(reference: Atoms, tol_a: float) -> list[AngleType]:
     pairs = _pairs_reaching_nearest_shells(reference, tol_a)
     types = []
     for center in sorted(set(symbols)):
-        of_center = _subset(pairs, symbols[pairs.i] == center)
-        first_shell = _subset(of_center, of_center.ideal_a <= of_center.ideal_a.min() + tol_a)
+        of_center = pairs.subset(symbols[pairs.i] == center)
+        first_shell = of_center.subset(of_center.ideal_a <= of_center.ideal_a.min() + tol_a)
         a, b = _same_center_pairs(first_shell.i)
         if len(a) == 0:
             continue
         neighbor = "/".join(sorted(set(symbols[first_shell.j])))
         per_center = len(a) / len(np.unique(first_shell.i))
-        types.append(AngleType(f"{neighbor}-{center}-{neighbor}", _subset(first_shell, a), _subset(first_shell, b), per_center))
+        types.append(AngleType(f"{neighbor}-{center}-{neighbor}", first_shell.subset(a), first_shell.subset(b), per_center))
     return types
 
 
@@ -274,13 +318,11 @@ class TrajectoryResult:
     rdf_r_a: np.ndarray
     rdfs: dict[str, np.ndarray]
     nuclei: str = "classical"
+    cut: Optional[Cut] = None  # how far out shells are reported
 
 
 def analyze(trajs: list[str | Path], settings: AnalysisSettings, out: str | Path) -> dict:
-    """Trajectories on disk -> ``out/analysis.json``, ``rdf.csv`` and comparison PNGs. Returns the JSON content."""
-    from mlip_exafs.files import write_json
-    from mlip_exafs.provenance import provenance
-
+    """Trajectories on disk -> the files of :class:`OutFiles` in ``out`` (the record, RDFs, comparison PNGs). Returns the record."""
     if not trajs:
         raise UserError("no trajectory given; pass snapshots.extxyz files or md output folders")
     out = check_output_folder(out)
@@ -289,23 +331,24 @@ def analyze(trajs: list[str | Path], settings: AnalysisSettings, out: str | Path
         settings = settings.model_copy(update={"absorber": default_absorber(trajectory_symbols(trajs[0]))})
     ideal = _reference(settings)
     results = [analyze_one(traj, label, ideal, settings) for traj, label in zip(trajs, labels)]
-    write_rdf_csv(results, out / "rdf.csv")
-    plot_rdfs(results, settings.absorber, out / "rdf.png")
-    plot_shells(results, out / "shells.png")
-    plot_angles(results, out / "angles.png")
+    files = OutFiles(out)
+    write_rdf_csv(results, files.rdf)
+    plot_rdfs(results, settings.absorber, files.rdf_plot)
+    plot_shells(results, files.shells_plot)
+    plot_angles(results, files.angles_plot)
     summary = {
         "settings": settings.model_dump(),
         "units": UNITS,
         "trajectories": [
             {"label": r.label, "path": r.path, "n_frames": r.snapshots.n_frames, "n_atoms": len(r.snapshots.reference),
              "reference": r.snapshots.reference.info.get("reference", f"ideal structure {settings.reference}"), "nuclei": r.nuclei,
-             "shells": r.shells, "angles": r.angles}
+             "shell_rmax": {"requested_a": r.cut.requested_a, "used_a": r.cut.rmax_a, "note": r.cut.note}, "shells": r.shells, "angles": r.angles}
             for r in results
         ],
-        "files": {"rdf": "rdf.csv", "plots": ["rdf.png", "shells.png", "angles.png"]},
+        "files": {"rdf": files.rdf.name, "plots": [files.rdf_plot.name, files.shells_plot.name, files.angles_plot.name]},
         "provenance": provenance({"trajectories": [str(t) for t in trajs]}),
     }
-    write_json(out / "analysis.json", summary)
+    write_json(files.summary, summary)
     return summary
 
 
@@ -317,25 +360,22 @@ def analyze_one(traj: str | Path, label: str, ideal: Atoms | None, settings: Ana
             f"({len(frames[0])} atoms); give --reference-supercell equal to the MD supercell"
         )
     snapshots = snapshots_from_frames(frames, ideal)
-    shells = find_shells(snapshots.reference, settings.absorber, settings.shell_rmax_a, settings.shell_tol_a)
+    cut = shell_cut(snapshots.reference, settings.absorber, settings.shell_rmax_a, settings.shell_tol_a)
+    shells = find_shells(snapshots.reference, settings.absorber, cut.rmax_a, settings.shell_tol_a)
     if not shells:
-        raise UserError(f"no neighbour of {settings.absorber} within --shell-rmax in {traj}; raise --shell-rmax")
+        raise UserError(f"no whole shell of neighbours of {settings.absorber} within {cut.rmax_a:g} Å in {traj}; raise --shell-rmax or use a larger MD supercell")
     angles = [angle_statistics(a, snapshots, settings.angle_bin_deg) for a in nearest_neighbour_angles(snapshots.reference, settings.shell_tol_a)]
     r, rdfs = partial_rdfs(snapshots, frames[0].get_chemical_symbols(), settings.rdf_rmax_a, settings.rdf_bin_a)
     nuclei = quantum_input(traj, frames)
-    return TrajectoryResult(label, str(traj), snapshots, [shell_statistics(s, snapshots, nuclei) for s in shells], angles, r, rdfs, nuclei.nuclei)
+    return TrajectoryResult(label, str(traj), snapshots, [shell_statistics(s, snapshots, nuclei) for s in shells], angles, r, rdfs, nuclei.nuclei, cut)
 
 
-def quantum_input(traj: str | Path, frames: list[Atoms]) -> "QuantumInput":
+def quantum_input(traj: str | Path, frames: list[Atoms]) -> QuantumInput:
     """What the quantum σ² of these frames needs: their kind of nuclei (md.json), times and temperature."""
-    from mlip_exafs.quantum import quantum_input_of
-
     return quantum_input_of(traj, frames)
 
 
 def _reference(settings: AnalysisSettings) -> Atoms | None:
-    from mlip_exafs.structures import load_structure
-
     return load_structure(settings.reference, settings.reference_supercell) if settings.reference else None
 
 
@@ -352,39 +392,25 @@ def trajectory_labels(trajs: list[str | Path], labels: list[str] | None) -> list
 def _default_label(path: Path) -> str:
     folder = path if path.is_dir() else path.parent
     try:
-        settings = read_result(folder)["settings"]
+        settings = md.read_result(folder)["settings"]
         nuclei = settings.get("nuclei", "classical")
         return f"{Path(settings['potential']).stem} {settings['temperature_k']:g} K" + ("" if nuclei == "classical" else f" ({nuclei})")
     except (OSError, ValueError, KeyError, TypeError):
-        return folder.name if path.is_dir() or path.name == SNAPSHOT_FILE else path.stem
+        return folder.name if path.is_dir() or path == md.OutFiles(folder).snapshots else path.stem
 
 
 # ---------------------------------------------------------------- outputs
 
 
 def write_rdf_csv(results: list[TrajectoryResult], path: Path) -> None:
-    from mlip_exafs.files import write_text
-
     r = results[0].rdf_r_a
     columns = {f"{res.label}:{pair}": g for res in results for pair, g in res.rdfs.items() if len(g) == len(r)}
     rows = [",".join([f"{x:.4f}"] + [f"{g[k]:.5f}" for g in columns.values()]) for k, x in enumerate(r)]
     write_text(path, ",".join(["r_a", *columns]) + "\n" + "\n".join(rows) + "\n")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_rdfs(results: list[TrajectoryResult], absorber: str, path: Path) -> None:
     """One panel per element pair, one line per trajectory; reference shells of the absorber marked."""
-    from mlip_exafs.files import save_figure
-
-    plt = _pyplot()
     pairs = sorted({p for r in results for p in r.rdfs})
     fig, axes = plt.subplots(len(pairs), 1, figsize=(7, 2.4 * len(pairs)), sharex=True, squeeze=False)
     for ax, pair in zip(axes[:, 0], pairs):
@@ -402,9 +428,6 @@ def plot_rdfs(results: list[TrajectoryResult], absorber: str, path: Path) -> Non
 
 def plot_shells(results: list[TrajectoryResult], path: Path) -> None:
     """σ² and r_mean − r_ideal per shell, trajectories side by side."""
-    from mlip_exafs.files import save_figure
-
-    plt = _pyplot()
     labels = [s["label"] for s in results[0].shells]
     x = np.arange(len(labels))
     width = 0.8 / len(results)
@@ -427,9 +450,6 @@ def plot_shells(results: list[TrajectoryResult], path: Path) -> None:
 
 
 def plot_angles(results: list[TrajectoryResult], path: Path) -> None:
-    from mlip_exafs.files import save_figure
-
-    plt = _pyplot()
     kinds = sorted({a["label"] for r in results for a in r.angles})
     fig, axes = plt.subplots(max(1, len(kinds)), 1, figsize=(7, 2.4 * max(1, len(kinds))), squeeze=False)
     for ax, kind in zip(axes[:, 0], kinds):

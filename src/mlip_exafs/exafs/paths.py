@@ -13,24 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.neighborlist import neighbor_list
+
+from mlip_exafs.geometry import PairList, build_pairs
 
 TYPE_ROUND_A = 0.01  # ideal lengths closer than this share a path type
-
-
-@dataclass(frozen=True)
-class PairList:
-    """Directed atom pairs (i -> j + image shift) up to a cutoff, on the reference."""
-
-    i: np.ndarray
-    j: np.ndarray
-    shift: np.ndarray  # (n, 3) integer cell shifts of j
-    ideal_a: np.ndarray  # (n,) reference lengths
-
-    def vectors_a(self, frac_positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
-        """Pair vectors (…, n, 3) for fractional positions (…, n_atoms, 3) and a cell (…, 3, 3)."""
-        dfrac = frac_positions[..., self.j, :] - frac_positions[..., self.i, :] + self.shift
-        return np.einsum("...pa,...ab->...pb", dfrac, cell)
 
 
 @dataclass(frozen=True)
@@ -59,12 +45,6 @@ class PathInstances:
     @property
     def n_instances(self) -> int:
         return len(self.ss_pair) + sum(len(v) for v in self.ms_legs.values())
-
-
-def build_pairs(reference: Atoms, cutoff_a: float) -> PairList:
-    i, j, shift, dist = neighbor_list("ijSd", reference, cutoff_a)
-    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], j, i))
-    return PairList(i[order], j[order], shift[order].astype(np.int64), dist[order])
 
 
 def _pair_keys(i, j, shift, n_atoms: int) -> np.ndarray:

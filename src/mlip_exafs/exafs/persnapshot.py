@@ -12,13 +12,12 @@ from typing import Callable
 import numpy as np
 
 from mlip_exafs.exafs.feff import Cluster, feff_chi
-from mlip_exafs.exafs.paths import PairList
+from mlip_exafs.geometry import PairList
 
 
 def cluster_of(pairs: PairList, absorber: int, frac: np.ndarray, cell: np.ndarray, ipot_of_atom: np.ndarray) -> Cluster:
     """The absorber at the origin and every atom within the pair cutoff, at these positions."""
-    sel = np.flatnonzero(pairs.i == absorber)
-    sub = PairList(pairs.i[sel], pairs.j[sel], pairs.shift[sel], pairs.ideal_a[sel])
+    sub = pairs.subset(pairs.i == absorber)
     vectors = sub.vectors_a(frac, cell)
     order = np.argsort(np.linalg.norm(vectors, axis=1))
     positions = np.vstack([np.zeros(3), vectors[order]])
