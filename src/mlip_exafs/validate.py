@@ -19,6 +19,9 @@ Metrics (all over the test structures):
 structure was made (``md 450 K``, ``strained 1000 K``, ``rattled``, …): a test
 set that mixes 450 K and 1000 K snapshots averages errors that differ by 2×,
 and the room-temperature MD of an EXAFS study lives in the cooler group.
+
+The files a validation writes are named in :class:`OutFiles`; other stages read
+its result with :func:`read_result`.
 """
 
 from __future__ import annotations
@@ -32,9 +35,13 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from mlip_exafs.dataset import load_structures
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import check_output_folder
-from mlip_exafs.units import MEV_PER_EV, ase_stress_to_gpa
+from mlip_exafs.files import check_output_folder, read_json, write_json
+from mlip_exafs.plots import plt, save_figure
+from mlip_exafs.potentials import load_potential, potential_id
+from mlip_exafs.provenance import provenance
+from mlip_exafs.units import MEV_PER_EV, ase_stress_to_gpa, matrix_to_voigt
 
 METRIC_KEYS = (
     "energy_mae_mev_atom",
@@ -76,8 +83,6 @@ PREDICT_BATCH = 8  # structures per batch prediction: the progress bar moves onc
 
 def predict_labels(potential: str | Path, frames: list[Atoms], threads: int = 1, advance=None, device: str | None = None) -> Labels:
     """Evaluate ``potential`` on every frame with its family's batch prediction (elements checked first)."""
-    from mlip_exafs.potentials import load_potential
-    from mlip_exafs.units import matrix_to_voigt
 
     with contextlib.redirect_stdout(None):  # models print banners on load; keep stdout for results
         loaded = load_potential(potential, device, threads)
@@ -166,6 +171,38 @@ def compute_metrics(frames: list[Atoms], dft: Labels, pred: Labels) -> tuple[dic
 BY_GROUP_FILE = "validate_by_group.json"
 
 
+@dataclass(frozen=True)
+class OutFiles:
+    """What a validation writes into its folder; the one place that names these files."""
+
+    out: Path
+
+    @property
+    def metrics(self) -> Path:
+        """validate.json: the metrics of METRIC_KEYS (written last: its presence means the validation finished)."""
+        return self.out / "validate.json"
+
+    @property
+    def provenance(self) -> Path:
+        """validate.provenance.json: the inputs hash that a rerun compares, energy reference, timing."""
+        return self.out / "validate.provenance.json"
+
+    @property
+    def by_group(self) -> Path:
+        """Force and stress errors per kind of test structure (:func:`errors_by_group`)."""
+        return self.out / BY_GROUP_FILE
+
+    def parity_plot(self, quantity: str) -> Path:
+        """Parity plot of ``energy``, ``forces`` or ``stress``."""
+        return self.out / f"parity_{quantity}.png"
+
+
+def read_result(folder: str | Path) -> dict | None:
+    """The metrics a finished validation recorded in its folder; None for a folder without them."""
+    path = OutFiles(Path(folder)).metrics
+    return read_json(path) if path.exists() else None
+
+
 def group_of(atoms: Atoms) -> str:
     """How a structure was made, from the info that ``sample`` stores: 'md 450 K', 'rattled', …"""
     method = atoms.info.get("method")
@@ -210,13 +247,6 @@ def labels_hash(frames: list[Atoms]) -> str:
 
 def plot_parity(reference, predicted, quantity: str, unit: str, path: Path, slope: float | None = None) -> None:
     """One parity plot; the softening slope is drawn when given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlip_exafs.files import save_figure
-
     ref = np.ravel(reference)
     pred = np.ravel(predicted)
     lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
@@ -231,40 +261,32 @@ def plot_parity(reference, predicted, quantity: str, unit: str, path: Path, slop
     save_figure(fig, path)
 
 
-def write_parity_plots(frames: list[Atoms], dft: Labels, pred: Labels, offsets_ev: dict, slope: float, out: Path) -> None:
+def write_parity_plots(frames: list[Atoms], dft: Labels, pred: Labels, offsets_ev: dict, slope: float, files: OutFiles) -> None:
     per_atom = n_atoms_of(frames)
     aligned = (pred.energy_ev + offset_energy_ev(frames, offsets_ev)) / per_atom
     # DFT energies sit on the code's pseudopotential scale (~1e3 eV/atom): show both relative to the DFT mean
     zero = np.mean(dft.energy_ev / per_atom)
     plot_parity(1e3 * (dft.energy_ev / per_atom - zero), 1e3 * (aligned - zero),
-                "energy − ⟨E_DFT⟩", "meV/atom", out / "parity_energy.png")
-    plot_parity(dft.forces_ev_a, pred.forces_ev_a, "force components", "eV/Å", out / "parity_forces.png", slope)
+                "energy − ⟨E_DFT⟩", "meV/atom", files.parity_plot("energy"))
+    plot_parity(dft.forces_ev_a, pred.forces_ev_a, "force components", "eV/Å", files.parity_plot("forces"), slope)
     if dft.stress_gpa is not None and pred.stress_gpa is not None:
-        plot_parity(dft.stress_gpa, pred.stress_gpa, "stress (Voigt)", "GPa", out / "parity_stress.png")
+        plot_parity(dft.stress_gpa, pred.stress_gpa, "stress (Voigt)", "GPa", files.parity_plot("stress"))
 
 
-def previous_result(out: Path, inputs_hash: str) -> dict | None:
+def previous_result(files: OutFiles, inputs_hash: str) -> dict | None:
     """A finished validation with the same inputs, so reruns cost nothing."""
-    from mlip_exafs.files import read_json
-
-    result, prov = out / "validate.json", out / "validate.provenance.json"
-    if result.exists() and prov.exists() and (out / BY_GROUP_FILE).exists() and read_json(prov).get("inputs_hash") == inputs_hash:
-        return read_json(result)
+    if files.metrics.exists() and files.provenance.exists() and files.by_group.exists() and read_json(files.provenance).get("inputs_hash") == inputs_hash:
+        return read_json(files.metrics)
     return None
 
 
 def validate(potential: str | Path, test: str | Path, out: str | Path, threads: int = 1, advance=None, device: str | None = None) -> dict:
-    """Validate ``potential`` on the test split of ``test``; writes validate.json (last), the per-group errors and plots into ``out``."""
-    from mlip_exafs.dataset import load_structures
-    from mlip_exafs.files import write_json
-    from mlip_exafs.potentials import potential_id
-    from mlip_exafs.provenance import provenance
-
-    out = check_output_folder(out)
+    """Validate ``potential`` on the test split of ``test``; writes the files of :class:`OutFiles` into ``out``, the metrics last."""
+    files = OutFiles(check_output_folder(out))
     frames = load_structures(test, "test")
     pot_id = potential_id(potential)
     inputs_hash = hashlib.sha256(f"{pot_id}|{labels_hash(frames)}".encode()).hexdigest()
-    cached = previous_result(out, inputs_hash)
+    cached = previous_result(files, inputs_hash)
     if cached is not None:
         return cached
     start = time.perf_counter()
@@ -272,14 +294,14 @@ def validate(potential: str | Path, test: str | Path, out: str | Path, threads: 
     pred = predict_labels(potential, frames, threads, advance, device)
     metrics, energy_reference = compute_metrics(frames, dft, pred)
     seconds = time.perf_counter() - start
-    write_parity_plots(frames, dft, pred, energy_reference["energy_offsets_ev"], metrics["softening_slope"], out)
-    write_json(out / BY_GROUP_FILE, errors_by_group(frames, dft, pred))
+    write_parity_plots(frames, dft, pred, energy_reference["energy_offsets_ev"], metrics["softening_slope"], files)
+    write_json(files.by_group, errors_by_group(frames, dft, pred))
     inputs = {"potential": pot_id, "test": str(test), "test_uids": [a.info.get("uid") for a in frames]}
-    write_json(out / "validate.provenance.json", {
+    write_json(files.provenance, {
         "inputs_hash": inputs_hash,
         **energy_reference,
         "seconds": round(seconds, 2),
         "provenance": provenance(inputs),
     })
-    write_json(out / "validate.json", metrics)
+    write_json(files.metrics, metrics)
     return metrics

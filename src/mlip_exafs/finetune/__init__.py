@@ -23,9 +23,10 @@ with ``check_recipe(potential, recipe)`` and ``train_model(potential, train,
 val, offsets_ev, settings, epochs, work) -> record``; the model itself comes
 from ``potentials/`` as a :class:`~mlip_exafs.potentials.Potential`.
 
-Outputs in ``out``: ``model.pt`` (a checkpoint that names its family; loads with ``load_potential``),
-``training_curve.csv``/``.png``, ``train.log`` and ``finetune.json`` (written
-last: its presence with the same inputs means the run is finished). Every
+Outputs in ``out`` (named in :class:`OutFiles`; other stages read them through it
+and :func:`read_result`): ``model.pt`` (a checkpoint that names its family; loads
+with ``load_potential``), ``training_curve.csv``/``.png``, ``train.log`` and
+``finetune.json`` (written last: its presence with the same inputs means the run is finished). Every
 file is written atomically. A killed CHGNet run resumes after its last
 finished epoch (``finetune/resume.py``) and ends with the same weights as an
 unbroken run; the scratch folder ``.work`` is wiped when its inputs differ.
@@ -40,6 +41,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -47,14 +49,60 @@ import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlip_exafs.dataset import load_structures
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import writer_lock
-from mlip_exafs.potentials import Device, Potential
+from mlip_exafs.files import read_json, sha256_file, write_json, write_text, writer_lock
+from mlip_exafs.plots import plt, save_figure
+from mlip_exafs.potentials import Device, Potential, load_potential, potential_id, save_checkpoint, set_torch_threads
+from mlip_exafs.provenance import provenance
+from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
+from mlip_exafs.validate import fit_element_offsets_ev, labels_hash, offset_energy_ev
 
 FreezeMode = Literal["none", "readout", "energy-scale"]
 MIN_STRUCTURES_FOR_VALIDATION = 10
 DEFAULT_LR = {"none": 3e-3, "readout": 3e-3, "energy-scale": 1e-2}
 TRAINERS = {"chgnet": "mlip_exafs.finetune.chgnet", "sevennet": "mlip_exafs.finetune.sevennet"}  # family -> adapter
+
+
+@dataclass(frozen=True)
+class OutFiles:
+    """What a fine-tune writes into its folder; the one place that names these files."""
+
+    out: Path
+
+    @property
+    def model(self) -> Path:
+        """The fine-tuned checkpoint (names its family; loads with ``load_potential``)."""
+        return self.out / "model.pt"
+
+    @property
+    def record(self) -> Path:
+        """finetune.json: inputs hash, the model's sha256, epochs, losses, timing (written last)."""
+        return self.out / "finetune.json"
+
+    @property
+    def curve(self) -> Path:
+        return self.out / "training_curve.csv"
+
+    @property
+    def curve_plot(self) -> Path:
+        return self.out / "training_curve.png"
+
+    @property
+    def log(self) -> Path:
+        """The trainer's log, moved here from the work folder when the run ends."""
+        return self.out / "train.log"
+
+    @property
+    def work(self) -> Path:
+        """Scratch of a running fine-tune (epoch checkpoints a killed run resumes from); removed at the end."""
+        return self.out / ".work"
+
+
+def read_result(folder: str | Path) -> dict | None:
+    """What a finished fine-tune recorded in its folder (``finetune.json``); None for a folder without one."""
+    path = OutFiles(Path(folder)).record
+    return read_json(path) if path.exists() else None
 
 
 class FinetuneRecipe(BaseModel):
@@ -124,8 +172,6 @@ def split_train_val(frames: list[Atoms], val_fraction: float, seed: int) -> tupl
 
 def load_base_model(potential: str, device: str | None = None, threads: int | None = None) -> Potential:
     """The potential to start from (a registered name or a fine-tuned checkpoint), if its family can be trained here."""
-    from mlip_exafs.potentials import load_potential
-
     loaded = load_potential(potential, device, threads)
     trainer_for(loaded)
     return loaded
@@ -142,8 +188,6 @@ def trainer_for(potential: Potential):
 
 def fit_energy_offsets(potential: Potential, frames: list[Atoms]) -> tuple[dict[str, float], str]:
     """Per-element constants that bring DFT energies onto the model's scale."""
-    from mlip_exafs.validate import fit_element_offsets_ev
-
     predicted_ev = np.array([p["e"] * len(a) for p, a in zip(potential.predict_efs(frames), frames)])
     dft_ev = np.array([a.calc.results["energy"] for a in frames])
     return fit_element_offsets_ev(frames, dft_ev - predicted_ev)
@@ -151,15 +195,11 @@ def fit_energy_offsets(potential: Potential, frames: list[Atoms]) -> tuple[dict[
 
 def shifted_energies_ev(frames: list[Atoms], offsets_ev: dict[str, float]) -> np.ndarray:
     """Total DFT energies (eV) moved onto the pretrained model's scale by the fitted offsets."""
-    from mlip_exafs.validate import offset_energy_ev
-
     return np.array([a.calc.results["energy"] for a in frames]) - offset_energy_ev(frames, offsets_ev)
 
 
 def training_targets(frames: list[Atoms], offsets_ev: dict[str, float]) -> dict[str, list]:
     """Labels in CHGNet's training units: shifted eV/atom, eV/Å, GPa (tensile positive)."""
-    from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
-
     shifted_ev = shifted_energies_ev(frames, offsets_ev)
     targets = {
         "e": [float(e / len(a)) for e, a in zip(shifted_ev, frames)],
@@ -183,17 +223,10 @@ def training_loss(potential: Potential, frames: list[Atoms], offsets_ev: dict[st
     return {"loss": loss, "force_mae_ev_a": float(np.mean(np.abs(f_err)))}
 
 
-def write_training_curve(rows: list[dict], has_validation: bool, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlip_exafs.files import save_figure, write_text
-
+def write_training_curve(rows: list[dict], has_validation: bool, files: OutFiles) -> None:
     header = list(rows[0])
     lines = [",".join(header)] + [",".join(f"{row[k]:.6g}" for k in header) for row in rows]
-    write_text(out / "training_curve.csv", "\n".join(lines) + "\n")
+    write_text(files.curve, "\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_f_mae_ev_a"] for r in rows], label="train (running, in train mode)")
@@ -203,14 +236,11 @@ def write_training_curve(rows: list[dict], has_validation: bool, out: Path) -> N
     ax.set_ylabel("force MAE (eV/Å)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    save_figure(fig, out / "training_curve.png")
+    save_figure(fig, files.curve_plot)
 
 
 def run_inputs(settings: FinetuneSettings, pool: list[Atoms], chosen: list[Atoms]) -> dict:
     """Everything that determines the result (threads do not)."""
-    from mlip_exafs.potentials import potential_id
-    from mlip_exafs.validate import labels_hash
-
     recipe = settings.recipe.model_dump()
     recipe["epochs"] = settings.recipe.epochs or epochs_for_n(settings.n)
     recipe["learning_rate"] = learning_rate_of(settings.recipe)
@@ -230,22 +260,15 @@ def inputs_hash_of(inputs: dict) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def finished_run(out: Path, inputs_hash: str) -> bool:
-    """True if ``out`` holds a complete run with these inputs (record and matching model.pt)."""
-    from mlip_exafs.files import read_json, sha256_file
-
-    record_path, model_path = out / "finetune.json", out / "model.pt"
-    if not record_path.exists():
-        return False
-    record = read_json(record_path)
-    return record.get("inputs_hash") == inputs_hash and model_path.exists() and sha256_file(model_path) == record.get("model_sha256")
+def finished_run(files: OutFiles, inputs_hash: str) -> bool:
+    """True if the folder holds a complete run with these inputs (record and matching model.pt)."""
+    record = read_result(files.out)
+    return record is not None and record.get("inputs_hash") == inputs_hash and files.model.exists() and sha256_file(files.model) == record.get("model_sha256")
 
 
-def work_folder(out: Path, inputs_hash: str) -> Path:
+def work_folder(files: OutFiles, inputs_hash: str) -> Path:
     """``out/.work``, kept from a killed run with the same inputs (its epoch checkpoints resume), else emptied."""
-    from mlip_exafs.files import write_text
-
-    work, stamp = out / ".work", out / ".work" / "inputs_hash"
+    work, stamp = files.work, files.work / "inputs_hash"
     if not (stamp.exists() and stamp.read_text() == inputs_hash):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -260,25 +283,20 @@ def finetune(settings: FinetuneSettings, out: str | Path) -> Path:
 
 
 def _finetune(settings: FinetuneSettings, out: Path) -> Path:
-    from mlip_exafs.dataset import load_structures
-    from mlip_exafs.files import sha256_file, write_json
-    from mlip_exafs.potentials import save_checkpoint, set_torch_threads
-    from mlip_exafs.provenance import provenance
-
-    out = Path(out)
+    files = OutFiles(Path(out))
     set_torch_threads(settings.threads)
     pool = load_structures(settings.train, "train")
     chosen = select_structures(pool, settings.n, settings.seed)
     inputs = run_inputs(settings, pool, chosen)
     inputs_hash = inputs_hash_of(inputs)
-    if finished_run(out, inputs_hash):
-        return out / "model.pt"
+    if finished_run(files, inputs_hash):
+        return files.model
     start = time.perf_counter()
     potential = load_base_model(settings.potential, settings.device, settings.threads)  # a bad --potential fails before anything is written
     trainer = trainer_for(potential)
     trainer.check_recipe(potential, settings.recipe)
-    (out / "finetune.json").unlink(missing_ok=True)  # an older run with other inputs is replaced
-    work = work_folder(out, inputs_hash)
+    files.record.unlink(missing_ok=True)  # an older run with other inputs is replaced
+    work = work_folder(files, inputs_hash)
 
     offsets_ev, offset_method = fit_energy_offsets(potential, chosen)
     train, val = split_train_val(chosen, settings.recipe.val_fraction, settings.seed)
@@ -287,15 +305,15 @@ def _finetune(settings: FinetuneSettings, out: Path) -> Path:
     trained = trainer.train_model(potential, train, val, offsets_ev, settings, epochs, work)
     after = training_loss(potential, train, offsets_ev, settings.recipe)
     if not np.isfinite(after["loss"]):
-        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / 'train.log'}); lower --lr or --stress-weight")
+        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / files.log.name}); lower --lr or --stress-weight")
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
-    save_checkpoint(potential, out / "model.pt", metadata)
-    write_training_curve(trained.pop("history"), bool(val), out)
-    shutil.move(work / "train.log", out / "train.log")
+    save_checkpoint(potential, files.model, metadata)
+    write_training_curve(trained.pop("history"), bool(val), files)
+    shutil.move(work / files.log.name, files.log)  # the adapters log into the work folder under the same name
     record = {
         "inputs_hash": inputs_hash,
-        "model_sha256": sha256_file(out / "model.pt"),
+        "model_sha256": sha256_file(files.model),
         "n": settings.n,
         "seed": settings.seed,
         "uids_train": [str(a.info.get("uid")) for a in train],
@@ -312,6 +330,6 @@ def _finetune(settings: FinetuneSettings, out: Path) -> Path:
         "device": potential.device,
         "provenance": provenance(inputs),
     }
-    write_json(out / "finetune.json", record)
+    write_json(files.record, record)
     shutil.rmtree(work, ignore_errors=True)
-    return out / "model.pt"
+    return files.model
