@@ -392,7 +392,7 @@ def test_an_experiment_is_shell_fitted_once_and_its_fit_goes_into_the_summary(st
 
     w_foil = Path(__file__).resolve().parents[1] / "examples" / "data" / "W_metal_rt_01.xdi"
     config_file = tmp_path / "exp.yaml"
-    config_file.write_text(yaml.safe_dump(dict(TINY_STUDY, dataset=str(study_root / "data"), experiment={"file": str(w_foil)})))
+    config_file.write_text(yaml.safe_dump(dict(TINY_STUDY, dataset=str(study_root / "data"), experiment={"file": str(w_foil), "temperature_k": 300})))
     config = load_study_config(config_file)
     steps = build_steps(config)
     fits = [s for s in steps if s.action == "fit_experiment"]
@@ -401,7 +401,8 @@ def test_an_experiment_is_shell_fitted_once_and_its_fit_goes_into_the_summary(st
     validation = {"energy_mae_mev_atom": 1.0, "force_mae_ev_a": 0.1, "force_rmse_ev_a": 0.2, "stress_mae_gpa": 0.1, "softening_slope": 1.0,
                   "cmae_ev_a": 0.1, "n_test_structures": 2}
     results = {s.name: validation for s in steps if s.action == "validate"} | {FIT_STEP: {"r_factor": 0.02, "shells": {}}}
-    assert summarize(config, results)["experiment"] == {"file": str(w_foil), "fit": {"r_factor": 0.02, "shells": {}}}
+    fit = {"r_factor": 0.02, "shells": {}}
+    assert summarize(config, results)["experiment"] == {"file": str(w_foil), "fit": fit, "spectra": [{"file": str(w_foil), "temperature_k": 300.0, "fit": fit}]}
 
 
 def test_steps_say_what_they_are_about_without_changing_their_hashes(study_root):

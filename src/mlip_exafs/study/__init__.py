@@ -60,6 +60,8 @@ def run_study(
     steps = build_steps(config)
     if only not in ONLY:
         raise UserError(f"unknown --only '{only}'; use one of: {', '.join(o for o in ONLY if o)}")
+    if only == "learning-curve" and config.dataset is None:
+        raise UserError("--only learning-curve needs a dataset, and this study has none (pristine only); run it without --only")
     _check_before_running(config, check_training_pool=only != "pristine")
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):

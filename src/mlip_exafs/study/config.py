@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlip_exafs.config import read_yaml_mapping, validate_model
 from mlip_exafs.cp2k import Cp2kSettings
@@ -72,11 +72,16 @@ class ExafsPlan(_Strict):
 
 class ExperimentPlan(_Strict):
     file: Path
+    temperature_k: Optional[float] = Field(None, gt=0, description="the spectrum's temperature, one of md.temperatures_k; None: its XDI header's Sample.temperature")
     kmin_inv_a: float = 3.0
     kmax_inv_a: float = 14.0
     rmin_a: float = 1.0
     rmax_a: float = 5.0
     fit_shells: int = Field(2, ge=0, le=6, description="fit the spectrum's first K shells on its own (larch feffit); 0: no fit")
+
+    def window(self) -> dict:
+        """The comparison's k and R window (the compare and fit steps' ``window`` parameter)."""
+        return self.model_dump(include={"kmin_inv_a", "kmax_inv_a", "rmin_a", "rmax_a"})
 
 
 class DatasetPlan(_Strict):
@@ -94,12 +99,13 @@ class StudyConfig(_Strict):
     name: str
     structure: str = Field(..., description="built-in crystal or structure file for the MD")
     absorber: str = Field(..., description="absorbing element, e.g. W")
-    dataset: Union[str, DatasetPlan] = Field(..., description="labelled dataset: shipped name or folder, or a sample+label block")
+    dataset: Union[str, DatasetPlan, None] = Field(None, description="labelled dataset: shipped name or folder, or a sample+label block; "
+                                                   "None: a pristine-only study (no fine-tuning, no validation)")
     pristine: list[str] = Field(default_factory=lambda: ["chgnet"], description="pretrained potentials to compare: registered names or python:MODULE:CALLABLE")
     finetune: FinetunePlan = Field(default_factory=FinetunePlan)
     md: MdPlan = Field(default_factory=MdPlan)
     exafs: ExafsPlan = Field(default_factory=ExafsPlan)
-    experiment: Optional[ExperimentPlan] = None
+    experiment: list[ExperimentPlan] = Field(default_factory=list, description="measured spectra (one block or a list), each compared with the MD at its temperature")
     threads: Optional[int] = Field(None, ge=1, description="torch threads per task (default: cores / workers)")
     device: Optional[Device] = Field(None, description="auto, cpu or cuda for every model step (default: $MLIP_EXAFS_DEVICE, else auto)")
 
@@ -112,6 +118,23 @@ class StudyConfig(_Strict):
                 raise ValueError(f"pristine potential '{spec}' cannot name a step folder (it has a '/'); use a registered name "
                                  "or python:MODULE:CALLABLE whose arguments hold no path (wrap the path in a module of yours)")
         return pristine
+
+    @field_validator("experiment", mode="before")
+    @classmethod
+    def _one_block_is_a_list_of_one(cls, experiment):
+        """``experiment:`` may be one spectrum's block (as before lists were allowed) or a list of them."""
+        return [] if experiment is None else [experiment] if isinstance(experiment, dict) else experiment
+
+    @model_validator(mode="after")
+    def _pristine_only_without_dataset(self) -> "StudyConfig":
+        """Without a dataset nothing can be fine-tuned or validated: the study runs the pristine potentials' MD only."""
+        if self.dataset is None:
+            if "finetune" in self.model_fields_set and self.finetune.n:
+                raise ValueError("finetune needs a dataset; add a dataset or remove the finetune block (a pristine-only study)")
+            if self.md.finetuned_n:
+                raise ValueError("md.finetuned_n needs a dataset to fine-tune on; add a dataset or remove md.finetuned_n")
+            self.finetune = FinetunePlan(n=[])
+        return self
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -143,11 +166,36 @@ def _resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
         specs = {split: getattr(config.dataset, split) for split in ("train", "test")}
         specs = {split: spec.model_copy(update={"structure": resolve(spec.structure)}) for split, spec in specs.items()}
         update["dataset"] = config.dataset.model_copy(update=specs)
-    else:
+    elif config.dataset is not None:
         update["dataset"] = resolve(config.dataset)
-    if config.experiment is not None:
-        exp_file = config.experiment.file if config.experiment.file.is_absolute() else root / config.experiment.file
-        if not exp_file.exists():
-            raise UserError(f"experimental spectrum {exp_file} does not exist; fix experiment.file in the config or remove the block")
-        update["experiment"] = config.experiment.model_copy(update={"file": exp_file})
+    update["experiment"] = [_resolve_spectrum(plan, root, config.md.temperatures()) for plan in config.experiment]
+    at = [plan.temperature_k for plan in update["experiment"]]
+    if len(set(at)) < len(at):
+        twice = next(t for t in at if at.count(t) > 1)
+        raise UserError(f"two experiment spectra are at {twice:g} K; a study compares one spectrum per MD temperature, so keep one of them")
     return config.model_copy(update=update)
+
+
+def _resolve_spectrum(plan: ExperimentPlan, root: Path, temperatures_k: list[float]) -> ExperimentPlan:
+    """The spectrum's file (relative to the YAML) and its temperature (given, else its header), one of the MD's."""
+    from mlip_exafs.spectra import spectrum_temperature_k
+
+    exp_file = plan.file if plan.file.is_absolute() else root / plan.file
+    if not exp_file.exists():
+        raise UserError(f"experimental spectrum {exp_file} does not exist; fix experiment.file in the config or remove the block")
+    temperature_k, source = plan.temperature_k, "temperature_k"
+    if temperature_k is None:
+        temperature_k, text = spectrum_temperature_k(exp_file)
+        source = f"its header ('{text}')"
+        if temperature_k is None:
+            said = f"its header's Sample.temperature is '{text}', not a number" if text else "its header gives no Sample.temperature"
+            raise UserError(f"experiment {exp_file.name}: {said}; give the spectrum's temperature_k in its experiment block")
+    match = [t for t in temperatures_k if abs(t - temperature_k) < TEMPERATURE_MATCH_K]
+    if not match:
+        listed = ", ".join(f"{t:g}" for t in temperatures_k)
+        raise UserError(f"experiment {exp_file.name} is at {temperature_k:g} K ({source}) but the MD runs at {listed} K; "
+                        f"add {temperature_k:g} to md.temperatures_k or set the spectrum's temperature_k")
+    return plan.model_copy(update={"file": exp_file, "temperature_k": match[0]})
+
+
+TEMPERATURE_MATCH_K = 0.5  # a spectrum's temperature matches an MD temperature this close ('25 C' is 298.15 K, not 300 K)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlip_exafs.study.config import DatasetPlan, StudyConfig
+from mlip_exafs.study.config import DatasetPlan, ExperimentPlan, StudyConfig
 from mlip_exafs.study.steps import Step
 
 GENERATED = "@dataset"  # the dataset parameter of steps that use the study's own ``dataset`` step
@@ -15,7 +15,7 @@ def finetuned_name(config: StudyConfig, n: int, seed: int) -> str:
 
 
 def build_steps(config: StudyConfig) -> list[Step]:
-    """The study as a dependency-ordered list of steps."""
+    """The study as a dependency-ordered list of steps; without a dataset, the pristine potentials' MD steps only."""
     steps: list[Step] = []
     dataset, data_deps = config.dataset, ()
     if isinstance(config.dataset, DatasetPlan):
@@ -40,14 +40,23 @@ FIT_STEP = "fit-experiment"
 
 
 def experiment_fit_steps(config: StudyConfig) -> list[Step]:
-    """The experiment's own shell fit: once per spectrum, independent of every potential."""
-    plan = config.experiment
-    if plan is None or not plan.fit_shells:
-        return []
-    params = {"experiment": str(plan.file), "absorber": config.absorber, "edge": config.exafs.edge, "structure": config.structure,
-              "window": plan.model_dump(exclude={"file", "fit_shells"}), "fit_shells": plan.fit_shells}
-    return [Step(FIT_STEP, "fit_experiment", params, (), {**_file_hash("experiment", plan.file), **_file_hash("structure", config.structure)},
-                 temperature_k=config.md.temperatures()[0])]
+    """The experiment's own shell fit: once per spectrum (``fit-experiment``, ``fit-experiment@10K``), independent of every potential."""
+    steps = []
+    for plan in config.experiment:
+        if not plan.fit_shells:
+            continue
+        temperature_k = spectrum_temperature(config, plan)
+        params = {"experiment": str(plan.file), "absorber": config.absorber, "edge": config.exafs.edge, "structure": config.structure,
+                  "window": plan.window(), "fit_shells": plan.fit_shells}
+        steps.append(Step(f"{FIT_STEP}{md_temperature_tag(config, temperature_k)}", "fit_experiment", params, (),
+                          {**_file_hash("experiment", plan.file), **_file_hash("structure", config.structure)}, temperature_k=temperature_k))
+    return steps
+
+
+def spectrum_temperature(config: StudyConfig, plan: ExperimentPlan) -> float:
+    """The MD temperature a spectrum is compared at: its own (set when the config loads), else the first MD temperature
+    (a study.json written before spectra had temperatures: one spectrum, compared at the first)."""
+    return config.md.temperatures()[0] if plan.temperature_k is None else plan.temperature_k
 
 
 def dataset_steps(plan: DatasetPlan) -> list[Step]:
@@ -75,7 +84,9 @@ def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict,
     """
     dataset, data_deps = data
     name = model["potential"]
-    steps = [Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"), **model)]
+    steps = []
+    if dataset is not None:
+        steps.append(Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"), **model))
     if not with_md:
         return steps
     from mlip_exafs.md import comparable_settings  # nuclei/beads at their defaults leave the steps' hashes as they were
@@ -91,17 +102,23 @@ def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict,
                           _file_hash("structure", config.structure), **at))
         steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber}, (f"md{tag}-{name}",), **at))
         steps.append(Step(f"exafs{tag}-{name}", "exafs", exafs, (f"md{tag}-{name}",), **at))
-    if config.experiment is not None:
-        window = config.experiment.model_dump(exclude={"file", "fit_shells"})
-        compare = {"experiment": str(config.experiment.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": window}
-        steps.append(Step(f"compare-{name}", "compare", compare, (f"exafs-{name}",), _file_hash("experiment", config.experiment.file),
-                          **model, temperature_k=config.md.temperatures()[0]))
+    for plan in config.experiment:  # each spectrum against the EXAFS of the MD at its temperature
+        temperature_k = spectrum_temperature(config, plan)
+        tag = md_temperature_tag(config, temperature_k)
+        compare = {"experiment": str(plan.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": plan.window()}
+        steps.append(Step(f"compare{tag}-{name}", "compare", compare, (f"exafs{tag}-{name}",), _file_hash("experiment", plan.file),
+                          **model, temperature_k=temperature_k))
     return steps
 
 
 def temperature_tag(index: int, temperature_k: float) -> str:
     """'' for the first MD temperature (the step names of a one-temperature study), '@10K' for the others."""
     return "" if index == 0 else f"@{temperature_k:g}K"
+
+
+def md_temperature_tag(config: StudyConfig, temperature_k: float) -> str:
+    """The step-name tag of one of the study's MD temperatures."""
+    return temperature_tag(config.md.temperatures().index(temperature_k), temperature_k)
 
 
 def _split_hash(dataset: str, split: str) -> dict:
@@ -155,9 +172,15 @@ def find_step(steps: list[Step], action: str, potential: str | None = None, temp
 
 
 def summarize(config: StudyConfig, results: dict[str, dict], steps: list[Step] | None = None) -> dict:
-    """``summary.json``: per-potential numbers, the learning curve and the recommended N."""
+    """``summary.json``: per-potential numbers, the learning curve and the recommended N.
+
+    A potential's ``msrd`` is its MD at the first temperature, its ``exafs`` the comparison
+    with the first spectrum (the keys of a one-temperature, one-spectrum study);
+    ``by_temperature`` has every temperature. ``validation`` is None without a dataset.
+    """
     steps = build_steps(config) if steps is None else steps
     first_k = config.md.temperatures()[0]
+    spectra_k = [spectrum_temperature(config, plan) for plan in config.experiment]
 
     def result(action: str, potential: str | None, temperature_k: float | None = None) -> dict | None:
         step = find_step(steps, action, potential, temperature_k)
@@ -167,9 +190,9 @@ def summarize(config: StudyConfig, results: dict[str, dict], steps: list[Step] |
     for name in potential_names(config):
         validation = result("validate", name)
         analysis = result("analyze", name, first_k)
-        comparison = result("compare", name, first_k)
+        comparison = result("compare", name, spectra_k[0]) if spectra_k else None
         potentials[name] = {
-            "validation": {k: validation[k] for k in VALIDATION_KEYS},
+            "validation": {k: validation[k] for k in VALIDATION_KEYS} if validation else None,
             "msrd": analysis["msrd"] if analysis else None,
             "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None,
         }
@@ -179,8 +202,9 @@ def summarize(config: StudyConfig, results: dict[str, dict], steps: list[Step] |
     recommended, rule = recommend(config, potentials, rows)
     summary = {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(rows),
                "recommended_n": recommended, "recommended_n_rule": rule}
-    if config.experiment is not None:
-        summary["experiment"] = {"file": str(config.experiment.file), "fit": result("fit_experiment", None)}
+    if config.experiment:
+        spectra = [{"file": str(plan.file), "temperature_k": t, "fit": result("fit_experiment", None, t)} for plan, t in zip(config.experiment, spectra_k)]
+        summary["experiment"] = {"file": spectra[0]["file"], "fit": spectra[0]["fit"], "spectra": spectra}
     return summary
 
 
@@ -258,13 +282,15 @@ def recommend(config: StudyConfig, potentials: dict, rows: list[dict]) -> tuple[
     """Smallest N passing the DFT criteria and, with an experiment, agreeing with EXAFS as well as the best model."""
     from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
 
+    if config.dataset is None:
+        return None, "no dataset in this study (pristine only): nothing is fine-tuned or validated against DFT, so there is no N to recommend"
     if not rows:
         return None, "no fine-tuned models in this study"
     by_n = summarize_by_n(rows)
     dft_ok = {s["n"] for s in by_n if recommend_n([s, by_n[-1]]) == s["n"]}
     exafs_r = {n: potentials[finetuned_name(config, n, config.finetune.seeds[0])]["exafs"] for n in config.md.finetuned_n}
     exafs_r = {n: e["r_factor_r"] for n, e in exafs_r.items() if e}
-    if config.experiment is None or not exafs_r:
+    if not config.experiment or not exafs_r:
         return recommend_n(by_n), RULE_TEXT
     best = min([*exafs_r.values(), *(potentials[p]["exafs"]["r_factor_r"] for p in config.pristine if potentials[p]["exafs"])])
     passing = sorted(n for n, r in exafs_r.items() if n in dft_ok and r <= (1 + EXAFS_TOLERANCE) * best)
