@@ -59,3 +59,42 @@ def test_structure_file_roundtrip_and_errors(tmp_path):
 
 def test_min_image_half_width():
     assert np.isclose(min_image_half_width(load_structure("w-bcc", "4x4x4")), 2 * 3.165)
+
+
+def test_srtio3_shells_around_sr():
+    """Cubic SrTiO3 (a = 3.905 Å): around Sr 12 O at a/√2, 8 Ti at a√3/2, 6 Sr at a."""
+    from ase.neighborlist import neighbor_list
+
+    atoms = load_structure("srtio3")
+    assert atoms.get_chemical_formula() == "O3SrTi" and np.allclose(atoms.cell.cellpar(), [3.905] * 3 + [90] * 3)
+    i, j, d = neighbor_list("ijd", atoms, 4.0)
+    sr = atoms.numbers[i] == 38
+    for z, distance, count in ((8, 3.905 / np.sqrt(2), 12), (22, 3.905 * np.sqrt(3) / 2, 8), (38, 3.905, 6)):
+        shell = d[sr & (atoms.numbers[j] == z)]
+        assert len(shell) == count and np.allclose(shell, distance, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, fmt", [("srtio3.cif", "cif"), ("POSCAR", "vasp"), ("CONTCAR", "vasp"), ("srtio3.extxyz", "extxyz")])
+def test_structure_files_that_ase_writes_are_read_back(tmp_path, name, fmt):
+    """CIF, POSCAR/CONTCAR and extxyz: the same crystal, cell and atoms, as the study's `structure` accepts them."""
+    import ase.io
+
+    reference = load_structure("srtio3")
+    ase.io.write(tmp_path / name, reference, format=fmt)
+    atoms = load_structure(tmp_path / name, "2x2x2")
+    assert len(atoms) == 40 and atoms.get_chemical_formula() == "O24Sr8Ti8"
+    assert np.allclose(atoms.cell.cellpar(), [7.81] * 3 + [90] * 3, atol=1e-4)
+
+
+def test_a_structure_file_without_a_cell_or_unreadable_is_a_one_line_error(tmp_path):
+    import ase.io
+    from ase import Atoms
+
+    ase.io.write(tmp_path / "molecule.extxyz", Atoms("SrO", positions=[(0, 0, 0), (0, 0, 2.1)]))
+    with pytest.raises(UserError, match="not a 3D periodic crystal; give a file with a full unit cell") as error:
+        load_structure(tmp_path / "molecule.extxyz")
+    binary = tmp_path / "srtio3.cif"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UserError, match="cannot read structure file") as unreadable:
+        load_structure(binary)
+    assert "\n" not in str(error.value) + str(unreadable.value)

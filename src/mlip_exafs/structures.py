@@ -1,7 +1,8 @@
 """Crystal structures: built-in named crystals, files, and supercells.
 
 Every verb that takes a STRUCTURE accepts either a built-in name (``ws2``,
-``mos2``, ``w-bcc``) or a file ASE can read (CIF, POSCAR, extxyz, ...).
+``mos2``, ``w-bcc``, ``srtio3``) or a file ASE can read (CIF, POSCAR/CONTCAR, extxyz, ...)
+with a full 3D cell.
 """
 
 from __future__ import annotations
@@ -44,20 +45,39 @@ def w_bcc() -> Atoms:
     return atoms
 
 
-BUILTIN: dict[str, Callable[[], Atoms]] = {"ws2": ws2_2h, "mos2": mos2_2h, "w-bcc": w_bcc}
+def srtio3_cubic() -> Atoms:
+    """Cubic perovskite SrTiO3, Pm-3m, a = 3.905 Å (room temperature; γ-ray diffraction gives 3.9053 Å at 293 K,
+    IUCr paper sh5025, https://scripts.iucr.org/cgi-bin/paper?sh5025):
+    Sr at 1a (0, 0, 0), Ti at 1b (½, ½, ½), O at 3c (0, ½, ½). Around Sr: 12 O at a/√2 = 2.761 Å, 8 Ti at
+    a√3/2 = 3.382 Å, 6 Sr at a. Below ≈ 105 K the real crystal is tetragonal (TiO6 octahedra tilted about c):
+    an MD started from this cell finds that phase only if its potential has it."""
+    atoms = crystal(["Sr", "Ti", "O"], basis=[(0, 0, 0), (0.5, 0.5, 0.5), (0, 0.5, 0.5)], spacegroup=221, cellpar=[3.905, 3.905, 3.905, 90, 90, 90])
+    del atoms.arrays["spacegroup_kinds"]
+    atoms.info = {"name": "srtio3"}
+    return atoms
 
 
-def parse_supercell(text: str | None) -> tuple[int, int, int]:
-    """'3x3x1' -> (3, 3, 1)."""
+BUILTIN: dict[str, Callable[[], Atoms]] = {"ws2": ws2_2h, "mos2": mos2_2h, "w-bcc": w_bcc, "srtio3": srtio3_cubic}
+
+
+LARGEST_SUPERCELL_ATOMS = 1_000_000  # ASE alone needs ~0.5 kB per atom, an ML potential's graph ~100x more: beyond, no run fits in memory
+
+
+def parse_supercell(text: str | None, atoms_in_cell: int | None = None) -> tuple[int, int, int]:
+    """'3x3x1' -> (3, 3, 1); a supercell of more than a million atoms (``atoms_in_cell`` per cell, at least 1) is refused before it is built."""
     if text is None or text == "":
         return (1, 1, 1)
-    parts = text.lower().replace("*", "x").split("x")
+    parts = str(text).lower().replace("*", "x").split("x")
     try:
         reps = tuple(int(p) for p in parts)
     except ValueError:
         reps = ()
     if len(reps) != 3 or min(reps) < 1:
         raise UserError(f"supercell '{text}' is not of the form NxMxL with positive integers; use e.g. 3x3x1")
+    n_atoms = reps[0] * reps[1] * reps[2] * (atoms_in_cell or 1)
+    if n_atoms > LARGEST_SUPERCELL_ATOMS:
+        held = f"{n_atoms:,} atoms" if atoms_in_cell else f"at least {n_atoms:,} atoms ({n_atoms:,} cells)"
+        raise UserError(f"supercell '{text}' would hold {held}, more than fit in memory (at most {LARGEST_SUPERCELL_ATOMS:,}); use a smaller supercell")
     return reps  # type: ignore[return-value]
 
 
@@ -86,7 +106,8 @@ def _read_structure_file(path: Path) -> Atoms:
     try:
         atoms = ase.io.read(path, index=0)
     except Exception as exc:  # ASE raises many types for unreadable files
-        raise UserError(f"cannot read structure file {path} ({type(exc).__name__}: {exc}); give a CIF, POSCAR or extxyz file") from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]  # one-line errors: ASE's messages can span lines
+        raise UserError(f"cannot read structure file {path} ({type(exc).__name__}: {first_line}); give a CIF, POSCAR or extxyz file") from None
     if len(atoms) == 0:
         raise UserError(f"structure file {path} contains no atoms; give a CIF, POSCAR or extxyz file with atoms")
     if not atoms.pbc.all() or atoms.cell.rank < 3:
