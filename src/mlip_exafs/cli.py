@@ -61,8 +61,10 @@ def singlepoint_cmd(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """Energy (eV), forces (eV/Å) and stress (GPa) of one structure."""
+    from mlip_exafs.config import check_numbers
     from mlip_exafs.singlepoint import singlepoint
 
+    check_numbers({"threads": threads}, "mlip-exafs singlepoint")
     result = singlepoint(structure, potential, supercell, threads, device)
     print(f"structure        {result['formula']} ({result['n_atoms']} atoms)")
     print(f"potential        {result['potential']} (family {result['family']}, device {result['device']})")

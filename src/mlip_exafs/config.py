@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,12 +14,46 @@ from mlip_exafs.errors import UserError
 M = TypeVar("M", bound=BaseModel)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor': keys given beside it override the merged ones
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first_line: int, line: int):
+        where = f"on line {line}" if line == first_line else f"on lines {first_line} and {line}"
+        super().__init__(f"key '{key}' is given twice, {where}")
+        self.key, self.line = key, line
+
+
 def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
     """A YAML file that must hold a mapping; every failure is a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not a file; give the YAML file")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist; check the path") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a text file (it holds binary data); give the YAML file") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path} ({exc.strerror or exc}); check the path and its permissions") from None
+    except DuplicateKey as exc:
+        raise UserError(f"{what} {path}: {exc}; keep one (YAML would silently use the last)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
     if not isinstance(data, dict):
@@ -32,6 +67,7 @@ def load_yaml_model(model: type[M], path: Path) -> M:
 
 
 def validate_model(model: type[M], data: object, where: str) -> M:
+    check_numbers(data, where)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -41,3 +77,39 @@ def validate_model(model: type[M], data: object, where: str) -> M:
         if err["type"] == "extra_forbidden":
             raise UserError(f"{where}: unknown key '{loc}'{more}; remove it or check its spelling") from None
         raise UserError(f"{where}: '{loc}' {err['msg'].lower()}{more}; fix that value") from None
+
+
+LARGEST_SETTING = 1e9  # no setting in its unit (K, fs, Å, eV, GPa, counts) means anything above; 1e400 or 1e30 fs crashed or ran forever
+LARGEST_SEED = 2**32 - 1  # numpy's SeedSequence and torch take any seed in 0 .. 2^32 - 1
+SEED_KEYS = ("seed", "seeds")
+THREAD_KEYS = ("threads", "mpi_ranks")  # None means 'the default'; a number must be at least 1
+
+
+def check_numbers(data: object, where: str, loc: tuple = ()) -> None:
+    """Every number of a config or of a verb's options: finite, at most 1e9 in size, seeds in 0 .. 2^32 - 1, threads ≥ 1.
+
+    One check for every verb and config, before any model is loaded or any file
+    written (was: NaN/inf or 1e400 slipped past 'greater than 0' and crashed or
+    blew up later; a seed of -1 crashed numpy). Nested mappings and lists are
+    checked too; values already validated (pydantic models) are left alone.
+    """
+    if isinstance(data, dict):
+        for key, value in data.items():
+            check_numbers(value, where, (*loc, key))
+        return
+    if isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            check_numbers(value, where, (*loc, i))
+        return
+    if isinstance(data, bool) or not isinstance(data, (int, float)):
+        return
+    name = ".".join(str(p) for p in loc) or "(top level)"
+    if isinstance(data, float) and not math.isfinite(data):
+        raise UserError(f"{where}: '{name}' is {data}, not a finite number; give a finite value")
+    if loc and loc[-1] in THREAD_KEYS and data < 1:
+        raise UserError(f"{where}: '{name}' = {data:g} must be at least 1; give a positive number (or leave it out for the default)")
+    if any(str(p) in SEED_KEYS for p in loc):
+        if not 0 <= data <= LARGEST_SEED:
+            raise UserError(f"{where}: '{name}' = {data} is not a valid seed; give a whole number from 0 to {LARGEST_SEED}")
+    elif abs(data) > LARGEST_SETTING:
+        raise UserError(f"{where}: '{name}' = {data:.3g} is too large (more than {LARGEST_SETTING:g}); give a value in the setting's unit, e.g. fs for times")

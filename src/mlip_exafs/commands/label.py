@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from mlip_exafs.cli import app, console
-from mlip_exafs.config import load_yaml_model
+from mlip_exafs.config import check_numbers, load_yaml_model, validate_model
 
 
 @app.command("sample")
@@ -26,7 +26,7 @@ def sample_cmd(
 
     spec = load_yaml_model(SampleSpec, config) if config else SampleSpec()
     overrides = {k: v for k, v in dict(structure=structure, supercell=supercell, seed=seed, threads=threads).items() if v is not None}
-    spec = spec.model_copy(update=overrides)
+    spec = validate_model(SampleSpec, {**spec.model_dump(exclude_unset=True), **overrides}, "mlip-exafs sample")  # model_copy would skip the checks
     n_md = spec.total() - spec.rattled
     with progress_bar("sampling MD snapshots", n_md) as advance:
         frames = sample(spec, out, progress=advance)
@@ -47,6 +47,7 @@ def label_cmd(
     from mlip_exafs.label import finished_uids, label_structures, read_structures
     from mlip_exafs.progress import progress_bar
 
+    check_numbers({"mpi_ranks": mpi_ranks, "limit": limit}, "mlip-exafs label")
     settings = load_yaml_model(Cp2kSettings, config) if config else Cp2kSettings()
     cp2k_executable()
     n_todo = len({a.info["uid"] for a in read_structures(structures)} - finished_uids(db))

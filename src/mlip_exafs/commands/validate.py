@@ -19,11 +19,13 @@ def validate_cmd(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """Energy/force/stress errors, softening slope and cMAE against DFT; parity plots."""
+    from mlip_exafs.config import check_numbers
     from mlip_exafs.dataset import load_structures
     from mlip_exafs.files import read_json
     from mlip_exafs.progress import progress_bar
     from mlip_exafs.validate import BY_GROUP_FILE, validate
 
+    check_numbers({"threads": threads}, "mlip-exafs validate")
     n_structures = len(load_structures(test, "test"))
     with progress_bar(f"validating {potential}", n_structures) as advance:
         m = validate(potential, test, out, threads, advance, device)
