@@ -32,23 +32,27 @@ import numpy as np
 from ase import units
 from ase.data import atomic_masses, atomic_numbers
 
+from mlip_exafs.analysis import read_result as read_analysis
 from mlip_exafs.compare import FITTED_FILE
 from mlip_exafs.exafs import FTWindowSettings, plot_models, read_chi_csv
+from mlip_exafs.exafs import OutFiles as ExafsFiles
+from mlip_exafs.exafs import read_result as read_exafs
 from mlip_exafs.exafs.fit import FIT_FILE
 from mlip_exafs.files import read_json, save_figure, write_text
 from mlip_exafs.learning_curve import SLOPE_TOLERANCE, summarize_by_n
 from mlip_exafs.learning_curve import plot_learning_curve as plot_curve
-from mlip_exafs.md import SUMMARY_FILE, production_temperature_text
+from mlip_exafs.md import production_temperature_text
+from mlip_exafs.md import read_result as read_md
 from mlip_exafs.quantum import HBAR_EV_FS, harmonic_sigma2_a2
 from mlip_exafs.spectra import FTWindow
 from mlip_exafs.study.pipeline import study_steps, summary_of_finished_steps
 from mlip_exafs.study.steps import Step
-from mlip_exafs.validate import BY_GROUP_FILE
+from mlip_exafs.validate import OutFiles as ValidateFiles
 
 VERDICT_SHELLS = 2  # σ² of this many first shells go into the verdict (the experiment fit's shells when there is one)
 SERIES_SHELLS = 3  # σ²(T) of this many first shells of the absorber
 COLUMN_IN, FULL_WIDTH_IN = 3.4, 7.0  # journal single-column and full-page widths
-ANALYSIS_FILE, CHI_FILE, EXAFS_FILE, COMPARE_FILE, STEP_FILE = "analysis.json", "chi.csv", "exafs.json", "compare.json", "step.json"
+COMPARE_FILE, STEP_FILE = "compare.json", "step.json"  # named by compare.py and study/steps.py without a constant
 
 
 @dataclass
@@ -116,13 +120,17 @@ class StudyView:
         return self.md_shells.get(key, {}).get(shell, {}).get("sigma2_err")
 
     def experiment_fits(self) -> dict[float, dict]:
-        """T (K) -> the experiment's own shell fit at that temperature (the summary's fit for the first)."""
-        fits = {}
-        for index, step in enumerate(self.of("fit_experiment")):
-            fit = (self.summary.get("experiment") or {}).get("fit") if index == 0 else _read_if_exists(self.folder_of(step) / FIT_FILE)
-            if fit:
-                fits[step.temperature_k] = fit
-        return fits
+        """T (K) -> the experiment's own shell fit of the spectrum measured at that temperature."""
+        experiment = self.summary.get("experiment") or {}
+        spectra = experiment.get("spectra")
+        if spectra is None and experiment:  # a summary from before spectra had temperatures: one, at the first MD temperature
+            spectra = [{"temperature_k": self.temperatures[0] if self.temperatures else None, "fit": experiment.get("fit")}]
+        return {s["temperature_k"]: s["fit"] for s in spectra or [] if s.get("fit")}
+
+    def first_spectrum_k(self) -> float | None:
+        """The temperature of the first spectrum, whose comparison is each potential's top-level ``exafs``."""
+        spectra = (self.summary.get("experiment") or {}).get("spectra")
+        return spectra[0]["temperature_k"] if spectra else self.temperatures[0] if self.temperatures else None
 
     @property
     def fit(self) -> dict | None:
@@ -137,20 +145,14 @@ class StudyView:
         return list(with_md[0])[:VERDICT_SHELLS] if with_md else []
 
 
-def _read_if_exists(path: Path) -> dict | None:
-    return read_json(path) if path.exists() else None
-
-
 def load_view(study_dir: Path) -> StudyView:
     """summary.json, or for a study still running the summary of its finished steps (unfinished ones named)."""
     path = study_dir / "summary.json"
     summary = read_json(path) if path.exists() else summary_of_finished_steps(study_dir)
     view = StudyView(study_dir, summary, read_json(study_dir / "study.json"), study_steps(study_dir))
     for step in view.of("analyze"):
-        analysis = view.folder_of(step) / ANALYSIS_FILE
-        if analysis.exists():
-            shells = read_json(analysis)["trajectories"][0]["shells"]
-            view.md_shells[(step.potential, step.temperature_k)] = {s["label"]: s for s in shells}
+        if result := read_analysis(view.folder_of(step)):
+            view.md_shells[(step.potential, step.temperature_k)] = {s["label"]: s for s in result["trajectories"][0]["shells"]}
     return view
 
 
@@ -257,18 +259,18 @@ def _recommendation(view: StudyView) -> str:
 
 def _pristine_answer(view: StudyView) -> str:
     """The answer of a study without fine-tuning: which pretrained potential the experiment favours."""
-    first = f" at {_kelvin(view.temperatures[:1])}" if len(view.temperatures) > 1 else ""
+    at = f" at {view.first_spectrum_k():g} K" if len(view.temperatures) > 1 else ""
     ranked = sorted((e["r_factor_r"], name) for name in view.pristine if (e := view.potentials[name].get("exafs")))
     if len(ranked) > 1:
-        (r_best, best), (r_next, nxt) = ranked[:2]
+        (r_best, best), (r_next, second) = ranked[:2]
         answer = (f"<b>Of the pretrained potentials, {html.escape(best)} agrees best with the experiment</b>: EXAFS R-factor "
-                  f"{r_best:.3f}{first}, against {r_next:.3f} for {html.escape(nxt)}.")
+                  f"{r_best:.3f}{at}, against {r_next:.3f} for {html.escape(second)}.")
     elif ranked:
-        answer = f"<b>Pretrained {html.escape(ranked[0][1])} against the experiment</b>: EXAFS R-factor {ranked[0][0]:.3f}{first}."
+        answer = f"<b>Pretrained {html.escape(ranked[0][1])} against the experiment</b>: EXAFS R-factor {ranked[0][0]:.3f}{at}."
     else:
         answer = "<b>Pretrained potentials only</b>: their MD structure is below; without an experiment's EXAFS there is nothing to rank them by."
-    why = ("No fine-tuning in this study" + (", and no DFT dataset: nothing was validated against DFT, so the verdict rests on the experiment alone"
-                                              if not any(v.get("validation") for v in view.potentials.values()) else ""))
+    validated = any(v.get("validation") for v in view.potentials.values())
+    why = "No fine-tuning in this study" if validated else "No DFT dataset in this study: nothing was fine-tuned or validated against DFT, so the verdict rests on the experiment alone"
     return f"<p class='answer'>{answer}</p><p><small>{why}.</small></p>"
 
 
@@ -530,11 +532,12 @@ def plot_r_factor_vs_n(view: StudyView, path: Path) -> None:
 def _exafs_overlay(view: StudyView) -> str:
     """One figure with every shown potential's χ(k) and |FT| (the pretrained ones and the first seed of each N)."""
     first = view.temperatures[0] if view.temperatures else None
-    shown = [s for s in first_seed_only(view.of("exafs", first)) if (view.folder_of(s) / CHI_FILE).exists() and (view.folder_of(s) / EXAFS_FILE).exists()]
+    files = {s.potential: ExafsFiles(view.folder_of(s)) for s in first_seed_only(view.of("exafs", first))}
+    shown = {name: f for name, f in files.items() if f.chi.exists() and f.summary.exists()}
     if len(shown) < 2:
         return ""
-    window = FTWindowSettings(**read_json(view.folder_of(shown[0]) / EXAFS_FILE)["settings"]["ft"]).window()
-    chis = {s.potential: read_chi_csv(view.folder_of(s) / CHI_FILE) for s in shown}
+    window = FTWindowSettings(**read_exafs(next(iter(shown.values())).out)["settings"]["ft"]).window()
+    chis = {name: read_chi_csv(f.chi) for name, f in shown.items()}
     path = view.folder / "exafs_models.png"
     plot_models(chis, window, path)
     return _img(path, "all potentials: k-weighted χ(k) and its Fourier transform", "wide")
@@ -609,6 +612,7 @@ def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, di
             classical = [(t, s["sigma2_classical"]) for t, s in at if s.get("sigma2_classical") is not None and abs(s["sigma2_classical"] - s["sigma2"]) > 1e-7]
             if classical:
                 ax.plot([t for t, _ in classical], [s for _, s in classical], "s", mfc="none", color=color, ms=4)
+                handles["quantum σ² (filled), classical (open)"] = Line2D([], [], color="0.4", marker="s", mfc="none", ms=4, ls="none")
             fit = (view.potentials[name].get("einstein_k") or {}).get(shell)
             if fit and (curve := einstein_curve(view, shell, fit, grid)) is not None:
                 ax.plot(grid, curve, "-", color=color, lw=1)
@@ -623,7 +627,6 @@ def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, di
         ax.set_xlabel("T (K)")
         ax.set_title(shell, fontsize=9)
     axes[0][0].set_ylabel("σ² (Å²)")
-    handles["quantum σ² (filled), classical (open)"] = Line2D([], [], color="0.4", marker="s", mfc="none", ms=4, ls="none")
     handles["correlated Einstein fit"] = Line2D([], [], color="0.4", lw=1)
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(3, len(handles)), fontsize=7, frameon=False)
     save_figure(fig, path, vector=True)
@@ -715,7 +718,7 @@ def _group_table(view: StudyView) -> str:
     """Force errors per kind of test structure (validate_by_group.json of every validate step)."""
     rows = []
     for step in view.of("validate"):
-        path = view.folder_of(step) / BY_GROUP_FILE
+        path = ValidateFiles(view.folder_of(step)).by_group
         if path.exists():
             for group, g in read_json(path).items():
                 rows.append([step.potential, group, g["n_test_structures"], g["force_mae_ev_a"],
@@ -758,8 +761,8 @@ def _msrd_at(view: StudyView, step: Step) -> dict | None:
 
 def production_temperature(md_folder: Path) -> str | None:
     """'mean ± std' of an MD step's production temperature (K); None if the folder has no md.json."""
-    path = md_folder / SUMMARY_FILE
-    return production_temperature_text(read_json(path)) if path.exists() else None
+    result = read_md(md_folder)
+    return production_temperature_text(result) if result else None
 
 
 def _exafs_table(summary: dict) -> str:
