@@ -174,3 +174,12 @@ def test_a_huge_rbkg_is_refused_not_a_nan_spectrum():
 
     with pytest.raises(UserError, match="gave no usable χ.k.; use a smaller --rbkg"):
         read_experiment(W_FOIL, "W", "L3", rbkg_a=1e6)
+
+
+def test_a_folder_given_as_the_spectrum_is_one_line_error(tmp_path):
+    """Was an IsADirectoryError traceback (the file's first bytes are read to tell XDI from columns)."""
+    from mlip_exafs.spectra import read_experiment, spectrum_temperature_k
+
+    for read in (lambda p: read_experiment(p, "W", "L3"), spectrum_header, spectrum_temperature_k):
+        with pytest.raises(UserError, match="is a folder, not a file; give the spectrum file"):
+            read(tmp_path)

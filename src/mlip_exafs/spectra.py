@@ -105,6 +105,8 @@ def file_kind(path: Path) -> str:
     """'athena', 'xdi' or 'columns': how an experimental file is read (header and data alike)."""
     if not path.exists():
         raise UserError(f"experiment file {path} does not exist; check the path")
+    if not path.is_file():
+        raise UserError(f"experiment file {path} is a folder, not a file; give the spectrum file (XDI, Athena .prj or two columns)")
     if path.suffix.lower() == ".prj":
         return "athena"
     return "xdi" if path.suffix.lower() == ".xdi" or _looks_like_xdi(path) else "columns"
