@@ -115,6 +115,16 @@ def test_the_verdict_names_the_series_in_one_sentence_and_ranks_the_pretrained_p
     assert "R-factor 0.080 at 300 K (S0² 0.90), 0.110 at 10 K (S0² 0.90)" in verdict
 
 
+def test_the_tables_on_demand_have_a_row_per_temperature(series_report):
+    text = series_report.read_text()
+    structure = text[text.index("<summary>Structure from MD"):]
+    structure = structure[: structure.index("</table>")]
+    assert "<th>potential</th><th>T (K)</th>" in structure and structure.count("<td>chgnet</td>") == 2
+    assert f"<td>chgnet</td><td>10</td><td>–</td><td>2.7400 / {harmonic_sigma2(THETA_K['chgnet'], 10.0, True):.5f}</td>" in structure
+    against = text[text.index("<summary>Each potential against the experiment"):]
+    assert "<td>sevennet-0</td><td>10</td><td>0.07</td>" in against and "<h3>The experiment's own shell fit at 10 K</h3>" in against
+
+
 def test_the_einstein_curve_passes_through_the_sigma2_it_was_fitted_to(series_report):
     view = load_view(series_report.parent)
     series = temperature_series(view)

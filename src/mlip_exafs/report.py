@@ -651,7 +651,8 @@ def _temperature_section(view: StudyView) -> str:
         return ""
     path = view.folder / "sigma2_vs_t.png"
     plot_sigma2_vs_temperature(view, series, path)
-    caption = ("σ²(T) per shell: MD (quantum σ² filled, classical open where they differ; error bars: 1σ of the MD), "
+    points = "classical σ²" if view.nuclei == "classical" else "quantum σ² filled, classical open where they differ"
+    caption = (f"σ²(T) per shell: MD ({points}; error bars: 1σ of the MD), "
                "each potential's correlated-Einstein fit (line), the experiment's own shell fit (diamonds)")
     body = f"<div class='beside'>{_img(path, caption, 'wide')}<div>{_einstein_table(view, series)}</div></div>"
     return _section(f"σ² against temperature ({view.nuclei} nuclei)", body)
@@ -686,7 +687,7 @@ def _on_demand(view: StudyView) -> list[str]:
                  _validation_table(view.summary) + _group_table(view)),
         _details("Structure from MD: σ² of every shell, RDFs, bond angles", _msrd_table(view) + _gallery(view, "analyze")),
         _details("Configuration-averaged EXAFS of each potential", _gallery(view, "exafs")),
-        _details("Each potential against the experiment", _exafs_table(view.summary) + "".join(_fit_table(view, s) for s in view.of("fit_experiment"))
+        _details("Each potential against the experiment", _exafs_table(view) + "".join(_fit_table(view, s) for s in view.of("fit_experiment"))
                  + _gallery(view, "compare")),
         _details("Fine-tuning curves", _gallery(view, "finetune")),
         _details("Compute cost", _cost_table(view)),
@@ -765,12 +766,18 @@ def production_temperature(md_folder: Path) -> str | None:
     return production_temperature_text(result) if result else None
 
 
-def _exafs_table(summary: dict) -> str:
-    rows = [[name, e["r_factor_r"], e["r_factor_k"], e["s02"], e["de0_ev"], f"{e['kmin']}–{e['kmax']}", f"{e['rmin']}–{e['rmax']}"]
-            for name, v in summary["potentials"].items() if (e := v.get("exafs"))]
+def _exafs_table(view: StudyView) -> str:
+    """The comparison of each potential's MD-EXAFS with the experiment (with each spectrum, in a temperature series)."""
+    several = len(view.experiment_fits()) > 1 or any(len(exafs_by_temperature(view, name)) > 1 for name in view.potentials)
+    rows = []
+    for name in view.potentials:
+        for t, e in exafs_by_temperature(view, name).items() if several else [(None, view.potentials[name].get("exafs"))]:
+            if e:
+                rows.append([name] + ([f"{t:g}"] if several else [])
+                            + [e["r_factor_r"], e["r_factor_k"], e["s02"], e["de0_ev"], f"{e['kmin']}–{e['kmax']}", f"{e['rmin']}–{e['rmax']}"])
     if not rows:
         return ""
-    return _table(["potential", "R-factor (R)", "R-factor (k)", "S0²", "ΔE0 (eV)", "k range (Å⁻¹)", "R range (Å)"], rows)
+    return _table(["potential"] + (["T (K)"] if several else []) + ["R-factor (R)", "R-factor (k)", "S0²", "ΔE0 (eV)", "k range (Å⁻¹)", "R range (Å)"], rows)
 
 
 def _fit_table(view: StudyView, step: Step) -> str:
