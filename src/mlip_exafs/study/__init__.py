@@ -108,7 +108,9 @@ def _check_before_running(config: StudyConfig, check_training_pool: bool = True)
     """Fail on what would otherwise stop the study hours in: a too-small MD cell, too few labels, train/test overlap."""
     from mlip_exafs.dataset import assert_disjoint, load_structures
     from mlip_exafs.structures import load_structure, min_image_half_width
+    from mlip_exafs.study.checks import check_study
 
+    check_study(config)  # every setting a stage would refuse, before any step runs or any finished step is removed (#23)
     half = min_image_half_width(load_structure(config.structure, config.md.supercell))
     if config.exafs.rmax_a > half:
         raise UserError(f"exafs.rmax_a = {config.exafs.rmax_a:g} Å exceeds half the MD supercell's width ({half:.2f} Å for "
