@@ -147,6 +147,9 @@ def deep_merge(base: dict, override: dict) -> dict:
 def load_study_config(path: Path, profile: str | None = None) -> StudyConfig:
     """Read the YAML, apply the profile, resolve relative paths, validate."""
     raw = read_yaml_mapping(path, "study config")
+    from mlip_exafs.study.checks import check_profiles  # checks imports this module
+
+    check_profiles(raw, path)
     profiles = raw.pop("profiles", {}) or {}
     if profile is not None:
         if profile not in profiles:
