@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal
 
+import ase.db
+import ase.io
 import numpy as np
 from ase import Atoms
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import check_output_file, db_write_guard
+from mlip_exafs.label import UNITS, finished_uids, write_row
+from mlip_exafs.potentials import calculator_for
 from mlip_exafs.units import ase_stress_to_gpa, gpa_to_ase_stress, matrix_to_voigt, vasp_kbar_to_gpa
 
 StressUnits = Literal["ev/a3", "gpa", "kbar-vasp"]
@@ -65,8 +71,6 @@ def read_labelled(path: Path, fmt: str = "auto", stress_units: StressUnits = "ev
 
 
 def _ase_frames(path: Path, fmt: str) -> list[Atoms]:
-    import ase.io
-
     try:
         frames = ase.io.read(path, index=":", format=fmt)
     except Exception as exc:
@@ -97,8 +101,6 @@ def _read_outcar(path: Path) -> tuple[list[Atoms], str]:
 
 
 def _read_vasprun(path: Path) -> tuple[list[Atoms], str]:
-    import xml.etree.ElementTree as ET
-
     frames = _ase_frames(path, "vasp-xml")
     try:
         root = ET.parse(path).getroot()
@@ -144,9 +146,6 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
     With ``check_units`` the stresses are compared with the pretrained CHGNet
     (:func:`check_stress_units`) before anything is written.
     """
-    from mlip_exafs.files import check_output_file, db_write_guard
-    from mlip_exafs.label import finished_uids, write_row
-
     check_output_file(db_path, "--db")  # before reading (and checking with CHGNet) every file
     parsed = [(path, *read_labelled(path, fmt, stress_units)) for path in paths]  # read all before writing any
     for path, frames, _ in parsed:
@@ -176,10 +175,6 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
 
 def _ensure_metadata(db_path: Path, code: str) -> None:
     """Imported datasets state their code and units like labelled ones."""
-    import ase.db
-
-    from mlip_exafs.label import UNITS
-
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with ase.db.connect(db_path) as db:
         if not db.metadata:
@@ -196,8 +191,6 @@ def check_stress_units(frames: list[Atoms], stresses_ase: list[np.ndarray], pote
     negative slope means a flipped sign, a slope near 10 or 0.1 a unit slip.
     Skipped when the structures barely differ in stress (< 0.3 GPa spread).
     """
-    from mlip_exafs.potentials import calculator_for
-
     if len(frames) < 3:
         return
     picks = np.linspace(0, len(frames) - 1, min(len(frames), 8)).round().astype(int)

@@ -24,7 +24,7 @@ from mlip_exafs.spectra import FTWindow, fourier_transform  # noqa: E402
 if TYPE_CHECKING:  # the stage imports this module: its type only for annotations
     from mlip_exafs.exafs.stage import AveragedChi
 
-__all__ = ["plt", "save_figure", "chi_axes", "ft_axes", "plot_chi", "plot_ft", "plot_models"]
+__all__ = ["plt", "save_figure", "chi_axes", "ft_axes", "plot_chi", "plot_ft", "plot_models", "plot_learning_curve"]
 
 FT_RMAX_A = 8.0  # |FT| panels end here: past the shells an MD cell or an EXAFS fit resolves
 
@@ -87,4 +87,22 @@ def plot_models(chis: dict[str, tuple[np.ndarray, np.ndarray]], window: FTWindow
     chi_axes(ax_k, window)
     ft_axes(ax_r, window)
     ax_r.legend(fontsize=7)
+    save_figure(fig, path, vector=True)
+
+
+def plot_learning_curve(rows: list[dict], summary: list[dict], baseline: dict, path: Path) -> None:
+    """Force MAE and softening slope vs N: seeds as dots, mean +- std as a line, the pretrained model dashed."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8), layout="constrained")  # a journal page's width
+    for ax, key, label in ((axes[0], "force_mae_ev_a", "force MAE (eV/Å)"), (axes[1], "softening_slope", "softening slope")):
+        ns = [s["n"] for s in summary]
+        ax.errorbar(ns, [s[f"{key}_mean"] for s in summary], yerr=[s[f"{key}_std"] for s in summary], marker="o", capsize=3, label="fine-tuned (mean ± std)")
+        ax.scatter([r["n"] for r in rows], [r[key] for r in rows], s=10, color="gray", alpha=0.6, label="single seeds")
+        ax.axhline(baseline[key], color="r", ls="--", lw=1, label="pretrained")
+        ax.set_xscale("log")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
+        ax.set_xlabel("training structures N")
+        ax.set_ylabel(label)
+    axes[1].axhline(1.0, color="k", lw=0.6)
+    axes[0].legend(fontsize=7, frameon=False)
     save_figure(fig, path, vector=True)

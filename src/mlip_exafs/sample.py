@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ase.io
 import numpy as np
 from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import atomic_path
+from mlip_exafs.potentials import calculator_for
+from mlip_exafs.structures import load_structure
 
 
 class SampleSpec(BaseModel):
@@ -43,12 +49,6 @@ class SampleSpec(BaseModel):
 
 def sample(spec: SampleSpec, out: Path, progress=None) -> list[Atoms]:
     """Sample the structures of ``spec`` and write them (shuffled by seed) to an extxyz file."""
-    from mlip_exafs.files import atomic_path
-    from mlip_exafs.potentials import calculator_for
-    from mlip_exafs.structures import load_structure
-
-    import ase.io
-
     base = load_structure(spec.structure, spec.supercell)
     calc = calculator_for(spec.potential, base, spec.threads)
     rng = np.random.default_rng(spec.seed)
@@ -72,9 +72,6 @@ def sample(spec: SampleSpec, out: Path, progress=None) -> list[Atoms]:
 
 def _md_snapshots(base: Atoms, calc, temperature: float, count: int, spec: SampleSpec, rng, progress) -> list[Atoms]:
     """Langevin NVT from the perfect cell; one snapshot every ``interval_fs`` after equilibration."""
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-
     if count == 0:
         return []
     atoms = base.copy()

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from ase.data import atomic_numbers
 
 from mlip_exafs.errors import UserError
 
@@ -46,8 +47,6 @@ class Potentials:
         return 1 + self.scatterers.index(symbol)
 
     def cards(self) -> list[str]:
-        from ase.data import atomic_numbers
-
         lines = [f" 0 {atomic_numbers[self.absorber]} {self.absorber}"]
         lines += [f" {i + 1} {atomic_numbers[s]} {s}" for i, s in enumerate(self.scatterers)]
         return lines
@@ -73,7 +72,7 @@ class PathSignal:
 
 
 def feff_bin_dir() -> Path:
-    import larch
+    import larch  # larch takes seconds to import: only when FEFF runs, not for every exafs import (the report reads chi.csv)
 
     folder = Path(larch.__file__).parent / "bin" / "linux64"
     if not (folder / "feff8l_pot").exists():
@@ -144,7 +143,7 @@ def feff_chi(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float,
 
 @lru_cache(maxsize=None)
 def _onepath_library():
-    from larch.larchlib import get_dll
+    from larch.larchlib import get_dll  # larch is heavy: only when the fast engine first tabulates a path
 
     return get_dll("feff8lpath")
 

@@ -61,6 +61,7 @@ from mlip_exafs.validate import fit_element_offsets_ev, labels_hash, offset_ener
 FreezeMode = Literal["none", "readout", "energy-scale"]
 MIN_STRUCTURES_FOR_VALIDATION = 10
 DEFAULT_LR = {"none": 3e-3, "readout": 3e-3, "energy-scale": 1e-2}
+LOG_FILE = "train.log"  # the trainer's log: written by the adapters into the work folder, then moved to ``out``
 TRAINERS = {"chgnet": "mlip_exafs.finetune.chgnet", "sevennet": "mlip_exafs.finetune.sevennet"}  # family -> adapter
 
 
@@ -91,7 +92,7 @@ class OutFiles:
     @property
     def log(self) -> Path:
         """The trainer's log, moved here from the work folder when the run ends."""
-        return self.out / "train.log"
+        return self.out / LOG_FILE
 
     @property
     def work(self) -> Path:
@@ -305,12 +306,12 @@ def _finetune(settings: FinetuneSettings, out: Path) -> Path:
     trained = trainer.train_model(potential, train, val, offsets_ev, settings, epochs, work)
     after = training_loss(potential, train, offsets_ev, settings.recipe)
     if not np.isfinite(after["loss"]):
-        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / files.log.name}); lower --lr or --stress-weight")
+        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / LOG_FILE}); lower --lr or --stress-weight")
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
     save_checkpoint(potential, files.model, metadata)
     write_training_curve(trained.pop("history"), bool(val), files)
-    shutil.move(work / files.log.name, files.log)  # the adapters log into the work folder under the same name
+    shutil.move(work / LOG_FILE, files.log)
     record = {
         "inputs_hash": inputs_hash,
         "model_sha256": sha256_file(files.model),
