@@ -402,14 +402,14 @@ def _experiment_sentence(view: StudyView) -> str:
 
 def _temperature_sentence(view: StudyView, series: dict[str, dict[float, dict]]) -> str:
     """One sentence on the temperature series: where it ran, θ_E of the first shell per potential."""
-    temperatures = sorted({t for points in series.values() for t in points})
+    temperatures_k = sorted({t for points in series.values() for t in points})
     shell = series_shells(series)[0]
     thetas = [f"{html.escape(name)} {fit['theta_e_k']:.0f} K" for name in series
               if (fit := (view.potentials[name].get("einstein_k") or {}).get(shell))]
-    experiment = [t for t, fit in view.experiment_fits().items() if shell in fit["shells"]]
-    text = f"<b>Temperature series</b>: MD at {_kelvin(temperatures)} ({view.nuclei} nuclei)"
-    text += f"; Einstein temperature θ_E of {shell}: " + ", ".join(thetas) if thetas else ""
-    text += f"; the experiment's σ² at {_kelvin(sorted(experiment))} beside them" if experiment else ""
+    measured_k = sorted(t for t, fit in view.experiment_fits().items() if shell in fit["shells"])
+    text = f"<b>Temperature series</b>: MD at {_kelvin(temperatures_k)} ({view.nuclei} nuclei)"
+    text += (f"; Einstein temperature θ_E of {shell}: " + ", ".join(thetas)) if thetas else ""
+    text += f"; the experiment's σ² at {_kelvin(measured_k)} beside them" if measured_k else ""
     return text + " (σ²(T) of each shell below)."
 
 
@@ -599,8 +599,8 @@ def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, di
     plt = _pyplot()
     shells = series_shells(series)
     fig, axes = plt.subplots(1, len(shells), figsize=(min(FULL_WIDTH_IN, 2.3 * len(shells) + 0.3), 2.6), layout="constrained", squeeze=False)
-    t_max = max(t for points in series.values() for t in points) * 1.1
-    grid = np.linspace(1.0, t_max, 150)
+    t_max_k = max(t for points in series.values() for t in points) * 1.1
+    grid_k = np.linspace(1.0, t_max_k, 150)
     fits = view.experiment_fits()
     handles = {}
     for ax, shell in zip(axes[0], shells):
@@ -614,15 +614,15 @@ def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, di
                 ax.plot([t for t, _ in classical], [s for _, s in classical], "s", mfc="none", color=color, ms=4)
                 handles["quantum σ² (filled), classical (open)"] = Line2D([], [], color="0.4", marker="s", mfc="none", ms=4, ls="none")
             fit = (view.potentials[name].get("einstein_k") or {}).get(shell)
-            if fit and (curve := einstein_curve(view, shell, fit, grid)) is not None:
-                ax.plot(grid, curve, "-", color=color, lw=1)
+            if fit and (curve := einstein_curve(view, shell, fit, grid_k)) is not None:
+                ax.plot(grid_k, curve, "-", color=color, lw=1)
             handles[name] = Line2D([], [], color=color, marker="o", ms=4, lw=1)
         measured = [(t, fit["shells"][shell]) for t, fit in sorted(fits.items()) if shell in fit["shells"]]
         if measured:
             ax.errorbar([t for t, _ in measured], [f["sigma2"] for _, f in measured], yerr=[f["sigma2_err"] or 0.0 for _, f in measured],
                         fmt="D", color="k", ms=4, capsize=2)
             handles["experiment (shell fit)"] = Line2D([], [], color="k", marker="D", ms=4, ls="none")
-        ax.set_xlim(0, t_max)
+        ax.set_xlim(0, t_max_k)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("T (K)")
         ax.set_title(shell, fontsize=9)
