@@ -60,7 +60,8 @@ class Case:
 
 
 def corrected(thermostat: str, *timing: str) -> Run:
-    return Run(f"corrected-{thermostat}", (*timing, "--nuclei", "corrected", *(("--thermostat", thermostat) if thermostat != "bussi" else ())))
+    """A corrected run with the thermostat named (Langevin is the default for corrected nuclei; Bussi was before)."""
+    return Run(f"corrected-{thermostat}", (*timing, "--nuclei", "corrected", "--thermostat", thermostat))
 
 
 def path_integral(beads: int | None, *timing: str) -> Run:

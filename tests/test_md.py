@@ -306,3 +306,33 @@ def test_langevin_thermostat_resumes_as_the_same_run(tmp_path, monkeypatch):
     np.testing.assert_allclose(resumed[-1].positions, straight[-1].positions, atol=1e-8)
     bussi = MdSettings(**{**settings.model_dump(), "thermostat": "bussi"})
     assert bussi.identity() == MdSettings(**{k: v for k, v in bussi.model_dump().items() if k != "thermostat"}).identity()  # old runs still match
+
+
+def test_corrected_nuclei_default_to_langevin_and_classical_runs_keep_their_identity():
+    """nuclei corrected: Langevin unless told (Bussi's global rescaling leaves mode energies unequilibrated, docs/md.md);
+    classical and path-integral runs keep Bussi and the identity they had, and an old Bussi 'corrected' run stays Bussi."""
+    from mlip_exafs.md import MdSettings, comparable_settings
+
+    assert MdSettings().thermostat == "bussi" and MdSettings(nuclei="path-integral").thermostat == "bussi"
+    assert MdSettings(nuclei="corrected").thermostat == "langevin"
+    assert MdSettings(nuclei="corrected", thermostat="bussi").thermostat == "bussi"
+    assert "thermostat" not in MdSettings().identity()  # classical runs made before the option still match
+    old_corrected = {"nuclei": "corrected", "seed": 1}  # an md.json from before the option: that run was Bussi
+    assert comparable_settings(old_corrected)["thermostat"] == "bussi"
+    assert comparable_settings({**old_corrected, "thermostat": None})["thermostat"] == "langevin"  # a study plan that leaves it unset
+    assert comparable_settings({"seed": 1, "thermostat": None}) == {"seed": 1}
+
+
+def test_md_cli_corrected_runs_langevin_unless_told(capsys, tmp_path):
+    import json
+
+    from ase.build import bulk
+
+    ase.io.write(tmp_path / "cu.cif", bulk("Cu", "fcc", a=3.61, cubic=True))
+    common = ("md", tmp_path / "cu.cif", "--supercell", "2x2x2", "--potential", "python:ase.calculators.emt:EMT", "--timestep", "2",
+              "--equilibrate", "0", "--production", "40fs", "--every", "10fs", "--nuclei", "corrected")
+    for extra, expected in (((), "langevin"), (("--thermostat", "bussi"), "bussi")):
+        out = tmp_path / expected
+        proc = cli(capsys, *common, *extra, "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((out / "md.json").read_text())["settings"]["thermostat"] == expected

@@ -8,7 +8,9 @@ Ensembles
     stiff, nearly harmonic crystal a global rescaling moves energy between
     normal modes only slowly, so a few-ps run keeps part of its starting mode
     energies, and per-shell σ² can be off by ~10 % in a way block errors do not
-    show (bcc W, docs/md.md "Quantum nuclei"). Its only
+    show (bcc W, docs/md.md "Quantum nuclei"). So ``corrected`` nuclei default
+    to Langevin (local friction on every atom; :func:`default_thermostat`);
+    classical runs keep Bussi. Its only
     state is the random generator, which is checkpointed, so a resumed run is
     the same run. The centre of mass is fixed (``FixCom``): the kinetic
     temperature then counts 3N − 3 degrees of freedom, which matters in the
@@ -44,7 +46,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import writer_lock
@@ -94,7 +96,7 @@ class MdSettings(BaseModel):
     npt_fs: float = Field(0.0, ge=0, description="NPT run before NVT to find the thermal lattice (0 = none)")
     pressure_gpa: float = 0.0
     bulk_modulus_gpa: float = Field(50.0, gt=0, description="sets the Berendsen barostat's response time only")
-    thermostat: Thermostat = Field("bussi", description="NVT thermostat: bussi (global) or langevin (local, for stiff near-harmonic crystals)")
+    thermostat: Optional[Thermostat] = Field(None, description="NVT thermostat: bussi (global) or langevin (local); None: default_thermostat(nuclei)")
     thermostat_time_fs: float = Field(100.0, gt=0, description="Bussi relaxation time; Langevin friction is its inverse")
     barostat_time_fs: float = Field(1000.0, gt=0)
     seed: int = 0
@@ -103,14 +105,44 @@ class MdSettings(BaseModel):
     nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei: see mlip_exafs.quantum")
     beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads (default: from the highest frequency and T)")
 
+    @model_validator(mode="after")
+    def _thermostat_of_the_nuclei(self) -> "MdSettings":
+        if self.thermostat is None:
+            self.thermostat = default_thermostat(self.nuclei)
+        return self
+
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
         return comparable_settings(self.model_dump(exclude=RUNTIME_ONLY))
 
 
+def default_thermostat(nuclei: str) -> Thermostat:
+    """Langevin for ``corrected`` nuclei, Bussi otherwise.
+
+    A corrected σ² is only as good as the classical σ² of each mode beneath it. Bussi's global
+    rescaling leaves a stiff, nearly harmonic crystal's mode energies unequilibrated for ps (bcc W
+    with CHGNet: corrected ±11 % off path integrals per shell, Langevin within 1 %; docs/md.md), and
+    the correction unfolds Langevin's line broadening (:func:`mlip_exafs.quantum.undamped_modes`).
+    Classical runs keep Bussi, so that their runs and study steps stay what they were.
+    """
+    return "langevin" if nuclei == "corrected" else "bussi"
+
+
 def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings without the later-added ones at their defaults, so runs made before them still match."""
-    return {k: v for k, v in settings.items() if not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
+    """Settings without the later-added ones at their defaults, so runs made before them still match.
+
+    The thermostat: a run recorded without one ran Bussi (the only one then), an unset one (None, as a
+    study plan may leave it) is :func:`default_thermostat`. It is left out at Bussi, except for
+    ``corrected`` nuclei, whose default is Langevin: there it always stays, so that a Bussi run is never
+    taken for a Langevin one (or rebuilt as one from a study step's parameters).
+    """
+    settings = dict(settings)
+    if "nuclei" in settings or "thermostat" in settings:
+        nuclei = settings.get("nuclei", "classical")
+        thermostat = settings.get("thermostat", "bussi")
+        settings["thermostat"] = default_thermostat(nuclei) if thermostat is None else thermostat
+    keep = {"thermostat"} if settings.get("nuclei") == "corrected" else set()
+    return {k: v for k, v in settings.items() if k in keep or not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def md_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed (velocities, thermostat)."),
     threads: int = typer.Option(1, "--threads", help="Torch threads (1 unless given; $MLIP_EXAFS_THREADS does not apply); keep threads × parallel jobs ≤ cores."),
     nuclei: str = typer.Option("classical", "--nuclei", help="classical | corrected (classical MD + harmonic quantum correction of σ² and χ; --every must resolve the fastest vibration, e.g. 20fs) | path-integral (PIMD through i-PI)."),
-    thermostat: str = typer.Option("bussi", "--thermostat", help="NVT thermostat: bussi (global velocity rescaling) | langevin (local friction 1/τ; for stiff, nearly harmonic crystals, docs/md.md)."),
+    thermostat: Optional[str] = typer.Option(None, "--thermostat", help="NVT thermostat: bussi (global velocity rescaling) | langevin (local friction 1/τ; for stiff, nearly harmonic crystals). Default: langevin with --nuclei corrected, else bussi (docs/md.md)."),
     beads: Optional[int] = typer.Option(None, "--beads", help="Path-integral beads (default: from the highest vibrational frequency and T; see docs/md.md)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
