@@ -8,7 +8,12 @@ import subprocess
 import pytest
 
 from fake_dft import write_fake_dataset
-from mlip_exafs.learning_curve import force_mae_within, recommend_n, slope_within, summarize_by_n
+from mlip_exafs.errors import UserError
+from mlip_exafs.finetune import FinetuneRecipe
+from mlip_exafs.learning_curve import LearningCurveSettings, force_mae_within, learning_curve_steps, recommend_n, slope_within, study_config, summarize_by_n
+from mlip_exafs.study.config import load_study_config
+from mlip_exafs.study.pipeline import build_steps
+from mlip_exafs.study.steps import all_hashes
 
 
 def summary_row(n, mae, slope):
@@ -54,9 +59,32 @@ def test_cli_learning_curve_runs_reuses_and_records_forgetting(tmp_path):
     assert run["forgetting"]["dft"]["n_test_structures"] == result["pretrained_forgetting_dft"]["n_test_structures"] == 2
     assert result["pretrained"]["softening_slope"] == pytest.approx(1 / 1.1, rel=1e-3)
     assert "recommended_n" in result and (out / "learning_curve.png").exists()
-    stamp = (out / "n1-s0" / "model.pt").stat().st_mtime_ns
+    model = out / "steps" / "finetune-chgnet-ft-n1-s0" / "model.pt"  # the study's step folder: the same cache as 'study --only learning-curve'
+    assert run["model"] == str(model)
+    stamp = model.stat().st_mtime_ns
     again = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
-    assert (out / "n1-s0" / "model.pt").stat().st_mtime_ns == stamp
+    assert model.stat().st_mtime_ns == stamp
     too_many = subprocess.run(cmd[:8] + ["--n", "1,9"] + cmd[10:], capture_output=True, text=True, env=env)
     assert too_many.returncode == 2 and "[9]" in too_many.stderr
+
+
+def test_steps_are_the_studys_learning_curve_steps_with_the_same_hashes(data, tmp_path):
+    """Same cache layout as 'study --only learning-curve': the same step names and inputs hashes, so either reuses the other's results."""
+    settings = LearningCurveSettings(train=str(data), test=str(data), ns=[1, 2], seeds=[0, 1], recipe=FinetuneRecipe(epochs=3, freeze="readout"))
+    config_file = tmp_path / "study.yaml"
+    config_file.write_text(f"name: any\nstructure: ws2\nabsorber: W\ndataset: {data}\n"
+                           "finetune: {base: chgnet, n: [1, 2], seeds: [0, 1], freeze: readout, epochs: 3}\nmd: {finetuned_n: [1]}\n")
+    study = build_steps(load_study_config(config_file))
+    ours = learning_curve_steps(study_config(settings))
+    assert {s.action for s in ours} == {"finetune", "validate"} and len(ours) == 1 + 2 * 4
+    study_hashes = all_hashes(study)
+    assert {s.name: h for s, h in zip(ours, all_hashes(ours).values())} == {s.name: study_hashes[s.name] for s in ours}
+
+
+@pytest.mark.parametrize("change, needle", [({"test": "elsewhere"}, "give the same dataset to both"),
+                                            ({"recipe": FinetuneRecipe(learning_rate=1e-2)}, "learning_rate")])
+def test_what_the_study_steps_cannot_express_is_refused_before_any_work(data, change, needle):
+    settings = LearningCurveSettings(**{"train": str(data), "test": str(data), "ns": [1], **change})
+    with pytest.raises(UserError, match=needle):
+        study_config(settings)

@@ -1,36 +1,62 @@
 """Learning curve: how many DFT structures does fine-tuning need?
 
-For every N and seed: fine-tune on N structures drawn by the seed, validate on
-the test set, and check forgetting on a structure outside the training
-chemistry (bcc W for a WS2 model: fine-tuned vs base model, no DFT needed).
-With ``forgetting_test`` (a DFT dataset of that other chemistry, e.g.
-``datasets/w-bcc``) each model is also validated on it. Runs live in
-``out/n{N}-s{seed}/`` and finished ones are reused on rerun.
+A thin wrapper over the study's steps: the fine-tunes of every N and seed and
+the validations (of the pretrained model and of each fine-tuned one) are the
+steps ``study --only learning-curve`` runs, built by the study's pipeline and
+cached in ``out/steps/<step>/`` as a study caches them, so the two share
+results (a study folder's steps are reused here and the other way round) and
+independent steps run side by side on the cores.
+
+On top of the steps this verb checks forgetting on a structure outside the
+training chemistry (bcc W for a WS2 model: fine-tuned vs base model, no DFT
+needed) and, with ``forgetting_test`` (a DFT dataset of that other chemistry,
+e.g. ``datasets/w-bcc``), validates each model on it into ``out/forgetting/``.
+``learning_curve.json`` and its plot sum it up; the recommendation rule is
+:mod:`mlip_exafs.recommend`.
 
 Epochs per N follow :func:`mlip_exafs.finetune.epochs_for_n` unless the
 recipe fixes them: 100 epochs up to N = 25, then ~2500 structure-passes
 (50 epochs at N = 50, 40 at N = 100).
-
-``recommended_n`` is the smallest N whose seed-averaged results pass every
-criterion in :data:`DEFAULT_CRITERIA`; each criterion is a small pure function
-of (summary at N, summary at the largest N), so a later EXAFS criterion is
-one more function in that tuple.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlip_exafs import finetune
+from mlip_exafs.config import validate_model
+from mlip_exafs.dataset import assert_disjoint, load_structures
 from mlip_exafs.errors import UserError
-from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, finetune
+from mlip_exafs.files import write_json
+from mlip_exafs.finetune import FinetuneRecipe
+from mlip_exafs.plots import plot_learning_curve
+from mlip_exafs.provenance import provenance
+from mlip_exafs.recommend import (DEFAULT_CRITERIA, RULE_TEXT, SLOPE_TOLERANCE, Criterion, force_mae_within, recommend_n, slope_within,
+                                  summarize_by_n)
+from mlip_exafs.structures import load_structure
+from mlip_exafs.study import ONLY, study_lock
+from mlip_exafs.study.config import FinetunePlan, StudyConfig
+from mlip_exafs.study.executor import run_local
+from mlip_exafs.study.pipeline import build_steps, find_step, finetuned_name, with_dependencies
+from mlip_exafs.study.steps import Step
 from mlip_exafs.units import MEV_PER_EV
+from mlip_exafs.validate import Labels, predict_labels, validate
 
-Criterion = Callable[[dict, dict], bool]
+__all__ = ["LearningCurveSettings", "learning_curve", "recommend_n", "summarize_by_n", "force_mae_within", "slope_within", "plot_learning_curve",
+           "Criterion", "DEFAULT_CRITERIA", "RULE_TEXT", "SLOPE_TOLERANCE"]
+
+STEPS_FOLDER = "steps"  # as in a study folder: the same steps, the same cache
+FORGETTING_FOLDER = "forgetting"
+SUMMARY_FILE = "learning_curve.json"
+PLOT_FILE = "learning_curve.png"
+STUDY_RECIPE = {"freeze", "epochs"}  # what the study's fine-tune steps take of a recipe (mlip_exafs.study.config.FinetunePlan)
 
 
 class LearningCurveSettings(BaseModel):
@@ -47,53 +73,39 @@ class LearningCurveSettings(BaseModel):
     threads: int = Field(1, ge=1)
 
 
-def force_mae_within(fraction: float = 0.10) -> Criterion:
-    """Mean force MAE at N within ``fraction`` of the value at the largest N."""
-    return lambda at_n, at_max: at_n["force_mae_ev_a_mean"] <= (1.0 + fraction) * at_max["force_mae_ev_a_mean"]
+def study_config(settings: LearningCurveSettings) -> StudyConfig:
+    """The study whose ``--only learning-curve`` steps are this learning curve.
+
+    Its fine-tunes train on the train split and its validations use the test split of
+    one dataset, with the recipe's ``freeze`` and ``epochs``: settings the study cannot
+    express are refused here, before any work, rather than silently dropped.
+    ``structure`` and ``absorber`` name the MD half of a study, which is not run:
+    the steps run here do not depend on them.
+    """
+    if Path(settings.test).resolve() != Path(settings.train).resolve() and settings.test != settings.train:
+        raise UserError(f"test set '{settings.test}' is not the training dataset '{settings.train}': the learning curve runs the study's steps, "
+                        "which validate on the test split of the dataset they train on; give the same dataset to both")
+    changed = sorted(key for key in settings.recipe.model_fields_set - STUDY_RECIPE
+                     if getattr(settings.recipe, key) != FinetuneRecipe.model_fields[key].default)
+    if changed:
+        raise UserError(f"recipe setting {', '.join(changed)} cannot be given to the learning curve (it runs the study's fine-tune steps, "
+                        "which take freeze and epochs only); leave it at its default or run 'mlip-exafs finetune' per N")
+    plan = FinetunePlan(base=settings.potential, n=sorted(settings.ns), seeds=list(settings.seeds), freeze=settings.recipe.freeze,
+                        epochs=settings.recipe.epochs)
+    forgetting = load_structure(settings.forgetting_structure)
+    data = {"name": "learning-curve", "structure": settings.forgetting_structure, "absorber": forgetting.get_chemical_symbols()[0],
+            "dataset": settings.train, "pristine": [settings.potential], "finetune": plan}
+    return validate_model(StudyConfig, data, "learning curve")
 
 
-SLOPE_TOLERANCE = 0.03  # |softening slope - 1| that counts as "as stiff as DFT"
-
-
-def slope_within(tolerance: float = SLOPE_TOLERANCE) -> Criterion:
-    """Mean softening slope at N within ``tolerance`` of 1."""
-    return lambda at_n, at_max: abs(at_n["softening_slope_mean"] - 1.0) <= tolerance
-
-
-DEFAULT_CRITERIA: tuple[Criterion, ...] = (force_mae_within(0.10), slope_within(SLOPE_TOLERANCE))
-RULE_TEXT = "smallest N with mean force MAE <= 1.10 x that at the largest N and |mean softening slope - 1| <= 0.03"
-
-
-def recommend_n(summary: list[dict], criteria: tuple[Criterion, ...] = DEFAULT_CRITERIA) -> int | None:
-    """Smallest N whose summary passes every criterion; None if none does."""
-    if not summary:
-        return None
-    ordered = sorted(summary, key=lambda s: s["n"])
-    at_max = ordered[-1]
-    for at_n in ordered:
-        if all(criterion(at_n, at_max) for criterion in criteria):
-            return at_n["n"]
-    return None
-
-
-def summarize_by_n(rows: list[dict], keys=("force_mae_ev_a", "softening_slope", "energy_mae_mev_atom", "cmae_ev_a")) -> list[dict]:
-    """Mean and standard deviation over seeds for each N."""
-    summary = []
-    for n in sorted({r["n"] for r in rows}):
-        at_n = [r for r in rows if r["n"] == n]
-        entry = {"n": n, "n_seeds": len(at_n)}
-        for key in keys:
-            values = np.array([r[key] for r in at_n], dtype=float)
-            entry[f"{key}_mean"] = float(values.mean())
-            entry[f"{key}_std"] = float(values.std())
-        summary.append(entry)
-    return summary
+def learning_curve_steps(config: StudyConfig) -> list[Step]:
+    """The fine-tunes and validations of the study, with what they depend on (``study --only learning-curve``)."""
+    steps = build_steps(config)
+    return with_dependencies(steps, [s.name for s in steps if ONLY["learning-curve"](config, s)])
 
 
 def forgetting_structures(name: str) -> list[Atoms]:
     """A rattled 3x3x3 supercell and a 2 %-compressed copy: forces and stress are non-zero."""
-    from mlip_exafs.structures import load_structure
-
     rng = np.random.default_rng(0)
     rattled = load_structure(name, "3x3x3")
     rattled.positions += rng.normal(scale=0.05, size=rattled.positions.shape)
@@ -102,8 +114,8 @@ def forgetting_structures(name: str) -> list[Atoms]:
     return [rattled, compressed]
 
 
-def model_difference(frames: list[Atoms], reference, other) -> dict:
-    """How far ``other`` moved from ``reference`` (both validate.Labels) on ``frames``."""
+def model_difference(frames: list[Atoms], reference: Labels, other: Labels) -> dict:
+    """How far ``other`` moved from ``reference`` on ``frames``."""
     n_atoms = np.array([len(a) for a in frames], dtype=float)
     return {
         "energy_shift_mev_atom": float(np.mean((other.energy_ev - reference.energy_ev) / n_atoms) * MEV_PER_EV),
@@ -117,8 +129,6 @@ def model_difference(frames: list[Atoms], reference, other) -> dict:
 
 def check_pool_sizes(settings: LearningCurveSettings) -> None:
     """Fail before hours of training if the largest N cannot be drawn, or the test set shares structures with the pool."""
-    from mlip_exafs.dataset import assert_disjoint, load_structures
-
     frames = load_structures(settings.train, "train")
     pool = len(frames)
     too_big = [n for n in settings.ns if n > pool]
@@ -127,24 +137,49 @@ def check_pool_sizes(settings: LearningCurveSettings) -> None:
     assert_disjoint(frames, load_structures(settings.test, "test"))
 
 
-def run_one(settings: LearningCurveSettings, n: int, seed: int, out: Path, forgetting) -> dict:
-    """Fine-tune, validate and check forgetting for one (N, seed)."""
-    from mlip_exafs.files import read_json
-    from mlip_exafs.validate import predict_labels, validate
+@contextmanager
+def _step_threads(threads: int) -> Iterator[None]:
+    """The torch threads of every step's child process (``MLIP_EXAFS_THREADS``, as the study's ``threads``), restored after."""
+    saved = os.environ.get("MLIP_EXAFS_THREADS")
+    os.environ["MLIP_EXAFS_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLIP_EXAFS_THREADS", None)
+        else:
+            os.environ["MLIP_EXAFS_THREADS"] = saved
 
-    run_dir = out / f"n{n}-s{seed}"
-    ft = FinetuneSettings(potential=settings.potential, train=settings.train, n=n, seed=seed, recipe=settings.recipe, threads=settings.threads)
-    model = finetune(ft, run_dir)
-    metrics = validate(model, settings.test, run_dir / "validate", settings.threads)
-    record = read_json(run_dir / "finetune.json")
+
+def run_steps(settings: LearningCurveSettings, config: StudyConfig, out: Path, advance=None) -> tuple[list[Step], dict[str, dict]]:
+    """Run (or find cached) the learning curve's steps in ``out/steps``; ``advance()`` once per validated fine-tune."""
+    steps = learning_curve_steps(config)
+    by_name = {s.name: s for s in steps}
+
+    def on_step(name: str, cached: bool) -> None:
+        if advance and by_name[name].action == "validate" and by_name[name].n is not None:
+            advance()
+
+    with _step_threads(settings.threads):
+        results = run_local(steps, out / STEPS_FOLDER, on_step=on_step)
+    return steps, results
+
+
+def run_row(settings: LearningCurveSettings, config: StudyConfig, steps: list[Step], results: dict[str, dict], n: int, seed: int, out: Path,
+            forgetting: tuple[list[Atoms], Labels]) -> dict:
+    """One (N, seed): the validation of its model, its training record, and how far it moved from the base model."""
+    name = finetuned_name(config, n, seed)
+    trained, validated = find_step(steps, "finetune", name), find_step(steps, "validate", name)
+    model = results[trained.name]["model"]
+    record = finetune.read_result(out / STEPS_FOLDER / trained.name)
     frames, base_labels = forgetting
     moved = model_difference(frames, base_labels, predict_labels(model, frames, settings.threads))
     if settings.forgetting_test:
-        moved["dft"] = validate(model, settings.forgetting_test, run_dir / "validate-forgetting", settings.threads)
+        moved["dft"] = validate(model, settings.forgetting_test, out / FORGETTING_FOLDER / name, settings.threads)
     return {
         "n": n,
         "seed": seed,
-        **metrics,
+        **results[validated.name],
         "epochs": record["epochs"],
         "seconds_per_structure_epoch": record["seconds_per_structure_epoch"],
         "training_seconds": record["training_seconds"],
@@ -153,62 +188,33 @@ def run_one(settings: LearningCurveSettings, n: int, seed: int, out: Path, forge
     }
 
 
-def plot_learning_curve(rows: list[dict], summary: list[dict], baseline: dict, path: Path) -> None:
-    """Force MAE and softening slope vs N: seeds as dots, mean +- std as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlip_exafs.files import save_figure
-
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8), layout="constrained")  # a journal page's width
-    for ax, key, label in ((axes[0], "force_mae_ev_a", "force MAE (eV/Å)"), (axes[1], "softening_slope", "softening slope")):
-        ns = [s["n"] for s in summary]
-        ax.errorbar(ns, [s[f"{key}_mean"] for s in summary], yerr=[s[f"{key}_std"] for s in summary], marker="o", capsize=3, label="fine-tuned (mean ± std)")
-        ax.scatter([r["n"] for r in rows], [r[key] for r in rows], s=10, color="gray", alpha=0.6, label="single seeds")
-        ax.axhline(baseline[key], color="r", ls="--", lw=1, label="pretrained")
-        ax.set_xscale("log")
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.minorticks_off()
-        ax.set_xlabel("training structures N")
-        ax.set_ylabel(label)
-    axes[1].axhline(1.0, color="k", lw=0.6)
-    axes[0].legend(fontsize=7, frameon=False)
-    save_figure(fig, path, vector=True)
-
-
 def learning_curve(settings: LearningCurveSettings, out: str | Path, advance=None) -> dict:
-    """All N x seeds runs, the summary, the plot and ``learning_curve.json``."""
-    from mlip_exafs.files import write_json
-    from mlip_exafs.provenance import provenance
-    from mlip_exafs.validate import predict_labels, validate
-
+    """All N x seeds steps, the forgetting checks, the summary, the plot and ``learning_curve.json``."""
     out = Path(out)
     check_pool_sizes(settings)
-    baseline = validate(settings.potential, settings.test, out / "pretrained" / "validate", settings.threads)
-    frames = forgetting_structures(settings.forgetting_structure)
-    forgetting = (frames, predict_labels(settings.potential, frames, settings.threads))
-    forgetting_dft = None
-    if settings.forgetting_test:
-        forgetting_dft = validate(settings.potential, settings.forgetting_test, out / "pretrained" / "validate-forgetting", settings.threads)
-    rows = []
-    for n in sorted(settings.ns):
-        for seed in settings.seeds:
-            rows.append(run_one(settings, n, seed, out, forgetting))
-            if advance:
-                advance()
-    summary = summarize_by_n(rows)
-    plot_learning_curve(rows, summary, baseline, out / "learning_curve.png")
-    result = {
-        "runs": rows,
-        "summary": summary,
-        "pretrained": baseline,
-        "pretrained_forgetting_dft": forgetting_dft,
-        "recommended_n": recommend_n(summary),
-        "recommended_n_rule": RULE_TEXT,
-        "forgetting_structure": f"{settings.forgetting_structure} 3x3x3, rattled 0.05 Å, and a 2 %-compressed copy; fine-tuned vs base model",
-        "provenance": provenance(settings.model_dump()),
-    }
-    write_json(out / "learning_curve.json", result)
+    config = study_config(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    with study_lock(out):  # a study and a learning curve in one folder would run the same steps at once
+        steps, results = run_steps(settings, config, out, advance)
+        baseline = results[find_step(steps, "validate", settings.potential).name]
+        frames = forgetting_structures(settings.forgetting_structure)
+        forgetting = (frames, predict_labels(settings.potential, frames, settings.threads))
+        forgetting_dft = None
+        if settings.forgetting_test:
+            forgetting_dft = validate(settings.potential, settings.forgetting_test, out / FORGETTING_FOLDER / settings.potential, settings.threads)
+        rows = [run_row(settings, config, steps, results, n, seed, out, forgetting) for n in sorted(settings.ns) for seed in settings.seeds]
+        summary = summarize_by_n(rows)
+        plot_learning_curve(rows, summary, baseline, out / PLOT_FILE)
+        result = {
+            "runs": rows,
+            "summary": summary,
+            "pretrained": baseline,
+            "pretrained_forgetting_dft": forgetting_dft,
+            "recommended_n": recommend_n(summary),
+            "recommended_n_rule": RULE_TEXT,
+            "forgetting_structure": f"{settings.forgetting_structure} 3x3x3, rattled 0.05 Å, and a 2 %-compressed copy; fine-tuned vs base model",
+            "steps": {"folder": str(out / STEPS_FOLDER), "names": [s.name for s in steps]},
+            "provenance": provenance(settings.model_dump()),
+        }
+        write_json(out / SUMMARY_FILE, result)
     return result

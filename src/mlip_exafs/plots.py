@@ -1,4 +1,4 @@
-"""Plotting helpers in one place: the headless pyplot every stage draws with, and the χ(k) / |FT| figures.
+"""Plotting helpers in one place: the headless pyplot every stage draws with, the χ(k) / |FT| figures, the learning curve.
 
 Stages write PNG (and SVG) files and never open a window, on a laptop, in a
 study step's child process or in CI alike: the Agg backend is chosen here, once,
