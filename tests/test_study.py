@@ -124,7 +124,7 @@ def test_new_labels_rerun_only_the_steps_that_read_them(tmp_path):
 @pytest.mark.slow
 def test_only_pristine_runs_while_labels_are_missing(local_run, study_root):
     """--only pristine runs the pretrained model's steps although finetune.n exceeds the pool; a full run reuses them."""
-    config = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [1, 50]})  # the pool has 3 structures
+    config = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [2, 50]})  # the pool has 3 structures
     (study_root / "early.yaml").write_text(yaml.safe_dump(config))
     out = study_root / "early"
     proc = run_cli("study", str(study_root / "early.yaml"), "--out", str(out), "--only", "pristine", check=True)
@@ -349,7 +349,7 @@ def test_study_refuses_what_would_fail_hours_in(study_root, tmp_path):
     small_cell = dict(TINY_STUDY, exafs={**TINY_STUDY["exafs"], "rmax_a": 6.0})
     (tmp_path / "cell.yaml").write_text(yaml.safe_dump(small_cell))
     assert_one_line_error(run_cli("study", str(tmp_path / "cell.yaml"), "--out", str(tmp_path / "o")), "exafs.rmax_a = 6 Å exceeds")
-    too_many = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [1, 50]})
+    too_many = dict(TINY_STUDY, finetune={**TINY_STUDY["finetune"], "n": [2, 50]})
     (tmp_path / "n.yaml").write_text(yaml.safe_dump(too_many))
     assert_one_line_error(run_cli("study", str(tmp_path / "n.yaml"), "--out", str(tmp_path / "o")), "has 3 usable training structures")
     assert not (tmp_path / "o").exists()
