@@ -181,3 +181,47 @@ def test_reading_a_dataset_leaves_it_byte_identical(capsys, tmp_path, data):
     assert cli(capsys, "dataset", "info", db).returncode == 0
     assert len(load_structures(db)) == 2
     assert hashlib.md5(db.read_bytes()).hexdigest() == before
+
+
+def _db_with_row(path: Path, labelled: bool, scf_converged) -> Path:
+    import ase.db
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlip_exafs.structures import load_structure
+
+    atoms = load_structure("w-bcc")
+    if labelled:
+        atoms.calc = SinglePointCalculator(atoms, energy=-25.0, forces=np.zeros((len(atoms), 3)))
+    keys = {"uid": "w-0"} if scf_converged is None else {"uid": "w-0", "scf_converged": scf_converged}
+    with ase.db.connect(path) as db:
+        db.write(atoms, key_value_pairs=keys)
+    return path
+
+
+@pytest.mark.parametrize(
+    "labelled, scf_converged, needles",
+    [
+        (False, True, ["row 1 (w-0) has no energy and no forces, it is unlabelled", "label it with 'mlip-exafs label'"]),
+        (True, "yes", ["row 1 has scf_converged = 'yes' (str), not true or false", "set the key to a boolean"]),
+        (True, "no", ["scf_converged = 'no' (str)"]),  # was used for training: any non-empty text is true
+    ],
+    ids=["unlabelled", "text-yes", "text-no"],
+)
+def test_unlabelled_rows_and_text_typed_keys_are_one_line_errors(capsys, tmp_path, labelled, scf_converged, needles):
+    """Was an AttributeError traceback ('AtomsRow' object has no attribute 'energy'), and a text scf_converged counted
+    as unconverged by 'dataset info' but used by validate and finetune."""
+    db = _db_with_row(tmp_path / "x.db", labelled, scf_converged)
+    for args in (["validate", "--test", db, "--out", tmp_path / "v"], ["finetune", "--train", db, "--n", "1", "--out", tmp_path / "f"],
+                 ["dataset", "info", db]):
+        assert_one_line_error(cli(capsys, *args), *needles)
+    assert_nothing_written(tmp_path / "v")
+    assert_nothing_written(tmp_path / "f")
+
+
+def test_rows_without_scf_converged_count_as_converged_everywhere(tmp_path):
+    """Imported labels carry no scf_converged: 'dataset info' counted them unconverged while every verb used them."""
+    from mlip_exafs.dataset import dataset_info
+
+    db = _db_with_row(tmp_path / "imported.db", True, None)
+    info = dataset_info(db)
+    assert info["n_all"] == 1 and info["n_all_not_converged"] == 0 and len(load_structures(db, "all")) == 1

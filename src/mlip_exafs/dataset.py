@@ -103,9 +103,9 @@ def load_structures(spec: str | Path, split: Split = "all", converged_only: bool
     frames = []
     with _connect_input(db_path) as db:
         for row in db.select():
-            if converged_only and not row.get("scf_converged", True):
+            if converged_only and not is_converged(row, db_path):
                 continue
-            frames.append(_row_to_atoms(row))
+            frames.append(_row_to_atoms(row, db_path))
     if not frames:
         raise UserError(f"dataset {spec} ({split}) holds no usable labelled structures; label or import some first")
     for atoms in frames:
@@ -113,7 +113,24 @@ def load_structures(spec: str | Path, split: Split = "all", converged_only: bool
     return frames
 
 
-def _row_to_atoms(row) -> Atoms:
+def is_converged(row, db_path: Path) -> bool:
+    """A row's ``scf_converged``: absent (imported labels) counts as converged; anything but true/false is refused.
+
+    A text value ('yes', 'False') was counted as unconverged by ``dataset info`` but used for training
+    by every other verb, since any non-empty text is true in Python.
+    """
+    value = row.get("scf_converged", True)
+    if not isinstance(value, (bool, np.bool_)):
+        raise UserError(f"{db_path}: row {row.id} has scf_converged = {value!r} ({type(value).__name__}), not true or false; "
+                        "relabel it or set the key to a boolean")
+    return bool(value)
+
+
+def _row_to_atoms(row, db_path: Path) -> Atoms:
+    missing = [key for key in ("energy", "forces") if row.get(key) is None]
+    if missing:
+        raise UserError(f"{db_path}: row {row.id} ({row.get('uid', 'no uid')}) has no {' and no '.join(missing)}, it is unlabelled; "
+                        "label it with 'mlip-exafs label' or import labelled structures")
     atoms = row.toatoms()
     results = {"energy": row.energy, "forces": row.forces}
     if row.get("stress") is not None:
@@ -189,8 +206,9 @@ def dataset_info(spec: str | Path) -> dict:
 
 
 def _count_rows(db_path: Path, converged: bool = False) -> int:
+    """Rows, or converged rows by the same rule as :func:`load_structures` (was: rows without the key counted as unconverged)."""
     with _connect_input(db_path) as db:
-        return db.count("scf_converged=True") if converged else db.count()
+        return sum(is_converged(row, db_path) for row in db.select()) if converged else db.count()
 
 
 def _summary(frames: list[Atoms]) -> dict:
