@@ -89,7 +89,7 @@ class AnalysisSettings(BaseModel):
     reference: Optional[str] = Field(None, description="ideal structure (built-in or file); default: average of each trajectory")
     reference_supercell: Optional[str] = None
     labels: Optional[list[str]] = Field(None, description="one name per trajectory for tables and plots")
-    shell_rmax_a: Optional[float] = Field(None, gt=0, description="shells whose mean reference distance is up to this are reported (at most half the cell width); None: 4.5 Å or half the cell width")
+    shell_rmax_a: Optional[float] = Field(None, gt=0, description="whole shells up to this radius are reported (at most half the cell width; moved into the gap between shells, as the EXAFS stage cuts); None: 4.5 Å or half the cell width")
     shell_tol_a: float = Field(SHELL_TOL_A, gt=0, description="reference distances closer than this belong to one shell")
     rdf_rmax_a: float = Field(6.0, gt=0)
     rdf_bin_a: float = Field(0.02, gt=0)
@@ -141,6 +141,7 @@ def find_shells(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: fl
 
     Whole shells only (grouped by :func:`mlip_exafs.shells.split_at_gaps`): pairs are listed past
     ``rmax_a`` so that a shell is never split; it is reported when its mean distance is ≤ ``rmax_a``.
+    The analysis stage passes :func:`shell_cut`'s radius, which lies in a gap: its shells lie wholly inside it.
     """
     absorbers = absorber_indices(reference, absorber)
     half = check_within_half_cell(reference, rmax_a or 0.0, "--shell-rmax")
