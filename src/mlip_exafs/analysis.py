@@ -34,12 +34,12 @@ from pymatgen.optimization.neighbors import find_points_in_spheres
 from mlip_exafs import md
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import check_output_folder, write_json, write_text
-from mlip_exafs.geometry import (PairList, Snapshots, absorber_indices, build_pairs, default_absorber, pair_lengths_a, read_frames,
-                                 snapshots_from_frames, trajectory_symbols)
+from mlip_exafs.geometry import (PairList, Shell, Snapshots, absorber_indices, build_pairs, default_absorber, find_shells, pair_lengths_a,
+                                 read_frames, snapshots_from_frames, trajectory_symbols)
 from mlip_exafs.plots import plt, save_figure
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import QuantumInput, quantum_input_of, quantum_sigma2_fields
-from mlip_exafs.shells import LOOK_BEYOND_A, SHELL_TOL_A, Cut, check_within_half_cell, cut_between_shells, split_at_gaps
+from mlip_exafs.shells import SHELL_TOL_A, Cut, check_within_half_cell, cut_between_shells, split_at_gaps
 from mlip_exafs.structures import load_structure
 
 IDEAL_ANGLE_TOL_DEG = 2.0  # reference angles closer than this are listed as one
@@ -99,24 +99,6 @@ class AnalysisSettings(BaseModel):
 # ---------------------------------------------------------------- shells and σ²
 
 
-@dataclass(frozen=True)
-class Shell:
-    """One coordination shell around the absorber species, as pairs of the reference."""
-
-    label: str
-    neighbor: str
-    pairs: PairList
-    n_absorbers: int
-
-    @property
-    def coordination(self) -> float:
-        return len(self.pairs.i) / self.n_absorbers
-
-    @property
-    def r_ideal_a(self) -> float:
-        return float(self.pairs.ideal_a.mean())
-
-
 def distinct_values(values: np.ndarray, tol: float) -> list[float]:
     """Means of the groups that ``split_at_gaps`` finds, ascending (rounded to 0.01)."""
     groups = split_at_gaps(values, tol)
@@ -134,30 +116,6 @@ def shell_cut(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: floa
     half = check_within_half_cell(reference, rmax_a or 0.0, "--shell-rmax")
     requested = rmax_a if rmax_a is not None else min(DEFAULT_SHELL_RMAX_A, half)
     return cut_between_shells(reference, absorber_indices(reference, absorber), requested, half, tol_a)
-
-
-def find_shells(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: float) -> list[Shell]:
-    """Distance shells around every ``absorber`` atom, per neighbour element, nearest first.
-
-    Whole shells only (grouped by :func:`mlip_exafs.shells.split_at_gaps`): pairs are listed past
-    ``rmax_a`` so that a shell is never split; it is reported when its mean distance is ≤ ``rmax_a``.
-    The analysis stage passes :func:`shell_cut`'s radius, which lies in a gap: its shells lie wholly inside it.
-    """
-    absorbers = absorber_indices(reference, absorber)
-    half = check_within_half_cell(reference, rmax_a or 0.0, "--shell-rmax")
-    rmax_a = rmax_a if rmax_a is not None else min(DEFAULT_SHELL_RMAX_A, half)
-    pairs = build_pairs(reference, rmax_a + LOOK_BEYOND_A)
-    pairs = pairs.subset(np.isin(pairs.i, absorbers))
-    symbols = np.array(reference.get_chemical_symbols())
-    shells = []
-    for element in sorted(set(symbols[pairs.j])):
-        of_element = pairs.subset(symbols[pairs.j] == element)
-        groups = split_at_gaps(of_element.ideal_a, tol_a)
-        for number, group in enumerate(np.unique(groups), start=1):
-            shell = of_element.subset(groups == group)
-            if shell.ideal_a.mean() <= rmax_a:
-                shells.append(Shell(f"{absorber}-{element}{number}", element, shell, len(absorbers)))
-    return sorted(shells, key=lambda s: s.r_ideal_a)
 
 
 def blocking_error(series: np.ndarray) -> float:

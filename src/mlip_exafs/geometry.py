@@ -2,9 +2,11 @@
 
 MD snapshots in, a reference structure and per-frame fractional positions
 unwrapped onto it out (:class:`Snapshots`); atom pairs fixed on the reference
-and followed through the frames (:class:`PairList`, :func:`pair_lengths_a`).
-The shells built on these pairs, and where a radial cut may go, are in
-:mod:`mlip_exafs.shells`; the half cell width in :mod:`mlip_exafs.structures`.
+and followed through the frames (:class:`PairList`, :func:`pair_lengths_a`);
+the coordination shells of an absorber as such pairs (:func:`find_shells`:
+analysis, the quantum correction and the experiment's shell fit name shells
+alike). How distances group into shells and where a radial cut may go is
+:mod:`mlip_exafs.shells`; the half cell width :mod:`mlip_exafs.structures`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ase.spacegroup.symmetrize import check_symmetry, refine_symmetry
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.md import OutFiles as MdFiles
+from mlip_exafs.shells import LOOK_BEYOND_A, SHELL_TOL_A, check_within_half_cell, split_at_gaps
 
 SYMPREC_A = (0.1, 0.2, 0.3)
 LIGHTEST_DEFAULT_ABSORBER_Z = 19  # elements up to Ar (Z 18: O, S, Cl ...) are rarely the absorber when a heavier one is present
@@ -184,3 +187,47 @@ def build_pairs(reference: Atoms, cutoff_a: float) -> PairList:
 def pair_lengths_a(pairs: PairList, snapshots: Snapshots) -> np.ndarray:
     """(n_frames, n_pairs) instantaneous lengths of fixed reference pairs."""
     return np.linalg.norm(pairs.vectors_a(snapshots.frac, snapshots.cells), axis=-1)
+
+
+# ---------------------------------------------------------------- shells
+
+
+@dataclass(frozen=True)
+class Shell:
+    """One coordination shell around the absorber species (W-S1, W-W1, ...), as pairs of the reference."""
+
+    label: str
+    neighbor: str
+    pairs: PairList
+    n_absorbers: int
+
+    @property
+    def coordination(self) -> float:
+        return len(self.pairs.i) / self.n_absorbers
+
+    @property
+    def r_ideal_a(self) -> float:
+        return float(self.pairs.ideal_a.mean())
+
+
+def find_shells(reference: Atoms, absorber: str, rmax_a: float, tol_a: float = SHELL_TOL_A) -> list[Shell]:
+    """Distance shells around every ``absorber`` atom, per neighbour element, nearest first.
+
+    Whole shells only (grouped by :func:`mlip_exafs.shells.split_at_gaps`): pairs are listed past
+    ``rmax_a`` so that a shell is never split; it is reported when its mean distance is ≤ ``rmax_a``.
+    The analysis stage passes :func:`mlip_exafs.analysis.shell_cut`'s radius, which lies in a gap: its shells lie wholly inside it.
+    """
+    absorbers = absorber_indices(reference, absorber)
+    check_within_half_cell(reference, rmax_a, "--shell-rmax")
+    pairs = build_pairs(reference, rmax_a + LOOK_BEYOND_A)
+    pairs = pairs.subset(np.isin(pairs.i, absorbers))
+    symbols = np.array(reference.get_chemical_symbols())
+    shells = []
+    for element in sorted(set(symbols[pairs.j])):
+        of_element = pairs.subset(symbols[pairs.j] == element)
+        groups = split_at_gaps(of_element.ideal_a, tol_a)
+        for number, group in enumerate(np.unique(groups), start=1):
+            shell = of_element.subset(groups == group)
+            if shell.ideal_a.mean() <= rmax_a:
+                shells.append(Shell(f"{absorber}-{element}{number}", element, shell, len(absorbers)))
+    return sorted(shells, key=lambda s: s.r_ideal_a)
