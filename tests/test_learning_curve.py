@@ -83,7 +83,8 @@ def test_steps_are_the_studys_learning_curve_steps_with_the_same_hashes(data, tm
 
 
 @pytest.mark.parametrize("change, needle", [({"test": "elsewhere"}, "give the same dataset to both"),
-                                            ({"recipe": FinetuneRecipe(learning_rate=1e-2)}, "learning_rate")])
+                                            ({"recipe": FinetuneRecipe(learning_rate=1e-2)}, "learning_rate"),
+                                            ({"potential": "runs/ft/model.pt"}, "is a path")])
 def test_what_the_study_steps_cannot_express_is_refused_before_any_work(data, change, needle):
     settings = LearningCurveSettings(**{"train": str(data), "test": str(data), "ns": [1], **change})
     with pytest.raises(UserError, match=needle):

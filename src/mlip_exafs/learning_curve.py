@@ -82,6 +82,9 @@ def study_config(settings: LearningCurveSettings) -> StudyConfig:
     ``structure`` and ``absorber`` name the MD half of a study, which is not run:
     the steps run here do not depend on them.
     """
+    if "/" in settings.potential:
+        raise UserError(f"potential '{settings.potential}' is a path, and the study's steps are named after their potential; start the learning "
+                        "curve from a registered name (see 'mlip-exafs potentials'), or fine-tune the checkpoint with 'mlip-exafs finetune' per N")
     if Path(settings.test).resolve() != Path(settings.train).resolve() and settings.test != settings.train:
         raise UserError(f"test set '{settings.test}' is not the training dataset '{settings.train}': the learning curve runs the study's steps, "
                         "which validate on the test split of the dataset they train on; give the same dataset to both")
