@@ -20,6 +20,10 @@ keeps ħ/(2μω) per mode. Three kinds of nuclei (``md.nuclei``):
     classical. T in x is the temperature the MD realized (mean kinetic
     temperature of the frames): σ²_cl(ω) ∝ T_realized, so the zero-point term
     comes out as ħ/(2μω) whatever the thermostat noise of a short run.
+    A Langevin run (the default for ``corrected``: its local friction
+    equilibrates every mode, where Bussi's global rescaling does not) broadens
+    each line; the spectrum is unfolded into undamped modes before the
+    weighting (:func:`undamped_modes`).
     Where it stops being valid: the correction treats each frequency as an
     independent harmonic mode. In a strongly anharmonic crystal (soft modes,
     double wells, diffusion, large thermal expansion) the classical spectrum is
@@ -127,9 +131,9 @@ def shell_correction(lengths_a: np.ndarray, times_fs: np.ndarray, temperature_k:
     """Δσ² = Σ_ω σ²_cl(ω)(x coth x − 1) from (n_frames, n_pairs) pair lengths at evenly spaced times.
 
     ``friction_per_fs``: the Langevin friction γ of the run. Friction broadens every mode's line
-    (mostly towards low frequencies), and x coth x of the broadened line is too small (by 5 % at
-    γ/ω = 0.05 and 30 % at γ/ω = 0.5 when ħω/kT ≈ 14, W at 10 K), so the undamped modes are recovered
-    first (:func:`undamped_modes`).
+    (mostly towards low frequencies), and x coth x of the broadened line is too small (by 4–6 % at
+    γ/ω = 0.05 and 30–40 % at γ/ω = 0.5 when ħω/kT = 10–20, W at 10 K), so the undamped modes are
+    recovered first (:func:`undamped_modes`); ``mean_frequency_thz`` is then theirs.
     ``beads``: the σ² a P-bead ring polymer would have instead of the exact quantum one (to check the
     correction against a path-integral run with fewer beads than the rule, mode by mode).
     """
