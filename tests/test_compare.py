@@ -316,8 +316,9 @@ def _foil_as_theory(tmp: Path, name: str, transform=lambda k, chi: (k, chi)) -> 
         (None, ["--rmin", "2.0", "--rmax", "2.01"], "holds 0.1 independent points for 2 fitted parameters; widen the R range"),
         (None, ["--rbkg", "9"], "rbkg (9 Å) must be below rmax (5 Å)"),
         (None, ["--rbkg", "1e6"], "must be below rmax"),
+        (None, ["--fit-shells", "2", "--structure", "w-bcc", "--fit-rmax", "1.2"], "the shell fit (--fit-rmax, --rmin): the window k 3-14 1/Å, R 1-1.2 Å holds 1.4 independent points for 6 fitted parameters"),
     ],
-    ids=["nan-theory", "decreasing-k-theory", "tiny-r-window", "rbkg-above-rmax", "huge-rbkg"],
+    ids=["nan-theory", "decreasing-k-theory", "tiny-r-window", "rbkg-above-rmax", "huge-rbkg", "tiny-shell-fit-window"],
 )
 def test_a_fit_that_cannot_start_is_refused_before_fitting(capsys, tmp_path, transform, options, message):
     """Each crashed with 'Initial guess is outside of provided bounds' or gave a NaN/meaningless 'result'."""

@@ -22,7 +22,7 @@ from scipy.optimize import least_squares
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.feff import ETOK
-from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, at_bounds, check_fit_window, fit_failure, fit_first_shells
+from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, at_bounds, check_fit_window, fit_failure, fit_first_shells, n_shell_fit_parameters
 from mlip_exafs.files import check_output_folder, read_json, save_figure, sha256_file, write_json, write_text
 from mlip_exafs.provenance import provenance
 from mlip_exafs.spectra import FTWindow, Spectrum, absorber_and_edge, check_chi, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
@@ -84,6 +84,9 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
     exp = read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a, settings.e0_ev)
     window = settings.window(usable_kmax(settings, k_th, exp))
     check_fit_window(window, settings.rmin_a, settings.rmax_a, N_FIT_PARAMETERS, "compare (--rmin, --rmax)")
+    if structure and settings.fit_rmax_a is not None:  # before anything is written (the default rmax needs the shells' FEFF paths)
+        check_fit_window(window, settings.rmin_a, settings.fit_rmax_a, n_shell_fit_parameters(settings.fit_shells, settings.third_cumulant),
+                         "the shell fit (--fit-rmax, --rmin)")
     s02, de0 = fit_s02_de0(k_th, chi_th, exp, window, settings)
     model = shifted_theory(k_th, chi_th, exp.k_inv_a, s02, de0)
     ft_exp, ft_model = fourier_transform(exp.k_inv_a, exp.chi, window), fourier_transform(exp.k_inv_a, model, window)

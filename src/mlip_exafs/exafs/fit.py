@@ -165,6 +165,11 @@ def _match(shell, files: list[Path], absorber: str) -> ShellPath:
     return ShellPath(shell.label, shell.neighbor, shell.coordination, shell.r_ideal_a, tuple(mine))
 
 
+def n_shell_fit_parameters(n_shells: int, third_cumulant: bool) -> int:
+    """S0² and ΔE0, ΔR and σ² per shell, and the first shell's third cumulant if asked for."""
+    return 2 + 2 * n_shells + int(third_cumulant)
+
+
 def fit_rmax(settings: ShellFitSettings, next_shell_a: float) -> float:
     """End of the R range: given, or below the next (unfitted) shell, whose peak appears ≈ 0.3 Å short of its distance."""
     return settings.rmax_a if settings.rmax_a is not None else next_shell_a - R_WINDOW_BELOW_NEXT_SHELL_A
@@ -177,8 +182,7 @@ def fit_shells(spectrum: Spectrum, shells: list[ShellPath], window: FTWindow, rm
     from larch.xafs import feffit, feffit_dataset, feffit_transform, feffpath
 
     check_chi(spectrum.k_inv_a, spectrum.chi, spectrum.source)
-    n_parameters = 2 + 2 * len(shells) + int(third_cumulant)
-    check_fit_window(window, rmin_a, rmax_a, n_parameters, "the shell fit (--fit-rmax, --rmin)")
+    check_fit_window(window, rmin_a, rmax_a, n_shell_fit_parameters(len(shells), third_cumulant), "the shell fit (--fit-rmax, --rmin)")
     params = {"s02": guess(0.9, min=0.1, max=3.0), "de0": guess(0.0, min=-20.0, max=20.0)}
     paths = {}
     for i, shell in enumerate(shells, start=1):
@@ -214,7 +218,7 @@ def fit_shells(spectrum: Spectrum, shells: list[ShellPath], window: FTWindow, rm
         if i == 1 and third_cumulant:
             entry |= {"c3": _value(p["c3"]), "c3_err": _err(p["c3"])}
         result["shells"][shell.label] = entry
-    stuck = at_bounds({name: (par.value, par.min, par.max) for name, par in p.items() if par.vary})
+    stuck = at_bounds({name: (par.value, par.min, par.max) for name, par in p.items() if par.vary and np.isfinite([par.min, par.max]).all()})
     result["at_bound"] = stuck
     result["fit_failed"] = fit_failure(result["r_factor"], stuck)
     model = dataset.model
