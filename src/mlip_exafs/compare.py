@@ -9,10 +9,15 @@ k and R space.
 With ``fit_shells`` K > 0 the experiment is also fitted on its own, the
 conventional way (larch feffit, FEFF paths of the ideal crystal, see
 :mod:`mlip_exafs.exafs.fit`), so that its σ² per shell stands beside the MD's.
+
+What a comparison writes is named in :class:`OutFiles` (and the shell fit's in
+:class:`FitFiles`); other modules read those folders through them and through
+:func:`read_result` and :func:`read_fit`, never by file name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,9 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.optimize import least_squares
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.exafs import exafs_record, read_chi_csv, theory_absorber_edge
+from mlip_exafs.exafs import read_result as read_exafs
 from mlip_exafs.exafs.feff import ETOK
-from mlip_exafs.exafs.fit import FIT_FILE, ShellFitSettings, at_bounds, check_fit_window, fit_failure, fit_first_shells, n_shell_fit_parameters
+from mlip_exafs.exafs.fit import ShellFitSettings, at_bounds, check_fit_window, fit_failure, fit_first_shells, n_shell_fit_parameters
 from mlip_exafs.files import check_output_folder, read_json, save_figure, sha256_file, write_json, write_text
+from mlip_exafs.plots import plt
 from mlip_exafs.provenance import provenance
 from mlip_exafs.spectra import FTWindow, Spectrum, absorber_and_edge, check_chi, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
 from mlip_exafs.structures import load_structure
@@ -68,14 +76,67 @@ class CompareSettings(BaseModel):
 
 
 N_FIT_PARAMETERS = 2  # S0² and ΔE0
-FITTED_FILE = "fitted.csv"  # experiment and the theory with its fitted S0² and ΔE0, on the experiment's k grid
+
+
+@dataclass(frozen=True)
+class OutFiles:
+    """What a comparison writes into its folder; the one place that names these files."""
+
+    out: Path
+
+    @property
+    def summary(self) -> Path:
+        """compare.json: S0², ΔE0, R-factors, fit health (``fit_failed``), settings, provenance (written last)."""
+        return self.out / "compare.json"
+
+    @property
+    def fitted(self) -> Path:
+        """k,chi_experiment,chi_model: the experiment and the theory with its fitted S0² and ΔE0, on the experiment's k grid."""
+        return self.out / "fitted.csv"
+
+    @property
+    def overlay_plot(self) -> Path:
+        return self.out / "compare.png"
+
+    @property
+    def experiment_fit(self) -> Path:
+        """The folder of the shell fit (``--fit-shells``), named by :class:`FitFiles`."""
+        return self.out / "experiment_fit"
+
+
+@dataclass(frozen=True)
+class FitFiles:
+    """What the experiment's shell fit writes into its folder (compare's ``experiment_fit``, a study's fit-experiment step)."""
+
+    out: Path
+
+    @property
+    def summary(self) -> Path:
+        """experiment_fit.json: S0², ΔE0, R-factor, per shell r and σ² with errors, ``fit_failed``."""
+        return self.out / "experiment_fit.json"
+
+    @property
+    def plot(self) -> Path:
+        """k²χ(k) and |χ(R)| of the experiment and its fit (an SVG beside it)."""
+        return self.out / "experiment_fit.png"
+
+
+def read_result(folder: str | Path) -> dict | None:
+    """What a comparison recorded in its folder (``compare.json``); None for a folder without one."""
+    path = OutFiles(Path(folder)).summary
+    return read_json(path) if path.exists() else None
+
+
+def read_fit(folder: str | Path) -> dict | None:
+    """What a shell fit recorded in its folder (``experiment_fit.json``); None for a folder without one."""
+    path = FitFiles(Path(folder)).summary
+    return read_json(path) if path.exists() else None
 
 
 def compare(theory: str | Path, experiment: str | Path, settings: CompareSettings, out: str | Path) -> dict:
-    """chi.csv (or exafs folder) + experimental file -> ``out/compare.json`` and overlay plots."""
-    from mlip_exafs.exafs import exafs_record, read_chi_csv, theory_absorber_edge
-
+    """chi.csv (or exafs folder) + experimental file -> the files of :class:`OutFiles` in ``out``; returns the record."""
     out = check_output_folder(out)
+    files = OutFiles(out)
     k_th, chi_th = read_chi_csv(theory)
     check_chi(k_th, chi_th, theory)
     absorber, edge = absorber_and_edge(experiment, settings.absorber, settings.edge, theory_absorber_edge(theory))
@@ -113,21 +174,18 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
         "provenance": provenance({"theory": str(theory), "experiment": str(experiment), "experiment_sha256": sha256_file(experiment)}),
     }
     if structure:
-        result["experiment_fit"] = fit_experiment(exp, structure, settings, out / FIT_DIR)
-    plot_overlay(exp, model, ft_exp, ft_model, window, settings, out / "compare.png")
-    write_text(out / FITTED_FILE, "k,chi_experiment,chi_model\n" + "".join(f"{a:.4f},{b:.8g},{c:.8g}\n" for a, b, c in zip(exp.k_inv_a, exp.chi, model)))
-    write_json(out / "compare.json", result)
+        result["experiment_fit"] = fit_experiment(exp, structure, settings, files.experiment_fit)
+    plot_overlay(exp, model, ft_exp, ft_model, window, settings, files.overlay_plot)
+    write_text(files.fitted, "k,chi_experiment,chi_model\n" + "".join(f"{a:.4f},{b:.8g},{c:.8g}\n" for a, b, c in zip(exp.k_inv_a, exp.chi, model)))
+    write_json(files.summary, result)
     return result
-
-
-FIT_DIR = "experiment_fit"  # the shell fit's FEFF potentials, paths, plot and JSON
 
 
 def ideal_structure_of(theory: str | Path) -> str:
     """The ideal structure the exafs stage was told to use (its exafs.json), for a shell fit without --structure."""
     folder = Path(theory) if Path(theory).is_dir() else Path(theory).parent
-    record = folder / "exafs.json"
-    ideal = read_json(record)["settings"].get("ideal") if record.exists() else None
+    record = read_exafs(folder)
+    ideal = record["settings"].get("ideal") if record else None
     if not ideal:
         raise UserError("the shell fit needs the ideal crystal; give --structure (a built-in name such as w-bcc, or a file)")
     return ideal  # its supercell does not matter: shells are found with periodic images
@@ -136,10 +194,11 @@ def ideal_structure_of(theory: str | Path) -> str:
 def fit_experiment(experiment: str | Path | Spectrum, structure: str, settings: CompareSettings, out: str | Path) -> dict:
     """The experiment's first ``settings.fit_shells`` shells fitted with FEFF paths of ``structure``.
 
-    Writes ``out/experiment_fit.json`` and ``experiment_fit.png`` (+ .svg); returns the record
-    ``{"s02", "de0_ev", "r_factor", "shells": {label: {"r", "sigma2", "sigma2_err", ...}}, ...}``.
+    Writes the files of :class:`FitFiles` into ``out`` (and the FEFF paths); returns the record
+    ``{"s02", "de0_ev", "r_factor", "shells": {label: {"r", "sigma2", "sigma2_err", ...}}, "fit_failed", ...}``.
     """
     out = Path(out)
+    files = FitFiles(out)
     exp = experiment if isinstance(experiment, Spectrum) else read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a, settings.e0_ev)
     ideal = load_structure(structure)
     window = settings.window(min(settings.kmax_inv_a, float(exp.k_inv_a.max())))
@@ -147,18 +206,13 @@ def fit_experiment(experiment: str | Path | Spectrum, structure: str, settings: 
     record = fit_first_shells(exp, ideal, settings.absorber, settings.edge, window, shell_settings, out)
     arrays = record.pop("_arrays")
     record |= {"structure": structure, "experiment": exp.source, "experiment_sha256": sha256_file(exp.source) if Path(exp.source).is_file() else None}
-    plot_shell_fit(exp, arrays["k"], arrays["chi_model"], record, window, out / "experiment_fit.png")
-    write_json(out / FIT_FILE, record)
+    plot_shell_fit(exp, arrays["k"], arrays["chi_model"], record, window, files.plot)
+    write_json(files.summary, record)
     return record
 
 
 def plot_shell_fit(exp: Spectrum, k_model, chi_model, record: dict, window: FTWindow, path: Path) -> None:
     """The experiment and its shell fit, k²χ(k) and |χ(R)| with the fit range, sized for a journal's full width."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(7.0, 2.6), layout="constrained")
     w = window.kweight
     ax_k.plot(exp.k_inv_a, exp.k_inv_a**w * exp.chi, "k", lw=0.9, label="experiment")
@@ -254,11 +308,6 @@ def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half
 
 
 def plot_overlay(exp: Spectrum, model, ft_exp, ft_model, window: FTWindow, settings: CompareSettings, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, (ax_k, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
     w = exp.k_inv_a**window.kweight
     ax_k.plot(exp.k_inv_a, w * exp.chi, "k", lw=1, label="experiment")

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from mlip_exafs.cli import app, console
+from mlip_exafs.config import validate_model
 from mlip_exafs.shells import SHELL_TOL_A
 
 
@@ -19,13 +20,12 @@ def analyze_cmd(
     reference: Optional[str] = typer.Option(None, "--reference", help="Ideal structure (built-in or file); default: each trajectory's average."),
     reference_supercell: Optional[str] = typer.Option(None, "--reference-supercell", help="Supercell of --reference (the MD supercell)."),
     label: Optional[List[str]] = typer.Option(None, "--label", help="Name of each trajectory (repeat once per TRAJ)."),
-    shell_rmax: Optional[float] = typer.Option(None, "--shell-rmax", help="Report whole shells whose mean distance is up to this (Å), at most half the cell width (default: 4.5 or half the cell width)."),
+    shell_rmax: Optional[float] = typer.Option(None, "--shell-rmax", help="Report whole shells up to this radius (Å), moved into a gap as exafs --rmax is; at most half the cell width (default: 4.5 or half the cell width)."),
     shell_tol: float = typer.Option(SHELL_TOL_A, "--shell-tol", help="Ideal distances closer than this (Å) are one shell; a larger jump starts a new shell."),
     rdf_rmax: float = typer.Option(6.0, "--rdf-rmax", help="RDF range (Å)."),
 ) -> None:
     """Shells around the absorber (mean distance, MSRD σ² ± block error), RDFs and bond angles; compares trajectories."""
-    from mlip_exafs.analysis import AnalysisSettings, analyze
-    from mlip_exafs.config import validate_model
+    from mlip_exafs.analysis import AnalysisSettings, OutFiles, analyze  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
     values = {"absorber": absorber, "reference": reference, "reference_supercell": reference_supercell,
               "labels": label or None, "shell_rmax_a": shell_rmax, "shell_tol_a": shell_tol, "rdf_rmax_a": rdf_rmax}
@@ -33,9 +33,11 @@ def analyze_cmd(
     summary = analyze(list(trajs), settings, out)
     for traj in summary["trajectories"]:
         console.print(f"[bold]{traj['label']}[/bold]: {traj['n_frames']} frames; reference = {traj['reference']}")
+        if traj["shell_rmax"]["note"]:
+            console.print(f"  note: {traj['shell_rmax']['note']}", markup=False)
         for s in traj["shells"]:
             err = f"{s['sigma2_err']:.5f}" if s["sigma2_err"] is not None else "n/a"
             console.print(f"  {s['label']:8s} n = {s['n']:5.2f}  r_ideal {s['r_ideal']:.4f} Å  r_mean {s['r_mean']:.4f} Å  σ² {s['sigma2']:.5f} ± {err} Å²")
         for a in traj["angles"]:
             console.print(f"  angle {a['label']}: ideal {', '.join(f'{v:g}' for v in a['ideal_deg'])}°, rms deviation {a['rms_deviation_deg']:.2f}°")
-    console.print(f"-> {out / 'analysis.json'}")
+    console.print(f"-> {OutFiles(out).summary}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from mlip_exafs.cli import app, console
+from mlip_exafs.dataset import dataset_info, pack_dataset
 
 dataset_app = typer.Typer(help="Inspect and package labelled datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -19,8 +20,6 @@ def info_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Counts, composition, energy/force ranges and the DFT settings of a dataset."""
-    from mlip_exafs.dataset import dataset_info
-
     info = dataset_info(dataset)
     if as_json:
         print(json.dumps(info, indent=2))
@@ -49,8 +48,6 @@ def pack_cmd(
     name: str = typer.Option(..., "--name", help="Name to ship it under (ws2, w-bcc)."),
 ) -> None:
     """Compress a labelled dataset into the package so every verb can address it by name."""
-    from mlip_exafs.dataset import pack_dataset
-
     configs = {p.name: p.read_text() for p in sorted(source.glob("*.yaml"))}
     dest = pack_dataset(source, name, {"name": name, "configs": configs})
     console.print(f"packed {source} as '{name}' into {dest}")

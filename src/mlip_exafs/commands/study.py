@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
 from mlip_exafs.cli import app, console
+from mlip_exafs.errors import UserError
 
 
 @app.command("study")
@@ -23,8 +25,7 @@ def study_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda for every model step (overrides the config's device)."),
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
-    from mlip_exafs.errors import UserError
-    from mlip_exafs.study import run_study
+    from mlip_exafs.study import run_study  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
     if executor not in ("local", "dask"):
         raise UserError(f"unknown --executor '{executor}'; use local or dask")
@@ -46,8 +47,7 @@ def study_cmd(
 @app.command("report")
 def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder written by 'mlip-exafs study'.")) -> None:
     """Rebuild the HTML report of a study (of its finished steps while it still runs)."""
-    from mlip_exafs.errors import UserError
-    from mlip_exafs.report import write_report
+    from mlip_exafs.report import write_report  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
     if not (study_dir / "study.json").exists():
         raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
@@ -55,8 +55,6 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder writte
 
 
 def _print_learning_curve(part: dict) -> None:
-    from rich.table import Table
-
     table = Table("model", "N", "seeds", "force MAE (eV/Å)", "softening slope", "energy MAE (meV/atom)")
     for name, v in part["pristine"].items():
         table.add_row(name, "0", "-", f"{v['force_mae_ev_a']:.4f}", f"{v['softening_slope']:.3f}", f"{v['energy_mae_mev_atom']:.1f}")
