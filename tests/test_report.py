@@ -324,3 +324,34 @@ def test_bundled_study_reports_show_the_verdict_on_the_first_screen(study, tmp_p
     layout, pixels = first_screen(report, tmp_path)
     _assert_verdict_fills_the_first_screen(layout, pixels)
     assert layout["images"] >= 5
+
+
+# ---------------------------------------------------------------- failed fits (docs/robustness.md, Failed fits)
+
+def test_a_failed_fit_shows_as_failed_and_its_r_factor_decides_nothing(tmp_path):
+    """A comparison recorded as failed (here pretrained CHGNet's: S0² at a bound, with a deceptively low R) reads 'failed' in the
+    verdict table and sentence, is left out of the R-factor figure, and keeps its numbers for diagnosis in the tables on demand."""
+    from mlip_exafs.exafs.fit import fit_failure
+
+    root = make_study(tmp_path, unfinished_md=False)
+    summary = json.loads((root / "summary.json").read_text())
+    stuck = fit_failure(0.045, ["s02"])
+    far = fit_failure(0.93, [])
+    summary["potentials"]["chgnet"]["exafs"] |= {"r_factor_r": 0.045, "s02": 3.0, "fit_failed": stuck}
+    summary["potentials"]["chgnet-ft-n40-s0"]["exafs"] |= {"r_factor_r": 0.93, "fit_failed": far}
+    write_json(root / "summary.json", summary)
+    text = write_report(root).read_text()
+    verdict = _verdict_html(root / "report.html")
+
+    table = verdict[verdict.index("<table>"):]
+    rows = {re.search(r"<td>([^<]+)</td>", row).group(1): row for row in table.split("<tr>")[2:]}
+    assert rows["chgnet"].endswith("<td>failed</td></tr>") and rows["chgnet-ft-n40-s0"].endswith("<td>failed</td></tr>")
+    assert rows["chgnet-ft-n10-s0"].endswith("<td>0.012</td></tr>")  # a good fit keeps its number
+    assert "Its EXAFS fit against the experiment failed (s02 ended at a fit bound: no minimum inside the bounds): no R-factor" in verdict
+    assert "(R-factor 0.93 &gt; 0.5: the fit ends far from the data)" in verdict
+    assert "0.045" not in verdict and "0.930" not in verdict and "R-factor 0.93 " not in verdict.replace("R-factor 0.93 &gt;", "")
+    assert "failed fits left out" in text  # the R-factor vs N figure
+
+    on_demand = text[text.index("<summary>Each potential against the experiment"):]
+    assert "<td>chgnet</td><td>failed (0.045)</td>" in on_demand and "<td>chgnet-ft-n40-s0</td><td>failed (0.93)</td>" in on_demand
+    assert f"chgnet: {stuck}" in on_demand.replace("&#x27;", "'")  # the whole reason, advice included

@@ -156,3 +156,37 @@ def test_a_pristine_only_study_gets_a_verdict_against_the_experiment_and_no_lear
 def test_series_report_shows_the_verdict_on_the_first_screen(series_report, tmp_path):
     layout, pixels = first_screen(series_report, tmp_path)
     _assert_verdict_fills_the_first_screen(layout, pixels)
+
+
+def test_failed_fits_rank_nothing_and_a_failed_shell_fit_holds_no_md(tmp_path):
+    """Pristine only, 300 and 10 K: SevenNet-0's comparison at 300 K (the best R-factor, 0.05) and the experiment's shell
+    fit at 300 K are recorded as failed. The ranking is CHGNet's alone, no MD σ² is held against the failed shell fit,
+    the experiment's 10 K fit still counts, and the tables say 'failed'."""
+    from mlip_exafs.exafs.fit import fit_failure
+
+    root = make_series_study(tmp_path, dataset=None, nuclei="classical")
+    summary = json.loads((root / "summary.json").read_text())
+    comparison = fit_failure(0.05, ["de0_ev"])
+    for entry in (summary["potentials"]["sevennet-0"]["exafs"], summary["potentials"]["sevennet-0"]["by_temperature"]["300"]["exafs"]):
+        entry["fit_failed"] = comparison  # as the summary carries compare.json's fit_failed
+    shell_fit = fit_failure(0.71, [])
+    spectrum = next(s for s in summary["experiment"]["spectra"] if s["temperature_k"] == 300.0)
+    spectrum["fit"]["fit_failed"] = shell_fit
+    summary["experiment"]["fit"] = spectrum["fit"]
+    write_json(root / "summary.json", summary)
+    step = next(s for s in build_steps(StudyConfig.model_validate(json.loads((root / "study.json").read_text())["config"]))
+                if s.action == "fit_experiment" and s.temperature_k == 300.0)
+    write_json(root / "steps" / step.name / "experiment_fit.json", spectrum["fit"])
+
+    text = write_report(root).read_text()
+    verdict = _verdict_html(root / "report.html")
+    assert "<b>Pretrained chgnet against the experiment</b>: EXAFS R-factor 0.080 at 300 K. The EXAFS fit of sevennet-0 failed at 300 K: not ranked." in verdict
+    assert "agrees best" not in verdict
+    assert "R-factor 0.070 at 10 K (S0² 0.90). Its EXAFS fit at 300 K failed (de0_ev ended at a fit bound" in verdict
+    assert "<b>The experiment's own shell fit at 300 K failed</b> (R-factor 0.71 &gt; 0.5: the fit ends far from the data)" in verdict
+    assert "× the experiment's" not in verdict
+    assert re.search(r"<td>sevennet-0</td>(<td>[0-9. ±]+</td>){2}<td>failed</td><td>0.07</td></tr>", verdict)  # σ² W-W1, W-W2, R at 300 and 10 K
+    assert "<td>experiment (shell fit)</td><td>–</td><td>–</td><td>failed (shell fit)</td><td>0.0186 (shell fit)</td>" in verdict
+    assert list(load_view(root).experiment_fits()) == [10.0]  # σ²(T) plots the 10 K fit only
+    against = text[text.index("<summary>Each potential against the experiment"):]
+    assert "<td>sevennet-0</td><td>300</td><td>failed (0.05)</td>" in against and "<p><b>The fit failed</b>: R-factor 0.71" in against

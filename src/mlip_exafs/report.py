@@ -31,19 +31,22 @@ from pathlib import Path
 import numpy as np
 from ase import units
 from ase.data import atomic_masses, atomic_numbers
+from matplotlib.lines import Line2D
 
 from mlip_exafs.analysis import read_result as read_analysis
-from mlip_exafs.compare import FITTED_FILE
-from mlip_exafs.exafs import FTWindowSettings, plot_models, read_chi_csv
+from mlip_exafs.compare import FitFiles, read_fit
+from mlip_exafs.compare import OutFiles as CompareFiles
+from mlip_exafs.compare import read_result as read_compare
+from mlip_exafs.exafs import FTWindowSettings, read_chi_csv
 from mlip_exafs.exafs import OutFiles as ExafsFiles
 from mlip_exafs.exafs import read_result as read_exafs
-from mlip_exafs.exafs.fit import FIT_FILE
 from mlip_exafs.files import read_json, save_figure, write_text
-from mlip_exafs.learning_curve import SLOPE_TOLERANCE, summarize_by_n
-from mlip_exafs.learning_curve import plot_learning_curve as plot_curve
 from mlip_exafs.md import production_temperature_text
 from mlip_exafs.md import read_result as read_md
+from mlip_exafs.plots import plot_models, plt
+from mlip_exafs.plots import plot_learning_curve as plot_curve
 from mlip_exafs.quantum import HBAR_EV_FS, harmonic_sigma2_a2
+from mlip_exafs.recommend import SLOPE_TOLERANCE, summarize_by_n
 from mlip_exafs.spectra import FTWindow
 from mlip_exafs.study.pipeline import study_steps, summary_of_finished_steps
 from mlip_exafs.study.steps import Step
@@ -52,7 +55,7 @@ from mlip_exafs.validate import OutFiles as ValidateFiles
 VERDICT_SHELLS = 2  # σ² of this many first shells go into the verdict (the experiment fit's shells when there is one)
 SERIES_SHELLS = 3  # σ²(T) of this many first shells of the absorber
 COLUMN_IN, FULL_WIDTH_IN = 3.4, 7.0  # journal single-column and full-page widths
-COMPARE_FILE, STEP_FILE = "compare.json", "step.json"  # named by compare.py and study/steps.py without a constant
+STEP_FILE = "step.json"  # named by study/steps.py without a constant
 
 
 @dataclass
@@ -119,13 +122,23 @@ class StudyView:
         key = (name, self.temperatures[0] if temperature_k is None and self.temperatures else temperature_k)
         return self.md_shells.get(key, {}).get(shell, {}).get("sigma2_err")
 
-    def experiment_fits(self) -> dict[float, dict]:
-        """T (K) -> the experiment's own shell fit of the spectrum measured at that temperature."""
+    def all_experiment_fits(self) -> dict[float, dict]:
+        """T (K) -> the experiment's own shell fit of the spectrum measured at that temperature, failed fits included."""
         experiment = self.summary.get("experiment") or {}
         spectra = experiment.get("spectra")
         if spectra is None and experiment:  # a summary from before spectra had temperatures: one, at the first MD temperature
             spectra = [{"temperature_k": self.temperatures[0] if self.temperatures else None, "fit": experiment.get("fit")}]
         return {s["temperature_k"]: s["fit"] for s in spectra or [] if s.get("fit")}
+
+    def experiment_fits(self) -> dict[float, dict]:
+        """The experiment's shell fits that are results: a failed fit's σ² are no measurement to hold an MD against."""
+        return {t: fit for t, fit in self.all_experiment_fits().items() if not failed_because(fit)}
+
+    @property
+    def failed_fit(self) -> dict | None:
+        """The experiment's shell fit at the first MD temperature, when it failed."""
+        fit = self.all_experiment_fits().get(self.temperatures[0]) if self.temperatures else None
+        return fit if failed_because(fit) else None
 
     def first_spectrum_k(self) -> float | None:
         """The temperature of the first spectrum, whose comparison is each potential's top-level ``exafs``."""
@@ -143,6 +156,16 @@ class StudyView:
             return list(self.fit["shells"])[:VERDICT_SHELLS]
         with_md = [v["msrd"] for v in self.potentials.values() if v.get("msrd")]
         return list(with_md[0])[:VERDICT_SHELLS] if with_md else []
+
+
+def failed_because(record: dict | None) -> str | None:
+    """Why a fit is no result (its record's ``fit_failed``, docs/robustness.md "Failed fits"); None for a good fit, or none."""
+    return (record or {}).get("fit_failed")
+
+
+def _why(reason: str) -> str:
+    """The reason of a failed fit without its advice (after '; '): short enough for a sentence of the verdict."""
+    return html.escape(reason.split("; ")[0])
 
 
 def load_view(study_dir: Path) -> StudyView:
@@ -221,6 +244,8 @@ def _verdict(view: StudyView) -> str:
     items += [_finetuned_sentence(view, n, name) for n, name in view.finetuned_md]
     if view.fit:
         items.append(_experiment_sentence(view))
+    elif view.failed_fit:
+        items.append(_failed_experiment_sentence(view))
     if series := temperature_series(view):
         items.append(_temperature_sentence(view, series))
     answer = _recommendation(view) if view.finetunes else _pristine_answer(view)
@@ -260,15 +285,21 @@ def _recommendation(view: StudyView) -> str:
 def _pristine_answer(view: StudyView) -> str:
     """The answer of a study without fine-tuning: which pretrained potential the experiment favours."""
     at = f" at {view.first_spectrum_k():g} K" if len(view.temperatures) > 1 else ""
-    ranked = sorted((e["r_factor_r"], name) for name in view.pristine if (e := view.potentials[name].get("exafs")))
+    compared = {name: e for name in view.pristine if (e := view.potentials[name].get("exafs"))}
+    ranked = sorted((e["r_factor_r"], name) for name, e in compared.items() if not failed_because(e))
+    failed = [html.escape(name) for name, e in compared.items() if failed_because(e)]
     if len(ranked) > 1:
         (r_best, best), (r_next, second) = ranked[:2]
         answer = (f"<b>Of the pretrained potentials, {html.escape(best)} agrees best with the experiment</b>: EXAFS R-factor "
                   f"{r_best:.3f}{at}, against {r_next:.3f} for {html.escape(second)}.")
     elif ranked:
         answer = f"<b>Pretrained {html.escape(ranked[0][1])} against the experiment</b>: EXAFS R-factor {ranked[0][0]:.3f}{at}."
+    elif failed:
+        answer = f"<b>No pretrained potential can be ranked by the experiment</b>: the EXAFS fit of each failed{at}."
     else:
         answer = "<b>Pretrained potentials only</b>: their MD structure is below; without an experiment's EXAFS there is nothing to rank them by."
+    if failed and ranked:
+        answer += f" The EXAFS fit of {', '.join(failed)} failed{at}: not ranked."
     validated = any(v.get("validation") for v in view.potentials.values())
     why = "No fine-tuning in this study" if validated else "No DFT dataset in this study: nothing was fine-tuned or validated against DFT, so the verdict rests on the experiment alone"
     return f"<p class='answer'>{answer}</p><p><small>{why}.</small></p>"
@@ -383,11 +414,17 @@ def exafs_by_temperature(view: StudyView, name: str) -> dict[float, dict]:
 def _r_factor_clause(view: StudyView, name: str) -> str:
     series = exafs_by_temperature(view, name)
     if len(series) > 1:
-        each = ", ".join(f"{e['r_factor_r']:.3f} at {t:g} K (S0² {e['s02']:.2f})" for t, e in series.items())
-        return f" Its MD-EXAFS fits the experiments with R-factor {each}."
+        each = ", ".join(f"{e['r_factor_r']:.3f} at {t:g} K (S0² {e['s02']:.2f})" for t, e in series.items() if not failed_because(e))
+        failed = {t: reason for t, e in series.items() if (reason := failed_because(e))}
+        text = f" Its MD-EXAFS fits the experiments with R-factor {each}." if each else ""
+        if failed:
+            text += f" Its EXAFS fit at {_kelvin(failed)} failed ({_why(next(iter(failed.values())))})."
+        return text
     e = view.potentials[name].get("exafs")
     if not e:
         return ""
+    if reason := failed_because(e):
+        return f" Its EXAFS fit against the experiment failed ({_why(reason)}): no R-factor to judge it by."
     return f" Its MD-EXAFS fits the experiment with R-factor {e['r_factor_r']:.3f} (S0² {e['s02']:.2f}, ΔE0 {e['de0_ev']:.1f} eV)."
 
 
@@ -398,6 +435,12 @@ def _experiment_sentence(view: StudyView) -> str:
     at = f" at {_kelvin(view.temperatures[:1])}" if len(view.temperatures) > 1 else ""
     return (f"<b>The experiment</b> ({html.escape(source)}){at}, fitted on its own with {len(fit['shells'])} FEFF shells of the ideal crystal "
             f"(N fixed, larch feffit, R-factor {fit['r_factor']:.4f}, S0² {fit['s02']:.2f}): {shells}.")
+
+
+def _failed_experiment_sentence(view: StudyView) -> str:
+    at = f" at {_kelvin(view.temperatures[:1])}" if len(view.temperatures) > 1 else ""
+    return (f"<b>The experiment's own shell fit{at} failed</b> ({_why(failed_because(view.failed_fit))}): its σ² are no measurement, "
+            "so no MD is held against them.")
 
 
 def _temperature_sentence(view: StudyView, series: dict[str, dict[float, dict]]) -> str:
@@ -430,13 +473,22 @@ def _verdict_table(view: StudyView) -> str:
         row = [name] + ([validation.get("softening_slope"), validation.get("force_mae_ev_a")] if validated else [])
         row += [f"{msrd[s]['sigma2']:.5f}{_pm(view.sigma2_err(name, s))}" if s in msrd else None for s in shells]
         exafs = exafs_by_temperature(view, name)
-        rows.append(row + [exafs[t]["r_factor_r"] if t in exafs else None for t in exafs_temperatures])
-    if view.fit:
-        fit_shells = view.fit["shells"]
-        row = ["experiment (shell fit)"] + ([None, None] if validated else []) + [f"{fit_shells[s]['sigma2']:.5f}{_pm(fit_shells[s]['sigma2_err'])}" for s in shells]
-        fits = view.experiment_fits()
-        rows.append(row + [f"{fits[t]['r_factor']:.4f} (shell fit)" if t in fits else None for t in exafs_temperatures])
+        rows.append(row + [_r_factor_cell(exafs.get(t)) for t in exafs_temperatures])
+    if view.fit or view.failed_fit:
+        fit_shells = view.fit["shells"] if view.fit else {}
+        row = ["experiment (shell fit)"] + ([None, None] if validated else [])
+        row += [f"{fit_shells[s]['sigma2']:.5f}{_pm(fit_shells[s]['sigma2_err'])}" if s in fit_shells else None for s in shells]
+        fits = view.all_experiment_fits()
+        rows.append(row + [None if t not in fits else "failed (shell fit)" if failed_because(fits[t]) else f"{fits[t]['r_factor']:.4f} (shell fit)"
+                           for t in exafs_temperatures])
     return _table(header, rows)
+
+
+def _r_factor_cell(comparison: dict | None) -> float | str | None:
+    """A comparison's R-space R-factor, or 'failed': a failed fit's R-factor is no result."""
+    if comparison is None:
+        return None
+    return "failed" if failed_because(comparison) else comparison["r_factor_r"]
 
 
 # ---------------------------------------------------------------- the deciding figures
@@ -451,16 +503,18 @@ def _deciding_figures(view: StudyView) -> str:
         path = view.folder / "sigma2_vs_n.png"
         plot_sigma2_vs_n(view, path)
         figures.append(_img(path, "σ² per shell vs N: fine-tuned MDs (points), pretrained (lines), experiment's shell fit (band)", "half"))
-    if any(view.potentials[name].get("exafs") for _, name in view.finetuned_md):
+    if any(_good_fit(view, name) for _, name in view.finetuned_md):
         path = view.folder / "r_factor_vs_n.png"
         plot_r_factor_vs_n(view, path)
-        figures.append(_img(path, "MD-EXAFS against the experiment: R-factor vs N (pretrained as lines)", "half"))
+        left_out = any(failed_because(view.potentials[name].get("exafs")) for name in view.potentials)
+        figures.append(_img(path, "MD-EXAFS against the experiment: R-factor vs N (pretrained as lines)" + ("; failed fits left out" if left_out else ""), "half"))
     several = len(view.of("fit_experiment")) > 1
     for step in view.of("fit_experiment"):
-        fit_png = view.folder_of(step) / "experiment_fit.png"
+        fit_png = FitFiles(view.folder_of(step)).plot
         if fit_png.exists():
             at = f" at {step.temperature_k:g} K" if several else ""
-            figures.append(_img(fit_png, f"the experiment{at} and its own shell fit (FEFF paths of the ideal crystal)", "half"))
+            failed = " — a failed fit, kept for diagnosis" if failed_because(read_fit(view.folder_of(step))) else ""
+            figures.append(_img(fit_png, f"the experiment{at} and its own shell fit (FEFF paths of the ideal crystal){failed}", "half"))
     overlay = "".join(_experiment_overlay(view, t) for t in view.temperatures) or _exafs_overlay(view)
     body = "\n".join(figures) + overlay
     note = "<p><small>Each figure is also in the study folder as SVG beside its PNG, sized for a journal page.</small></p>"
@@ -475,18 +529,8 @@ def plot_learning_curve(view: StudyView, path: Path) -> None:
     plot_curve(rows, summarize_by_n(rows, keys=("force_mae_ev_a", "softening_slope")), baseline, path)
 
 
-def _pyplot():
-    import matplotlib  # lazy: a report without figures (and every test that builds a view) needs no plotting backend
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_sigma2_vs_n(view: StudyView, path: Path) -> None:
     """One panel per verdict shell: σ² of the fine-tuned MDs vs N, pretrained ones as lines, the experiment as a band."""
-    plt = _pyplot()
     shells = view.shells()
     fig, axes = plt.subplots(1, len(shells), figsize=(COLUMN_IN * len(shells) / 1.5, 2.4), layout="constrained", squeeze=False)
     ns = [n for n, _ in view.finetuned_md]
@@ -511,13 +555,18 @@ def plot_sigma2_vs_n(view: StudyView, path: Path) -> None:
     save_figure(fig, path, vector=True)
 
 
+def _good_fit(view: StudyView, name: str) -> dict | None:
+    """A potential's comparison with the (first) experiment, unless there is none or it failed."""
+    e = view.potentials[name].get("exafs")
+    return e if e and not failed_because(e) else None
+
+
 def plot_r_factor_vs_n(view: StudyView, path: Path) -> None:
-    """R-space R-factor of each fine-tuned MD's EXAFS against the experiment vs N; pretrained as lines."""
-    plt = _pyplot()
+    """R-space R-factor of each fine-tuned MD's EXAFS against the experiment vs N; pretrained as lines; failed fits left out."""
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.4), layout="constrained")
-    points = [(n, view.potentials[name]["exafs"]["r_factor_r"]) for n, name in view.finetuned_md if view.potentials[name].get("exafs")]
+    points = [(n, e["r_factor_r"]) for n, name in view.finetuned_md if (e := _good_fit(view, name))]
     ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="C0", ms=4, label="fine-tuned")
-    for i, name in enumerate(p for p in view.pristine if view.potentials[p].get("exafs")):
+    for i, name in enumerate(p for p in view.pristine if _good_fit(view, p)):
         ax.axhline(view.potentials[name]["exafs"]["r_factor_r"], color=f"C{i + 1}", ls="--", lw=1, label=name)
     ax.set_xscale("log")
     ax.set_xticks([p[0] for p in points], [str(p[0]) for p in points])
@@ -545,12 +594,13 @@ def _exafs_overlay(view: StudyView) -> str:
 
 def _experiment_overlay(view: StudyView, temperature_k: float) -> str:
     """The experiment at one temperature and every shown potential's χ(k), each with its own fitted S0² and ΔE0, on one figure."""
-    shown = [s for s in first_seed_only(view.of("compare", temperature_k))
-             if (view.folder_of(s) / FITTED_FILE).exists() and (view.folder_of(s) / COMPARE_FILE).exists()]
+    files = {s.potential: CompareFiles(view.folder_of(s)) for s in first_seed_only(view.of("compare", temperature_k))}
+    shown = {name: f for name, f in files.items() if f.fitted.exists() and f.summary.exists()}
     if not shown:
         return ""
-    fitted = {s.potential: np.loadtxt(view.folder_of(s) / FITTED_FILE, delimiter=",", skiprows=1, ndmin=2) for s in shown}
-    c = read_json(view.folder_of(shown[0]) / COMPARE_FILE)
+    fitted = {name + (" (fit failed)" if failed_because(read_compare(f.out)) else ""): np.loadtxt(f.fitted, delimiter=",", skiprows=1, ndmin=2)
+              for name, f in shown.items()}
+    c = read_compare(next(iter(shown.values())).out)
     window = FTWindow(c["kmin"], c["kmax"], c["settings"]["dk_inv_a"], c["kweight"])
     first = next(iter(fitted.values()))
     chis = {"experiment": (first[:, 0], first[:, 1])} | {name: (d[:, 0], d[:, 2]) for name, d in fitted.items()}
@@ -594,9 +644,6 @@ def einstein_curve(view: StudyView, shell: str, fit: dict, temperatures_k: np.nd
 def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, dict]], path: Path) -> None:
     """One panel per shell: σ²(T) of each potential (quantum filled, classical open where they differ), its fitted
     correlated-Einstein curve, and the experiment's own fitted σ² at each temperature it was measured."""
-    from matplotlib.lines import Line2D  # with pyplot: lazy
-
-    plt = _pyplot()
     shells = series_shells(series)
     fig, axes = plt.subplots(1, len(shells), figsize=(min(FULL_WIDTH_IN, 2.3 * len(shells) + 0.3), 2.6), layout="constrained", squeeze=False)
     t_max_k = max(t for points in series.values() for t in points) * 1.1
@@ -768,28 +815,37 @@ def production_temperature(md_folder: Path) -> str | None:
 
 def _exafs_table(view: StudyView) -> str:
     """The comparison of each potential's MD-EXAFS with the experiment (with each spectrum, in a temperature series)."""
-    several = len(view.experiment_fits()) > 1 or any(len(exafs_by_temperature(view, name)) > 1 for name in view.potentials)
-    rows = []
+    several = len(view.all_experiment_fits()) > 1 or any(len(exafs_by_temperature(view, name)) > 1 for name in view.potentials)
+    rows, failures = [], []
     for name in view.potentials:
         for t, e in exafs_by_temperature(view, name).items() if several else [(None, view.potentials[name].get("exafs"))]:
             if e:
+                r_factors = [f"failed ({e['r_factor_r']:.4g})", f"failed ({e['r_factor_k']:.4g})"] if failed_because(e) else [e["r_factor_r"], e["r_factor_k"]]
                 rows.append([name] + ([f"{t:g}"] if several else [])
-                            + [e["r_factor_r"], e["r_factor_k"], e["s02"], e["de0_ev"], f"{e['kmin']}–{e['kmax']}", f"{e['rmin']}–{e['rmax']}"])
+                            + r_factors + [e["s02"], e["de0_ev"], f"{e['kmin']}–{e['kmax']}", f"{e['rmin']}–{e['rmax']}"])
+                if reason := failed_because(e):
+                    failures.append(f"{html.escape(name)}{f' at {t:g} K' if several else ''}: {html.escape(reason)}")
     if not rows:
         return ""
-    return _table(["potential"] + (["T (K)"] if several else []) + ["R-factor (R)", "R-factor (k)", "S0²", "ΔE0 (eV)", "k range (Å⁻¹)", "R range (Å)"], rows)
+    table = _table(["potential"] + (["T (K)"] if several else []) + ["R-factor (R)", "R-factor (k)", "S0²", "ΔE0 (eV)", "k range (Å⁻¹)", "R range (Å)"], rows)
+    if failures:
+        table += ("<p><small>Failed fits (docs/robustness.md, Failed fits), their numbers kept for diagnosis only: "
+                  + "; ".join(failures) + ".</small></p>")
+    return table
 
 
 def _fit_table(view: StudyView, step: Step) -> str:
     """The experiment's shell fit, every parameter with its error."""
-    fit_json = view.folder_of(step) / FIT_FILE
-    if not fit_json.exists():
+    fit = read_fit(view.folder_of(step))
+    if fit is None:
         return ""
-    fit = read_json(fit_json)
     rows = [[s, f["n"], f["r"], f.get("r_err"), f["sigma2"], f["sigma2_err"]] for s, f in fit["shells"].items()]
     at = f" at {step.temperature_k:g} K" if len(view.of("fit_experiment")) > 1 else ""
-    head = (f"<h3>The experiment's own shell fit{at}</h3><p>S0² {fit['s02']:.3f}{_pm(fit.get('s02_err'))}, ΔE0 {fit['de0_ev']:.2f} eV, "
-            f"R-factor {fit['r_factor']:.4f}, k {fit['kmin']:g}–{fit['kmax']:g} Å⁻¹, R {fit['rmin']:g}–{fit['rmax']:.2f} Å, "
+    reason = failed_because(fit)
+    failed = f"<p><b>The fit failed</b>: {html.escape(reason)}. Its numbers are kept for diagnosis, not as a result.</p>" if reason else ""
+    r_factor = f"R-factor failed ({fit['r_factor']:.4f})" if reason else f"R-factor {fit['r_factor']:.4f}"
+    head = (f"<h3>The experiment's own shell fit{at}</h3>{failed}<p>S0² {fit['s02']:.3f}{_pm(fit.get('s02_err'))}, ΔE0 {fit['de0_ev']:.2f} eV, "
+            f"{r_factor}, k {fit['kmin']:g}–{fit['kmax']:g} Å⁻¹, R {fit['rmin']:g}–{fit['rmax']:.2f} Å, "
             f"{fit['n_variables']} variables, {fit['n_independent']:.1f} independent points.</p>")
     return head + _table(["shell", "N (fixed)", "r (Å)", "r error (Å)", "σ² (Å²)", "σ² error (Å²)"], rows)
 
