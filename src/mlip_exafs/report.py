@@ -16,7 +16,9 @@ built only from files on disk (``summary.json`` — or the finished steps of an
 unfinished study — ``study.json`` and the step folders), so ``mlip-exafs report
 DIR`` can rebuild it any time. It finds a step's folder and what the step is
 about (action, potential, N, seed, temperature) from the study's step records,
-never from folder names.
+never from folder names. A fit recorded as failed (``fit_failed``, docs/robustness.md
+"Failed fits") reads "failed" wherever its R-factor would stand, ranks no potential,
+and a failed shell fit of the experiment holds no MD's σ².
 """
 
 from __future__ import annotations
