@@ -79,7 +79,7 @@ WS2_CLASSICAL = ("--timestep", "4", "--equilibrate", "400fs", "--production", "2
 WS2_PIMD = ("--timestep", "4", "--equilibrate", "200fs", "--production", "800fs", "--every", "20fs", "--checkpoint-every", "200fs")
 
 W = dict(structure="w-bcc", supercell="3x3x3", absorber="W", shell_rmax_a=4.6)
-WS2 = dict(structure="ws2", supercell="3x3x1", absorber="W", shell_rmax_a=4.05)  # W–S2 at 3.97 Å < half the in-plane width (4.10 Å)
+WS2 = dict(structure="ws2", supercell="4x4x1", absorber="W", shell_rmax_a=4.3)  # 96 atoms: in 3x3x1 the shell cut (half the width, 4.10 Å, moved into a gap) drops W–S2 at 3.97 Å
 CASES = (
     Case("w-300", temperature_k=300.0, runs=(corrected("bussi", *W_CLASSICAL), corrected("langevin", *W_CLASSICAL),
                                              path_integral(None, *W_PIMD_300K), path_integral(4, *W_PIMD_300K)), **W),
