@@ -334,10 +334,11 @@ def test_study_md_nuclei_reaches_the_md_step_and_classical_keeps_old_hashes():
     examples = Path(__file__).parent.parent / "examples"
     config = load_study_config(examples / "w.yaml", "quick")
     md_step = next(s for s in build_steps(config) if s.action == "md")
-    assert "nuclei" not in md_step.params["settings"] and "beads" not in md_step.params["settings"]
+    assert not {"nuclei", "beads", "thermostat"} & set(md_step.params["settings"])
     quantum = config.model_copy(update={"md": config.md.model_copy(update={"nuclei": "corrected"})})
     md_step = next(s for s in build_steps(quantum) if s.action == "md")
     assert md_step.params["settings"]["nuclei"] == "corrected"
+    assert md_step.params["settings"]["thermostat"] == "langevin"  # md.default_thermostat; classical steps carry none (hashes as before)
     MdSettings(structure=config.structure, **md_step.params["settings"])  # the md action builds exactly this
 
 
