@@ -89,8 +89,8 @@ CASES = (
                                            path_integral(4, *W_PIMD_10K), path_integral(8, *W_PIMD_10K), path_integral(16, *W_PIMD_10K)), **W),
     Case("ws2-300", temperature_k=300.0, runs=(corrected("langevin", *WS2_CLASSICAL), path_integral(None, *WS2_PIMD),
                                                corrected("bussi", *WS2_CLASSICAL)), **WS2),
-    Case("ws2-10", temperature_k=10.0, runs=(corrected("bussi", *WS2_CLASSICAL), corrected("langevin", *WS2_CLASSICAL),
-                                             path_integral(8, *WS2_PIMD)), **WS2),
+    Case("ws2-10", temperature_k=10.0, runs=(corrected("langevin", *WS2_CLASSICAL), path_integral(4, *WS2_PIMD),
+                                             path_integral(8, *WS2_PIMD), corrected("bussi", *WS2_CLASSICAL)), **WS2),
 )
 
 

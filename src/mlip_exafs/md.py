@@ -121,7 +121,7 @@ def default_thermostat(nuclei: str) -> Thermostat:
 
     A corrected σ² is only as good as the classical σ² of each mode beneath it. Bussi's global
     rescaling leaves a stiff, nearly harmonic crystal's mode energies unequilibrated for ps (bcc W
-    with CHGNet: corrected ±11 % off path integrals per shell, Langevin within 1 %; docs/md.md), and
+    with CHGNet: corrected up to 11–20 % off path integrals per shell, on Langevin within 1.5–4 %; docs/md.md), and
     the correction unfolds Langevin's line broadening (:func:`mlip_exafs.quantum.undamped_modes`).
     Classical runs keep Bussi, so that their runs and study steps stay what they were.
     """
