@@ -17,7 +17,7 @@ import torch
 from ase import Atoms
 
 from mlip_exafs.errors import UserError
-from mlip_exafs.finetune import FinetuneRecipe, FreezeMode, learning_rate_of, training_targets
+from mlip_exafs.finetune import LOG_FILE, FinetuneRecipe, FreezeMode, learning_rate_of, training_targets
 from mlip_exafs.potentials import Potential
 
 
@@ -168,7 +168,7 @@ def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offs
     val_loader = get_loader(val_data, batch_size=batch, pin_memory=False)
     scale = apply_freeze(model, recipe.freeze)
     trainer = make_trainer(model, recipe, targets, epochs, settings.seed, len(train_loader), potential.device)
-    with open(work / "train.log", "a") as log, contextlib.redirect_stdout(log):
+    with open(work / LOG_FILE, "a") as log, contextlib.redirect_stdout(log):
         resumed_at = train_resumably(trainer, train_loader, val_loader, work / "trainer")
     seconds = trainer.training_seconds()
     kept_epoch = epochs

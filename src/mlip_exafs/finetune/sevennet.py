@@ -23,6 +23,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.finetune import LOG_FILE, learning_rate_of, shifted_energies_ev, training_targets
 from mlip_exafs.potentials import Potential
 
 GPA2_TO_KBAR2 = 1 / 100  # weight per kbar² = weight per GPa² x this (1 kbar = 0.1 GPa)
@@ -80,13 +81,11 @@ def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offs
 
     ``offsets_ev``: the per-element constants that put the DFT energies on the pretrained model's scale.
     """
-    from mlip_exafs.finetune import learning_rate_of, shifted_energies_ev, training_targets
-
     from sevenn.train.trainer import Trainer
     from torch.optim.lr_scheduler import CosineAnnealingLR
     from torch_geometric.loader import DataLoader
 
-    recipe, model, learning_rate, log_path = settings.recipe, potential.model.net, learning_rate_of(settings.recipe), work / "train.log"
+    recipe, model, learning_rate, log_path = settings.recipe, potential.model.net, learning_rate_of(settings.recipe), work / LOG_FILE
     torch.manual_seed(settings.seed)
     with_stress = all("stress" in a.calc.results for a in train + val) and recipe.stress_weight > 0
     data = graphs(train, shifted_energies_ev(train, offsets_ev), potential.model.config["cutoff"], potential.model.modal)
