@@ -116,7 +116,7 @@ def compare_action(folder: Path, deps: dict, *, experiment: str, absorber: str, 
     from mlip_exafs.compare import CompareSettings, compare
 
     settings = CompareSettings(absorber=absorber, edge=edge, **window)
-    return compare(result_of(deps, "exafs-")["chi"], experiment, settings, folder)
+    return compare(result_of(deps, "exafs")["chi"], experiment, settings, folder)  # "exafs-NAME", or "exafs@TK-NAME" at another temperature
 
 
 @action("fit_experiment")
