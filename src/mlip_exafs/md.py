@@ -49,8 +49,13 @@ from ase.calculators.calculator import Calculator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import writer_lock
+from mlip_exafs.files import atomic_path, read_json, write_json, write_text, writer_lock
+from mlip_exafs.potentials import md_calculator_for
+from mlip_exafs.potentials import potential_id as potential_id_of
 from mlip_exafs.potentials.runtime import Device
+from mlip_exafs.progress import progress_bar
+from mlip_exafs.provenance import provenance
+from mlip_exafs.structures import load_structure
 
 SNAPSHOT_FILE = "snapshots.extxyz"
 THERMO_FILE = "thermo.csv"
@@ -216,7 +221,6 @@ def schedule_of(settings: MdSettings) -> Schedule:
 
 def md_calculator(potential: str, atoms: Atoms, threads: int, device: str | None = None) -> Calculator:
     """The potential family's MD calculator (its fast path where it has one) on ``device``."""
-    from mlip_exafs.potentials import md_calculator_for
 
     return md_calculator_for(potential, atoms, threads, device)
 
@@ -268,7 +272,6 @@ def read_result(folder: str | Path) -> dict | None:
 
 def save_checkpoint(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSettings, potential_id: str) -> None:
     """Positions, momenta, cell, step, RNG and thermostat state, plus the log lengths they match."""
-    from mlip_exafs.files import atomic_path
 
     meta = {
         "version": CHECKPOINT_VERSION,
@@ -420,8 +423,6 @@ def read_thermo(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def write_summary(files: OutFiles, settings: MdSettings, schedule: Schedule, potential_id: str, state: RunState, atoms: Atoms, status: str) -> dict:
-    from mlip_exafs.files import write_json
-    from mlip_exafs.provenance import provenance
 
     thermo = read_thermo(files.thermo)
     prod = thermo["phase"] == "production"
@@ -465,11 +466,9 @@ def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
 def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     from ase.constraints import FixCom
 
-    from mlip_exafs.potentials import potential_id as potential_id_of
-    from mlip_exafs.structures import load_structure
 
     if settings.nuclei == "path-integral":
-        from mlip_exafs.pimd import run_pimd
+        from mlip_exafs.pimd import run_pimd  # pimd imports md: here, not at the top
 
         return run_pimd(settings, Path(out), show_progress)
     files = OutFiles(Path(out))
@@ -498,7 +497,6 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
 
 def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bool:
     """True when ``out`` already holds this very run, complete; refuses a different one."""
-    from mlip_exafs.files import read_json
 
     if not files.summary.exists():
         return False
@@ -514,7 +512,6 @@ def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bo
 def _start_or_resume(files: OutFiles, atoms: Atoms, settings: MdSettings, potential_id: str) -> RunState:
     if files.checkpoint.exists():
         return load_checkpoint(files, atoms, settings, potential_id)
-    from mlip_exafs.files import write_text
 
     state = fresh_state(atoms, settings)
     write_text(files.thermo, ",".join(THERMO_COLUMNS) + "\n" + thermo_row(atoms, 0, settings, "start"))
@@ -526,7 +523,6 @@ def _start_or_resume(files: OutFiles, atoms: Atoms, settings: MdSettings, potent
 def _run_steps(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSettings, schedule: Schedule, potential_id: str, show_progress: bool) -> None:
     import ase.io
 
-    from mlip_exafs.progress import progress_bar
 
     guard = BlowUpGuard(settings.temperature_k, files.out)
     ensemble, dyn = None, None

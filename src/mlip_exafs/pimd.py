@@ -44,7 +44,13 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 
+from mlip_exafs import md as md_stage
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import atomic_path, read_json, write_json, write_text
+from mlip_exafs.potentials import potential_id as potential_id_of
+from mlip_exafs.provenance import provenance
+from mlip_exafs.quantum import BEAD_TOLERANCE, HBAR_EV_FS, bead_count, harmonic_bead_ratio
+from mlip_exafs.structures import load_structure
 from mlip_exafs.md import SNAPSHOT_FILE, SUMMARY_FILE, THERMO_COLUMNS, THERMO_FILE, MdSettings, OutFiles, comparable_settings, finished_run, schedule_of
 
 IPI_FOLDER = "ipi"
@@ -89,7 +95,6 @@ def highest_frequency_rad_per_fs(atoms: Atoms, calc) -> float:
 
 def choose_beads(settings: MdSettings, atoms: Atoms, calc) -> tuple[int, dict]:
     """The bead count and how it was chosen (recorded in md.json)."""
-    from mlip_exafs.quantum import BEAD_TOLERANCE, HBAR_EV_FS, bead_count, harmonic_bead_ratio
 
     omega = highest_frequency_rad_per_fs(atoms, calc)
     u = HBAR_EV_FS * omega / (units.kB * settings.temperature_k)
@@ -168,10 +173,6 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     """Structure and potential -> ``out/snapshots.extxyz`` with every bead of every frame. Resumes a killed run."""
     import ase.io
 
-    from mlip_exafs import md as md_stage
-    from mlip_exafs.files import read_json, write_json
-    from mlip_exafs.potentials import potential_id as potential_id_of
-    from mlip_exafs.structures import load_structure
 
     if settings.npt_fs > 0:
         raise UserError("path-integral MD runs at fixed cell; drop --npt (run a classical NPT first and give its mean cell as the structure)")
@@ -303,8 +304,6 @@ def collect_frames(folder: Path, beads: int, production_start: int, timestep_fs:
 def _write_outputs(out: Path, folder: Path, settings: MdSettings, schedule, potential_id: str, run: dict, frames: list[Atoms], atoms: Atoms) -> None:
     import ase.io
 
-    from mlip_exafs.files import atomic_path, write_json, write_text
-    from mlip_exafs.provenance import provenance
 
     with atomic_path(out / SNAPSHOT_FILE) as tmp:
         ase.io.write(tmp, frames, format="extxyz")

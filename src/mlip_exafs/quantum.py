@@ -55,6 +55,7 @@ import numpy as np
 from ase import units
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.geometry import find_shells, pair_lengths_a, read_frames
 from mlip_exafs.md import read_result
 
 NUCLEI = ("classical", "corrected", "path-integral")
@@ -320,8 +321,6 @@ def exafs_correction(snapshots, absorber: str, rmax_a: float, engine: str, traj:
     legs are shells, whose corrections are similar). Classical and path-integral
     snapshots get no correction (the second has the zero-point motion in its beads).
     """
-    from mlip_exafs.analysis import find_shells, pair_lengths_a
-    from mlip_exafs.exafs.snapshots import read_frames
 
     nuclei = nuclei_of(traj)
     if nuclei != "corrected":
@@ -401,7 +400,7 @@ def check_frames_resolve_vibrations(atoms, snapshot_every_fs: float) -> float:
     low one and the spectrum still looks decayed (seen on an Einstein crystal, frames 400 fs apart). So the
     interval is held against the highest harmonic frequency of the potential at the start structure.
     """
-    from mlip_exafs.pimd import highest_frequency_rad_per_fs
+    from mlip_exafs.pimd import highest_frequency_rad_per_fs  # pimd imports quantum: here, not at the top
 
     f_max_per_fs = highest_frequency_rad_per_fs(atoms, atoms.calc) / (2.0 * np.pi)
     every_max_fs = 1.0 / (2.0 * f_max_per_fs * FRAME_MARGIN)
