@@ -225,6 +225,13 @@ def md_calculator(potential: str, atoms: Atoms, threads: int, device: str | None
     return md_calculator_for(potential, atoms, threads, device)
 
 
+def check_stress_for_npt(calc: Calculator, potential: str, npt_steps: int) -> None:
+    """Refuse an NPT run with a calculator that has no stress before anything is written (not at its first NPT step)."""
+    if npt_steps and "stress" not in getattr(calc, "implemented_properties", ("stress",)):
+        raise UserError(f"potential '{potential}' does not compute stress, which the NPT barostat needs; run without --npt "
+                        "(a study: md.npt_fs 0) or use a calculator that implements stress")
+
+
 # ---------------------------------------------------------------- run state
 
 
@@ -466,7 +473,6 @@ def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
 def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     from ase.constraints import FixCom
 
-
     if settings.nuclei == "path-integral":
         from mlip_exafs.pimd import run_pimd  # pimd imports md: here, not at the top
 
@@ -478,6 +484,7 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     if finished_run(files, settings, pid):
         return files.snapshots
     atoms.calc = md_calculator(settings.potential, atoms, settings.threads, settings.device)
+    check_stress_for_npt(atoms.calc, settings.potential, schedule.npt_steps)
     if settings.nuclei == "corrected":
         from mlip_exafs.quantum import check_frames_resolve_vibrations  # quantum imports md: here, not at the top
 
@@ -497,7 +504,6 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
 
 def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bool:
     """True when ``out`` already holds this very run, complete; refuses a different one."""
-
     if not files.summary.exists():
         return False
     summary = read_json(files.summary)
