@@ -375,6 +375,13 @@ def fit_einstein(temperatures_k, sigma2_a2, reduced_mass_amu: float, quantum: bo
     return {"theta_e_k": round(theta, 2), "sigma2_static": round(static, 6), "quantum": quantum, "n_temperatures": int(len(t))}
 
 
+def einstein_sigma2_a2(fit: dict, reduced_mass_amu: float, temperatures_k) -> np.ndarray:
+    """σ²(T) of a fitted correlated-Einstein model (``fit_einstein``'s result): the curve a report draws through the points."""
+    omega_rad_per_fs = units.kB * fit["theta_e_k"] / HBAR_EV_FS
+    sigma2 = [harmonic_sigma2_a2(omega_rad_per_fs, reduced_mass_amu, t, quantum=fit["quantum"]) for t in temperatures_k]
+    return fit["sigma2_static"] + np.array(sigma2)
+
+
 def einstein_temperatures(by_temperature: dict, absorber: str, nuclei: str) -> dict:
     """θ_E per shell from a study's ``by_temperature`` msrd (quantum σ² unless the nuclei were classical)."""
     from ase.data import atomic_masses, atomic_numbers

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ase import units
 from ase.data import atomic_masses, atomic_numbers
 from matplotlib.lines import Line2D
 
@@ -47,7 +46,7 @@ from mlip_exafs.md import production_temperature_text
 from mlip_exafs.md import read_result as read_md
 from mlip_exafs.plots import plot_models, plt
 from mlip_exafs.plots import plot_learning_curve as plot_curve
-from mlip_exafs.quantum import HBAR_EV_FS, harmonic_sigma2_a2
+from mlip_exafs.quantum import einstein_sigma2_a2
 from mlip_exafs.recommend import SLOPE_TOLERANCE, summarize_by_n
 from mlip_exafs.spectra import FTWindow
 from mlip_exafs.study.pipeline import study_steps, summary_of_finished_steps
@@ -638,9 +637,7 @@ def einstein_curve(view: StudyView, shell: str, fit: dict, temperatures_k: np.nd
     if neighbor is None:
         return None
     m1, m2 = (atomic_masses[atomic_numbers[element]] for element in (view.record["config"]["absorber"], neighbor))
-    omega_rad_per_fs = units.kB * fit["theta_e_k"] / HBAR_EV_FS
-    sigma2 = [harmonic_sigma2_a2(omega_rad_per_fs, m1 * m2 / (m1 + m2), t, quantum=fit["quantum"]) for t in temperatures_k]
-    return fit["sigma2_static"] + np.array(sigma2)
+    return einstein_sigma2_a2(fit, m1 * m2 / (m1 + m2), temperatures_k)
 
 
 def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, dict]], path: Path) -> None:
