@@ -43,7 +43,7 @@ class MdPlan(_Strict):
     beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads; None: the bead rule")
     npt_fs: Optional[float] = Field(None, ge=0, description="NPT (Berendsen, 0 GPa) before each MD for its temperature's lattice; None: equilibration_fs with several temperatures, 0 with one")
     thermostat: Optional[Thermostat] = Field(None, description="NVT thermostat of the MDs (mlip_exafs.md.MdSettings.thermostat); None: its default for md.nuclei")
-    temperatures_k: Optional[list[float]] = Field(None, min_length=1, description="temperature series: one MD, analysis and EXAFS per T (the first keeps the one-temperature step names; compare runs at the first); replaces temperature_k")
+    temperatures_k: Optional[list[float]] = Field(None, min_length=1, description="temperature series: one MD, analysis and EXAFS per T (the first keeps the one-temperature step names; each spectrum is compared at its own temperature); replaces temperature_k")
 
     @field_validator("temperatures_k")
     @classmethod
