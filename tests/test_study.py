@@ -435,3 +435,29 @@ def test_study_steps_reads_the_steps_of_a_study_folder(study_root, tmp_path):
     config = load_study_config(study_root / "tiny.yaml", None)
     write_json(tmp_path / "study.json", {"config": json.loads(config.model_dump_json())})
     assert study_steps(tmp_path) == build_steps(config)
+
+
+def test_a_changed_step_keeps_its_finished_result_until_the_new_run_finishes(tmp_path, monkeypatch):
+    """A rerun with changed inputs that then fails (a setting a stage rejects late, a kill) loses no finished result."""
+    from mlip_exafs.files import write_json
+    from mlip_exafs.study import steps as steps_module
+    from mlip_exafs.study.steps import REPLACED_DIR, STEP_FILE, Step, run_step
+
+    root, step = tmp_path / "steps", Step("md-chgnet", "md", {"settings": {"timestep_fs": 50}})
+    finished = root / step.name
+    finished.mkdir(parents=True)
+    write_json(finished / STEP_FILE, {"inputs_hash": "old", "result": {"snapshots": "x"}})
+    (finished / "snapshots.extxyz").write_text("frames")
+
+    def fails(folder, step, deps):
+        raise RuntimeError("the stage refused a setting")
+
+    monkeypatch.setattr(steps_module, "_run_in_child", fails)
+    with pytest.raises(RuntimeError):
+        run_step(root, step, "new", {})
+    aside = root / REPLACED_DIR / step.name
+    assert (aside / "snapshots.extxyz").read_text() == "frames" and (aside / STEP_FILE).exists()
+
+    monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps: {"snapshots": "y"})
+    assert run_step(root, step, "new", {}) == {"snapshots": "y"}
+    assert not aside.exists()  # removed once its replacement finished

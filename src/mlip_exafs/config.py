@@ -71,12 +71,17 @@ def validate_model(model: type[M], data: object, where: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        if err["type"] == "extra_forbidden":
-            raise UserError(f"{where}: unknown key '{loc}'{more}; remove it or check its spelling") from None
-        raise UserError(f"{where}: '{loc}' {err['msg'].lower()}{more}; fix that value") from None
+        raise user_error_of(exc, where) from None
+
+
+def user_error_of(exc: ValidationError, where: str) -> UserError:
+    """A pydantic error as the one line a user reads: which key, what is wrong with it, what to do."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return UserError(f"{where}: unknown key '{loc}'{more}; remove it or check its spelling")
+    return UserError(f"{where}: '{loc}' {err['msg'].lower()}{more}; fix that value")
 
 
 LARGEST_SETTING = 1e9  # no setting in its unit (K, fs, Å, eV, GPa, counts) means anything above; 1e400 or 1e30 fs crashed or ran forever

@@ -50,13 +50,12 @@ from mlip_exafs.quantum import einstein_sigma2_a2
 from mlip_exafs.recommend import SLOPE_TOLERANCE, summarize_by_n
 from mlip_exafs.spectra import FTWindow
 from mlip_exafs.study.pipeline import study_steps, summary_of_finished_steps
-from mlip_exafs.study.steps import Step
+from mlip_exafs.study.steps import STEP_FILE, Step
 from mlip_exafs.validate import OutFiles as ValidateFiles
 
 VERDICT_SHELLS = 2  # σ² of this many first shells go into the verdict (the experiment fit's shells when there is one)
 SERIES_SHELLS = 3  # σ²(T) of this many first shells of the absorber
 COLUMN_IN, FULL_WIDTH_IN = 3.4, 7.0  # journal single-column and full-page widths
-STEP_FILE = "step.json"  # named by study/steps.py without a constant
 
 
 @dataclass

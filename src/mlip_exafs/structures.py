@@ -88,7 +88,7 @@ def load_structure(name_or_path: str | Path, supercell: str | None = None) -> At
         atoms = BUILTIN[key]()
     else:
         atoms = _read_structure_file(Path(name_or_path))
-    reps = parse_supercell(supercell)
+    reps = parse_supercell(supercell, len(atoms))
     if reps != (1, 1, 1):
         info = dict(atoms.info)
         atoms = atoms.repeat(reps)

@@ -19,7 +19,7 @@ from mlip_exafs.errors import UserError
 from mlip_exafs.files import check_output_folder, read_json, writer_lock
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
 from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, summarize, with_dependencies
-from mlip_exafs.study.steps import RUN_FILE, Step, all_hashes
+from mlip_exafs.study.steps import RUN_FILE, STEP_FILE, Step, all_hashes
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
 
@@ -137,7 +137,7 @@ def _cost(out: Path, ran: list[Step], elapsed_s: float) -> dict:
     """
     if not ran and (out / "summary.json").exists() and "cost" in (previous := read_json(out / "summary.json")):
         return previous["cost"]
-    step_s = sum(read_json(out / "steps" / s.name / "step.json")["wall_s"] - read_json(out / "steps" / s.name / RUN_FILE)["earlier_s"] for s in ran)
+    step_s = sum(read_json(out / "steps" / s.name / STEP_FILE)["wall_s"] - read_json(out / "steps" / s.name / RUN_FILE)["earlier_s"] for s in ran)
     return {"elapsed_s": round(elapsed_s, 1), "step_s": round(float(step_s), 1)}
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 import mlip_exafs.study.actions  # noqa: F401  (registers the actions)
+from mlip_exafs.config import user_error_of
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import read_json, write_json
 from mlip_exafs.study.steps import ACTIONS, CALL_FILE, ERROR_FILE, RESULT_FILE
@@ -21,6 +24,9 @@ def main(folder: Path) -> int:
         result = ACTIONS[call["action"]](folder, call["deps"], **call["params"])
     except UserError as exc:
         write_json(folder / ERROR_FILE, {"message": str(exc)})
+        return 2
+    except ValidationError as exc:  # a setting the study's checks at load missed: still one line, not "exit 1"
+        write_json(folder / ERROR_FILE, {"message": str(user_error_of(exc, f"{call['action']} settings"))})
         return 2
     write_json(folder / RESULT_FILE, result)
     return 0

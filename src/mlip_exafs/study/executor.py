@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mlip_exafs.study.steps import Step, all_hashes, cached_result, run_step
+from mlip_exafs.study.steps import CHILD_MODULE, Step, all_hashes, cached_result, run_step
 
 OnStep = Callable[[str, bool], None]
 
@@ -116,13 +116,10 @@ def _step_threads(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-CHILD_MODULE = "mlip_exafs.study.child"
-
-
 def _stop(running: dict[Future, str]) -> None:
     """SIGTERM the running steps' children until every step's thread has returned.
 
-    Only children started as ``python -m mlip_exafs.study.child`` are touched. Their
+    Only children started as ``python -m CHILD_MODULE`` are touched. Their
     writes are atomic, so a terminated step leaves what a killed study leaves: a
     folder without ``step.json`` that the next run resumes. Repeated, because a
     thread may be about to start its child when the first signal goes out.

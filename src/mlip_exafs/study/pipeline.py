@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlip_exafs.recommend import RULE_TEXT, recommend_n, summarize_by_n
 from mlip_exafs.study.config import DatasetPlan, ExperimentPlan, StudyConfig
 from mlip_exafs.study.steps import Step
 
@@ -156,6 +157,14 @@ VALIDATION_KEYS = ("energy_mae_mev_atom", "force_mae_ev_a", "force_rmse_ev_a", "
 EXAFS_KEYS = ("r_factor_k", "r_factor_r", "s02", "de0_ev", "kmin", "kmax", "rmin", "rmax")
 
 
+def exafs_record(comparison: dict | None) -> dict | None:
+    """A potential's comparison with a spectrum in ``summary.json``; ``fit_failed`` is the reason when the fit failed
+    (None otherwise, and for comparisons cached before fits could fail)."""
+    if comparison is None:
+        return None
+    return {k: comparison[k] for k in EXAFS_KEYS} | {"fit_failed": comparison.get("fit_failed")}
+
+
 def study_steps(study_dir: Path) -> list[Step]:
     """The steps of a study folder, as its ``study.json`` config defines them: for readers of a finished study."""
     from mlip_exafs.files import read_json
@@ -194,7 +203,7 @@ def summarize(config: StudyConfig, results: dict[str, dict], steps: list[Step] |
         potentials[name] = {
             "validation": {k: validation[k] for k in VALIDATION_KEYS} if validation else None,
             "msrd": analysis["msrd"] if analysis else None,
-            "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None,
+            "exafs": exafs_record(comparison),
         }
         if analysis:
             potentials[name].update(temperature_series(config, name, result))
@@ -220,7 +229,7 @@ def temperature_series(config: StudyConfig, name: str, result) -> dict:
         analysis = result("analyze", name, temperature)
         comparison = result("compare", name, temperature)
         by_temperature[f"{temperature:g}"] = {"msrd": analysis["msrd"] if analysis else None,
-                                              "exafs": {k: comparison[k] for k in EXAFS_KEYS} if comparison else None}
+                                              "exafs": exafs_record(comparison)}
     series = {"by_temperature": by_temperature}
     if len(by_temperature) >= 2:
         series["einstein_k"] = einstein_temperatures(by_temperature, config.absorber, config.md.nuclei)
@@ -261,8 +270,6 @@ def learning_curve_rows(rows: list[dict]) -> list[dict]:
 
 def partial_learning_curve(config: StudyConfig, results: dict[str, dict]) -> dict:
     """What ``--only learning-curve`` can say: the learning curve and the N that the DFT criteria recommend."""
-    from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
-
     steps = build_steps(config)
 
     def validation(potential: str) -> dict:
@@ -280,8 +287,6 @@ EXAFS_TOLERANCE = 0.10  # relative R-factor margin over the best model
 
 def recommend(config: StudyConfig, potentials: dict, rows: list[dict]) -> tuple[int | None, str]:
     """Smallest N passing the DFT criteria and, with an experiment, agreeing with EXAFS as well as the best model."""
-    from mlip_exafs.learning_curve import RULE_TEXT, recommend_n, summarize_by_n
-
     if config.dataset is None:
         return None, "no dataset in this study (pristine only): nothing is fine-tuned or validated against DFT, so there is no N to recommend"
     if not rows:
@@ -289,10 +294,10 @@ def recommend(config: StudyConfig, potentials: dict, rows: list[dict]) -> tuple[
     by_n = summarize_by_n(rows)
     dft_ok = {s["n"] for s in by_n if recommend_n([s, by_n[-1]]) == s["n"]}
     exafs_r = {n: potentials[finetuned_name(config, n, config.finetune.seeds[0])]["exafs"] for n in config.md.finetuned_n}
-    exafs_r = {n: e["r_factor_r"] for n, e in exafs_r.items() if e}
+    exafs_r = {n: e["r_factor_r"] for n, e in exafs_r.items() if e and not e.get("fit_failed")}  # a failed fit decides nothing
     if not config.experiment or not exafs_r:
         return recommend_n(by_n), RULE_TEXT
-    best = min([*exafs_r.values(), *(potentials[p]["exafs"]["r_factor_r"] for p in config.pristine if potentials[p]["exafs"])])
+    best = min([*exafs_r.values(), *(potentials[p]["exafs"]["r_factor_r"] for p in config.pristine if potentials[p]["exafs"] and not potentials[p]["exafs"].get("fit_failed"))])
     passing = sorted(n for n, r in exafs_r.items() if n in dft_ok and r <= (1 + EXAFS_TOLERANCE) * best)
     rule = f"{RULE_TEXT}; and, among the N with MD-EXAFS, an R-space R-factor within {EXAFS_TOLERANCE:.0%} of the best model's"
     if passing:

@@ -80,8 +80,13 @@ def all_hashes(steps: list[Step]) -> dict[str, str]:
     return hashes
 
 
+STEP_FILE = "step.json"  # a finished step: its inputs hash, wall time and result
+CHILD_MODULE = "mlip_exafs.study.child"  # the entry point of every step's child process
+REPLACED_DIR = ".replaced"  # finished steps whose inputs changed wait here until their replacement finishes
+
+
 def cached_result(root: Path, step: Step, digest: str) -> dict | None:
-    marker = root / step.name / "step.json"
+    marker = root / step.name / STEP_FILE
     if marker.exists():
         record = read_json(marker)
         if record.get("inputs_hash") == digest:
@@ -102,16 +107,33 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
     folder = root / step.name
     stamp = folder / ".inputs_hash"
     if folder.exists() and (not stamp.exists() or stamp.read_text() != digest):
-        shutil.rmtree(folder)
+        _set_aside(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(stamp, digest)
     earlier_s = _start_run(folder)
     started = time.perf_counter()
     result = _run_in_child(folder, step, dep_results)
     wall_s = round(earlier_s + time.perf_counter() - started, 1)
-    write_json(folder / "step.json", {"step": step.name, "action": step.action, "params": step.params, "files": step.files, "inputs_hash": digest,
+    write_json(folder / STEP_FILE, {"step": step.name, "action": step.action, "params": step.params, "files": step.files, "inputs_hash": digest,
                                       "wall_s": wall_s, "result": result})
+    shutil.rmtree(root / REPLACED_DIR / step.name, ignore_errors=True)
     return result
+
+
+def _set_aside(folder: Path) -> None:
+    """Make room for a step whose inputs changed without losing a finished result before its replacement exists.
+
+    A finished step (it has ``step.json``) moves to ``ROOT/.replaced/NAME`` and is removed only when the new
+    run finishes, so a run that fails or is killed (a setting that a stage rejects late, Ctrl-C) loses
+    nothing; an unfinished one of other inputs cannot be resumed and is removed.
+    """
+    if (folder / STEP_FILE).exists():
+        aside = folder.parent / REPLACED_DIR / folder.name
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.parent.mkdir(exist_ok=True)
+        folder.rename(aside)
+    else:
+        shutil.rmtree(folder)
 
 
 RUN_FILE = ".run.json"
@@ -152,7 +174,7 @@ CALL_FILE, RESULT_FILE, ERROR_FILE, LOG_FILE = ".step-call.json", ".step-result.
 
 
 def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dict:
-    """``python -m mlip_exafs.study.child FOLDER``; dies with its parent (no orphan writes on after a kill)."""
+    """``python -m CHILD_MODULE FOLDER``; dies with its parent (no orphan writes on after a kill)."""
     import subprocess
     import sys
 
@@ -162,7 +184,7 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dic
         (folder / name).unlink(missing_ok=True)
     write_json(folder / CALL_FILE, {"action": step.action, "params": step.params, "deps": dep_results})
     with open(folder / LOG_FILE, "a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mlip_exafs.study.child", str(folder)], stdout=log, stderr=log, env=step_environment(),
+        proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, str(folder)], stdout=log, stderr=log, env=step_environment(),
                                 preexec_fn=_die_with_parent)
         while True:
             try:
