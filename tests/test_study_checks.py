@@ -33,7 +33,7 @@ def _merge(base: dict, change: dict) -> dict:
 
 CASES = {
     # the step's stage would refuse these only when the step ran, hours in
-    "md-timestep-above-20-fs": ({"md": {"timestep_fs": 50}}, ["study step md-chgnet (md settings)", "'timestep_fs'", "less than or equal to 20"]),
+    "md-timestep-above-20-fs": ({"md": {"timestep_fs": 50}}, ["'md.timestep_fs'", "less than or equal to 20"]),  # the plan shares MdSettings' bounds
     "md-not-whole-timesteps": ({"md": {"production_fs": 41}}, ["study step md-chgnet", "not a whole number of 2 fs timesteps"]),
     "finetune-n-zero": ({**FINETUNE, "finetune": {"n": [0], "seeds": [0]}}, ["study step finetune-chgnet-ft-n0-s0", "'n' input should be greater than or equal to 1"]),
     "finetune-seed-negative": ({**FINETUNE, "finetune": {"n": [1], "seeds": [-1]}}, ["'finetune.seeds.0' = -1 is not a valid seed"]),
@@ -42,7 +42,7 @@ CASES = {
     "finetune-n-twice": ({**FINETUNE, "finetune": {"n": [1, 1], "seeds": [0]}}, ["finetune.n lists 1 twice"]),
     "finetune-no-seeds": ({**FINETUNE, "finetune": {"n": [1], "seeds": []}}, ["finetune.seeds is empty"]),
     "kmin-above-kmax": (_merge(EXPERIMENT, {"experiment": {"kmin_inv_a": 14, "kmax_inv_a": 3}}), ["(experiment settings)", "kmin must be below kmax"]),
-    "rmax-negative": (_merge(EXPERIMENT, {"experiment": {"rmax_a": -1}}), ["(experiment settings)", "'rmax_a' input should be greater than 0"]),
+    "rmax-negative": (_merge(EXPERIMENT, {"experiment": {"rmax_a": -1}}), ["'experiment.0.rmax_a' input should be greater than 0"]),  # the plan shares CompareSettings' bounds
     "r-window-tiny": (_merge(EXPERIMENT, {"experiment": {"rmin_a": 2.0, "rmax_a": 2.05}}), ["independent points for 2 fitted parameters"]),
     "experiment-is-a-folder": ({"experiment": {"file": "{tmp}", "temperature_k": 300}}, ["is a folder, not a file"]),
     "experiment-in-kev": ({"experiment": {"file": "{tmp}/kev.dat", "temperature_k": 300}}, ["look like keV"]),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from mlip_exafs.errors import UserError
 
@@ -72,6 +74,15 @@ def validate_model(model: type[M], data: object, where: str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise user_error_of(exc, where) from None
+
+
+def field_of(model: type[BaseModel], name: str, description: str | None = None) -> FieldInfo:
+    """A stage setting's field (default, bounds, description) for a study plan that exposes it: each default is
+    defined once, by the stage that uses it, and the plan cannot drift from it."""
+    info = copy.copy(model.model_fields[name])
+    if description is not None:
+        info.description = description
+    return info
 
 
 def user_error_of(exc: ValidationError, where: str) -> UserError:

@@ -67,6 +67,7 @@ BLOWUP_FACTOR = 3.0  # a run hotter than this × target ...
 BLOWUP_STEPS = 10  # ... for this many consecutive steps has blown up
 RUNTIME_ONLY = {"threads", "device"}  # settings that may change between a run and its resumption
 Thermostat = Literal["bussi", "langevin"]
+Nuclei = Literal["classical", "corrected", "path-integral"]
 LEGACY_DEFAULTS = {"nuclei": "classical", "beads": None, "thermostat": "bussi"}  # settings added later: at these values a run made before them is the same run
 
 _DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(fs|ps|ns)?\s*$", re.IGNORECASE)
@@ -107,7 +108,7 @@ class MdSettings(BaseModel):
     seed: int = 0
     threads: int = Field(1, ge=1)
     device: Optional[Device] = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto)")
-    nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei: see mlip_exafs.quantum")
+    nuclei: Nuclei = Field("classical", description="quantum nuclei: see mlip_exafs.quantum")
     beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads (default: from the highest frequency and T)")
 
     @model_validator(mode="after")

@@ -84,13 +84,16 @@ def read_result(folder: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+ExafsEngine = Literal["fast", "feff"]  # fast: our own sum over the FEFF paths of each frame; feff: FEFF8L per frame
+
+
 class ExafsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     absorber: Optional[str] = Field(None, description="Absorbing element; None: the only element of the snapshots, or the only one heavier than Ar.")
     edge: Optional[str] = Field(None, description="Absorption edge; None: K up to Z = 50 (Sn), L3 above (spectra.default_edge).")
     rmax_a: Optional[float] = Field(None, gt=1.0, description="Largest half path length kept (Å); None: 6 Å or half the cell width. Moved into a gap when it is near a shell.")
-    engine: Literal["fast", "feff"] = "fast"
+    engine: ExafsEngine = "fast"
     nleg: int = Field(4, ge=2, le=4, description="Most legs per path (FEFF NLEG).")
     scf_radius_a: Optional[float] = Field(4.5, gt=0, description="FEFF SCF radius (Å); None = overlapped atoms, no SCF.")
     ideal: Optional[str] = Field(None, description="Ideal structure (file or built-in + supercell) instead of the frame average.")

@@ -11,11 +11,14 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlip_exafs.config import read_yaml_mapping, validate_model
+from mlip_exafs.compare import CompareSettings
+from mlip_exafs.config import field_of, read_yaml_mapping, validate_model
 from mlip_exafs.cp2k import Cp2kSettings
 from mlip_exafs.sample import SampleSpec
 from mlip_exafs.errors import UserError
-from mlip_exafs.md import Thermostat
+from mlip_exafs.exafs.stage import ExafsEngine, ExafsSettings
+from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, FreezeMode
+from mlip_exafs.md import MdSettings, Nuclei, Thermostat
 from mlip_exafs.potentials.runtime import Device
 
 
@@ -24,25 +27,25 @@ class _Strict(BaseModel):
 
 
 class FinetunePlan(_Strict):
-    base: str = Field("chgnet", description="potential to fine-tune")
+    base: str = field_of(FinetuneSettings, "potential", "potential to fine-tune")
     n: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100], description="training-set sizes")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    freeze: Literal["none", "readout", "energy-scale"] = "none"
-    epochs: Optional[int] = Field(None, ge=1, description="None: the recipe's epochs for each N")
+    freeze: FreezeMode = field_of(FinetuneRecipe, "freeze")
+    epochs: Optional[int] = field_of(FinetuneRecipe, "epochs", "None: the recipe's epochs for each N")
 
 
 class MdPlan(_Strict):
     finetuned_n: list[int] = Field(default_factory=list, description="fine-tuned models (first seed) that also get MD + EXAFS")
     supercell: str = "6x6x2"
-    temperature_k: float = Field(300.0, gt=0)
-    timestep_fs: float = Field(2.0, gt=0)
-    equilibration_fs: float = Field(2000.0, ge=0)
-    production_fs: float = Field(10000.0, gt=0)
-    snapshot_every_fs: float = Field(50.0, gt=0)
-    nuclei: Literal["classical", "corrected", "path-integral"] = Field("classical", description="quantum nuclei (docs/md.md); corrected needs snapshot_every_fs short enough for the fastest vibration")
-    beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads; None: the bead rule")
+    temperature_k: float = field_of(MdSettings, "temperature_k")
+    timestep_fs: float = field_of(MdSettings, "timestep_fs")
+    equilibration_fs: float = field_of(MdSettings, "equilibration_fs")
+    production_fs: float = field_of(MdSettings, "production_fs")
+    snapshot_every_fs: float = field_of(MdSettings, "snapshot_every_fs")
+    nuclei: Nuclei = field_of(MdSettings, "nuclei", "quantum nuclei (docs/md.md); corrected needs snapshot_every_fs short enough for the fastest vibration")
+    beads: Optional[int] = field_of(MdSettings, "beads")
     npt_fs: Optional[float] = Field(None, ge=0, description="NPT (Berendsen, 0 GPa) before each MD for its temperature's lattice; None: equilibration_fs with several temperatures, 0 with one")
-    thermostat: Optional[Thermostat] = Field(None, description="NVT thermostat of the MDs (mlip_exafs.md.MdSettings.thermostat); None: its default for md.nuclei")
+    thermostat: Optional[Thermostat] = field_of(MdSettings, "thermostat", description="NVT thermostat of the MDs (mlip_exafs.md.MdSettings.thermostat); None: its default for md.nuclei")
     temperatures_k: Optional[list[float]] = Field(None, min_length=1, description="temperature series: one MD, analysis and EXAFS per T (the first keeps the one-temperature step names; each spectrum is compared at its own temperature); replaces temperature_k")
 
     @field_validator("temperatures_k")
@@ -67,16 +70,16 @@ class MdPlan(_Strict):
 class ExafsPlan(_Strict):
     edge: str = "L3"
     rmax_a: float = Field(6.0, gt=1.0)
-    engine: Literal["fast", "feff"] = "fast"
+    engine: ExafsEngine = field_of(ExafsSettings, "engine")
 
 
 class ExperimentPlan(_Strict):
     file: Path
     temperature_k: Optional[float] = Field(None, gt=0, description="the spectrum's temperature, one of md.temperatures_k; None: its XDI header's Sample.temperature")
-    kmin_inv_a: float = 3.0
-    kmax_inv_a: float = 14.0
-    rmin_a: float = 1.0
-    rmax_a: float = 5.0
+    kmin_inv_a: float = field_of(CompareSettings, "kmin_inv_a")
+    kmax_inv_a: float = field_of(CompareSettings, "kmax_inv_a")
+    rmin_a: float = field_of(CompareSettings, "rmin_a")
+    rmax_a: float = field_of(CompareSettings, "rmax_a")
     fit_shells: int = Field(2, ge=0, le=6, description="fit the spectrum's first K shells on its own (larch feffit); 0: no fit")
 
     def window(self) -> dict:
