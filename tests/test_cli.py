@@ -194,8 +194,8 @@ def test_output_folder_that_cannot_be_written_is_one_line_error(capsys, tmp_path
         (["md", "w-bcc", "--production", "1e30"], ["'production_fs' = 1e+30 is too large"]),
         (["md", "w-bcc", "--seed", "-1"], ["'seed' = -1 is not a valid seed", "0 to 4294967295"]),  # was: a numpy traceback
         (["md", "w-bcc", "--threads", "0"], ["'threads' = 0 must be at least 1"]),
-        (["md", "w-bcc", "--supercell", "1000x1000x1000"], ["would hold at least 1,000,000,000 atoms", "more than fit in memory"]),
-        (["singlepoint", "w-bcc", "--supercell", "1000x1000x1000"], ["1,000,000,000 atoms"]),
+        (["md", "w-bcc", "--supercell", "1000x1000x1000"], ["would hold 2,000,000,000 atoms", "more than fit in memory"]),
+        (["singlepoint", "w-bcc", "--supercell", "1000x1000x1000"], ["2,000,000,000 atoms"]),
         (["singlepoint", "w-bcc", "--threads", "-1"], ["'threads' = -1 must be at least 1"]),
         (["exafs", "{traj}", "--rmax", "inf"], ["'rmax_a' is inf"]),
         (["exafs", "{traj}", "--blocks", "99999999999999999999"], ["'n_blocks' = 1e+20 is too large"]),
