@@ -55,3 +55,20 @@ def write_fake_dataset(folder: Path, n_train: int, n_test: int) -> Path:
     write_fake_db(folder / "train.db", n_train, seed=1)
     write_fake_db(folder / "test.db", n_test, seed=2)
     return folder
+
+
+def fake_cp2k_shell(startup: str, at_work: str) -> str:
+    """A shell script that stands in for ``cp2k_shell``: runs ``startup``, answers the version and ASE's
+    handshake, then runs ``at_work`` when the first calculation is asked for (die, hang, ...)."""
+    return f"""#!/bin/sh
+if [ "$1" = "--version" ]; then echo "CP2K version 2024.1"; exit 0; fi
+{startup}
+echo "* READY"
+read line
+echo "CP2K Shell Version: 6.0"
+echo "* READY"
+read line
+echo "* READY"
+read line
+{at_work}
+"""

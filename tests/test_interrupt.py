@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from fake_dft import write_fake_dataset
+from fake_dft import fake_cp2k_shell, write_fake_dataset
 from test_label import _descendants
 from test_study import TINY_STUDY
 
@@ -67,19 +67,7 @@ def test_ctrl_c_in_finetune_exits_130_and_the_rerun_resumes(tmp_path, data):
 
 # cp2k_shell's handshake with ASE, then a calculation that never ends. It ignores SIGINT, as an MPI launcher
 # busy in a collective may: the labeller has to stop it itself.
-HANGING_CP2K = """#!/bin/sh
-if [ "$1" = "--version" ]; then echo "CP2K version 2024.1"; exit 0; fi
-trap '' INT
-echo "* READY"
-read line
-echo "CP2K Shell Version: 6.0"
-echo "* READY"
-read line
-echo "* READY"
-read line
-touch {marker}
-exec sleep 300
-"""
+
 
 
 def _hanging_cp2k_on_path(tmp_path: Path) -> tuple[dict, Path]:
@@ -87,7 +75,7 @@ def _hanging_cp2k_on_path(tmp_path: Path) -> tuple[dict, Path]:
     bin_dir.mkdir()
     marker = tmp_path / "cp2k-is-computing"
     fake = bin_dir / "cp2k_shell"
-    fake.write_text(HANGING_CP2K.format(marker=marker))
+    fake.write_text(fake_cp2k_shell(startup="trap '' INT", at_work=f"touch {marker}\nexec sleep 300"))  # ignores Ctrl-C, hangs
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, marker
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, cli, requires_cp2k, run_cli
+from fake_dft import fake_cp2k_shell
 from mlip_exafs.cp2k import Cp2kSettings, kpoint_mesh, make_calculator
 from mlip_exafs.label import WORKDIR_PARENT, finished_uids, group_by_cell, new_workdir, remove_stale_workdirs
 from mlip_exafs.structures import load_structure
@@ -247,20 +248,7 @@ def test_structures_sharing_a_cell_are_labelled_one_after_another():
     assert [a.info["uid"] for a in group_by_cell(frames)] == ["s0", "s2", "s4", "s1", "s3"]
 
 
-FAKE_CP2K = """#!/bin/sh
-# Stands in for cp2k_shell: answers the version and ASE's handshake, then dies
-# as if killed (kill -9, out of memory, a lost MPI rank) when work starts.
-if [ "$1" = "--version" ]; then echo "CP2K version 2024.1"; exit 0; fi
-{startup}
-echo "* READY"
-read line
-echo "CP2K Shell Version: 6.0"
-echo "* READY"
-read line
-echo "* READY"
-read line
-kill -9 $$
-"""
+
 
 
 @pytest.mark.parametrize("dies, needle", [("mid-run", "CP2K failed on structure w-0"), ("at-start", "CP2K did not start for structure w-0")],
@@ -276,7 +264,7 @@ def test_cp2k_killed_mid_run_is_a_one_line_error_and_no_row(capsys, tmp_path, mo
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "cp2k_shell"
-    fake.write_text(FAKE_CP2K.format(startup="kill -9 $$" if dies == "at-start" else ""))
+    fake.write_text(fake_cp2k_shell(startup="kill -9 $$" if dies == "at-start" else "", at_work="kill -9 $$"))
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     atoms = load_structure("w-bcc")
     atoms.info["uid"] = "w-0"
