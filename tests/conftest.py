@@ -93,3 +93,12 @@ def w_traj(tmp_path_factory) -> Path:
         frames.append(atoms)
     ase.io.write(path, frames)
     return path
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test will Ctrl-C: SIGINT back to its default action. A test run started
+    in the background (``cmd &``, nohup, some CI runners) ignores SIGINT, and children inherit that, so Python in
+    them would never raise KeyboardInterrupt and the test would hang instead of testing the interruption."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 import mlip_exafs
-from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
+from conftest import assert_nothing_written, assert_one_line_error, cli, default_sigint, run_cli
 
 
 def test_version():
@@ -111,7 +111,8 @@ def test_ctrl_c_is_never_success(tmp_path, cu_cif):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "mlip_exafs", "md", str(cu_cif), "--supercell", "2x2x2", "--potential", EMT, "--out", str(out),
            "--equilibrate", "0", "--production", "1ns", "--every", "10fs", "--checkpoint-every", "10fs"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MLIP_EXAFS_THREADS": "1"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MLIP_EXAFS_THREADS": "1"},
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while not (out / "md.json").exists() and proc.poll() is None and time.monotonic() < deadline:  # the first checkpoint.npz comes before it
         time.sleep(0.2)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import default_sigint, run_cli
 from fake_dft import fake_cp2k_shell, write_fake_dataset
 from test_label import _descendants
 from test_study import TINY_STUDY
@@ -26,7 +26,7 @@ ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": "1"}
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True, preexec_fn=default_sigint)
 
 
 def _ctrl_c_when(proc: subprocess.Popen, started, timeout_s: float = 600) -> tuple[str, str]:
@@ -94,12 +94,12 @@ def test_ctrl_c_in_label_exits_130_stops_cp2k_and_stores_nothing(tmp_path):
     db = tmp_path / "d" / "labels.db"
     path, marker = _hanging_cp2k_on_path(tmp_path)
     cmd = [sys.executable, "-m", "mlip_exafs", "label", str(tmp_path / "s.extxyz"), "--db", str(db), "--mpi-ranks", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**ENV, **path}, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**ENV, **path}, start_new_session=True, preexec_fn=default_sigint)
     stdout, stderr = _ctrl_c_when(proc, marker.exists, timeout_s=120)  # it also checks that CP2K is gone
     _assert_interrupted(proc, stdout, stderr)
     assert finished_uids(db) == set()
     marker.unlink()
-    rerun = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**ENV, **path}, start_new_session=True)
+    rerun = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**ENV, **path}, start_new_session=True, preexec_fn=default_sigint)
     stdout, stderr = _ctrl_c_when(rerun, marker.exists, timeout_s=120)  # it got as far as CP2K: nothing blocked it
     _assert_interrupted(rerun, stdout, stderr)
 
