@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+W_FOIL = REPO / "examples" / "data" / "W_metal_rt_01.xdi"  # the bundled W-foil spectrum; header: "room temperature"
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:

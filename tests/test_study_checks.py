@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_nothing_written, assert_one_line_error, cli
+from conftest import W_FOIL, assert_nothing_written, assert_one_line_error, cli
 
-W_FOIL = Path(__file__).resolve().parents[1] / "examples" / "data" / "W_metal_rt_01.xdi"  # header: "room temperature"
 
 BASE = {
     "name": "checks",

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
+from conftest import W_FOIL, assert_nothing_written, assert_one_line_error, cli, run_cli
 
-W_FOIL = Path(__file__).resolve().parents[1] / "examples" / "data" / "W_metal_rt_01.xdi"  # header: "room temperature"
 
 PRISTINE_ONLY = {
     "name": "pristine-series",

@@ -53,6 +53,7 @@ from typing import Callable
 
 import numpy as np
 from ase import units
+from ase.data import atomic_masses, atomic_numbers
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.geometry import find_shells, pair_lengths_a, read_frames
@@ -375,6 +376,12 @@ def fit_einstein(temperatures_k, sigma2_a2, reduced_mass_amu: float, quantum: bo
     return {"theta_e_k": round(theta, 2), "sigma2_static": round(static, 6), "quantum": quantum, "n_temperatures": int(len(t))}
 
 
+def reduced_mass_amu(element_a: str, element_b: str) -> float:
+    """μ of an absorber–neighbour pair, the mass of its bond-length vibration."""
+    m1, m2 = (atomic_masses[atomic_numbers[e]] for e in (element_a, element_b))
+    return m1 * m2 / (m1 + m2)
+
+
 def einstein_sigma2_a2(fit: dict, reduced_mass_amu: float, temperatures_k) -> np.ndarray:
     """σ²(T) of a fitted correlated-Einstein model (``fit_einstein``'s result): the curve a report draws through the points."""
     omega_rad_per_fs = units.kB * fit["theta_e_k"] / HBAR_EV_FS
@@ -384,17 +391,14 @@ def einstein_sigma2_a2(fit: dict, reduced_mass_amu: float, temperatures_k) -> np
 
 def einstein_temperatures(by_temperature: dict, absorber: str, nuclei: str) -> dict:
     """θ_E per shell from a study's ``by_temperature`` msrd (quantum σ² unless the nuclei were classical)."""
-    from ase.data import atomic_masses, atomic_numbers
-
     shells = sorted({label for entry in by_temperature.values() if entry["msrd"] for label in entry["msrd"]})
     fits = {}
     for label in shells:
         match = _SHELL_LABEL.match(label)
         if not match:
             continue
-        m1, m2 = (atomic_masses[atomic_numbers[e]] for e in match.groups())
         points = [(float(t), e["msrd"][label]["sigma2"]) for t, e in by_temperature.items() if e["msrd"] and label in e["msrd"]]
-        fit = fit_einstein([p[0] for p in points], [p[1] for p in points], m1 * m2 / (m1 + m2), quantum=nuclei != "classical")
+        fit = fit_einstein([p[0] for p in points], [p[1] for p in points], reduced_mass_amu(*match.groups()), quantum=nuclei != "classical")
         if fit:
             fits[label] = fit
     return fits

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ase.data import atomic_masses, atomic_numbers
 from matplotlib.lines import Line2D
 
 from mlip_exafs.analysis import read_result as read_analysis
@@ -46,7 +45,7 @@ from mlip_exafs.md import production_temperature_text
 from mlip_exafs.md import read_result as read_md
 from mlip_exafs.plots import plot_models, plt
 from mlip_exafs.plots import plot_learning_curve as plot_curve
-from mlip_exafs.quantum import einstein_sigma2_a2
+from mlip_exafs.quantum import einstein_sigma2_a2, reduced_mass_amu
 from mlip_exafs.recommend import SLOPE_TOLERANCE, summarize_by_n
 from mlip_exafs.spectra import FTWindow
 from mlip_exafs.study.pipeline import study_steps, summary_of_finished_steps
@@ -635,8 +634,7 @@ def einstein_curve(view: StudyView, shell: str, fit: dict, temperatures_k: np.nd
     neighbor = next((s[shell]["neighbor"] for s in view.md_shells.values() if shell in s and "neighbor" in s[shell]), None)
     if neighbor is None:
         return None
-    m1, m2 = (atomic_masses[atomic_numbers[element]] for element in (view.record["config"]["absorber"], neighbor))
-    return einstein_sigma2_a2(fit, m1 * m2 / (m1 + m2), temperatures_k)
+    return einstein_sigma2_a2(fit, reduced_mass_amu(view.record["config"]["absorber"], neighbor), temperatures_k)
 
 
 def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, dict]], path: Path) -> None:
