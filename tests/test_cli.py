@@ -223,3 +223,95 @@ def test_bad_numbers_in_any_verb_are_one_line_errors(capsys, tmp_path, w_traj, a
     assert_one_line_error(proc, *needles)
     assert proc.returncode == 2
     assert_nothing_written(out)
+
+
+# ---------------------------------------------------------------- #25: each default defined once, by the stage's settings
+
+OWN_DEFAULTS = {  # options that keep a default of their own, and why
+    ("learning-curve", "ns"): "the settings have no default N values (LearningCurveSettings.ns is required): the CLI's list is the only one",
+}
+
+
+def all_commands():
+    """(verb, click command) of every verb and sub-verb (dataset info, dataset pack)."""
+    import typer
+
+    from mlip_exafs.cli import _register_stage_verbs, app
+
+    _register_stage_verbs()
+    root = typer.main.get_command(app)
+    for name, command in root.commands.items():
+        if hasattr(command, "commands"):  # a group (typer's click is not always the installed click)
+            yield from ((f"{name} {sub}", c) for sub, c in command.commands.items())
+        else:
+            yield name, command
+
+
+def test_options_default_to_not_given():
+    """Every option defaults to None ('not given', so the settings model's default applies) or is an off flag.
+
+    A default of the CLI's own duplicated the settings' and drifted from them (#25).
+    """
+    own = []
+    for verb, command in all_commands():
+        for param in command.params:
+            if param.param_type_name != "option" or param.required or param.name == "help":
+                continue
+            if param.default is None or (param.is_flag and param.default is False):
+                continue
+            own.append((verb, param.name))
+    assert sorted(own) == sorted(OWN_DEFAULTS)
+
+
+def test_option_names_are_the_settings_they_set():
+    """An option that sets a setting has the setting's name, so that an error naming the setting can name the flag."""
+    from mlip_exafs.settings import AnalysisSettings, CompareSettings, ExafsSettings, FinetuneRecipe, FinetuneSettings, LearningCurveSettings, MdSettings
+
+    settings = {"md": [MdSettings], "finetune": [FinetuneSettings, FinetuneRecipe], "learning-curve": [LearningCurveSettings, FinetuneRecipe],
+                "analyze": [AnalysisSettings], "exafs": [ExafsSettings], "compare": [CompareSettings]}
+    not_settings = {"out", "experiment", "npt"}  # where the output goes, what to compare with; --npt switches npt_fs on
+    for verb, command in all_commands():
+        if verb not in settings:
+            continue
+        fields = {name for model in settings[verb] for name in model.model_fields}
+        names = {p.name for p in command.params if p.param_type_name == "option"} - {"help"} - not_settings
+        assert names <= fields, (verb, names - fields)
+
+
+def help_text(capsys, *verb: str) -> str:
+    """A verb's --help as one line: the box drawing and the wrapping removed."""
+    text = cli(capsys, *verb, "--help").stdout
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_md_help_shows_the_settings_defaults(capsys):
+    """--help reads each default from MdSettings: the two cannot drift apart."""
+    from mlip_exafs.settings import MdSettings
+
+    fields = MdSettings.model_fields
+    text = help_text(capsys, "md")
+    assert f"Target temperature (K); default {fields['temperature_k'].default:g}." in text
+    assert f"default {fields['snapshot_every_fs'].default:g}fs" in text
+    assert f"default {fields['equilibration_fs'].default / 1000:g}ps" in text
+    assert f"default {fields['nuclei'].default}" in text
+
+
+def test_help_defaults_of_stage_functions_agree_with_them(capsys):
+    """Verbs without a settings model show their function's default in --help; those must agree with the functions."""
+    import inspect
+
+    from mlip_exafs.commands import label, study, validate
+    from mlip_exafs.importers import import_files
+    from mlip_exafs.label import label_structures
+    from mlip_exafs.study import run_study
+    from mlip_exafs.validate import validate as validate_fn
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
+    assert validate.VALIDATE_THREADS == default(validate_fn, "threads")
+    assert label.LABEL_MPI_RANKS == default(label_structures, "mpi_ranks")
+    assert label.IMPORT_FORMAT == default(import_files, "fmt")
+    assert label.IMPORT_STRESS_UNITS == default(import_files, "stress_units")
+    assert study.STUDY_EXECUTOR == default(run_study, "executor")
+    assert f"default {label.LABEL_MPI_RANKS}" in help_text(capsys, "label")

@@ -28,7 +28,6 @@ from typing import Optional
 
 import numpy as np
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from mlip_exafs import md
@@ -39,7 +38,8 @@ from mlip_exafs.geometry import (PairList, Shell, Snapshots, absorber_indices, b
 from mlip_exafs.plots import plt, save_figure
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import QuantumInput, quantum_input_of, quantum_sigma2_fields
-from mlip_exafs.shells import SHELL_TOL_A, Cut, check_within_half_cell, cut_between_shells, split_at_gaps
+from mlip_exafs.settings import AnalysisSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
+from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells, split_at_gaps
 from mlip_exafs.structures import load_structure
 
 IDEAL_ANGLE_TOL_DEG = 2.0  # reference angles closer than this are listed as one
@@ -80,20 +80,6 @@ def read_result(folder: str | Path) -> dict | None:
     """What an analysis recorded in its folder (``analysis.json``); None for a folder without one."""
     path = OutFiles(Path(folder)).summary
     return json.loads(path.read_text()) if path.exists() else None
-
-
-class AnalysisSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    absorber: Optional[str] = Field(None, description="element whose shells are reported; None: the only element, or the only one heavier than Ar")
-    reference: Optional[str] = Field(None, description="ideal structure (built-in or file); default: average of each trajectory")
-    reference_supercell: Optional[str] = None
-    labels: Optional[list[str]] = Field(None, description="one name per trajectory for tables and plots")
-    shell_rmax_a: Optional[float] = Field(None, gt=0, description="whole shells up to this radius are reported (at most half the cell width; moved into the gap between shells, as the EXAFS stage cuts); None: 4.5 Å or half the cell width")
-    shell_tol_a: float = Field(SHELL_TOL_A, gt=0, description="reference distances closer than this belong to one shell")
-    rdf_rmax_a: float = Field(6.0, gt=0)
-    rdf_bin_a: float = Field(0.02, gt=0)
-    angle_bin_deg: float = Field(1.0, gt=0)
 
 
 # ---------------------------------------------------------------- shells and σ²

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import click
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 import mlip_exafs
@@ -36,6 +37,28 @@ def _root(
 
 POTENTIAL_HELP = "Registered name (see 'mlip-exafs potentials'), checkpoint .pt, or python:MODULE:CALLABLE[?key=value&...]."
 DEVICE_HELP = "auto (a CUDA GPU when torch sees one, else CPU), cpu or cuda."
+CLI_POTENTIAL = "chgnet"  # --potential of singlepoint and validate, whose functions take the potential without a default
+
+
+def default_text(model: type[BaseModel], field: str, shown: Callable[[Any], str] | None = None) -> str:
+    """'default 300': the settings model's default of ``field``, for an option's --help.
+
+    Options default to 'not given' (None) so that the model's default applies; their help
+    reads it from the model, so that the two cannot drift apart.
+    """
+    value = model.model_fields[field].default
+    if shown is not None:
+        text = shown(value)
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    else:
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"default {text}"
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (not None), named as the settings they set: the rest keep the model's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 @app.command("potentials")
@@ -55,7 +78,7 @@ def potentials_cmd() -> None:
 @app.command("singlepoint")
 def singlepoint_cmd(
     structure: str = typer.Argument(..., help="Built-in crystal (ws2, w-bcc) or structure file."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help=POTENTIAL_HELP),
+    potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{POTENTIAL_HELP} Default {CLI_POTENTIAL}."),
     supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 3x3x1."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
@@ -65,7 +88,7 @@ def singlepoint_cmd(
     from mlip_exafs.singlepoint import singlepoint
 
     check_numbers({"threads": threads}, "mlip-exafs singlepoint")
-    result = singlepoint(structure, potential, supercell, threads, device)
+    result = singlepoint(structure, potential or CLI_POTENTIAL, supercell, threads, device)
     print(f"structure        {result['formula']} ({result['n_atoms']} atoms)")
     print(f"potential        {result['potential']} (family {result['family']}, device {result['device']})")
     print(f"energy           {result['energy_ev']:.6f} eV  ({result['energy_ev_atom']:.6f} eV/atom)")

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.optimize import least_squares
 
 from mlip_exafs.errors import UserError
@@ -33,46 +32,13 @@ from mlip_exafs.exafs.fit import ShellFitSettings, at_bounds, check_fit_window, 
 from mlip_exafs.files import check_output_folder, read_json, save_figure, sha256_file, write_json, write_text
 from mlip_exafs.plots import plt
 from mlip_exafs.provenance import provenance
+from mlip_exafs.settings import CompareSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.spectra import FTWindow, Spectrum, absorber_and_edge, check_chi, fourier_transform, k_weighted_r_factor, read_experiment, r_factor, uniform_k
 from mlip_exafs.structures import load_structure
 
 DE0_SCAN_EV = np.arange(-15.0, 15.01, 1.0)  # coarse scan first: the phase makes the residual multi-modal
 S02_PHYSICAL = (0.7, 1.1)  # amplitude reduction factors of real absorbers; outside, the fit makes up for something else
 THEORY_CONVERGED_R = 0.01  # theory's first- vs second-half R (exafs.json): its noise in χ is then ≈ R/4, well below a fit's R
-
-
-class CompareSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    absorber: Optional[str] = Field(None, description="absorbing element; None: the spectrum's header, else the theory's exafs.json")
-    edge: Optional[str] = Field(None, description="edge; None: the spectrum's header, else the theory's, else K up to Sn and L3 above")
-    e0_ev: Optional[float] = Field(None, gt=0, description="the experiment's E0 (eV); None: larch's (maximum of dμ/dE)")
-    s02_bounds: tuple[float, float] = Field((0.05, 3.0), description="fit bounds of S0²: wide, so that a wrong disorder shows as an unphysical S0²")
-    kmin_inv_a: float = Field(3.0, ge=0)
-    kmax_inv_a: float = Field(14.0, gt=0)
-    dk_inv_a: float = Field(1.0, ge=0)
-    kweight: int = Field(2, ge=0, le=3)
-    rmin_a: float = Field(1.0, ge=0)
-    rmax_a: float = Field(5.0, gt=0)
-    rbkg_a: float = Field(1.0, gt=0, description="autobk background cutoff (Å)")
-    de0_bound_ev: float = Field(20.0, gt=0)
-    fit_shells: int = Field(0, ge=0, le=6, description="also fit the experiment's first K shells (0: no shell fit)")
-    third_cumulant: bool = Field(False, description="shell fit: a third cumulant for the first shell")
-    fit_rmax_a: Optional[float] = Field(None, gt=0, description="shell fit: end of the R range (Å); None: below the next shell")
-    structure: Optional[str] = Field(None, description="shell fit: the ideal crystal (built-in name or file)")
-
-    @model_validator(mode="after")
-    def _ranges(self):
-        if self.kmin_inv_a >= self.kmax_inv_a or self.rmin_a >= self.rmax_a:
-            raise ValueError("kmin must be below kmax and rmin below rmax")
-        if not 0 < self.s02_bounds[0] < self.s02_bounds[1]:
-            raise ValueError("s02_bounds must be two numbers 0 < low < high")
-        if self.rbkg_a >= self.rmax_a:  # autobk removes everything below rbkg: the fit would fit what was removed
-            raise ValueError(f"rbkg ({self.rbkg_a:g} Å) must be below rmax ({self.rmax_a:g} Å), about 1 Å")
-        return self
-
-    def window(self, kmax_inv_a: float | None = None) -> FTWindow:
-        return FTWindow(self.kmin_inv_a, kmax_inv_a or self.kmax_inv_a, self.dk_inv_a, self.kweight)
 
 
 N_FIT_PARAMETERS = 2  # S0² and ΔE0

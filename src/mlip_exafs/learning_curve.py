@@ -28,7 +28,6 @@ from typing import Iterator
 
 import numpy as np
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs import finetune
 from mlip_exafs.config import validate_model
@@ -40,6 +39,7 @@ from mlip_exafs.plots import plot_learning_curve
 from mlip_exafs.provenance import provenance
 from mlip_exafs.recommend import (DEFAULT_CRITERIA, RULE_TEXT, SLOPE_TOLERANCE, Criterion, force_mae_within, recommend_n, slope_within,
                                   summarize_by_n)
+from mlip_exafs.settings import LearningCurveSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.structures import load_structure
 from mlip_exafs.study import ONLY, study_lock
 from mlip_exafs.study.config import FinetunePlan, StudyConfig
@@ -57,20 +57,6 @@ FORGETTING_FOLDER = "forgetting"
 SUMMARY_FILE = "learning_curve.json"
 PLOT_FILE = "learning_curve.png"
 STUDY_RECIPE = {"freeze", "epochs"}  # what the study's fine-tune steps take of a recipe (mlip_exafs.study.config.FinetunePlan)
-
-
-class LearningCurveSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    potential: str = "chgnet"
-    train: str
-    test: str
-    ns: list[int] = Field(min_length=1)
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
-    recipe: FinetuneRecipe = FinetuneRecipe()
-    forgetting_structure: str = "w-bcc"
-    forgetting_test: str | None = None  # optional DFT dataset outside the training chemistry (e.g. datasets/w-bcc)
-    threads: int = Field(1, ge=1)
 
 
 def study_config(settings: LearningCurveSettings) -> StudyConfig:

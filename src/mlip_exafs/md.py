@@ -41,20 +41,20 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Callable, Optional
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text, writer_lock
 from mlip_exafs.potentials import md_calculator_for
 from mlip_exafs.potentials import potential_id as potential_id_of
-from mlip_exafs.potentials.runtime import Device
 from mlip_exafs.progress import progress_bar
 from mlip_exafs.provenance import provenance
+from mlip_exafs.settings import (LEGACY_DEFAULTS, RUNTIME_ONLY, MdSettings, Nuclei, Thermostat,  # noqa: F401  (re-exported: defined with the other stages' settings)
+                                 comparable_settings, default_thermostat)
 from mlip_exafs.structures import load_structure
 
 SNAPSHOT_FILE = "snapshots.extxyz"
@@ -65,10 +65,6 @@ THERMO_COLUMNS = ("step", "time_fs", "temperature_k", "epot_ev", "ekin_ev", "eto
 CHECKPOINT_VERSION = 1
 BLOWUP_FACTOR = 3.0  # a run hotter than this × target ...
 BLOWUP_STEPS = 10  # ... for this many consecutive steps has blown up
-RUNTIME_ONLY = {"threads", "device"}  # settings that may change between a run and its resumption
-Thermostat = Literal["bussi", "langevin"]
-Nuclei = Literal["classical", "corrected", "path-integral"]
-LEGACY_DEFAULTS = {"nuclei": "classical", "beads": None, "thermostat": "bussi"}  # settings added later: at these values a run made before them is the same run
 
 _DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(fs|ps|ns)?\s*$", re.IGNORECASE)
 _FS_PER_UNIT = {"fs": 1.0, "ps": 1000.0, "ns": 1.0e6}
@@ -82,73 +78,6 @@ def parse_duration_fs(text: str | float, what: str = "duration") -> float:
     if not match:
         raise UserError(f"{what} '{text}' is not a duration; write e.g. 500fs, 2ps or a plain number of fs")
     return float(match.group(1)) * _FS_PER_UNIT[(match.group(2) or "fs").lower()]
-
-
-class MdSettings(BaseModel):
-    """One MD run. Times are in fs; they must be whole multiples of the timestep."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    structure: str = Field("ws2", description="built-in crystal or structure file")
-    supercell: Optional[str] = None
-    potential: str = "chgnet"
-    temperature_k: float = Field(300.0, gt=0)
-    timestep_fs: float = Field(2.0, gt=0, le=20)
-    equilibration_fs: float = Field(2000.0, ge=0)
-    production_fs: float = Field(10000.0, gt=0)
-    snapshot_every_fs: float = Field(50.0, gt=0)
-    thermo_every_fs: float = Field(10.0, gt=0)
-    checkpoint_every_fs: float = Field(200.0, gt=0)
-    npt_fs: float = Field(0.0, ge=0, description="NPT run before NVT to find the thermal lattice (0 = none)")
-    pressure_gpa: float = 0.0
-    bulk_modulus_gpa: float = Field(50.0, gt=0, description="sets the Berendsen barostat's response time only")
-    thermostat: Optional[Thermostat] = Field(None, description="NVT thermostat: bussi (global) or langevin (local); None: default_thermostat(nuclei)")
-    thermostat_time_fs: float = Field(100.0, gt=0, description="Bussi relaxation time; Langevin friction is its inverse")
-    barostat_time_fs: float = Field(1000.0, gt=0)
-    seed: int = 0
-    threads: int = Field(1, ge=1)
-    device: Optional[Device] = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto)")
-    nuclei: Nuclei = Field("classical", description="quantum nuclei: see mlip_exafs.quantum")
-    beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads (default: from the highest frequency and T)")
-
-    @model_validator(mode="after")
-    def _thermostat_of_the_nuclei(self) -> "MdSettings":
-        if self.thermostat is None:
-            self.thermostat = default_thermostat(self.nuclei)
-        return self
-
-    def identity(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the run it continues."""
-        return comparable_settings(self.model_dump(exclude=RUNTIME_ONLY))
-
-
-def default_thermostat(nuclei: str) -> Thermostat:
-    """Langevin for ``corrected`` nuclei, Bussi otherwise.
-
-    A corrected σ² is only as good as the classical σ² of each mode beneath it. Bussi's global
-    rescaling leaves a stiff, nearly harmonic crystal's mode energies unequilibrated for ps (bcc W
-    with CHGNet: corrected up to 11–20 % off path integrals per shell, on Langevin within 1.5–4 %; docs/md.md), and
-    the correction unfolds Langevin's line broadening (:func:`mlip_exafs.quantum.undamped_modes`).
-    Classical runs keep Bussi, so that their runs and study steps stay what they were.
-    """
-    return "langevin" if nuclei == "corrected" else "bussi"
-
-
-def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings without the later-added ones at their defaults, so runs made before them still match.
-
-    The thermostat: a run recorded without one ran Bussi (the only one then), an unset one (None, as a
-    study plan may leave it) is :func:`default_thermostat`. It is left out at Bussi, except for
-    ``corrected`` nuclei, whose default is Langevin: there it always stays, so that a Bussi run is never
-    taken for a Langevin one (or rebuilt as one from a study step's parameters).
-    """
-    settings = dict(settings)
-    if "nuclei" in settings or "thermostat" in settings:
-        nuclei = settings.get("nuclei", "classical")
-        thermostat = settings.get("thermostat", "bussi")
-        settings["thermostat"] = default_thermostat(nuclei) if thermostat is None else thermostat
-    keep = {"thermostat"} if settings.get("nuclei") == "corrected" else set()
-    return {k: v for k, v in settings.items() if k in keep or not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
 
 
 @dataclass(frozen=True)

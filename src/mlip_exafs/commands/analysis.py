@@ -7,9 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from mlip_exafs.cli import app, console
+from mlip_exafs.cli import app, console, default_text, given
 from mlip_exafs.config import validate_model
-from mlip_exafs.shells import SHELL_TOL_A
+from mlip_exafs.settings import AnalysisSettings
 
 
 @app.command("analyze")
@@ -19,16 +19,17 @@ def analyze_cmd(
     absorber: Optional[str] = typer.Option(None, "--absorber", help="Element whose coordination shells are reported (default: the only element, or the only one heavier than Ar)."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Ideal structure (built-in or file); default: each trajectory's average."),
     reference_supercell: Optional[str] = typer.Option(None, "--reference-supercell", help="Supercell of --reference (the MD supercell)."),
-    label: Optional[List[str]] = typer.Option(None, "--label", help="Name of each trajectory (repeat once per TRAJ)."),
-    shell_rmax: Optional[float] = typer.Option(None, "--shell-rmax", help="Report whole shells up to this radius (Å), moved into a gap as exafs --rmax is; at most half the cell width (default: 4.5 or half the cell width)."),
-    shell_tol: float = typer.Option(SHELL_TOL_A, "--shell-tol", help="Ideal distances closer than this (Å) are one shell; a larger jump starts a new shell."),
-    rdf_rmax: float = typer.Option(6.0, "--rdf-rmax", help="RDF range (Å)."),
+    labels: Optional[List[str]] = typer.Option(None, "--label", help="Name of each trajectory (repeat once per TRAJ)."),
+    shell_rmax_a: Optional[float] = typer.Option(None, "--shell-rmax", help="Report whole shells up to this radius (Å), moved into a gap as exafs --rmax is; at most half the cell width (default: 4.5 or half the cell width)."),
+    shell_tol_a: Optional[float] = typer.Option(None, "--shell-tol", help="Ideal distances closer than this (Å) are one shell; a larger jump starts a new shell; "
+                                                f"{default_text(AnalysisSettings, 'shell_tol_a')}."),
+    rdf_rmax_a: Optional[float] = typer.Option(None, "--rdf-rmax", help=f"RDF range (Å); {default_text(AnalysisSettings, 'rdf_rmax_a')}."),
 ) -> None:
     """Shells around the absorber (mean distance, MSRD σ² ± block error), RDFs and bond angles; compares trajectories."""
-    from mlip_exafs.analysis import AnalysisSettings, OutFiles, analyze  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    from mlip_exafs.analysis import OutFiles, analyze  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    values = {"absorber": absorber, "reference": reference, "reference_supercell": reference_supercell,
-              "labels": label or None, "shell_rmax_a": shell_rmax, "shell_tol_a": shell_tol, "rdf_rmax_a": rdf_rmax}
+    values = given(absorber=absorber, reference=reference, reference_supercell=reference_supercell, labels=labels or None, shell_rmax_a=shell_rmax_a,
+                   shell_tol_a=shell_tol_a, rdf_rmax_a=rdf_rmax_a)
     settings = validate_model(AnalysisSettings, values, "mlip-exafs analyze")
     summary = analyze(list(trajs), settings, out)
     for traj in summary["trajectories"]:

@@ -9,9 +9,15 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from mlip_exafs.cli import app, console
+from mlip_exafs.cli import app, console, default_text, given
 from mlip_exafs.config import validate_model
 from mlip_exafs.progress import progress_bar
+from mlip_exafs.settings import ExafsSettings
+
+
+def _default(field: str) -> str:
+    return default_text(ExafsSettings, field)
+
 
 
 @app.command("exafs")
@@ -20,22 +26,24 @@ def exafs_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for chi.csv, convergence.csv, plots and exafs.json."),
     absorber: Optional[str] = typer.Option(None, "--absorber", help="Absorbing element (default: the only element, or the only one heavier than Ar)."),
     edge: Optional[str] = typer.Option(None, "--edge", help="Absorption edge (K, L1, L2, L3, ...) (default: K up to Sn (Z 50), L3 above)."),
-    rmax: Optional[float] = typer.Option(None, "--rmax", help="Largest half path length (Å), at most half the supercell width; "
+    rmax_a: Optional[float] = typer.Option(None, "--rmax", help="Largest half path length (Å), at most half the supercell width; "
                                          "moved into the gap between shells when within 0.15 Å of one (default: 6, or half the cell width)."),
-    engine: str = typer.Option("fast", "--engine", help="fast (histogram method) or feff (FEFF8L per snapshot, slow)."),
-    nleg: int = typer.Option(4, "--nleg", help="Most legs per scattering path (2-4)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help=f"fast (histogram method) or feff (FEFF8L per snapshot, slow); {_default('engine')}."),
+    nleg: Optional[int] = typer.Option(None, "--nleg", help=f"Most legs per scattering path (2-4); {_default('nleg')}."),
     ideal: Optional[str] = typer.Option(None, "--ideal", help="Ideal structure (file or built-in) for potentials and path types; default: symmetrized frame average."),
     ideal_supercell: Optional[str] = typer.Option(None, "--ideal-supercell", help="Repeat --ideal to the MD supercell, e.g. 4x4x4."),
-    scf_radius: Optional[float] = typer.Option(4.5, "--scf-radius", help="FEFF SCF radius (Å); 0 = no SCF (overlapped atoms)."),
+    scf_radius_a: Optional[float] = typer.Option(None, "--scf-radius", help=f"FEFF SCF radius (Å); 0 = no SCF (overlapped atoms); {_default('scf_radius_a')}."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Use at most this many evenly spaced frames."),
     max_absorbers: Optional[int] = typer.Option(None, "--max-absorbers", help="Use at most this many evenly spaced absorbers."),
-    n_blocks: int = typer.Option(10, "--blocks", help="Frame blocks for the error band."),
+    n_blocks: Optional[int] = typer.Option(None, "--blocks", help=f"Frame blocks for the error band; {_default('n_blocks')}."),
 ) -> None:
     """Average χ(k) over every absorber of every snapshot (FEFF8L potentials computed once)."""
-    from mlip_exafs.exafs import ExafsSettings, read_result, run_exafs  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    from mlip_exafs.exafs import read_result, run_exafs  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    fields = dict(absorber=absorber, edge=edge, rmax_a=rmax, engine=engine, nleg=nleg, ideal=ideal, ideal_supercell=ideal_supercell,
-                  scf_radius_a=scf_radius or None, max_frames=max_frames, max_absorbers=max_absorbers, n_blocks=n_blocks)
+    fields = given(absorber=absorber, edge=edge, rmax_a=rmax_a, engine=engine, nleg=nleg, ideal=ideal, ideal_supercell=ideal_supercell,
+                   max_frames=max_frames, max_absorbers=max_absorbers, n_blocks=n_blocks)
+    if scf_radius_a is not None:
+        fields["scf_radius_a"] = scf_radius_a or None  # --scf-radius 0: no SCF, which the model spells None
     settings = validate_model(ExafsSettings, fields, "exafs options")
     news = Console(stderr=True, soft_wrap=True)  # stderr, like the progress bar: stdout stays the summary
     start = time.perf_counter()

@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import DEVICE_HELP, app, console
+from mlip_exafs.cli import DEVICE_HELP, app, console, default_text, given
 from mlip_exafs.config import validate_model
 from mlip_exafs.errors import UserError
 from mlip_exafs.progress import progress_bar
+from mlip_exafs.settings import FinetuneRecipe, FinetuneSettings, LearningCurveSettings
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -24,19 +25,22 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
-def recipe_from_options(epochs: Optional[int], lr: Optional[float], freeze: str, batch_size: Optional[int], stress_weight: Optional[float]):
+def recipe_from_options(**options) -> FinetuneRecipe:
     """The recipe from CLI options; options left out keep FinetuneRecipe's defaults."""
-    from mlip_exafs.finetune import FinetuneRecipe  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    return validate_model(FinetuneRecipe, given(**options), "options")
 
-    data = {"epochs": epochs, "learning_rate": lr, "freeze": freeze, "batch_size": batch_size, "stress_weight": stress_weight}
-    return validate_model(FinetuneRecipe, {key: value for key, value in data.items() if value is not None}, "options")
+
+def _recipe(field: str) -> str:
+    return default_text(FinetuneRecipe, field)
 
 
 EPOCHS_HELP = "Epochs (default: 100 up to N = 25, about 2500/N above, at least 40)."
 LR_HELP = "Initial learning rate (default: 3e-3 none and readout, 1e-2 energy-scale); cosine-decayed to 1 %."
-STRESS_HELP = "Loss weight of stress (GPa; default 1) against 100 for forces (eV/Å) and 0.1 for energy (eV/atom)."
+STRESS_HELP = (f"Loss weight of stress (GPa; {_recipe('stress_weight')}) against {FinetuneRecipe.model_fields['force_weight'].default:g} for forces (eV/Å) "
+               f"and {FinetuneRecipe.model_fields['energy_weight'].default:g} for energy (eV/atom).")
 FINETUNE_POTENTIAL_HELP = "A registered CHGNet or SevenNet name (see 'mlip-exafs potentials'), or a checkpoint .pt written by finetune."
-FREEZE_HELP = "none: train all; readout: last conv layer + readout; energy-scale: one trainable scalar."
+FREEZE_HELP = f"none: train all; readout: last conv layer + readout; energy-scale: one trainable scalar; {_recipe('freeze')}."
+BATCH_HELP = f"Structures per optimizer step; {_recipe('batch_size')}."
 
 
 @app.command("finetune")
@@ -44,22 +48,23 @@ def finetune_cmd(
     train: str = typer.Option(..., "--train", help="Dataset (shipped name, folder or .db); its train split is the pool."),
     n: int = typer.Option(..., "--n", min=1, help="Number of structures to train on."),
     out: Path = typer.Option(..., "--out", help="Output folder (model.pt, finetune.json, training curve)."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help=FINETUNE_POTENTIAL_HELP),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed that draws the N structures and the split."),
+    potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{FINETUNE_POTENTIAL_HELP} {default_text(FinetuneSettings, 'potential').capitalize()}."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help=f"Seed that draws the N structures and the split; {default_text(FinetuneSettings, 'seed')}."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP),
-    lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
-    freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Structures per optimizer step (default: 4)."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
+    freeze: Optional[str] = typer.Option(None, "--freeze", help=FREEZE_HELP),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=BATCH_HELP),
     stress_weight: Optional[float] = typer.Option(None, "--stress-weight", help=STRESS_HELP),
-    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=f"Torch threads; {default_text(FinetuneSettings, 'threads')}."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """Fine-tune a CHGNet or SevenNet model on N DFT structures (recipe after Deng et al. 2025, docs/finetune.md); a finished run is not redone."""
-    from mlip_exafs.finetune import FinetuneSettings, finetune, read_result  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    from mlip_exafs.finetune import finetune, read_result  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    recipe = recipe_from_options(epochs, lr, freeze, batch_size, stress_weight)
-    settings = validate_model(FinetuneSettings, dict(potential=potential, train=train, n=n, seed=seed, recipe=recipe, threads=threads, device=device), "options")
-    with console.status(f"fine-tuning {potential} on {n} structures"):
+    recipe = recipe_from_options(epochs=epochs, learning_rate=learning_rate, freeze=freeze, batch_size=batch_size, stress_weight=stress_weight)
+    data = dict(train=train, n=n, recipe=recipe, **given(potential=potential, seed=seed, threads=threads, device=device))
+    settings = validate_model(FinetuneSettings, data, "options")
+    with console.status(f"fine-tuning {settings.potential} on {n} structures"):
         model = finetune(settings, out)
     record = read_result(out)
     console.print(
@@ -75,27 +80,26 @@ def learning_curve_cmd(
     test: str = typer.Option(..., "--test", help="Dataset whose test split validates every run."),
     out: Path = typer.Option(..., "--out", help="Output folder; finished runs in it are reused."),
     ns: str = typer.Option("1,2,5,10,20,50,100", "--n", help="Comma-separated N values."),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help=FINETUNE_POTENTIAL_HELP),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help=f"Comma-separated seeds; {default_text(LearningCurveSettings, 'seeds')}."),
+    potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{FINETUNE_POTENTIAL_HELP} {default_text(LearningCurveSettings, 'potential').capitalize()}."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP + " Same for every N if given."),
-    lr: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
-    freeze: str = typer.Option("none", "--freeze", help=FREEZE_HELP),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Structures per optimizer step (default: 4)."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
+    freeze: Optional[str] = typer.Option(None, "--freeze", help=FREEZE_HELP),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=BATCH_HELP),
     stress_weight: Optional[float] = typer.Option(None, "--stress-weight", help=STRESS_HELP),
     forgetting_test: Optional[str] = typer.Option(None, "--forgetting-test", help="DFT dataset outside the training chemistry (e.g. datasets/w-bcc) to validate every model on."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=f"Torch threads; {default_text(LearningCurveSettings, 'threads')}."),
 ) -> None:
     """Fine-tune N x seeds models, validate each, plot error and softening vs N."""
-    from mlip_exafs.learning_curve import LearningCurveSettings, learning_curve  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    from mlip_exafs.learning_curve import learning_curve  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
     n_values = parse_int_list(ns, "--n")
-    seed_values = parse_int_list(seeds, "--seeds")
     if min(n_values) < 1:
         raise UserError(f"--n '{ns}' contains 0; every N must be at least 1")
-    recipe = recipe_from_options(epochs, lr, freeze, batch_size, stress_weight)
-    data = dict(potential=potential, train=train, test=test, ns=n_values, seeds=seed_values, recipe=recipe, forgetting_test=forgetting_test, threads=threads)
-    settings = validate_model(LearningCurveSettings, data, "options")
-    with progress_bar("learning curve (fine-tune + validate)", len(n_values) * len(seed_values)) as advance:
+    recipe = recipe_from_options(epochs=epochs, learning_rate=learning_rate, freeze=freeze, batch_size=batch_size, stress_weight=stress_weight)
+    options = given(potential=potential, seeds=parse_int_list(seeds, "--seeds") if seeds is not None else None, forgetting_test=forgetting_test, threads=threads)
+    settings = validate_model(LearningCurveSettings, dict(train=train, test=test, ns=n_values, recipe=recipe, **options), "options")
+    with progress_bar("learning curve (fine-tune + validate)", len(n_values) * len(settings.seeds)) as advance:
         result = learning_curve(settings, out, advance)
     for row in result["summary"]:
         console.print(

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import app, console
+from mlip_exafs.cli import app, console, given
 from mlip_exafs.config import check_numbers, load_yaml_model, validate_model
 from mlip_exafs.errors import UserError
 from mlip_exafs.progress import progress_bar
@@ -34,12 +34,19 @@ def sample_cmd(
     console.print(f"wrote {len(frames)} structures to {out}")
 
 
+# Defaults of the stage functions, for --help only: an option left out is not passed, so the function's own default applies
+# (importing label.py/importers.py for the help would cost seconds; tests/test_cli.py checks that these agree with the functions).
+LABEL_MPI_RANKS = 2  # label.label_structures(mpi_ranks=)
+IMPORT_FORMAT = "auto"  # importers.import_files(fmt=)
+IMPORT_STRESS_UNITS = "ev/a3"  # importers.import_files(stress_units=)
+
+
 @app.command("label")
 def label_cmd(
     structures: Path = typer.Argument(..., help="extxyz file of structures (from 'mlip-exafs sample')."),
     db: Path = typer.Option(..., "--db", help="ASE SQLite database to add labels to (created if missing)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with CP2K settings (Cp2kSettings fields)."),
-    mpi_ranks: int = typer.Option(2, "--mpi-ranks", min=1, help="MPI ranks for CP2K."),
+    mpi_ranks: Optional[int] = typer.Option(None, "--mpi-ranks", min=1, help=f"MPI ranks for CP2K; default {LABEL_MPI_RANKS}."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Label at most this many new structures."),
     reverse: bool = typer.Option(False, "--reverse", help="Start from the end of the file: a second labeller on the same file and --db."),
 ) -> None:
@@ -54,7 +61,7 @@ def label_cmd(
     if limit:
         n_todo = min(n_todo, limit)
     with progress_bar(f"CP2K labelling → {db}", n_todo) as advance:
-        result = label_structures(structures, db, settings, mpi_ranks, limit, on_progress=lambda i, n, t: advance(), reverse=reverse)
+        result = label_structures(structures, db, settings, limit=limit, on_progress=lambda i, n, t: advance(), reverse=reverse, **given(mpi_ranks=mpi_ranks))
     secs = result["seconds"]
     mean = f", {sum(secs) / len(secs):.0f} s per structure" if secs else ""
     console.print(f"labelled {result['labelled']} new, {result['already_done']} already done, of {result['total']}{mean}")
@@ -64,13 +71,14 @@ def label_cmd(
 def import_cmd(
     files: list[Path] = typer.Argument(..., help="VASP OUTCAR / vasprun.xml or extxyz files with energies and forces."),
     db: Path = typer.Option(..., "--db", help="ASE SQLite database to add the labels to (e.g. mydata/train.db)."),
-    fmt: str = typer.Option("auto", "--format", help="auto, outcar, vasprun or extxyz."),
-    stress_units: str = typer.Option("ev/a3", "--stress-units", help="extxyz stress units: ev/a3 (ASE sign), gpa (positive = tensile), kbar-vasp (VASP sign)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=f"auto, outcar, vasprun or extxyz; default {IMPORT_FORMAT}."),
+    stress_units: Optional[str] = typer.Option(None, "--stress-units", help="extxyz stress units: ev/a3 (ASE sign), gpa (positive = tensile), kbar-vasp (VASP sign); "
+                                               f"default {IMPORT_STRESS_UNITS}."),
 ) -> None:
     """Import a user's DFT labels, converting units explicitly (VASP kbar and sign → eV/Å³, ASE sign)."""
     from mlip_exafs.importers import import_files  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    if stress_units not in ("ev/a3", "gpa", "kbar-vasp"):
+    if stress_units not in (None, "ev/a3", "gpa", "kbar-vasp"):
         raise UserError(f"unknown --stress-units '{stress_units}'; use ev/a3, gpa or kbar-vasp")
-    result = import_files(files, db, fmt, stress_units)  # type: ignore[arg-type]
+    result = import_files(files, db, **given(fmt=fmt, stress_units=stress_units))
     console.print(f"imported {result['added']} structures into {db} ({result['skipped']} already there)")

@@ -11,58 +11,70 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console
+from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console, default_text, given
 from mlip_exafs.config import validate_model
+from mlip_exafs.settings import MdSettings
+
+
+def duration_text(fs: float) -> str:
+    """A default duration as --help shows it: 2000.0 -> '2ps', 50.0 -> '50fs'."""
+    return f"{fs / 1000:g}ps" if fs >= 1000 and fs % 1000 == 0 else f"{fs:g}fs"
+
+
+def md_default(field: str) -> str:
+    return default_text(MdSettings, field, duration_text if field.endswith("_fs") else None)
 
 
 @app.command("md")
 def md_cmd(
     structure: str = typer.Argument(..., help="Built-in crystal (ws2, w-bcc) or structure file."),
     out: Path = typer.Option(..., "--out", help="Output folder (snapshots.extxyz, thermo.csv, md.json, checkpoint.npz)."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help=POTENTIAL_HELP),
+    potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{POTENTIAL_HELP} {md_default('potential').capitalize()}."),
     supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 6x6x2."),
-    temperature: float = typer.Option(300.0, "--temperature", help="Target temperature (K)."),
-    timestep: str = typer.Option("2", "--timestep", help="Timestep (fs; units allowed, e.g. 1fs)."),
-    equilibrate: str = typer.Option("2ps", "--equilibrate", help="NVT equilibration before production (e.g. 2ps, 500fs; plain number = fs)."),
-    production: str = typer.Option("10ps", "--production", help="Production time; only these frames are written."),
-    every: str = typer.Option("50fs", "--every", help="Time between production snapshots."),
+    temperature_k: Optional[float] = typer.Option(None, "--temperature", help=f"Target temperature (K); {md_default('temperature_k')}."),
+    timestep_fs: Optional[str] = typer.Option(None, "--timestep", help=f"Timestep (fs; units allowed, e.g. 1fs); {md_default('timestep_fs')}."),
+    equilibration_fs: Optional[str] = typer.Option(None, "--equilibrate", help=f"NVT equilibration before production (e.g. 2ps, 500fs; plain number = fs); {md_default('equilibration_fs')}."),
+    production_fs: Optional[str] = typer.Option(None, "--production", help=f"Production time; only these frames are written; {md_default('production_fs')}."),
+    snapshot_every_fs: Optional[str] = typer.Option(None, "--every", help=f"Time between production snapshots; {md_default('snapshot_every_fs')}."),
     npt: bool = typer.Option(False, "--npt/--no-npt", help="Run NPT first (for --npt-time) and continue at its mean cell."),
-    npt_time: Optional[str] = typer.Option(None, "--npt-time", help="NPT duration (default: the --equilibrate time)."),
-    pressure: float = typer.Option(0.0, "--pressure", help="NPT pressure (GPa)."),
-    checkpoint_every: str = typer.Option("200fs", "--checkpoint-every", help="Time between checkpoints."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (velocities, thermostat)."),
-    threads: int = typer.Option(1, "--threads", help="Torch threads (1 unless given; $MLIP_EXAFS_THREADS does not apply); keep threads × parallel jobs ≤ cores."),
-    nuclei: str = typer.Option("classical", "--nuclei", help="classical | corrected (classical MD + harmonic quantum correction of σ² and χ; --every must resolve the fastest vibration, e.g. 20fs) | path-integral (PIMD through i-PI)."),
+    npt_fs: Optional[str] = typer.Option(None, "--npt-time", help="NPT duration (default: the --equilibrate time)."),
+    pressure_gpa: Optional[float] = typer.Option(None, "--pressure", help=f"NPT pressure (GPa); {md_default('pressure_gpa')}."),
+    checkpoint_every_fs: Optional[str] = typer.Option(None, "--checkpoint-every", help=f"Time between checkpoints; {md_default('checkpoint_every_fs')}."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed (velocities, thermostat); {md_default('seed')}."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=f"Torch threads ($MLIP_EXAFS_THREADS does not apply); keep threads × parallel jobs ≤ cores; {md_default('threads')}."),
+    nuclei: Optional[str] = typer.Option(None, "--nuclei", help=f"classical | corrected (classical MD + harmonic quantum correction of σ² and χ; --every must resolve the fastest vibration, e.g. 20fs) | path-integral (PIMD through i-PI); {md_default('nuclei')}."),
     thermostat: Optional[str] = typer.Option(None, "--thermostat", help="NVT thermostat: bussi (global velocity rescaling) | langevin (local friction 1/τ; for stiff, nearly harmonic crystals). Default: langevin with --nuclei corrected, else bussi (docs/md.md)."),
     beads: Optional[int] = typer.Option(None, "--beads", help="Path-integral beads (default: from the highest vibrational frequency and T; see docs/md.md)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """NVT MD (Bussi or Langevin thermostat; optional Berendsen NPT first), or path-integral MD (i-PI); resumes after an interruption."""
-    from mlip_exafs.md import MdSettings, parse_duration_fs, run_md  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    from mlip_exafs.md import parse_duration_fs, run_md  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    equilibration_fs = parse_duration_fs(equilibrate, "--equilibrate")
+    durations = {"timestep_fs": (timestep_fs, "--timestep"), "equilibration_fs": (equilibration_fs, "--equilibrate"), "production_fs": (production_fs, "--production"),
+                 "snapshot_every_fs": (snapshot_every_fs, "--every"), "checkpoint_every_fs": (checkpoint_every_fs, "--checkpoint-every"), "npt_fs": (npt_fs, "--npt-time")}
+    parsed = {name: parse_duration_fs(text, flag) for name, (text, flag) in durations.items() if text is not None}
+    npt_time_fs = parsed.pop("npt_fs", None)
     values = {
-        "structure": structure,
-        "supercell": supercell,
-        "potential": potential,
-        "temperature_k": temperature,
-        "timestep_fs": parse_duration_fs(timestep, "--timestep"),
-        "equilibration_fs": equilibration_fs,
-        "production_fs": parse_duration_fs(production, "--production"),
-        "snapshot_every_fs": parse_duration_fs(every, "--every"),
-        "checkpoint_every_fs": parse_duration_fs(checkpoint_every, "--checkpoint-every"),
-        "npt_fs": (parse_duration_fs(npt_time, "--npt-time") if npt_time else equilibration_fs) if npt else 0.0,
-        "pressure_gpa": pressure,
-        "seed": seed,
-        "threads": threads,
-        "nuclei": nuclei,
-        "beads": beads,
-        "thermostat": thermostat,
-        "device": device,
+        **given(structure=structure, supercell=supercell, potential=potential, temperature_k=temperature_k, pressure_gpa=pressure_gpa, seed=seed,
+                threads=threads, nuclei=nuclei, beads=beads, thermostat=thermostat, device=device),
+        **parsed,
+        **npt_duration(npt, npt_time_fs, parsed),
     }
     settings = validate_model(MdSettings, values, "mlip-exafs md")
     run_md(settings, out)
     _print_summary(out)
+
+
+def npt_duration(npt: bool, npt_time_fs: Optional[float], durations_fs: dict[str, float]) -> dict[str, float]:
+    """--npt runs NPT for --npt-time, else for as long as the NVT equilibration (given or the model's).
+
+    Without --npt nothing is given (the model's npt_fs, no NPT), even with --npt-time.
+    """
+    if not npt:
+        return {}
+    if npt_time_fs is not None:
+        return {"npt_fs": npt_time_fs}
+    return {"npt_fs": durations_fs.get("equilibration_fs", MdSettings.model_fields["equilibration_fs"].default)}
 
 
 def _print_summary(out: Path) -> None:

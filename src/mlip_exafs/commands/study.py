@@ -8,8 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mlip_exafs.cli import app, console
+from mlip_exafs.cli import app, console, given
 from mlip_exafs.errors import UserError
+
+
+STUDY_EXECUTOR = "local"  # study.run_study(executor=)'s default, for --help only (tests/test_cli.py checks that the two agree)
 
 
 @app.command("study")
@@ -17,7 +20,7 @@ def study_cmd(
     config: Path = typer.Argument(..., help="Study YAML (e.g. examples/ws2.yaml)."),
     out: Path = typer.Option(..., "--out", help="Study folder (cache, results, report)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config: quick or paper."),
-    executor: str = typer.Option("local", "--executor", help="local, or dask (a LocalCluster unless --scheduler is given)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help=f"local, or dask (a LocalCluster unless --scheduler is given); default {STUDY_EXECUTOR}."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     only: Optional[str] = typer.Option(None, "--only", help="pristine: only the pretrained potentials' steps (they need no training labels); "
                                        "finetuned: only the fine-tunes and the fine-tuned potentials' steps; "
@@ -27,13 +30,13 @@ def study_cmd(
     """Run a whole study from one YAML; cached and resumable."""
     from mlip_exafs.study import run_study  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    if executor not in ("local", "dask"):
+    if executor not in (None, "local", "dask"):
         raise UserError(f"unknown --executor '{executor}'; use local or dask")
 
     def on_step(name: str, cached: bool) -> None:
         console.print(f"  {'cached' if cached else 'done  '} {name}")
 
-    summary = run_study(config, out, profile, executor, scheduler, on_step, only, device)
+    summary = run_study(config, out, profile, scheduler=scheduler, on_step=on_step, only=only, device=device, **given(executor=executor))
     if only in ("pristine", "finetuned"):
         console.print(f"{only} potentials done; run without --only for the other half, {out / 'summary.json'} and the report")
         return

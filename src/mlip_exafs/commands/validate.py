@@ -7,28 +7,32 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console
+from mlip_exafs.cli import CLI_POTENTIAL, DEVICE_HELP, POTENTIAL_HELP, app, console, given
 from mlip_exafs.config import check_numbers
 from mlip_exafs.dataset import load_structures
 from mlip_exafs.files import read_json
 from mlip_exafs.progress import progress_bar
 
 
+VALIDATE_THREADS = 1  # validate()'s own default, which --threads left out keeps (tests/test_cli.py checks the two agree)
+
+
 @app.command("validate")
 def validate_cmd(
     test: str = typer.Option(..., "--test", help="Dataset (shipped name, folder or .db); its test split is used."),
     out: Path = typer.Option(..., "--out", help="Output folder (validate.json, parity plots)."),
-    potential: str = typer.Option("chgnet", "--potential", "-p", help=POTENTIAL_HELP),
-    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads."),
+    potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{POTENTIAL_HELP} Default {CLI_POTENTIAL}."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=f"Torch threads; default {VALIDATE_THREADS}."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """Energy/force/stress errors, softening slope and cMAE against DFT; parity plots."""
     from mlip_exafs.validate import OutFiles, validate  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
     check_numbers({"threads": threads}, "mlip-exafs validate")
+    potential = potential or CLI_POTENTIAL
     n_structures = len(load_structures(test, "test"))
     with progress_bar(f"validating {potential}", n_structures) as advance:
-        m = validate(potential, test, out, threads, advance, device)
+        m = validate(potential, test, out, advance=advance, device=device, **given(threads=threads))
     stress = "n/a" if m["stress_mae_gpa"] is None else f"{m['stress_mae_gpa']:.3f} GPa"
     console.print(
         f"{m['n_test_structures']} structures: energy MAE {m['energy_mae_mev_atom']:.2f} meV/atom, "

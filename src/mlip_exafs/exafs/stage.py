@@ -15,12 +15,11 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Literal, Optional
+from typing import Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
-from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.fast import FastEngine, k_grid
@@ -32,8 +31,9 @@ from mlip_exafs.geometry import Snapshots, absorber_indices, build_pairs, defaul
 from mlip_exafs.plots import plot_chi, plot_ft
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import exafs_correction
+from mlip_exafs.settings import ExafsEngine, ExafsSettings, FTWindowSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells
-from mlip_exafs.spectra import FTWindow, default_edge, edge_energy_ev, k_weighted_r_factor
+from mlip_exafs.spectra import default_edge, edge_energy_ev, k_weighted_r_factor
 from mlip_exafs.structures import load_structure
 
 Progress = Callable[[str, int], ContextManager[Callable[[], None]]]
@@ -82,41 +82,6 @@ def read_result(folder: str | Path) -> dict | None:
     """What an exafs run recorded in its folder (``exafs.json``); None for a folder without one."""
     path = OutFiles(Path(folder)).summary
     return json.loads(path.read_text()) if path.exists() else None
-
-
-ExafsEngine = Literal["fast", "feff"]  # fast: our own sum over the FEFF paths of each frame; feff: FEFF8L per frame
-
-
-class ExafsSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    absorber: Optional[str] = Field(None, description="Absorbing element; None: the only element of the snapshots, or the only one heavier than Ar.")
-    edge: Optional[str] = Field(None, description="Absorption edge; None: K up to Z = 50 (Sn), L3 above (spectra.default_edge).")
-    rmax_a: Optional[float] = Field(None, gt=1.0, description="Largest half path length kept (Å); None: 6 Å or half the cell width. Moved into a gap when it is near a shell.")
-    engine: ExafsEngine = "fast"
-    nleg: int = Field(4, ge=2, le=4, description="Most legs per path (FEFF NLEG).")
-    scf_radius_a: Optional[float] = Field(4.5, gt=0, description="FEFF SCF radius (Å); None = overlapped atoms, no SCF.")
-    ideal: Optional[str] = Field(None, description="Ideal structure (file or built-in + supercell) instead of the frame average.")
-    ideal_supercell: Optional[str] = None
-    max_frames: Optional[int] = Field(None, ge=1)
-    max_absorbers: Optional[int] = Field(None, ge=1)
-    n_blocks: int = Field(10, ge=2, description="Frame blocks for the error band.")
-    ft: FTWindowSettings = Field(default_factory=lambda: FTWindowSettings())
-
-
-class FTWindowSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kmin_inv_a: float = 3.0
-    kmax_inv_a: float = 15.0
-    dk_inv_a: float = 1.0
-    kweight: int = 2
-
-    def window(self) -> FTWindow:
-        return FTWindow(self.kmin_inv_a, self.kmax_inv_a, self.dk_inv_a, self.kweight)
-
-
-ExafsSettings.model_rebuild()
 
 
 @dataclass(frozen=True)

@@ -43,22 +43,20 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.dataset import load_structures
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import read_json, sha256_file, write_json, write_text, writer_lock
 from mlip_exafs.plots import plt, save_figure
-from mlip_exafs.potentials import Device, Potential, load_potential, potential_id, save_checkpoint, set_torch_threads
+from mlip_exafs.potentials import Potential, load_potential, potential_id, save_checkpoint, set_torch_threads
 from mlip_exafs.provenance import provenance
+from mlip_exafs.settings import FinetuneRecipe, FinetuneSettings, FreezeMode  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
 from mlip_exafs.validate import fit_element_offsets_ev, labels_hash, offset_energy_ev
 
-FreezeMode = Literal["none", "readout", "energy-scale"]
 MIN_STRUCTURES_FOR_VALIDATION = 10
 DEFAULT_LR = {"none": 3e-3, "readout": 3e-3, "energy-scale": 1e-2}
 LOG_FILE = "train.log"  # the trainer's log: written by the adapters into the work folder, then moved to ``out``
@@ -104,34 +102,6 @@ def read_result(folder: str | Path) -> dict | None:
     """What a finished fine-tune recorded in its folder (``finetune.json``); None for a folder without one."""
     path = OutFiles(Path(folder)).record
     return read_json(path) if path.exists() else None
-
-
-class FinetuneRecipe(BaseModel):
-    """How to train; everything here enters the run's identity (inputs hash)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int | None = Field(None, ge=1, description="None: epochs_for_n(n)")
-    learning_rate: float | None = Field(None, gt=0, description="None: DEFAULT_LR[freeze]")
-    final_lr_fraction: float = Field(0.01, gt=0, le=1)
-    energy_weight: float = Field(0.1, ge=0)
-    force_weight: float = Field(100.0, gt=0)
-    stress_weight: float = Field(1.0, ge=0)
-    batch_size: int = Field(4, ge=1)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    freeze: FreezeMode = "none"
-
-
-class FinetuneSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    potential: str = "chgnet"
-    train: str
-    n: int = Field(ge=1)
-    seed: int = Field(0, ge=0)
-    recipe: FinetuneRecipe = FinetuneRecipe()
-    threads: int = Field(1, ge=1)
-    device: Device | None = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto); like threads, not part of the run's identity")
 
 
 def epochs_for_n(n: int) -> int:

@@ -1,0 +1,229 @@
+"""The settings of the stages (md, finetune, learning curve, analysis, exafs, compare), light to import.
+
+Each model is the one place that defines its stage's defaults and bounds. They live
+here, not in their stage modules, because the CLI shows every default in ``--help``
+and registers all verbs at start-up: importing the stages (numpy, ase, scipy,
+matplotlib) for that took seconds, this module (pydantic) takes milliseconds.
+Each stage re-exports its own models (``mlip_exafs.md.MdSettings``), and the rules
+that belong to the settings themselves (the default thermostat, which settings
+identify an MD run) stay with their model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlip_exafs.potentials.runtime import Device
+from mlip_exafs.shells import SHELL_TOL_A
+from mlip_exafs.spectra import FTWindow
+
+# ---------------------------------------------------------------- md
+
+RUNTIME_ONLY = {"threads", "device"}  # settings that may change between a run and its resumption
+Thermostat = Literal["bussi", "langevin"]
+Nuclei = Literal["classical", "corrected", "path-integral"]
+LEGACY_DEFAULTS = {"nuclei": "classical", "beads": None, "thermostat": "bussi"}  # settings added later: at these values a run made before them is the same run
+
+
+class MdSettings(BaseModel):
+    """One MD run. Times are in fs; they must be whole multiples of the timestep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    structure: str = Field("ws2", description="built-in crystal or structure file")
+    supercell: Optional[str] = None
+    potential: str = "chgnet"
+    temperature_k: float = Field(300.0, gt=0)
+    timestep_fs: float = Field(2.0, gt=0, le=20)
+    equilibration_fs: float = Field(2000.0, ge=0)
+    production_fs: float = Field(10000.0, gt=0)
+    snapshot_every_fs: float = Field(50.0, gt=0)
+    thermo_every_fs: float = Field(10.0, gt=0)
+    checkpoint_every_fs: float = Field(200.0, gt=0)
+    npt_fs: float = Field(0.0, ge=0, description="NPT run before NVT to find the thermal lattice (0 = none)")
+    pressure_gpa: float = 0.0
+    bulk_modulus_gpa: float = Field(50.0, gt=0, description="sets the Berendsen barostat's response time only")
+    thermostat: Optional[Thermostat] = Field(None, description="NVT thermostat: bussi (global) or langevin (local); None: default_thermostat(nuclei)")
+    thermostat_time_fs: float = Field(100.0, gt=0, description="Bussi relaxation time; Langevin friction is its inverse")
+    barostat_time_fs: float = Field(1000.0, gt=0)
+    seed: int = 0
+    threads: int = Field(1, ge=1)
+    device: Optional[Device] = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto)")
+    nuclei: Nuclei = Field("classical", description="quantum nuclei: see mlip_exafs.quantum")
+    beads: Optional[int] = Field(None, ge=1, le=256, description="path-integral beads (default: from the highest frequency and T)")
+
+    @model_validator(mode="after")
+    def _thermostat_of_the_nuclei(self) -> "MdSettings":
+        if self.thermostat is None:
+            self.thermostat = default_thermostat(self.nuclei)
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        return comparable_settings(self.model_dump(exclude=RUNTIME_ONLY))
+
+
+def default_thermostat(nuclei: str) -> Thermostat:
+    """Langevin for ``corrected`` nuclei, Bussi otherwise.
+
+    A corrected σ² is only as good as the classical σ² of each mode beneath it. Bussi's global
+    rescaling leaves a stiff, nearly harmonic crystal's mode energies unequilibrated for ps (bcc W
+    with CHGNet: corrected up to 11–20 % off path integrals per shell, on Langevin within 1.5–4 %; docs/md.md), and
+    the correction unfolds Langevin's line broadening (:func:`mlip_exafs.quantum.undamped_modes`).
+    Classical runs keep Bussi, so that their runs and study steps stay what they were.
+    """
+    return "langevin" if nuclei == "corrected" else "bussi"
+
+
+def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without the later-added ones at their defaults, so runs made before them still match.
+
+    The thermostat: a run recorded without one ran Bussi (the only one then), an unset one (None, as a
+    study plan may leave it) is :func:`default_thermostat`. It is left out at Bussi, except for
+    ``corrected`` nuclei, whose default is Langevin: there it always stays, so that a Bussi run is never
+    taken for a Langevin one (or rebuilt as one from a study step's parameters).
+    """
+    settings = dict(settings)
+    if "nuclei" in settings or "thermostat" in settings:
+        nuclei = settings.get("nuclei", "classical")
+        thermostat = settings.get("thermostat", "bussi")
+        settings["thermostat"] = default_thermostat(nuclei) if thermostat is None else thermostat
+    keep = {"thermostat"} if settings.get("nuclei") == "corrected" else set()
+    return {k: v for k, v in settings.items() if k in keep or not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
+
+
+# ---------------------------------------------------------------- finetune and learning curve
+
+FreezeMode = Literal["none", "readout", "energy-scale"]
+
+
+class FinetuneRecipe(BaseModel):
+    """How to train; everything here enters the run's identity (inputs hash)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(None, ge=1, description="None: epochs_for_n(n)")
+    learning_rate: float | None = Field(None, gt=0, description="None: DEFAULT_LR[freeze]")
+    final_lr_fraction: float = Field(0.01, gt=0, le=1)
+    energy_weight: float = Field(0.1, ge=0)
+    force_weight: float = Field(100.0, gt=0)
+    stress_weight: float = Field(1.0, ge=0)
+    batch_size: int = Field(4, ge=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    freeze: FreezeMode = "none"
+
+
+class FinetuneSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    potential: str = "chgnet"
+    train: str
+    n: int = Field(ge=1)
+    seed: int = Field(0, ge=0)
+    recipe: FinetuneRecipe = FinetuneRecipe()
+    threads: int = Field(1, ge=1)
+    device: Device | None = Field(None, description="auto, cpu or cuda (None: $MLIP_EXAFS_DEVICE, else auto); like threads, not part of the run's identity")
+
+
+class LearningCurveSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    potential: str = "chgnet"
+    train: str
+    test: str
+    ns: list[int] = Field(min_length=1)
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    recipe: FinetuneRecipe = FinetuneRecipe()
+    forgetting_structure: str = "w-bcc"
+    forgetting_test: str | None = None  # optional DFT dataset outside the training chemistry (e.g. datasets/w-bcc)
+    threads: int = Field(1, ge=1)
+
+
+# ---------------------------------------------------------------- analysis
+
+
+class AnalysisSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    absorber: Optional[str] = Field(None, description="element whose shells are reported; None: the only element, or the only one heavier than Ar")
+    reference: Optional[str] = Field(None, description="ideal structure (built-in or file); default: average of each trajectory")
+    reference_supercell: Optional[str] = None
+    labels: Optional[list[str]] = Field(None, description="one name per trajectory for tables and plots")
+    shell_rmax_a: Optional[float] = Field(None, gt=0, description="whole shells up to this radius are reported (at most half the cell width; moved into the gap between shells, as the EXAFS stage cuts); None: 4.5 Å or half the cell width")
+    shell_tol_a: float = Field(SHELL_TOL_A, gt=0, description="reference distances closer than this belong to one shell")
+    rdf_rmax_a: float = Field(6.0, gt=0)
+    rdf_bin_a: float = Field(0.02, gt=0)
+    angle_bin_deg: float = Field(1.0, gt=0)
+
+
+# ---------------------------------------------------------------- exafs
+
+ExafsEngine = Literal["fast", "feff"]  # fast: our own sum over the FEFF paths of each frame; feff: FEFF8L per frame
+
+
+class FTWindowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kmin_inv_a: float = 3.0
+    kmax_inv_a: float = 15.0
+    dk_inv_a: float = 1.0
+    kweight: int = 2
+
+    def window(self) -> FTWindow:
+        return FTWindow(self.kmin_inv_a, self.kmax_inv_a, self.dk_inv_a, self.kweight)
+
+
+class ExafsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    absorber: Optional[str] = Field(None, description="Absorbing element; None: the only element of the snapshots, or the only one heavier than Ar.")
+    edge: Optional[str] = Field(None, description="Absorption edge; None: K up to Z = 50 (Sn), L3 above (spectra.default_edge).")
+    rmax_a: Optional[float] = Field(None, gt=1.0, description="Largest half path length kept (Å); None: 6 Å or half the cell width. Moved into a gap when it is near a shell.")
+    engine: ExafsEngine = "fast"
+    nleg: int = Field(4, ge=2, le=4, description="Most legs per path (FEFF NLEG).")
+    scf_radius_a: Optional[float] = Field(4.5, gt=0, description="FEFF SCF radius (Å); None = overlapped atoms, no SCF.")
+    ideal: Optional[str] = Field(None, description="Ideal structure (file or built-in + supercell) instead of the frame average.")
+    ideal_supercell: Optional[str] = None
+    max_frames: Optional[int] = Field(None, ge=1)
+    max_absorbers: Optional[int] = Field(None, ge=1)
+    n_blocks: int = Field(10, ge=2, description="Frame blocks for the error band.")
+    ft: FTWindowSettings = Field(default_factory=lambda: FTWindowSettings())
+
+
+# ---------------------------------------------------------------- compare
+
+
+class CompareSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    absorber: Optional[str] = Field(None, description="absorbing element; None: the spectrum's header, else the theory's exafs.json")
+    edge: Optional[str] = Field(None, description="edge; None: the spectrum's header, else the theory's, else K up to Sn and L3 above")
+    e0_ev: Optional[float] = Field(None, gt=0, description="the experiment's E0 (eV); None: larch's (maximum of dμ/dE)")
+    s02_bounds: tuple[float, float] = Field((0.05, 3.0), description="fit bounds of S0²: wide, so that a wrong disorder shows as an unphysical S0²")
+    kmin_inv_a: float = Field(3.0, ge=0)
+    kmax_inv_a: float = Field(14.0, gt=0)
+    dk_inv_a: float = Field(1.0, ge=0)
+    kweight: int = Field(2, ge=0, le=3)
+    rmin_a: float = Field(1.0, ge=0)
+    rmax_a: float = Field(5.0, gt=0)
+    rbkg_a: float = Field(1.0, gt=0, description="autobk background cutoff (Å)")
+    de0_bound_ev: float = Field(20.0, gt=0)
+    fit_shells: int = Field(0, ge=0, le=6, description="also fit the experiment's first K shells (0: no shell fit)")
+    third_cumulant: bool = Field(False, description="shell fit: a third cumulant for the first shell")
+    fit_rmax_a: Optional[float] = Field(None, gt=0, description="shell fit: end of the R range (Å); None: below the next shell")
+    structure: Optional[str] = Field(None, description="shell fit: the ideal crystal (built-in name or file)")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.kmin_inv_a >= self.kmax_inv_a or self.rmin_a >= self.rmax_a:
+            raise ValueError("kmin must be below kmax and rmin below rmax")
+        if not 0 < self.s02_bounds[0] < self.s02_bounds[1]:
+            raise ValueError("s02_bounds must be two numbers 0 < low < high")
+        if self.rbkg_a >= self.rmax_a:  # autobk removes everything below rbkg: the fit would fit what was removed
+            raise ValueError(f"rbkg ({self.rbkg_a:g} Å) must be below rmax ({self.rmax_a:g} Å), about 1 Å")
+        return self
+
+    def window(self, kmax_inv_a: float | None = None) -> FTWindow:
+        return FTWindow(self.kmin_inv_a, kmax_inv_a or self.kmax_inv_a, self.dk_inv_a, self.kweight)
