@@ -178,7 +178,7 @@ def test_output_folder_that_cannot_be_written_is_one_line_error(capsys, tmp_path
     names = {"traj": w_traj, "tmp": tmp_path}
     start = time.perf_counter()
     proc = cli(capsys, *[a.format(**names) for a in OUTPUT_VERBS[verb]], "--out", out)
-    assert_one_line_error(proc, f"--out {out}", "is an existing file" if kind == "existing-file" else "taken is a file, not a folder")
+    assert_one_line_error(proc, f"output folder {out}", "is an existing file" if kind == "existing-file" else "taken is a file, not a folder")
     assert blocker.read_text() == "keep me"
     assert time.perf_counter() - start < 10  # before any model is loaded or any MD/FEFF runs
 

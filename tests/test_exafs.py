@@ -157,7 +157,7 @@ def test_default_absorber_is_the_only_element_heavier_than_ar(symbols, absorber)
 def test_no_default_absorber_among_two_heavy_elements():
     from mlip_exafs.geometry import default_absorber
 
-    with pytest.raises(UserError, match="cannot tell the absorber among Ti, Sr; give --absorber"):
+    with pytest.raises(UserError, match="cannot tell the absorber among Ti, Sr; give 'absorber'"):
         default_absorber(["Sr", "Ti", "O", "O", "O"])
 
 

@@ -146,5 +146,5 @@ def test_db_below_a_file_is_one_line_error(capsys, tmp_path):
     blocker = tmp_path / "taken"
     blocker.write_text("keep me")
     proc = cli(capsys, "import", VASP_DATA / "OUTCAR_example_1", "--db", blocker / "train.db")
-    assert_one_line_error(proc, f"--db {blocker / 'train.db'} cannot be created: {blocker} is a file")
+    assert_one_line_error(proc, f"database file {blocker / 'train.db'} cannot be created: {blocker} is a file")
     assert blocker.read_text() == "keep me"

@@ -316,5 +316,5 @@ def test_db_that_cannot_be_written_is_one_line_error(capsys, tmp_path, kind):
         blocker.mkdir()
     db = blocker / "train.db" if kind == "below-a-file" else blocker
     proc = cli(capsys, "label", structures, "--db", db)
-    assert_one_line_error(proc, f"--db {db}", "is a file, not a folder" if kind == "below-a-file" else "is a folder, not a file")
+    assert_one_line_error(proc, f"database file {db}", "is a file, not a folder" if kind == "below-a-file" else "is a folder, not a file")
     assert (blocker.read_text() == "keep me") if kind == "below-a-file" else not any(blocker.iterdir())

@@ -270,7 +270,7 @@ def test_second_md_into_the_same_folder_is_refused(capsys, tmp_path):
     with writer_lock(out, "md"):
         proc = cli(capsys, "md", "w-bcc", "--supercell", "2x2x2", "--potential", "python:ase.calculators.emt:EMT", "--out", out,
                    "--equilibrate", "0", "--production", "4fs", "--every", "2fs")
-        assert_one_line_error(proc, f"another md (pid {os.getpid()}) is running into", "choose another --out")
+        assert_one_line_error(proc, f"another md (pid {os.getpid()}) is running into", "choose another output folder")
         assert [p.name for p in out.iterdir()] == [".md.lock"]
 
 

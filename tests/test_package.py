@@ -58,3 +58,47 @@ def _defines(path: Path, name: str) -> bool:
     """Whether the module defines the file name: in its OutFiles, or as a module constant."""
     text = path.read_text()
     return f'self.out / "{name}"' in text or re.search(rf'^[A-Z_]+ = "{re.escape(name)}"', text, re.M) is not None
+
+
+# Flags that a string of the library may spell: not a message naming a setting (docs/development.md, "Errors").
+FLAGS_OUTSIDE_THE_CLI = {
+    ("cp2k.py", "--pdeathsig"): "setpriv's option in the command line that starts CP2K",
+    ("cp2k.py", "--bind-to"): "mpirun's option in the command line that starts CP2K",
+    ("cp2k.py", "--version"): "the argument that asks cp2k_shell its version",
+    ("exafs/feff.py", "--force-reinstall"): "pip's option in the command a user should run",
+}
+QUOTED_COMMAND = re.compile(r"'mlip-exafs [^']*'")  # 'mlip-exafs exafs --absorber W': a whole command the user should run
+
+
+def test_library_messages_name_settings_not_flags():
+    """Outside the CLI (cli.py, commands/) a message names a stage's setting (errors.setting), never a CLI flag:
+    a study's user reads it too, and the study has YAML keys, not flags (#25)."""
+    package = Path(__file__).resolve().parents[1] / "src" / "mlip_exafs"
+    found = []
+    for path in package.rglob("*.py"):
+        where = path.relative_to(package).as_posix()
+        if where != "cli.py" and not where.startswith("commands/"):
+            found += [f"{where}:{line} {flag}" for line, flag in _flags_in(path.read_text()) if (where, flag) not in FLAGS_OUTSIDE_THE_CLI]
+    assert found == []
+    assert _flags_in('def f():\n    """--doc"""\n    raise UserError(f"lengthen --production or {x} --every")') == [(3, "--production"), (3, "--every")]
+
+
+def _flags_in(source: str) -> list[tuple[int, str]]:
+    """(line, flag) of every CLI flag in the string literals of ``source``; docstrings and quoted mlip-exafs commands aside."""
+    import ast
+
+    tree = ast.parse(source)
+    nodes = list(ast.walk(tree))
+    docstrings = {id(node.body[0].value) for node in nodes
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node) is not None}
+    parts = {id(v) for node in nodes if isinstance(node, ast.JoinedStr) for v in node.values}  # an f-string is checked as one text
+    skipped, found = docstrings | parts, []
+    for node in nodes:
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped:
+            text = node.value
+        else:
+            continue
+        found += [(node.lineno, flag) for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", QUOTED_COMMAND.sub("", text))]
+    return found

@@ -275,7 +275,7 @@ def test_python_calculator_without_stress_runs_until_stress_is_needed(capsys, tm
     assert metrics["softening_slope"] == pytest.approx(1 / 1.1, rel=1e-9) and metrics["stress_mae_gpa"] is None
     proc = cli(capsys, "md", cif, "--supercell", "2x2x2", "--potential", spec, "--npt", "--equilibrate", "20fs", "--production", "20fs",
                "--every", "10fs", "--out", tmp_path / "md")
-    assert_one_line_error(proc, f"potential '{spec}'", "does not compute stress", "without --npt")
+    assert_one_line_error(proc, f"potential '{spec}'", "does not compute stress", "without NPT")
     assert_nothing_written(tmp_path / "md")  # refused before the run starts, not at its first NPT step
 
 

@@ -50,7 +50,7 @@ def test_columns_have_no_header_and_fall_back_to_the_theory_then_the_default_edg
     assert absorber_and_edge(columns, theory=("Cu", "K")) == ("Cu", "K")
     assert absorber_and_edge(columns, absorber="Cu") == ("Cu", "K")
     assert absorber_and_edge(columns, absorber="Pt") == ("Pt", "L3")
-    with pytest.raises(UserError, match="does not name its element .* give --absorber"):
+    with pytest.raises(UserError, match="does not name its element .* give 'absorber'"):
         absorber_and_edge(columns)
 
 
@@ -58,8 +58,8 @@ def test_columns_have_no_header_and_fall_back_to_the_theory_then_the_default_edg
     "kwargs, message",
     [
         (dict(theory=("Cu", "K")), "the theory is Cu K .exafs.json. but the spectrum is W L3"),
-        (dict(absorber="Cu"), "is a W L3 spectrum .its header. but --absorber is Cu"),
-        (dict(edge="K"), "but --edge is K"),
+        (dict(absorber="Cu"), "is a W L3 spectrum .its header. but 'absorber' is Cu"),
+        (dict(edge="K"), "but 'edge' is K"),
     ],
     ids=["theory-differs", "absorber-differs", "edge-differs"],
 )
@@ -174,7 +174,7 @@ def test_keV_energies_in_an_xdi_file_are_refused(tmp_path):
 def test_a_huge_rbkg_is_refused_not_a_nan_spectrum():
     from mlip_exafs.spectra import read_experiment
 
-    with pytest.raises(UserError, match="gave no usable χ.k.; use a smaller --rbkg"):
+    with pytest.raises(UserError, match="gave no usable χ.k.; use a smaller 'rbkg_a'"):
         read_experiment(W_FOIL, "W", "L3", rbkg_a=1e6)
 
 

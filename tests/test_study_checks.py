@@ -33,7 +33,9 @@ def _merge(base: dict, change: dict) -> dict:
 CASES = {
     # the step's stage would refuse these only when the step ran, hours in
     "md-timestep-above-20-fs": ({"md": {"timestep_fs": 50}}, ["'md.timestep_fs'", "less than or equal to 20"]),  # the plan shares MdSettings' bounds
-    "md-not-whole-timesteps": ({"md": {"production_fs": 41}}, ["study step md-chgnet", "not a whole number of 2 fs timesteps"]),
+    "md-not-whole-timesteps": ({"md": {"production_fs": 41}}, ["study step md-chgnet", "production time (md.production_fs) 41 fs is not a whole number of 2 fs timesteps"]),
+    "md-production-below-one-snapshot": ({"md": {"production_fs": 10, "snapshot_every_fs": 20}},  # md's own message, in the study's keys (#25)
+                                         ["study step md-chgnet", "lengthen md.production_fs or shorten md.snapshot_every_fs"]),
     "finetune-n-zero": ({**FINETUNE, "finetune": {"n": [0], "seeds": [0]}}, ["study step finetune-chgnet-ft-n0-s0", "'n' input should be greater than or equal to 1"]),
     "finetune-seed-negative": ({**FINETUNE, "finetune": {"n": [1], "seeds": [-1]}}, ["'finetune.seeds.0' = -1 is not a valid seed"]),
     "finetune-base-not-trainable": ({**FINETUNE, "finetune": {"base": "nope", "n": [1], "seeds": [0]}}, ["finetune.base", "unknown potential 'nope'"]),

@@ -31,7 +31,7 @@ from ase import Atoms
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from mlip_exafs import md
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_folder, write_json, write_text
 from mlip_exafs.geometry import (PairList, Shell, Snapshots, absorber_indices, build_pairs, default_absorber, find_shells, pair_lengths_a,
                                  read_frames, snapshots_from_frames, trajectory_symbols)
@@ -99,7 +99,7 @@ def shell_cut(reference: Atoms, absorber: str, rmax_a: float | None, tol_a: floa
     width holds periodic images of one atom counted as distinct neighbours (wrong coordination,
     correlated σ²), and a shell cut through is half a shell.
     """
-    half = check_within_half_cell(reference, rmax_a or 0.0, "--shell-rmax")
+    half = check_within_half_cell(reference, rmax_a or 0.0, setting("shell_rmax_a"))
     requested = rmax_a if rmax_a is not None else min(DEFAULT_SHELL_RMAX_A, half)
     return cut_between_shells(reference, absorber_indices(reference, absorber), requested, half, tol_a)
 
@@ -301,14 +301,14 @@ def analyze_one(traj: str | Path, label: str, ideal: Atoms | None, settings: Ana
     frames = read_frames(traj)
     if ideal is not None and ideal.get_chemical_symbols() != frames[0].get_chemical_symbols():
         raise UserError(
-            f"--reference has {ideal.get_chemical_formula()} ({len(ideal)} atoms) but {traj} has {frames[0].get_chemical_formula()} "
-            f"({len(frames[0])} atoms); give --reference-supercell equal to the MD supercell"
+            f"{setting('reference')} has {ideal.get_chemical_formula()} ({len(ideal)} atoms) but {traj} has {frames[0].get_chemical_formula()} "
+            f"({len(frames[0])} atoms); give {setting('reference_supercell')} equal to the MD supercell"
         )
     snapshots = snapshots_from_frames(frames, ideal)
     cut = shell_cut(snapshots.reference, settings.absorber, settings.shell_rmax_a, settings.shell_tol_a)
     shells = find_shells(snapshots.reference, settings.absorber, cut.rmax_a, settings.shell_tol_a)
     if not shells:
-        raise UserError(f"no whole shell of neighbours of {settings.absorber} within {cut.rmax_a:g} Å in {traj}; raise --shell-rmax or use a larger MD supercell")
+        raise UserError(f"no whole shell of neighbours of {settings.absorber} within {cut.rmax_a:g} Å in {traj}; raise {setting('shell_rmax_a')} or use a larger MD supercell")
     angles = [angle_statistics(a, snapshots, settings.angle_bin_deg) for a in nearest_neighbour_angles(snapshots.reference, settings.shell_tol_a)]
     r, rdfs = partial_rdfs(snapshots, frames[0].get_chemical_symbols(), settings.rdf_rmax_a, settings.rdf_bin_a)
     nuclei = quantum_input(traj, frames)
@@ -328,7 +328,7 @@ def trajectory_labels(trajs: list[str | Path], labels: list[str] | None) -> list
     """Given labels, else the md run's potential (from md.json) or the file/folder name; made unique."""
     if labels:
         if len(labels) != len(trajs):
-            raise UserError(f"{len(labels)} --label for {len(trajs)} trajectories; give one label per trajectory or none")
+            raise UserError(f"{len(labels)} {setting('labels')} for {len(trajs)} trajectories; give one label per trajectory or none")
         return list(labels)
     names = [_default_label(Path(t)) for t in trajs]
     return [f"{n} ({k + 1})" if names.count(n) > 1 else n for k, n in enumerate(names)]

@@ -1,7 +1,8 @@
 """The ``mlip-exafs`` command line: one verb per pipeline stage.
 
 Each verb is a thin wrapper: parse options, call the stage function, print a
-short summary. A :class:`UserError` becomes one line on stderr and exit code 2.
+short summary. A :class:`UserError` becomes one line on stderr and exit code 2,
+the settings it names (:func:`mlip_exafs.errors.setting`) named as the verb's flags.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from rich.console import Console
 
 import mlip_exafs
 from mlip_exafs.errors import UserError
+
+SETTING_FLAGS: dict[str, dict[str, str]] = {}  # verb -> {setting: flag} where the flag's parameter is not named as the setting
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Is this universal ML potential right for my material?")
 console = Console(soft_wrap=True)
@@ -136,7 +139,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.in_terms(invoked_flags(sys.argv[1:]))}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -149,6 +152,30 @@ def main() -> None:
             sys.exit(exc.exit_code)
         raise
     _exit_with(code)
+
+
+def setting_flags(verb: str, **flags: str) -> None:
+    """Declare the flags of settings whose parameter in ``verb`` has another name, e.g. ``setting_flags("md", npt_fs="--npt-time")``."""
+    SETTING_FLAGS.setdefault(verb, {}).update(flags)
+
+
+def flags_of(command) -> dict[str, str]:
+    """Setting -> flag of one verb (a click command): each option whose parameter is named as the stage's setting gives its long flag."""
+    flags = {}
+    for param in command.params:
+        long = [opt for opt in param.opts if opt.startswith("--")] if param.param_type_name == "option" else []
+        if long and param.name:
+            flags[param.name] = long[0]
+    return {**flags, **SETTING_FLAGS.get(command.name or "", {})}
+
+
+def invoked_flags(args: list[str]) -> dict[str, str]:
+    """The setting -> flag map of the verb that ``args`` invoke (empty when they name none), found by click's own parser."""
+    group = typer.main.get_command(app)
+    ctx = group.context_class(group, info_name="mlip-exafs", resilient_parsing=True)
+    _, rest, _ = group.make_parser(ctx).parse_args(list(args))  # the group's own options (--version); the verb comes first in the rest
+    command = group.get_command(ctx, rest[0]) if rest else None  # None for an unknown verb
+    return flags_of(command) if command is not None else {}
 
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for Ctrl-C

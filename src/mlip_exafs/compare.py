@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 from scipy.optimize import least_squares
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.exafs import exafs_record, read_chi_csv, theory_absorber_edge
 from mlip_exafs.exafs import read_result as read_exafs
 from mlip_exafs.exafs.feff import ETOK
@@ -66,7 +66,7 @@ class OutFiles:
 
     @property
     def experiment_fit(self) -> Path:
-        """The folder of the shell fit (``--fit-shells``), named by :class:`FitFiles`."""
+        """The folder of the shell fit (``fit_shells``), named by :class:`FitFiles`."""
         return self.out / "experiment_fit"
 
 
@@ -110,10 +110,10 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
     structure = (settings.structure or ideal_structure_of(theory)) if settings.fit_shells else None
     exp = read_experiment(experiment, settings.absorber, settings.edge, settings.rbkg_a, settings.e0_ev)
     window = settings.window(usable_kmax(settings, k_th, exp))
-    check_fit_window(window, settings.rmin_a, settings.rmax_a, N_FIT_PARAMETERS, "compare (--rmin, --rmax)")
+    check_fit_window(window, settings.rmin_a, settings.rmax_a, N_FIT_PARAMETERS, f"compare ({setting('rmin_a')}, {setting('rmax_a')})")
     if structure and settings.fit_rmax_a is not None:  # before anything is written (the default rmax needs the shells' FEFF paths)
         check_fit_window(window, settings.rmin_a, settings.fit_rmax_a, n_shell_fit_parameters(settings.fit_shells, settings.third_cumulant),
-                         "the shell fit (--fit-rmax, --rmin)")
+                         f"the shell fit ({setting('fit_rmax_a')}, {setting('rmin_a')})")
     s02, de0 = fit_s02_de0(k_th, chi_th, exp, window, settings)
     model = shifted_theory(k_th, chi_th, exp.k_inv_a, s02, de0)
     ft_exp, ft_model = fourier_transform(exp.k_inv_a, exp.chi, window), fourier_transform(exp.k_inv_a, model, window)
@@ -148,12 +148,12 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
 
 
 def ideal_structure_of(theory: str | Path) -> str:
-    """The ideal structure the exafs stage was told to use (its exafs.json), for a shell fit without --structure."""
+    """The ideal structure the exafs stage was told to use (its exafs.json), for a shell fit without a ``structure`` setting."""
     folder = Path(theory) if Path(theory).is_dir() else Path(theory).parent
     record = read_exafs(folder)
     ideal = record["settings"].get("ideal") if record else None
     if not ideal:
-        raise UserError("the shell fit needs the ideal crystal; give --structure (a built-in name such as w-bcc, or a file)")
+        raise UserError(f"the shell fit needs the ideal crystal; give {setting('structure')} (a built-in name such as w-bcc, or a file)")
     return ideal  # its supercell does not matter: shells are found with periodic images
 
 
@@ -203,7 +203,7 @@ def usable_kmax(settings: CompareSettings, k_theory: np.ndarray, exp: Spectrum) 
     """The window's kmax, clipped to where both spectra have data."""
     kmax = min(settings.kmax_inv_a, float(k_theory.max()) - 0.5, float(exp.k_inv_a.max()))
     if not kmax - settings.kmin_inv_a >= 3.0:
-        raise UserError(f"the spectra overlap only up to k = {kmax:.1f} 1/Å; lower --kmin or give data to higher k")
+        raise UserError(f"the spectra overlap only up to k = {kmax:.1f} 1/Å; lower {setting('kmin_inv_a')} or give data to higher k")
     return kmax
 
 
@@ -263,7 +263,7 @@ def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half
             "(σ² too big: a too soft potential), below, too small (too stiff); or the spectrum's normalisation is off")
     if at_bound:
         health["warnings"].append(
-            f"{' and '.join(at_bound)} at a fit bound: the fit found no minimum inside the bounds; widen --s02-bounds/--de0-bound, check --e0 and the k range")
+            f"{' and '.join(at_bound)} at a fit bound: the fit found no minimum inside the bounds; widen the bounds (s02_bounds, de0_bound_ev), check E0 (e0_ev) and the k range")
     if health["theory_converged"] is False:
         health["warnings"].append(
             f"the theory's two halves differ by R = {theory_half_r:.1e} (> {THEORY_CONVERGED_R:g}): the MD is too short (or has too few absorbers) "

@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 
 RY_TO_EV = 13.605693122994
 
@@ -137,7 +137,7 @@ def shell_command(mpi_ranks: int) -> str:
         return f"{start} OMP_NUM_THREADS=1 {exe}"
     mpirun = shutil.which("mpirun")
     if mpirun is None:
-        raise UserError("mpirun not found; install OpenMPI (comes with 'apt-get install cp2k') or use --mpi-ranks 1")
+        raise UserError(f"mpirun not found; install OpenMPI (comes with 'apt-get install cp2k') or set {setting('mpi_ranks')} to 1")
     return (
         f"{start} OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
         f"{shlex.quote(mpirun)} --bind-to none -np {int(mpi_ranks)} {exe}"

@@ -38,7 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise UserError(f"could not write {path}: {exc.strerror or exc}; free disk space or choose another --out") from exc
+        raise UserError(f"could not write {path}: {exc.strerror or exc}; free disk space or choose another output folder") from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -62,7 +62,7 @@ def db_write_guard(path: str | Path) -> Iterator[None]:
             for leftover in (path, path.with_name(path.name + "-journal")):
                 leftover.unlink(missing_ok=True)
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise UserError(f"could not write {path}: {reason}; free disk space or choose another --db") from None
+        raise UserError(f"could not write {path}: {reason}; free disk space or choose another database file") from None
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -127,36 +127,38 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     os.replace(tmp_dir, final_dir)
 
 
-def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
     """Refuse an output folder that cannot be created or written, before any work starts.
+
+    ``what`` names it in plain words (not a CLI flag: a study's steps call this too).
 
     An existing file at ``path`` (or on its way), or a read-only parent, would
     otherwise surface hours later as a traceback from the first write.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserError(f"{option} {path} is an existing file, not a folder; give a folder path (it is created if missing)")
-    _check_creatable(path, path, option)
+        raise UserError(f"{what} {path} is an existing file, not a folder; give a folder path (it is created if missing)")
+    _check_creatable(path, path, what)
     return path
 
 
-def check_output_file(path: str | Path, option: str = "--db") -> Path:
+def check_output_file(path: str | Path, what: str = "database file") -> Path:
     """Like :func:`check_output_folder`, for an output that is one file (a database)."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{option} {path} is a folder, not a file; give a file path, e.g. {path / 'train.db'}")
-    _check_creatable(path, path.parent, option)
+        raise UserError(f"{what} {path} is a folder, not a file; give a file path, e.g. {path / 'train.db'}")
+    _check_creatable(path, path.parent, what)
     return path
 
 
-def _check_creatable(path: Path, folder: Path, option: str) -> None:
+def _check_creatable(path: Path, folder: Path, what: str) -> None:
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"{option} {path} cannot be created: {existing} is a file, not a folder; choose another {option}")
+        raise UserError(f"{what} {path} cannot be created: {existing} is a file, not a folder; choose another {what}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {path} cannot be written: {existing} is read-only for this user; choose another {option}")
+        raise UserError(f"{what} {path} cannot be written: {existing} is read-only for this user; choose another {what}")
 
 
 def _created_folders(folder: Path) -> list[Path]:
@@ -171,7 +173,7 @@ def _created_folders(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def writer_lock(folder: str | Path, verb: str, name: str | None = None, option: str = "--out",
+def writer_lock(folder: str | Path, verb: str, name: str | None = None, what: str = "output folder",
                 hint: str | None = None) -> Iterator[None]:
     """One process writing into ``folder`` at a time: two would interleave frames, epochs or rows.
 
@@ -180,10 +182,10 @@ def writer_lock(folder: str | Path, verb: str, name: str | None = None, option: 
     file is removed on a normal exit, and so is a folder the lock had to create
     if nothing was written into it: a refused run leaves nothing behind.
     """
-    folder = check_output_folder(folder, option)
+    folder = check_output_folder(folder, what)
     lock_path = folder / (name or f".{verb}.lock")
     created = _created_folders(folder)
-    handle = _acquire(lock_path, verb, folder, hint or f"wait for it to finish or stop it, or choose another {option}")
+    handle = _acquire(lock_path, verb, folder, hint or f"wait for it to finish or stop it, or choose another {what}")
     try:
         yield
     finally:

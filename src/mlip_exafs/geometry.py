@@ -21,7 +21,7 @@ from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
 from ase.spacegroup.symmetrize import check_symmetry, refine_symmetry
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.md import OutFiles as MdFiles
 from mlip_exafs.shells import LOOK_BEYOND_A, SHELL_TOL_A, check_within_half_cell, split_at_gaps
 
@@ -83,7 +83,7 @@ def _check_same_topology(frames: list[Atoms], path: Path) -> None:
             raise UserError(f"frame {n} of {path} has different atoms than frame 0; all snapshots must share one atom list")
         if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):  # spglib segfaults on NaN
             raise UserError(f"frame {n} of {path} has NaN or infinite positions or cell (the MD blew up); "
-                            "keep only the frames before it, or rerun the MD with a smaller --timestep")
+                            "keep only the frames before it, or rerun the MD with a smaller timestep")
         if not atoms.pbc.all() or atoms.cell.rank < 3:
             raise UserError(f"frame {n} of {path} is not a 3D periodic cell; write the MD snapshots with their cell")
 
@@ -118,12 +118,12 @@ def symmetrize(atoms: Atoms) -> str:
                 return f"average of the frames, symmetrized to space group {check_symmetry(atoms, 1e-5).number} (symprec {symprec} Å)"
         except Exception:  # spglib failure: try the next tolerance
             continue
-    return "average of the frames (no symmetry found up to 0.3 Å; MS path types may be many: consider --ideal)"
+    return "average of the frames (no symmetry found up to 0.3 Å; MS path types may be many: consider giving the ideal structure)"
 
 
 def _ideal_frac(ideal: Atoms, frame: Atoms) -> np.ndarray:
     if ideal.get_chemical_symbols() != frame.get_chemical_symbols():
-        raise UserError(f"--ideal structure has {ideal.get_chemical_formula()} but the snapshots have {frame.get_chemical_formula()} (or another atom order); give the same supercell as the MD")
+        raise UserError(f"the ideal structure ({setting('ideal')}) has {ideal.get_chemical_formula()} but the snapshots have {frame.get_chemical_formula()} (or another atom order); give the same supercell as the MD")
     return ideal.get_scaled_positions(wrap=False)
 
 
@@ -136,7 +136,7 @@ def absorber_indices(reference: Atoms, absorber: str) -> np.ndarray:
     idx = np.flatnonzero(symbols == absorber)
     if len(idx) == 0:
         present = ", ".join(sorted(set(symbols)))
-        raise UserError(f"absorber '{absorber}' is not in the structure (it has {present}); choose --absorber among those")
+        raise UserError(f"absorber '{absorber}' is not in the structure (it has {present}); choose {setting('absorber')} among those")
     return idx
 
 
@@ -153,7 +153,7 @@ def default_absorber(symbols: list[str]) -> str:
     if len(heavy) == 1:
         return heavy[0]
     candidates = ", ".join(heavy or elements)
-    raise UserError(f"cannot tell the absorber among {candidates}; give --absorber (one of them)")
+    raise UserError(f"cannot tell the absorber among {candidates}; give {setting('absorber')} (one of them)")
 
 
 # ---------------------------------------------------------------- pairs
@@ -218,7 +218,7 @@ def find_shells(reference: Atoms, absorber: str, rmax_a: float, tol_a: float = S
     The analysis stage passes :func:`mlip_exafs.analysis.shell_cut`'s radius, which lies in a gap: its shells lie wholly inside it.
     """
     absorbers = absorber_indices(reference, absorber)
-    check_within_half_cell(reference, rmax_a, "--shell-rmax")
+    check_within_half_cell(reference, rmax_a, setting("shell_rmax_a"))
     pairs = build_pairs(reference, rmax_a + LOOK_BEYOND_A)
     pairs = pairs.subset(np.isin(pairs.i, absorbers))
     symbols = np.array(reference.get_chemical_symbols())

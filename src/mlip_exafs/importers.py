@@ -19,7 +19,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_file, db_write_guard
 from mlip_exafs.label import UNITS, finished_uids, write_row
 from mlip_exafs.potentials import calculator_for
@@ -56,7 +56,7 @@ def detect_format(path: Path) -> str:
         return "vasprun"
     if name.endswith((".xyz", ".extxyz")):
         return "extxyz"
-    raise UserError(f"cannot tell the format of {path}; name it OUTCAR*, vasprun*.xml or *.extxyz, or pass --format")
+    raise UserError(f"cannot tell the format of {path}; name it OUTCAR*, vasprun*.xml or *.extxyz, or give {setting('fmt')}")
 
 
 def read_labelled(path: Path, fmt: str = "auto", stress_units: StressUnits = "ev/a3") -> tuple[list[Atoms], str]:
@@ -146,7 +146,7 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
     With ``check_units`` the stresses are compared with the pretrained CHGNet
     (:func:`check_stress_units`) before anything is written.
     """
-    check_output_file(db_path, "--db")  # before reading (and checking with CHGNet) every file
+    check_output_file(db_path)  # before reading (and checking with CHGNet) every file
     parsed = [(path, *read_labelled(path, fmt, stress_units)) for path in paths]  # read all before writing any
     for path, frames, _ in parsed:
         for i, atoms in enumerate(frames):
@@ -209,10 +209,10 @@ def check_stress_units(frames: list[Atoms], stresses_ase: list[np.ndarray], pote
     if slope < -0.3:
         raise UserError(
             f"stresses look sign-flipped (slope {slope:.2f} against {potential}); "
-            "if they are VASP kbar use --stress-units kbar-vasp, else negate them (ASE: positive = tensile)"
+            f"if they are VASP kbar set {setting('stress_units')} to kbar-vasp, else negate them (ASE: positive = tensile)"
         )
     if slope > 4 or slope < 0.25:
         raise UserError(
             f"stresses look off by a factor of ~{slope:.3g} against {potential}; "
-            "check --stress-units (ev/a3, gpa or kbar-vasp: 1 GPa = 10 kbar = 0.00624 eV/Å^3)"
+            f"check {setting('stress_units')} (ev/a3, gpa or kbar-vasp: 1 GPa = 10 kbar = 0.00624 eV/Å^3)"
         )

@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_exafs.cp2k import Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_file, db_write_guard, writer_lock
 
 UNITS = {
@@ -59,7 +59,7 @@ def read_structures(path: Path) -> list[Atoms]:
 def finished_uids(db_path: Path) -> set[str]:
     import ase.db
 
-    check_output_file(db_path, "--db")  # a folder or a path below a file: one line, not ASE's ValueError
+    check_output_file(db_path)  # a folder or a path below a file: one line, not ASE's ValueError
     if not db_path.exists():
         return set()
     with ase.db.connect(db_path) as db:
@@ -81,10 +81,10 @@ def label_structures(
     file and database meets the first in the middle; each structure is skipped if
     another labeller finished it meanwhile.
     """
-    check_output_file(db_path, "--db")
+    check_output_file(db_path)
     direction = "reverse" if reverse else "forward"  # one labeller per direction: the two meet in the middle
-    with writer_lock(Path(db_path).parent, "label", f".{Path(db_path).name}.{direction}.lock", "--db",
-                     hint=f"wait for it to finish, or run this labeller with{'out' if reverse else ''} --reverse"):
+    with writer_lock(Path(db_path).parent, "label", f".{Path(db_path).name}.{direction}.lock", "database file's folder",
+                     hint=f"wait for it to finish, or run this labeller with{'out' if reverse else ''} {setting('reverse')}"):
         return _label_structures(structures, Path(db_path), settings, mpi_ranks, limit, on_progress, reverse)
 
 
@@ -231,7 +231,7 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
         elif old != settings.settings_hash():
             raise UserError(
                 f"{db_path} was labelled with other CP2K settings (hash {old}); "
-                "use the same settings to resume, or write to a new --db"
+                "use the same settings to resume, or write to a new database file"
             )
 
 

@@ -32,7 +32,7 @@ from ase import Atoms
 from mlip_exafs import finetune
 from mlip_exafs.config import validate_model
 from mlip_exafs.dataset import assert_disjoint, load_structures
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import write_json
 from mlip_exafs.finetune import FinetuneRecipe
 from mlip_exafs.plots import plot_learning_curve
@@ -122,7 +122,7 @@ def check_pool_sizes(settings: LearningCurveSettings) -> None:
     pool = len(frames)
     too_big = [n for n in settings.ns if n > pool]
     if too_big:
-        raise UserError(f"the training pool has {pool} usable structures but --n asks for {too_big}; drop those N or label more structures")
+        raise UserError(f"the training pool has {pool} usable structures but {setting('ns')} asks for {too_big}; drop those N or label more structures")
     assert_disjoint(frames, load_structures(settings.test, "test"))
 
 

@@ -47,7 +47,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text, writer_lock
 from mlip_exafs.potentials import md_calculator_for
 from mlip_exafs.potentials import potential_id as potential_id_of
@@ -132,13 +132,13 @@ def schedule_of(settings: MdSettings) -> Schedule:
             raise UserError(f"{name} {value_fs:g} fs is not a whole number of {dt:g} fs timesteps; choose a multiple of the timestep")
         return n
 
-    every = steps(settings.snapshot_every_fs, "snapshot interval (--every)")
-    production = steps(settings.production_fs, "production time (--production)")
+    every = steps(settings.snapshot_every_fs, f"snapshot interval ({setting('snapshot_every_fs')})")
+    production = steps(settings.production_fs, f"production time ({setting('production_fs')})")
     if every < 1 or production < every:
-        raise UserError(f"production {settings.production_fs:g} fs is shorter than one snapshot interval ({settings.snapshot_every_fs:g} fs); lengthen --production or shorten --every")
+        raise UserError(f"production {settings.production_fs:g} fs is shorter than one snapshot interval ({settings.snapshot_every_fs:g} fs); lengthen {setting('production_fs')} or shorten {setting('snapshot_every_fs')}")
     return Schedule(
-        npt_steps=steps(settings.npt_fs, "NPT time (--npt-time)"),
-        equilibration_steps=steps(settings.equilibration_fs, "equilibration time (--equilibrate)"),
+        npt_steps=steps(settings.npt_fs, f"NPT time ({setting('npt_fs')})"),
+        equilibration_steps=steps(settings.equilibration_fs, f"equilibration time ({setting('equilibration_fs')})"),
         production_steps=production,
         snapshot_every=every,
         thermo_every=max(1, round(settings.thermo_every_fs / dt)),
@@ -158,8 +158,8 @@ def md_calculator(potential: str, atoms: Atoms, threads: int, device: str | None
 def check_stress_for_npt(calc: Calculator, potential: str, npt_steps: int) -> None:
     """Refuse an NPT run with a calculator that has no stress before anything is written (not at its first NPT step)."""
     if npt_steps and "stress" not in getattr(calc, "implemented_properties", ("stress",)):
-        raise UserError(f"potential '{potential}' does not compute stress, which the NPT barostat needs; run without --npt "
-                        "(a study: md.npt_fs 0) or use a calculator that implements stress")
+        raise UserError(f"potential '{potential}' does not compute stress, which the NPT barostat needs; run without NPT "
+                        f"({setting('npt_fs')} 0) or use a calculator that implements stress")
 
 
 # ---------------------------------------------------------------- run state
@@ -250,7 +250,7 @@ def load_checkpoint(files: OutFiles, atoms: Atoms, settings: MdSettings, potenti
     except Exception as exc:  # a truncated/garbled file fails in many ways
         raise UserError(f"checkpoint {path} is corrupted ({type(exc).__name__}); delete it and rerun (the MD restarts from step 0)") from None
     if arrays["positions"].shape != atoms.positions.shape or not np.array_equal(arrays["numbers"], atoms.numbers):
-        raise UserError(f"checkpoint {path} holds another structure ({len(arrays['numbers'])} atoms); use another --out or delete {path}")
+        raise UserError(f"checkpoint {path} holds another structure ({len(arrays['numbers'])} atoms); use another output folder or delete {path}")
     _check_same_run(meta, settings, potential_id, path)
     atoms.set_cell(arrays["cell"], scale_atoms=False)
     atoms.positions = arrays["positions"]
@@ -264,9 +264,9 @@ def _check_same_run(meta: dict, settings: MdSettings, potential_id: str, path: P
     saved = meta["settings"]
     for key, value in settings.identity().items():
         if saved.get(key) != value:
-            raise UserError(f"{path.parent} holds an MD run with {key} = {saved.get(key)!r}, not {value!r}; use another --out or delete {path.parent} to start over")
+            raise UserError(f"{path.parent} holds an MD run with {setting(key)} = {saved.get(key)!r}, not {value!r}; use another output folder or delete {path.parent} to start over")
     if meta["potential_id"] != potential_id:
-        raise UserError(f"{path.parent} was run with potential {meta['potential_id']}, not {potential_id}; use another --out or delete {path.parent}")
+        raise UserError(f"{path.parent} was run with potential {meta['potential_id']}, not {potential_id}; use another output folder or delete {path.parent}")
 
 
 def _truncate(path: Path, size: int, checkpoint: Path) -> None:
@@ -332,7 +332,7 @@ class BlowUpGuard:
             self._fail(step, f"T = {temperature:.0f} K stayed above {self.limit_k:.0f} K for {BLOWUP_STEPS} steps")
 
     def _fail(self, step: int, why: str) -> None:
-        raise UserError(f"MD blew up at step {step} ({why}); delete {self.out} and rerun with a smaller --timestep, or check the structure and potential")
+        raise UserError(f"MD blew up at step {step} ({why}); delete {self.out} and rerun with a smaller {setting('timestep_fs')}, or check the structure and potential")
 
 
 # ---------------------------------------------------------------- outputs
@@ -441,7 +441,7 @@ def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bo
         return False
     saved = comparable_settings({k: v for k, v in summary.get("settings", {}).items() if k not in RUNTIME_ONLY})
     if saved != settings.identity() or summary.get("potential_id") != potential_id:
-        raise UserError(f"{files.out} already holds a finished MD run with other settings; use another --out or delete it")
+        raise UserError(f"{files.out} already holds a finished MD run with other settings; use another output folder or delete it")
     return True
 
 

@@ -45,7 +45,7 @@ import numpy as np
 from ase import Atoms, units
 
 from mlip_exafs import md as md_stage
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text
 from mlip_exafs.potentials import potential_id as potential_id_of
 from mlip_exafs.provenance import provenance
@@ -89,7 +89,7 @@ def highest_frequency_rad_per_fs(atoms: Atoms, calc) -> float:
     start = np.random.default_rng(0).standard_normal(n)
     value = eigsh(operator, k=1, which="LA", tol=LANCZOS_TOL, v0=start, ncv=min(n, 20), return_eigenvectors=False)[0]
     if value <= 0:
-        raise UserError("the structure has no positive vibrational frequency (unstable or not at equilibrium); relax it first or give --beads")
+        raise UserError(f"the structure has no positive vibrational frequency (unstable or not at equilibrium); relax it first or give {setting('beads')}")
     return float(np.sqrt(value) * units.fs)  # rad per ASE time unit -> rad/fs
 
 
@@ -175,7 +175,7 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
 
 
     if settings.npt_fs > 0:
-        raise UserError("path-integral MD runs at fixed cell; drop --npt (run a classical NPT first and give its mean cell as the structure)")
+        raise UserError(f"path-integral MD runs at fixed cell; run it without NPT ({setting('npt_fs')} 0: run a classical NPT first and give its mean cell as the structure)")
     out = Path(out)
     folder = out / IPI_FOLDER
     schedule = schedule_of(settings)
@@ -189,7 +189,7 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     if run_file.exists():
         run = read_json(run_file)
         if comparable_settings(run["settings"]) != settings.identity() or run["potential_id"] != pid:
-            raise UserError(f"{out} holds a path-integral run with other settings; use another --out or delete {out} to start over")
+            raise UserError(f"{out} holds a path-integral run with other settings; use another output folder or delete {out} to start over")
     else:
         beads, rule = choose_beads(settings, atoms, calc)
         ase.io.write(folder / "init.extxyz", _with_masses(atoms), format="extxyz")

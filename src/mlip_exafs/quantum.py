@@ -55,7 +55,7 @@ import numpy as np
 from ase import units
 from ase.data import atomic_masses, atomic_numbers
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.geometry import find_shells, pair_lengths_a, read_frames
 from mlip_exafs.md import read_result
 
@@ -111,7 +111,7 @@ def bead_count(omega_max_rad_per_fs: float, temperature_k: float, tolerance: flo
         if harmonic_bead_ratio(beads, u) >= 1.0 - tolerance:
             return beads
     raise UserError(
-        f"more than {MAX_BEADS} beads are needed at {temperature_k:g} K (ħω_max/kT = {u:.0f}); raise the temperature or give --beads explicitly"
+        f"more than {MAX_BEADS} beads are needed at {temperature_k:g} K (ħω_max/kT = {u:.0f}); raise the temperature or give {setting('beads')} explicitly"
     )
 
 
@@ -147,7 +147,7 @@ def shell_correction(lengths_a: np.ndarray, times_fs: np.ndarray, temperature_k:
     if dynamic > 0 and spectrum[freq_per_fs > NYQUIST_TAIL * nyquist].sum() > NYQUIST_TAIL_MAX_WEIGHT * dynamic:
         raise UserError(
             f"{label}: the bond-length spectrum has not decayed at the Nyquist frequency of frames {dt_fs:g} fs apart "
-            f"({1000 * nyquist:.1f} THz), so the quantum correction cannot be computed; rerun md with a shorter --every (e.g. {max(dt_fs / 4, 1):g}fs)"
+            f"({1000 * nyquist:.1f} THz), so the quantum correction cannot be computed; rerun md with a shorter snapshot interval ({setting('snapshot_every_fs')}, e.g. {max(dt_fs / 4, 1):g} fs)"
         )
     if friction_per_fs and dynamic > 0:
         freq_per_fs, spectrum = undamped_modes(freq_per_fs, spectrum, friction_per_fs)
@@ -327,7 +327,7 @@ def exafs_correction(snapshots, absorber: str, rmax_a: float, engine: str, traj:
     if nuclei != "corrected":
         return None, {"nuclei": nuclei}
     if engine != "fast":
-        raise UserError("the quantum correction of χ(k) (nuclei: corrected) works with the fast engine only; use --engine fast")
+        raise UserError(f"the quantum correction of χ(k) (nuclei: corrected) works with the fast engine only; set {setting('engine')} to fast")
     quantum = quantum_input_of(traj, read_frames(traj))
     shells = find_shells(snapshots.reference, absorber, rmax_a, EXAFS_SHELL_TOL_A)
     corrections = {s.label: (s.r_ideal_a, shell_correction(pair_lengths_a(s.pairs, snapshots), quantum.times_fs, quantum.temperature_k, s.label, quantum.friction_per_fs)) for s in shells}
@@ -418,6 +418,6 @@ def check_frames_resolve_vibrations(atoms, snapshot_every_fs: float) -> float:
     if snapshot_every_fs > every_max_fs:
         raise UserError(
             f"frames {snapshot_every_fs:g} fs apart do not resolve this potential's fastest vibration ({1000 * f_max_per_fs:.2f} THz; "
-            f"Nyquist needs < {every_max_fs:.0f} fs), so the quantum correction cannot be computed; use --every {max(int(every_max_fs // 2), 1)}fs or shorter"
+            f"Nyquist needs < {every_max_fs:.0f} fs), so the quantum correction cannot be computed; set {setting('snapshot_every_fs')} to {max(int(every_max_fs // 2), 1)} fs or shorter"
         )
     return 1000.0 * f_max_per_fs

@@ -83,13 +83,16 @@ def shells_around(reference: Atoms, centers: np.ndarray, cutoff_a: float, tol_a:
     return group_shells(neighbour_distances(reference, centers, cutoff_a), len(centers), tol_a)
 
 
-def check_within_half_cell(reference: Atoms, r_a: float, option: str) -> float:
-    """A radius beyond half the cell width would count periodic images of one atom as distinct neighbours."""
+def check_within_half_cell(reference: Atoms, r_a: float, name: str) -> float:
+    """A radius beyond half the cell width would count periodic images of one atom as distinct neighbours.
+
+    ``name`` is the radius's setting, marked with :func:`mlip_exafs.errors.setting`.
+    """
     from mlip_exafs.structures import min_image_half_width
 
     half = min_image_half_width(reference)
     if r_a > half + 1e-9:
-        raise UserError(f"{option} {r_a:g} Å exceeds half the supercell width ({half:.2f} Å); use a larger MD supercell or {option} ≤ {half:.2f}")
+        raise UserError(f"{name} {r_a:g} Å exceeds half the supercell width ({half:.2f} Å); use a larger MD supercell or {name} ≤ {half:.2f}")
     return half
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 
 EDGE_TOLERANCE_EV = 100.0  # the file's edge must lie this close to the tabulated edge
 MIN_POINTS = 20
@@ -86,7 +86,7 @@ def default_edge(element: str) -> str:
     from ase.data import atomic_numbers
 
     if element not in atomic_numbers:
-        raise UserError(f"'{element}' is not a chemical element symbol; give e.g. --absorber W")
+        raise UserError(f"'{element}' is not a chemical element symbol; give e.g. {setting('absorber')} W")
     return "K" if atomic_numbers[element] <= HEAVIEST_K_EDGE_Z else "L3"
 
 
@@ -160,12 +160,12 @@ def absorber_and_edge(experiment: str | Path, absorber: str | None = None, edge:
     (its exafs.json); the edge by :func:`default_edge` last. Theory and data must agree: a W L3
     χ(k) fitted to a Cu K spectrum gives numbers without meaning."""
     named = spectrum_header(experiment)
-    for option, given, in_header in (("--absorber", absorber, named[0]), ("--edge", edge, named[1])):
+    for option, given, in_header in ((setting("absorber"), absorber, named[0]), (setting("edge"), edge, named[1])):
         if given and in_header and given.upper() != in_header.upper():
             raise UserError(f"{experiment} is a {named[0]} {named[1] or ''} spectrum (its header) but {option} is {given}; drop {option} or give the matching spectrum")
     absorber = absorber or named[0] or theory[0]
     if absorber is None:
-        raise UserError(f"{experiment} does not name its element and the theory has no exafs.json; give --absorber (and --edge)")
+        raise UserError(f"{experiment} does not name its element and the theory has no exafs.json; give {setting('absorber')} (and {setting('edge')})")
     edge = (edge or named[1] or (theory[1] if theory[0] == absorber else None) or default_edge(absorber)).upper()
     if theory[0] and (theory[0], (theory[1] or "").upper()) != (absorber, edge):
         raise UserError(f"the theory is {theory[0]} {theory[1]} (exafs.json) but the spectrum is {absorber} {edge}; "
@@ -367,13 +367,13 @@ def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a:
     group = Group(energy=energy, mu=mu)
     pre_edge(group, e0=e0_ev)
     if abs(group.e0 - tabulated) > EDGE_TOLERANCE_EV:
-        raise UserError(f"{path} has its edge at {group.e0:.0f} eV but {element} {edge} is at {tabulated:.0f} eV; give a {element} {edge} spectrum or fix --absorber/--edge")
+        raise UserError(f"{path} has its edge at {group.e0:.0f} eV but {element} {edge} is at {tabulated:.0f} eV; give a {element} {edge} spectrum or fix {setting('absorber')}/{setting('edge')}")
     if energy.max() - group.e0 < 150.0:
         raise UserError(f"{path} ends {energy.max() - group.e0:.0f} eV above the edge; EXAFS needs a scan to at least 150 eV (k ≈ 6 Å⁻¹) above it")
     autobk(group, rbkg=rbkg_a, kweight=2)
     k, chi = np.asarray(group.k), np.asarray(group.chi)
     if not np.isfinite(chi).all() or not np.any(chi):
-        raise UserError(f"the background removal of {path} with rbkg {rbkg_a:g} Å gave no usable χ(k); use a smaller --rbkg (about 1 Å)")
+        raise UserError(f"the background removal of {path} with rbkg {rbkg_a:g} Å gave no usable χ(k); use a smaller {setting('rbkg_a')} (about 1 Å)")
     return Spectrum(k, chi, source=str(path), e0_ev=float(group.e0))
 
 

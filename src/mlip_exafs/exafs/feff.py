@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from ase.data import atomic_numbers
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 
 BOHR_A = 0.52917721067
 RYDBERG_EV = 13.605698
@@ -86,7 +86,7 @@ def run_module(module: str, workdir: Path) -> None:
     proc = subprocess.run([str(exe)], cwd=workdir, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
         last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise UserError(f"FEFF8L {module} failed in {workdir} ({last[0].strip()}); check the structure and --rmax")
+        raise UserError(f"FEFF8L {module} failed in {workdir} ({last[0].strip()}); check the structure and {setting('rmax_a')}")
 
 
 def feff_input(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float, nleg: int, scf_radius_a: float | None,

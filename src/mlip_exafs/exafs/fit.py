@@ -20,7 +20,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.exafs import ExafsSettings, cached_potentials
 from mlip_exafs.exafs.feff import POTENTIAL_FILES, Cluster, Potentials, feff_input, run_module
 from mlip_exafs.exafs.persnapshot import cluster_of
@@ -101,7 +101,7 @@ def shell_paths(ideal: Atoms, absorber: str, edge: str, settings: ShellFitSettin
     ideal = wide_enough(ideal, SHELL_SEARCH_A)
     shells = find_shells(ideal, absorber, SHELL_SEARCH_A, SHELL_TOL_A)
     if len(shells) <= settings.n_shells:
-        raise UserError(f"the ideal structure has only {len(shells)} shells around {absorber} within {SHELL_SEARCH_A:g} Å; fit fewer shells (--fit-shells)")
+        raise UserError(f"the ideal structure has only {len(shells)} shells around {absorber} within {SHELL_SEARCH_A:g} Å; fit fewer shells ({setting('fit_shells')})")
     fitted, next_shell = shells[: settings.n_shells], shells[settings.n_shells]
     path_rmax = fitted[-1].r_ideal_a + SHELL_TOL_A
     potentials = Potentials(absorber, tuple(sorted(set(ideal.get_chemical_symbols()))))
@@ -180,7 +180,7 @@ def fit_shells(spectrum: Spectrum, shells: list[ShellPath], window: FTWindow, rm
     from larch.xafs import feffit, feffit_dataset, feffit_transform, feffpath
 
     check_chi(spectrum.k_inv_a, spectrum.chi, spectrum.source)
-    check_fit_window(window, rmin_a, rmax_a, n_shell_fit_parameters(len(shells), third_cumulant), "the shell fit (--fit-rmax, --rmin)")
+    check_fit_window(window, rmin_a, rmax_a, n_shell_fit_parameters(len(shells), third_cumulant), f"the shell fit ({setting('fit_rmax_a')}, {setting('rmin_a')})")
     params = {"s02": guess(0.9, min=0.1, max=3.0), "de0": guess(0.0, min=-20.0, max=20.0)}
     paths = {}
     for i, shell in enumerate(shells, start=1):

@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.exafs.fast import FastEngine, k_grid
 from mlip_exafs.exafs.feff import FEFF_EDGES, Cluster, Potentials, compute_potentials, feff_input
 from mlip_exafs.exafs.paths import enumerate_paths
@@ -170,9 +170,9 @@ def choose_rmax(reference: Atoms, absorbers: np.ndarray, rmax_a: float | None) -
     middle of the gap between shells (:func:`mlip_exafs.shells.cut_between_shells`).
     """
     if rmax_a is not None:
-        half = check_within_half_cell(reference, rmax_a, "--rmax")
+        half = check_within_half_cell(reference, rmax_a, setting("rmax_a"))
     else:
-        half = check_within_half_cell(reference, 0.0, "--rmax")
+        half = check_within_half_cell(reference, 0.0, setting("rmax_a"))
         rmax_a = min(DEFAULT_RMAX_A, half)
     return cut_between_shells(reference, absorbers, rmax_a, half)
 
@@ -185,7 +185,7 @@ def quantum_corrected(prepared: Prepared, traj: str | Path) -> Prepared:
 
 def check_edge(element: str, edge: str) -> None:
     if element not in chemical_symbols[1:]:
-        raise UserError(f"absorber '{element}' is not a chemical element symbol; give e.g. --absorber W")
+        raise UserError(f"absorber '{element}' is not a chemical element symbol; give e.g. {setting('absorber')} W")
     if edge not in FEFF_EDGES:
         raise UserError(f"edge '{edge}' is not one FEFF8L can compute; use one of {', '.join(FEFF_EDGES)}")
     edge_energy_ev(element, edge)

@@ -48,7 +48,7 @@ import numpy as np
 from ase import Atoms
 
 from mlip_exafs.dataset import load_structures
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import read_json, sha256_file, write_json, write_text, writer_lock
 from mlip_exafs.plots import plt, save_figure
 from mlip_exafs.potentials import Potential, load_potential, potential_id, save_checkpoint, set_torch_threads
@@ -126,7 +126,7 @@ def select_structures(pool: list[Atoms], n: int, seed: int) -> list[Atoms]:
     drawing a new random set at every N.
     """
     if n > len(pool):
-        raise UserError(f"the training pool has {len(pool)} usable structures but n = {n}; lower --n or label more structures")
+        raise UserError(f"the training pool has {len(pool)} usable structures but {setting('n')} = {n}; lower {setting('n')} or label more structures")
     ordered = sorted(pool, key=lambda a: str(a.info.get("uid", a.info.get("row_id"))))
     order = np.random.default_rng(seed).permutation(len(ordered))[:n]
     return [ordered[i] for i in order]
@@ -263,7 +263,7 @@ def _finetune(settings: FinetuneSettings, out: Path) -> Path:
     if finished_run(files, inputs_hash):
         return files.model
     start = time.perf_counter()
-    potential = load_base_model(settings.potential, settings.device, settings.threads)  # a bad --potential fails before anything is written
+    potential = load_base_model(settings.potential, settings.device, settings.threads)  # a bad potential fails before anything is written
     trainer = trainer_for(potential)
     trainer.check_recipe(potential, settings.recipe)
     files.record.unlink(missing_ok=True)  # an older run with other inputs is replaced
@@ -276,7 +276,7 @@ def _finetune(settings: FinetuneSettings, out: Path) -> Path:
     trained = trainer.train_model(potential, train, val, offsets_ev, settings, epochs, work)
     after = training_loss(potential, train, offsets_ev, settings.recipe)
     if not np.isfinite(after["loss"]):
-        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / LOG_FILE}); lower --lr or --stress-weight")
+        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / LOG_FILE}); lower {setting('learning_rate')} or {setting('stress_weight')}")
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
     save_checkpoint(potential, files.model, metadata)

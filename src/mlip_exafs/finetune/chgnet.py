@@ -1,6 +1,6 @@
 """Fine-tuning adapter of the CHGNet family: CHGNet's own Trainer, resumable (``finetune/resume.py``).
 
-Supports every ``--freeze`` mode: ``none``, ``readout`` (the last atom-convolution
+Supports every ``freeze`` mode: ``none``, ``readout`` (the last atom-convolution
 layer and the readout train) and ``energy-scale`` (one scalar on the readout).
 CHGNet's Trainer takes energies in eV/atom, forces in eV/Å and stresses as if
 they were VASP's kbar (it applies ×(−0.1)), so the GPa targets are converted once here.

@@ -3,7 +3,7 @@
 The recipe's weights are per (eV/atom)², (eV/Å)² and GPa²; sevenn's stress loss
 is in kbar, so its weight is the recipe's divided by 100. The learning rate
 decays by cosine once per epoch (sevenn's ``run_one_epoch`` has no per-batch
-hook). Only ``--freeze none`` is supported; a killed run starts again.
+hook). Only the freeze mode ``none`` is supported; a killed run starts again.
 A multi-fidelity model (SevenNet-MF-0) trains its fidelity head: every
 training graph carries that modality.
 
@@ -22,7 +22,7 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.finetune import LOG_FILE, learning_rate_of, shifted_energies_ev, training_targets
 from mlip_exafs.potentials import Potential
 
@@ -31,7 +31,7 @@ GPA2_TO_KBAR2 = 1 / 100  # weight per kbar² = weight per GPa² x this (1 kbar =
 
 def check_recipe(potential: Potential, recipe) -> None:
     if recipe.freeze != "none":
-        raise UserError(f"SevenNet fine-tuning supports --freeze none only, not '{recipe.freeze}'")
+        raise UserError(f"SevenNet fine-tuning supports {setting('freeze')} none only, not '{recipe.freeze}'")
 
 
 def graphs(frames: list[Atoms], shifted_energies_ev: np.ndarray, cutoff: float, modal: str | None = None) -> list:

@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.potentials.base import ModelFamily, Pretrained
 from mlip_exafs.units import matrix_to_voigt
 
@@ -103,7 +103,7 @@ class CheckedCalculator(Calculator):
 
     def get_property(self, name, atoms=None, allow_calculation=True):
         if name not in self.implemented_properties:
-            todo = "run MD without --npt (only the barostat needs stress) or use" if name == "stress" else "use"
+            todo = f"run MD without NPT ({setting('npt_fs')} 0: only the barostat needs stress) or use" if name == "stress" else "use"
             raise UserError(f"potential '{self.spec}': its calculator does not compute {name}; {todo} a calculator that does")
         return super().get_property(name, atoms, allow_calculation)
 

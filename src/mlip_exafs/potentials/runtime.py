@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal, get_args
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -29,7 +29,7 @@ def resolve_device(device: str | None = None) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if choice == "cuda":
-        raise UserError("--device cuda, but torch sees no CUDA GPU (CPU-only torch or no driver); use --device cpu or auto")
+        raise UserError(f"{setting('device')} cuda, but torch sees no CUDA GPU (CPU-only torch or no driver); use {setting('device')} cpu or auto")
     return "cpu"
 
 

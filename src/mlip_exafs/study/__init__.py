@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_folder, read_json, writer_lock
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
 from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, summarize, with_dependencies
@@ -59,9 +59,9 @@ def run_study(
         os.environ[DEVICE_ENV] = resolve_device(device or config.device)  # 'cuda' without a GPU fails here, before any step
     steps = build_steps(config)
     if only not in ONLY:
-        raise UserError(f"unknown --only '{only}'; use one of: {', '.join(o for o in ONLY if o)}")
+        raise UserError(f"unknown {setting('only')} '{only}'; use one of: {', '.join(o for o in ONLY if o)}")
     if only == "learning-curve" and config.dataset is None:
-        raise UserError("--only learning-curve needs a dataset, and this study has none (pristine only); run it without --only")
+        raise UserError(f"{setting('only')} learning-curve needs a dataset, and this study has none (pristine only); run it without {setting('only')}")
     _check_before_running(config, check_training_pool=only != "pristine")
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):

@@ -18,7 +18,7 @@ from typing import Callable
 from mlip_exafs.config import validate_model
 from mlip_exafs.errors import UserError
 from mlip_exafs.study.config import StudyConfig
-from mlip_exafs.study.steps import Step
+from mlip_exafs.study.steps import Step, yaml_names
 
 PLACEHOLDER_CHECKPOINT = "chgnet"  # a fine-tuned model's checkpoint exists only once its fine-tune ran: its MD is checked with the base name
 
@@ -34,7 +34,10 @@ def check_study(config: StudyConfig, steps: list[Step] | None = None) -> None:
         key = f"{step.action}:{sorted(step.params.items(), key=str)}"
         if check is not None and key not in checked:  # the same parameters (one spectrum, many potentials) once
             checked.add(key)
-            check(config, step)
+            try:
+                check(config, step)
+            except UserError as exc:  # a stage's message names its settings: as this study's YAML keys
+                raise UserError(exc.in_terms(yaml_names(step.action))) from None
 
 
 def check_profiles(raw: dict, path) -> None:
@@ -96,7 +99,7 @@ def _check_md(config: StudyConfig, step: Step) -> None:
     try:
         schedule_of(settings)  # whole numbers of timesteps, production at least one snapshot interval
     except UserError as exc:
-        raise UserError(f"{_where(step, 'md')}: {exc}") from None
+        raise UserError(f"{_where(step, 'md')}: {exc.marked}") from None
     _check_potential(step.params.get("potential"), "pristine")
 
 
@@ -138,7 +141,7 @@ def _check_exafs(config: StudyConfig, step: Step) -> None:
     try:
         edge_energy_ev(settings.absorber, settings.edge)  # an edge the absorber lacks: one line naming its edges
     except UserError as exc:
-        raise UserError(f"{_where(step, 'exafs')}: {exc}") from None
+        raise UserError(f"{_where(step, 'exafs')}: {exc.marked}") from None
 
 
 def _check_comparison(config: StudyConfig, step: Step) -> None:

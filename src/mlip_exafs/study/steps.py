@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import mlip_exafs
+from mlip_exafs.errors import in_terms
 from mlip_exafs.files import read_json, write_json, write_text
 
 Action = Callable[..., dict]
@@ -193,10 +194,31 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dic
             except subprocess.TimeoutExpired:
                 _heartbeat(folder)
     if (folder / ERROR_FILE).exists():
-        raise UserError(f"step {step.name}: {read_json(folder / ERROR_FILE)['message']}")
+        raise UserError(f"step {step.name}: {in_terms(read_json(folder / ERROR_FILE)['message'], yaml_names(step.action))}")
     if proc.returncode != 0 or not (folder / RESULT_FILE).exists():
         raise RuntimeError(f"step {step.name} failed (exit {proc.returncode}); see {folder / LOG_FILE}")
     return read_json(folder / RESULT_FILE)
+
+
+YAML_BLOCKS = {  # a step's action -> the blocks of the study config that hold its settings, its own first
+    "md": ("md",), "analyze": ("md",), "exafs": ("exafs", "md"), "compare": ("experiment", "exafs"),
+    "fit_experiment": ("experiment", "exafs"), "finetune": ("finetune",), "label": ("dataset.cp2k",),
+}
+YAML_TOP_LEVEL = ("structure", "absorber", "threads", "device")  # study config keys that a stage's setting of the same name comes from
+YAML_RENAMED = {"finetune": {"potential": "finetune.base", "seed": "finetune.seeds"}}  # the fine-tune's settings under another key
+
+
+def yaml_names(action: str) -> dict[str, str]:
+    """Stage setting -> the study config's key for the settings of a step with ``action`` (``snapshot_every_fs`` ->
+    ``md.snapshot_every_fs``), so a step's error names what the user can change in the YAML; see :func:`mlip_exafs.errors.setting`."""
+    from mlip_exafs.cp2k import Cp2kSettings  # lazy: these import every stage; needed only to word an error
+    from mlip_exafs.study.config import ExafsPlan, ExperimentPlan, FinetunePlan, MdPlan
+
+    plans = {"md": MdPlan, "exafs": ExafsPlan, "experiment": ExperimentPlan, "finetune": FinetunePlan, "dataset.cp2k": Cp2kSettings}
+    names = {key: key for key in YAML_TOP_LEVEL}
+    for block in reversed(YAML_BLOCKS.get(action, ())):  # the step's own block last: its key wins
+        names.update({key: f"{block}.{key}" for key in plans[block].model_fields})
+    return {**names, **YAML_RENAMED.get(action, {})}
 
 
 def step_environment() -> dict[str, str]:
