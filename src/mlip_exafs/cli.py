@@ -7,7 +7,9 @@ the settings it names (:func:`mlip_exafs.errors.setting`) named as the verb's fl
 
 from __future__ import annotations
 
+import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -15,8 +17,10 @@ import click
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from typer.core import TyperOption
 
 import mlip_exafs
+from mlip_exafs.config import check_numbers
 from mlip_exafs.errors import UserError
 
 SETTING_FLAGS: dict[str, dict[str, str]] = {}  # verb -> {setting: flag} where the flag's parameter is not named as the setting
@@ -67,8 +71,8 @@ def given(**options: Any) -> dict[str, Any]:
 @app.command("potentials")
 def potentials_cmd() -> None:
     """List the potentials available offline: name, family, fine-tunable, what each was trained on."""
-    from mlip_exafs.finetune import TRAINERS
-    from mlip_exafs.potentials import available_potentials
+    from mlip_exafs.finetune import TRAINERS  # lazy: finetune loads matplotlib and ase; keeps --help fast
+    from mlip_exafs.potentials import available_potentials  # lazy: keeps --help fast
 
     print(f"{'name':15s} {'family':9s} {'finetune':8s} model; trained on")
     for info in available_potentials():
@@ -87,8 +91,7 @@ def singlepoint_cmd(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
     """Energy (eV), forces (eV/Å) and stress (GPa) of one structure."""
-    from mlip_exafs.config import check_numbers
-    from mlip_exafs.singlepoint import singlepoint
+    from mlip_exafs.singlepoint import singlepoint  # lazy: singlepoint loads scipy and ase.io; keeps --help fast
 
     check_numbers({"threads": threads}, "mlip-exafs singlepoint")
     result = singlepoint(structure, potential or CLI_POTENTIAL, supercell, threads, device)
@@ -105,8 +108,6 @@ def singlepoint_cmd(
 
 def _register_stage_verbs() -> None:
     """Stage verbs live next to their stage; import them so they attach to ``app``."""
-    import importlib
-
     for module in ("label", "dataset", "finetune", "validate", "md", "analysis", "exafs", "compare", "study"):
         try:
             importlib.import_module(f"mlip_exafs.commands.{module}")
@@ -117,8 +118,6 @@ def _register_stage_verbs() -> None:
 
 def _quiet_library_warnings() -> None:
     """Third-party deprecation chatter would bury the one line a user needs to read."""
-    import warnings
-
     for module in ("chgnet", "sevenn", "torch", "e3nn", "larch", "pymatgen", "ase"):
         warnings.filterwarnings("ignore", module=module)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -126,8 +125,6 @@ def _quiet_library_warnings() -> None:
 
 def _flags_without_a_type_label() -> None:
     """typer 0.29 labels every flag '<bool>' in --help (even --help itself), as if it took a value; a flag takes none."""
-    from typer.core import TyperOption
-
     typed = TyperOption.display_type_rich
     TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else typed(self, ctx)
 

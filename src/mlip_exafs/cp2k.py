@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.cp2k import CP2K
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlip_exafs.errors import UserError, setting
@@ -154,8 +155,6 @@ def cp2k_version() -> str:
 
 def make_calculator(settings: Cp2kSettings, atoms: Atoms, workdir: Path, mpi_ranks: int = 2):
     """An ASE CP2K calculator writing its files under ``workdir``."""
-    from ase.calculators.cp2k import CP2K
-
     workdir.mkdir(parents=True, exist_ok=True)
     kpts = kpoint_mesh(atoms, settings.kspacing_inv_a)
     return CP2K(

@@ -13,8 +13,10 @@ Rows with ``scf_converged=False`` are never returned for training or testing.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
+import sqlite3
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -22,8 +24,10 @@ from typing import Literal
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.units import GPa
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.files import atomic_path, read_json, sha256_file, write_json
 
 Split = Literal["train", "test", "all"]
 SHIPPED = ("ws2", "w-bcc")
@@ -39,8 +43,6 @@ def cache_dir() -> Path:
 
 def _unpack_shipped(name: str) -> Path:
     """Decompress a shipped dataset into the cache (once per content version)."""
-    from mlip_exafs.files import atomic_path, sha256_file
-
     src = shipped_dir(name)
     if not (src / "train.db.gz").exists():
         raise UserError(
@@ -90,8 +92,6 @@ def resolve_db(spec: str | Path, split: Split) -> Path:
 
 def content_tag(spec: str | Path, split: Split) -> str:
     """A short hash of the file a split is read from, so cached results notice new or changed labels."""
-    from mlip_exafs.files import sha256_file
-
     if str(spec) in SHIPPED and not Path(spec).exists():
         return sha256_file(shipped_dir(str(spec)) / f"{split}.db.gz")[:16]
     return sha256_file(resolve_db(spec, split))[:16]
@@ -156,7 +156,7 @@ def db_metadata(db_path: Path) -> dict:
 
 def _connect_input(db_path: Path):
     """ASE database that is an input: checked read-only first, since ASE adds its tables to any SQLite file it opens."""
-    import ase.db
+    import ase.db  # lazy: ase.db loads ase.io; dataset is imported at CLI start, keeps --help fast
 
     check_ase_database(db_path)
     return ase.db.connect(db_path, type="db")
@@ -164,8 +164,6 @@ def _connect_input(db_path: Path):
 
 def check_ase_database(db_path: str | Path) -> None:
     """Refuse an empty file, a non-SQLite file or another program's SQLite file, without writing to it."""
-    import sqlite3
-
     db_path = Path(db_path)
     try:
         con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
@@ -195,8 +193,6 @@ def dataset_info(spec: str | Path) -> dict:
         if info[f"n_{split}"] > info[f"n_{split}_not_converged"]:
             info[f"{split}_summary"] = _summary(load_structures(db_path, "all"))
     if folder is not None and (folder / "dataset.json").exists():
-        from mlip_exafs.files import read_json
-
         info["made_by"] = read_json(folder / "dataset.json")
     info["dft_code"] = meta.get("dft_code", {"name": "unknown", "version": "unknown"})
     info["settings"] = meta.get("settings", {})
@@ -212,8 +208,6 @@ def _count_rows(db_path: Path, converged: bool = False) -> int:
 
 
 def _summary(frames: list[Atoms]) -> dict:
-    from ase.units import GPa
-
     energies = np.array([a.get_potential_energy() / len(a) for a in frames])
     fmax = np.array([np.abs(a.get_forces()).max() for a in frames])
     stress = [a.calc.results["stress"] / GPa for a in frames if "stress" in a.calc.results]
@@ -233,9 +227,7 @@ def _summary(frames: list[Atoms]) -> dict:
 
 def merge_label_databases(parts: list[Path], out: Path) -> Path:
     """One split's database from the databases of its labelling chunks (one level of theory, no duplicates)."""
-    import ase.db
-
-    from mlip_exafs.files import atomic_path
+    import ase.db  # lazy: ase.db loads ase.io; dataset is imported at CLI start, keeps --help fast
 
     metadata = [db_metadata(p) for p in parts]
     hashes = {m.get("settings_hash") for m in metadata}
@@ -256,8 +248,6 @@ def merge_label_databases(parts: list[Path], out: Path) -> Path:
 
 def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
     """Compress a labelled dataset folder into the package (how the shipped datasets are made)."""
-    from mlip_exafs.files import atomic_path, write_json
-
     dest = shipped_dir(name)
     dest.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
@@ -275,8 +265,6 @@ def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
 
 def structure_fingerprint(atoms: Atoms) -> str:
     """Identity of a structure's geometry (positions to 1e-4 Å, cell, species)."""
-    import hashlib
-
     payload = np.round(atoms.positions, 4).tobytes() + np.round(atoms.cell.array, 4).tobytes() + atoms.numbers.tobytes()
     return hashlib.sha256(payload).hexdigest()[:16]
 

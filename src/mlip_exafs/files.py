@@ -7,10 +7,12 @@ see the old file or the complete new one, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,8 +53,6 @@ def db_write_guard(path: str | Path) -> Iterator[None]:
     Each ASE write is one transaction, so an existing database keeps every
     committed row; a database that this block created is removed again.
     """
-    import sqlite3
-
     path = Path(path)
     existed = path.exists()
     try:
@@ -96,7 +96,7 @@ def read_json(path: str | Path) -> Any:
 
 def save_figure(fig, path: str | Path, vector: bool = False) -> None:
     """Save a matplotlib figure atomically and close it; ``vector``: also an SVG beside it, for a paper."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib; files is imported at CLI start, keeps --help fast
 
     path = Path(path)
     targets = [path, path.with_suffix(".svg")] if vector and path.suffix != ".svg" else [path]
@@ -197,8 +197,6 @@ def writer_lock(folder: str | Path, verb: str, name: str | None = None, what: st
 
 
 def _acquire(lock_path: Path, verb: str, folder: Path, hint: str):
-    import fcntl
-
     while True:
         handle = open(lock_path, "a+")
         try:

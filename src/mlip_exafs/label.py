@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import ase.db
+import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -38,8 +40,6 @@ INFO_KEYS = ("method", "temperature_k", "rattle_a", "seed", "sample_potential")
 
 def read_structures(path: Path) -> list[Atoms]:
     """Structures to label; each needs a unique ``uid`` (``mlip-exafs sample`` writes one)."""
-    import ase.io
-
     if not path.exists():
         raise UserError(f"structures file {path} does not exist; write one with 'mlip-exafs sample'")
     try:
@@ -57,8 +57,6 @@ def read_structures(path: Path) -> list[Atoms]:
 
 
 def finished_uids(db_path: Path) -> set[str]:
-    import ase.db
-
     check_output_file(db_path)  # a folder or a path below a file: one line, not ASE's ValueError
     if not db_path.exists():
         return set()
@@ -215,8 +213,6 @@ class Cp2kSession:
 
 def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
     """Record the CP2K settings in the database; refuse to mix levels of theory in one file."""
-    import ase.db
-
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with ase.db.connect(db_path) as db:
         meta = db.metadata
@@ -289,8 +285,6 @@ def write_row(db_path: Path, atoms: Atoms, energy: float, forces, stress, keys: 
     ``keys`` must hold ``uid`` and ``scf_converged``; energy eV, forces eV/Å,
     stress eV/Å^3 in ASE's sign convention (positive = tensile).
     """
-    import ase.db
-
     clean = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     results = {"energy": float(energy), "forces": np.asarray(forces, dtype=float)}
     if stress is not None:

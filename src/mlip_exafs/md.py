@@ -43,9 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
+from ase.constraints import FixCom
+from ase.md.bussi import Bussi
+from ase.md.langevin import Langevin
+from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text, writer_lock
@@ -287,10 +293,6 @@ def make_dynamics(atoms: Atoms, ensemble: str, settings: MdSettings, state: RunS
     harmonic crystal, where Bussi's global rescaling leaves mode energies unequilibrated for ps
     (docs/md.md). Its only state is the checkpointed random generator too.
     """
-    from ase.md.bussi import Bussi
-    from ase.md.langevin import Langevin
-    from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen
-
     dt = settings.timestep_fs * units.fs
     if ensemble == "npt":
         return Inhomogeneous_NPTBerendsen(
@@ -307,8 +309,6 @@ def make_dynamics(atoms: Atoms, ensemble: str, settings: MdSettings, state: RunS
 
 def fresh_state(atoms: Atoms, settings: MdSettings) -> RunState:
     """Maxwell–Boltzmann velocities at the target temperature, no net momentum."""
-    from ase.md.velocitydistribution import Stationary, thermalize_momenta
-
     rng = np.random.default_rng(settings.seed)
     thermalize_momenta(atoms, temperature_K=settings.temperature_k, rng=rng)
     Stationary(atoms)
@@ -401,10 +401,8 @@ def run_md(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
 
 
 def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
-    from ase.constraints import FixCom
-
     if settings.nuclei == "path-integral":
-        from mlip_exafs.pimd import run_pimd  # pimd imports md: here, not at the top
+        from mlip_exafs.pimd import run_pimd  # lazy: import cycle, pimd imports md at its top
 
         return run_pimd(settings, Path(out), show_progress)
     files = OutFiles(Path(out))
@@ -416,7 +414,7 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     atoms.calc = md_calculator(settings.potential, atoms, settings.threads, settings.device)
     check_stress_for_npt(atoms.calc, settings.potential, schedule.npt_steps)
     if settings.nuclei == "corrected":
-        from mlip_exafs.quantum import check_frames_resolve_vibrations  # quantum imports md: here, not at the top
+        from mlip_exafs.quantum import check_frames_resolve_vibrations  # lazy: import cycle, quantum imports md at its top
 
         check_frames_resolve_vibrations(atoms, settings.snapshot_every_fs)
     atoms.set_constraint(FixCom())
@@ -457,8 +455,6 @@ def _start_or_resume(files: OutFiles, atoms: Atoms, settings: MdSettings, potent
 
 
 def _run_steps(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSettings, schedule: Schedule, potential_id: str, show_progress: bool) -> None:
-    import ase.io
-
 
     guard = BlowUpGuard(settings.temperature_k, files.out)
     ensemble, dyn = None, None

@@ -41,8 +41,11 @@ import sys
 import time
 from pathlib import Path
 
+import ase.io
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.socketio import SocketClient
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 from mlip_exafs import md as md_stage
 from mlip_exafs.errors import UserError, setting
@@ -66,8 +69,6 @@ _STEP_BEAD = re.compile(r"Step:\s*(\d+)\s+Bead:\s*(\d+)")
 
 def highest_frequency_rad_per_fs(atoms: Atoms, calc) -> float:
     """ω_max of the mass-weighted Hessian, by Lanczos on central force differences (≈ 40–80 force calls)."""
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
     work = atoms.copy()
     work.calc = calc
     x0 = work.positions.copy()
@@ -171,8 +172,6 @@ def newest_checkpoint(folder: Path) -> tuple[Path, int] | None:
 
 def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Path:
     """Structure and potential -> ``out/snapshots.extxyz`` with every bead of every frame. Resumes a killed run."""
-    import ase.io
-
 
     if settings.npt_fs > 0:
         raise UserError(f"path-integral MD runs at fixed cell; run it without NPT ({setting('npt_fs')} 0: run a classical NPT first and give its mean cell as the structure)")
@@ -216,8 +215,6 @@ def _with_masses(atoms: Atoms) -> Atoms:
 
 def _serve(folder: Path, settings: MdSettings, beads: int, total_steps: int, start: tuple[Path, int] | None, calc, atoms: Atoms) -> None:
     """Start i-PI (fresh or from a checkpoint) and answer its force requests until it exits."""
-    from ase.calculators.socketio import SocketClient
-
     name = socket_name_for(folder)
     if start is None:
         text = ipi_input(settings, beads, name, total_steps)
@@ -282,8 +279,6 @@ def _last_line(path: Path) -> str:
 
 def collect_frames(folder: Path, beads: int, production_start: int, timestep_fs: float) -> list[Atoms]:
     """Production frames of every bead, ordered by step then bead; the last copy of a step wins."""
-    import ase.io
-
     by_key: dict[tuple[int, int], Atoms] = {}
     files = sorted(folder.glob(f"{PREFIX}.pos_*.extxyz"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     if len(files) != beads:
@@ -302,8 +297,6 @@ def collect_frames(folder: Path, beads: int, production_start: int, timestep_fs:
 
 
 def _write_outputs(out: Path, folder: Path, settings: MdSettings, schedule, potential_id: str, run: dict, frames: list[Atoms], atoms: Atoms) -> None:
-    import ase.io
-
 
     with atomic_path(out / SNAPSHOT_FILE) as tmp:
         ase.io.write(tmp, frames, format="extxyz")

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Callable, Iterator, TextIO
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 LOG_EVERY_S = 30.0
@@ -20,8 +21,6 @@ LOG_EVERY_S = 30.0
 @contextlib.contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[], None]]:
     """Yield ``advance()``; progress goes to stderr so stdout stays parseable."""
-    from rich.console import Console
-
     console = Console(stderr=True)
     if not console.is_terminal:
         yield log_lines(description, total, sys.stderr)

@@ -54,6 +54,7 @@ from typing import Callable
 import numpy as np
 from ase import units
 from ase.data import atomic_masses, atomic_numbers
+from scipy.optimize import minimize_scalar, nnls
 
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.geometry import find_shells, pair_lengths_a, read_frames
@@ -197,8 +198,6 @@ def undamped_modes(freq_per_fs: np.ndarray, spectrum: np.ndarray, friction_per_f
     measured dynamic σ² (a static average, exact whatever the friction), so only the frequency
     distribution comes from the fit.
     """
-    from scipy.optimize import nnls  # scipy is heavy to import and only this path needs it
-
     df = freq_per_fs[1] - freq_per_fs[0]
     observed = freq_per_fs > 0
     grid = np.linspace(df, freq_per_fs[-1], min(MODE_GRID, int(observed.sum())))
@@ -352,8 +351,6 @@ def fit_einstein(temperatures_k, sigma2_a2, reduced_mass_amu: float, quantum: bo
     σ²_E is ħ/(2μω)·coth(ħω/2kT) (quantum σ², the measured kind) or kT/(μω²) (classical σ²,
     whose θ_E is then the harmonic frequency the classical MD sees). None without ≥ 2 finite points.
     """
-    from scipy.optimize import minimize_scalar
-
     t = np.asarray(temperatures_k, dtype=float)
     s = np.asarray(sigma2_a2, dtype=float)
     keep = np.isfinite(t) & np.isfinite(s)
@@ -411,7 +408,7 @@ def check_frames_resolve_vibrations(atoms, snapshot_every_fs: float) -> float:
     low one and the spectrum still looks decayed (seen on an Einstein crystal, frames 400 fs apart). So the
     interval is held against the highest harmonic frequency of the potential at the start structure.
     """
-    from mlip_exafs.pimd import highest_frequency_rad_per_fs  # pimd imports quantum: here, not at the top
+    from mlip_exafs.pimd import highest_frequency_rad_per_fs  # lazy: import cycle, pimd imports quantum at its top
 
     f_max_per_fs = highest_frequency_rad_per_fs(atoms, atoms.calc) / (2.0 * np.pi)
     every_max_fs = 1.0 / (2.0 * f_max_per_fs * FRAME_MARGIN)

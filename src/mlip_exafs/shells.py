@@ -72,7 +72,7 @@ def group_shells(distances: np.ndarray, n_centers: int, tol_a: float = SHELL_TOL
 
 def neighbour_distances(reference: Atoms, centers: np.ndarray, cutoff_a: float) -> np.ndarray:
     """Ideal distances from every centre atom to every atom (periodic images included) up to ``cutoff_a``."""
-    from ase.neighborlist import neighbor_list
+    from ase.neighborlist import neighbor_list  # lazy: shells is imported at CLI start, keeps --help fast
 
     i, d = neighbor_list("id", reference, cutoff_a)
     return d[np.isin(i, centers)]
@@ -88,7 +88,7 @@ def check_within_half_cell(reference: Atoms, r_a: float, name: str) -> float:
 
     ``name`` is the radius's setting, marked with :func:`mlip_exafs.errors.setting`.
     """
-    from mlip_exafs.structures import min_image_half_width
+    from mlip_exafs.structures import min_image_half_width  # lazy: structures loads ase.build and scipy; keeps --help fast
 
     half = min_image_half_width(reference)
     if r_a > half + 1e-9:

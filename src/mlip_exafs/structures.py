@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import ase.io
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
@@ -98,8 +99,6 @@ def load_structure(name_or_path: str | Path, supercell: str | None = None) -> At
 
 
 def _read_structure_file(path: Path) -> Atoms:
-    import ase.io
-
     if not path.exists():
         known = ", ".join(BUILTIN)
         raise UserError(f"structure '{path}' is neither a file nor a built-in crystal ({known}); check the path")

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
 from pathlib import Path
 
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import sha256_file
+from mlip_exafs.files import atomic_path, sha256_file
 from mlip_exafs.potentials.ase_callable import AseCallableFamily, is_callable_spec
 from mlip_exafs.potentials.base import ModelFamily, Potential, Pretrained
 from mlip_exafs.potentials.chgnet import ChgnetFamily
@@ -110,9 +111,7 @@ def get_calculator(spec: str | Path, threads: int | None = None, device: str | N
 
 def save_checkpoint(potential: Potential, path: str | Path, metadata: dict) -> None:
     """The model's plain weights, its family and ``metadata``, atomically."""
-    import torch
-
-    from mlip_exafs.files import atomic_path
+    import torch  # lazy: torch, seconds; potentials is imported by every stage
 
     family = potential.family
     payload = {"format": family.checkpoint_format, "family": family.name, **family.checkpoint_payload(potential.model), "metadata": metadata}
@@ -130,9 +129,7 @@ def family_of_payload(payload: dict, path: str | Path) -> ModelFamily:
 
 
 def _load_payload(path: str | Path) -> dict:
-    import pickle
-
-    import torch
+    import torch  # lazy: torch, seconds; potentials is imported by every stage
 
     path = Path(path)
     if not path.exists():

@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
+from ase.data import chemical_symbols
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,6 @@ class ModelFamily(ABC):
 
         Default: one calculator call per structure; a family with a batched predictor overrides it.
         """
-        from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
-
         calc = self.calculator(model, device)
         has_stress = "stress" in calc.implemented_properties
         preds = []
@@ -113,8 +113,6 @@ class Potential:
 
     def check_elements(self, atoms: Atoms) -> None:
         """Refuse a structure with an element the model never saw, before any compute."""
-        from ase.data import chemical_symbols
-
         known = self.family.elements(self.model)
         if known is None:
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from typing import Literal, get_args
 
@@ -24,7 +26,7 @@ def resolve_device(device: str | None = None) -> str:
         raise UserError(f"unknown device '{device or os.environ.get(DEVICE_ENV)}'; use one of: {', '.join(DEVICES)}")
     if choice == "cpu":
         return "cpu"
-    import torch  # heavy: only when a GPU could be meant
+    import torch  # lazy: torch, seconds; only when a GPU could be meant
 
     if torch.cuda.is_available():
         return "cuda"
@@ -40,7 +42,7 @@ def set_torch_threads(threads: int | None) -> int:
     tens of times slower, so callers running several processes must lower it.
     Every compute stage calls this first, so it also applies ``keep_freed_memory``.
     """
-    import torch
+    import torch  # lazy: torch, seconds; only when a model runs
 
     keep_freed_memory()
     n = threads or int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or (os.cpu_count() or 1)
@@ -64,9 +66,6 @@ def keep_freed_memory() -> bool:
     0.02 s in the kernel. The price is that a process keeps its peak memory. Not applied when
     the user has set glibc's own ``MALLOC_*_`` variables; returns whether it was applied.
     """
-    import ctypes
-    import ctypes.util
-
     if any(name.startswith("MALLOC_") for name in os.environ) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from ase.data import atomic_numbers
 
 from mlip_exafs.potentials.base import ModelFamily, Pretrained
 
@@ -57,8 +58,6 @@ class SevenNetFamily(ModelFamily):
         return SevenNetCalculator(model=model.net, file_type="model_instance", device=device, modal=model.modal)
 
     def elements(self, model: SevenNetModel) -> set[int]:
-        from ase.data import atomic_numbers
-
         return {atomic_numbers[s] for s in model.config["chemical_species"]}
 
     def checkpoint_payload(self, model: SevenNetModel) -> dict:
