@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -315,3 +317,16 @@ def test_help_defaults_of_stage_functions_agree_with_them(capsys):
     assert label.IMPORT_STRESS_UNITS == default(import_files, "stress_units")
     assert study.STUDY_EXECUTOR == default(run_study, "executor")
     assert f"default {label.LABEL_MPI_RANKS}" in help_text(capsys, "label")
+
+
+def test_help_imports_no_stage():
+    """--help reads the defaults from mlip_exafs.settings, never from the stages: importing those (numpy, ase, scipy,
+    matplotlib) made every --help seconds slower."""
+    code = ("import contextlib, io, sys; sys.argv = ['mlip-exafs', 'md', '--help']\n"
+            "from mlip_exafs.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main()\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'matplotlib', 'larch', 'mlip_exafs.md', 'mlip_exafs.exafs', 'mlip_exafs.compare', "
+            "'mlip_exafs.finetune', 'mlip_exafs.analysis') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

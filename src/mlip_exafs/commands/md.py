@@ -13,7 +13,7 @@ import typer
 
 from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console, default_text, given
 from mlip_exafs.config import validate_model
-from mlip_exafs.settings import MdSettings
+from mlip_exafs.settings import MdSettings, default_thermostat
 
 
 def duration_text(fs: float) -> str:
@@ -43,7 +43,8 @@ def md_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed (velocities, thermostat); {md_default('seed')}."),
     threads: Optional[int] = typer.Option(None, "--threads", help=f"Torch threads ($MLIP_EXAFS_THREADS does not apply); keep threads × parallel jobs ≤ cores; {md_default('threads')}."),
     nuclei: Optional[str] = typer.Option(None, "--nuclei", help=f"classical | corrected (classical MD + harmonic quantum correction of σ² and χ; --every must resolve the fastest vibration, e.g. 20fs) | path-integral (PIMD through i-PI); {md_default('nuclei')}."),
-    thermostat: Optional[str] = typer.Option(None, "--thermostat", help="NVT thermostat: bussi (global velocity rescaling) | langevin (local friction 1/τ; for stiff, nearly harmonic crystals). Default: langevin with --nuclei corrected, else bussi (docs/md.md)."),
+    thermostat: Optional[str] = typer.Option(None, "--thermostat", help="NVT thermostat: bussi (global velocity rescaling) | langevin (local friction 1/τ; for stiff, nearly harmonic crystals). "
+                                             f"Default: {default_thermostat('corrected')} with --nuclei corrected, else {default_thermostat('classical')} (docs/md.md)."),
     beads: Optional[int] = typer.Option(None, "--beads", help="Path-integral beads (default: from the highest vibrational frequency and T; see docs/md.md)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
 ) -> None:
