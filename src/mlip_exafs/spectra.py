@@ -7,10 +7,12 @@ malformed is a one-line :class:`UserError` naming the file and the fix.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
 
 from mlip_exafs.errors import UserError, setting
 
@@ -55,8 +57,8 @@ def k_weighted_r_factor(k: np.ndarray, model: np.ndarray, reference: np.ndarray,
 
 def fourier_transform(k: np.ndarray, chi: np.ndarray, window: FTWindow):
     """larch ``xftf``; returns the larch group (r, chir, chir_mag, kwin, ...)."""
-    from larch import Group
-    from larch.xafs import xftf
+    from larch import Group  # lazy: larch, seconds to import
+    from larch.xafs import xftf  # lazy: larch, seconds to import
 
     group = Group(k=k, chi=chi)
     xftf(group, kmin=window.kmin_inv_a, kmax=window.kmax_inv_a, dk=window.dk_inv_a, window=window.window, kweight=window.kweight)
@@ -70,7 +72,7 @@ def uniform_k(k: np.ndarray, chi: np.ndarray, step: float = 0.05) -> tuple[np.nd
 
 def edge_energy_ev(element: str, edge: str) -> float:
     """Tabulated edge energy (xraydb); a one-line error for an edge the element lacks."""
-    import xraydb
+    import xraydb  # lazy: xraydb loads scipy.interpolate, seconds
 
     try:
         found = xraydb.xray_edge(element, edge)
@@ -83,15 +85,13 @@ def edge_energy_ev(element: str, edge: str) -> float:
 
 def default_edge(element: str) -> str:
     """The edge when none is given: K up to Sn (Z = 50), L3 above."""
-    from ase.data import atomic_numbers
-
     if element not in atomic_numbers:
         raise UserError(f"'{element}' is not a chemical element symbol; give e.g. {setting('absorber')} W")
     return "K" if atomic_numbers[element] <= HEAVIEST_K_EDGE_Z else "L3"
 
 
 def _edges(element: str) -> list[str]:
-    import xraydb
+    import xraydb  # lazy: xraydb loads scipy.interpolate, seconds
 
     try:
         return list(xraydb.xray_edges(element))
@@ -134,8 +134,6 @@ def spectrum_temperature_k(path: str | Path) -> tuple[float | None, str | None]:
     file that is not XDI, (None, None). Read from the header lines alone: a study checks every
     spectrum's temperature when it loads its config, long before any data are read.
     """
-    import re
-
     path = Path(path)
     if file_kind(path) != "xdi":
         return None, None
@@ -174,19 +172,15 @@ def absorber_and_edge(experiment: str | Path, absorber: str | None = None, edge:
 
 
 def _clean_symbol(element) -> str | None:
-    from ase.data import atomic_numbers
-
     text = str(element or "").strip()
     text = text[:1].upper() + text[1:].lower()
     if text.isdigit():
-        from ase.data import chemical_symbols
-
         return chemical_symbols[int(text)] if 0 < int(text) < len(chemical_symbols) else None
     return text if text in atomic_numbers and text != "X" else None
 
 
 def _xdi_header(path: Path):
-    from larch.io import read_xdi
+    from larch.io import read_xdi  # lazy: larch, seconds to import
 
     try:
         xdi = read_xdi(str(path))
@@ -198,7 +192,7 @@ def _xdi_header(path: Path):
 def _athena_header(path: Path):
     """Athena's background element; the edge that xraydb finds at its E0 when it is that element's
     (the project's ``fft_edge`` is not reliable: larch writes 'K' for every element)."""
-    from xraydb import guess_edge
+    from xraydb import guess_edge  # lazy: xraydb loads scipy.interpolate, seconds
 
     bkg = getattr(getattr(_athena_groups(path)[0], "athena_params", None), "bkg", None)
     element = _clean_symbol(getattr(bkg, "z", None))
@@ -285,7 +279,7 @@ def _looks_like_xdi(path: Path) -> bool:
 
 
 def _read_xdi(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from larch.io import read_xdi
+    from larch.io import read_xdi  # lazy: larch, seconds to import
 
     try:
         xdi = read_xdi(str(path))
@@ -322,7 +316,7 @@ def _read_athena(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _athena_groups(path: Path) -> list:
     """The μ(E) groups of an Athena project, in file order."""
-    from larch.io import read_athena
+    from larch.io import read_athena  # lazy: larch, seconds to import
 
     try:
         project = read_athena(str(path), do_preedge=False, do_bkg=False, do_fft=False)
@@ -352,8 +346,8 @@ def _check_monotonic(x: np.ndarray, path: Path, name: str) -> None:
 
 
 def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a: float, e0_ev: float | None = None) -> Spectrum:
-    from larch import Group
-    from larch.xafs import autobk, pre_edge
+    from larch import Group  # lazy: larch, seconds to import
+    from larch.xafs import autobk, pre_edge  # lazy: larch, seconds to import
 
     if len(energy) < MIN_POINTS:
         raise UserError(f"{path} has only {len(energy)} points; the file looks truncated, give the full scan")

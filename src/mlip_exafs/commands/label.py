@@ -52,7 +52,7 @@ def label_cmd(
 ) -> None:
     """Label structures with CP2K; resumable (finished rows are skipped)."""
     from mlip_exafs.cp2k import Cp2kSettings, cp2k_executable  # lazy: only when this verb runs (--help: 1.3 s, not 5)
-    from mlip_exafs.label import finished_uids, label_structures, read_structures
+    from mlip_exafs.label import finished_uids, label_structures, read_structures  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
     check_numbers({"mpi_ranks": mpi_ranks, "limit": limit}, "mlip-exafs label")
     settings = load_yaml_model(Cp2kSettings, config) if config else Cp2kSettings()

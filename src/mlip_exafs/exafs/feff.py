@@ -72,7 +72,7 @@ class PathSignal:
 
 
 def feff_bin_dir() -> Path:
-    import larch  # larch takes seconds to import: only when FEFF runs, not for every exafs import (the report reads chi.csv)
+    import larch  # lazy: larch, seconds to import; only when FEFF runs (the report reads chi.csv without it)
 
     folder = Path(larch.__file__).parent / "bin" / "linux64"
     if not (folder / "feff8l_pot").exists():
@@ -143,7 +143,7 @@ def feff_chi(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float,
 
 @lru_cache(maxsize=None)
 def _onepath_library():
-    from larch.larchlib import get_dll  # larch is heavy: only when the fast engine first tabulates a path
+    from larch.larchlib import get_dll  # lazy: larch, seconds to import; only when the fast engine first tabulates a path
 
     return get_dll("feff8lpath")
 

@@ -149,7 +149,7 @@ def feff_path_files(cluster: Cluster, potentials: Potentials, edge: str, rmax_a:
 
 def _match(shell, files: list[Path], absorber: str) -> ShellPath:
     """The FEFF paths of one shell; their degeneracies must add up to the shell's coordination."""
-    from larch.xafs import feffpath  # larch is heavy: only when a fit runs
+    from larch.xafs import feffpath  # lazy: larch, seconds to import; only when a fit runs
 
     mine, degen = [], 0.0
     for path in files:
@@ -175,9 +175,9 @@ def fit_rmax(settings: ShellFitSettings, next_shell_a: float) -> float:
 
 def fit_shells(spectrum: Spectrum, shells: list[ShellPath], window: FTWindow, rmin_a: float, rmax_a: float, third_cumulant: bool) -> dict:
     """larch feffit of χ(k) in R space; returns the ``experiment_fit`` record (σ² errors scaled as feffit does)."""
-    from larch import Group  # larch is heavy: only when a fit runs
-    from larch.fitting import guess, param_group
-    from larch.xafs import feffit, feffit_dataset, feffit_transform, feffpath
+    from larch import Group  # lazy: larch, seconds to import; only when a fit runs
+    from larch.fitting import guess, param_group  # lazy: larch, seconds to import; only when a fit runs
+    from larch.xafs import feffit, feffit_dataset, feffit_transform, feffpath  # lazy: larch, seconds to import; only when a fit runs
 
     check_chi(spectrum.k_inv_a, spectrum.chi, spectrum.source)
     check_fit_window(window, rmin_a, rmax_a, n_shell_fit_parameters(len(shells), third_cumulant), f"the shell fit ({setting('fit_rmax_a')}, {setting('rmin_a')})")

@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from torch.nn.utils import parametrize
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.finetune import LOG_FILE, FinetuneRecipe, FreezeMode, learning_rate_of, training_targets
 from mlip_exafs.potentials import Potential
+from mlip_exafs.potentials.chgnet import to_structures
+from mlip_exafs.units import gpa_to_vasp_kbar
 
 
 def check_recipe(potential: Potential, recipe: FinetuneRecipe) -> None:
@@ -27,10 +31,7 @@ def check_recipe(potential: Potential, recipe: FinetuneRecipe) -> None:
 
 def structure_data(frames: list[Atoms], offsets_ev: dict[str, float]):
     """CHGNet's StructureData; stresses go in as 'VASP kbar' because it applies x(-0.1)."""
-    from chgnet.data.dataset import StructureData
-
-    from mlip_exafs.potentials.chgnet import to_structures
-    from mlip_exafs.units import gpa_to_vasp_kbar
+    from chgnet.data.dataset import StructureData  # lazy: chgnet, seconds to import
 
     targets = training_targets(frames, offsets_ev)
     with contextlib.redirect_stdout(None):
@@ -63,8 +64,6 @@ def apply_freeze(model, mode: FreezeMode):
     bias of its last layer), i.e. the learned energy, forces and stress; the
     AtomRef constant is not scaled.
     """
-    from torch.nn.utils import parametrize
-
     if mode == "none":
         return None
     for param in model.parameters():
@@ -84,8 +83,6 @@ def apply_freeze(model, mode: FreezeMode):
 
 def fold_energy_scale(model) -> None:
     """Bake the trained scalar into the readout so the model is a plain CHGNet again."""
-    from torch.nn.utils import parametrize
-
     last = model.mlp.layers[-1]
     for name in ("weight", "bias"):
         parametrize.remove_parametrizations(last, name, leave_parametrized=True)
@@ -102,9 +99,7 @@ def make_trainer(model, recipe: FinetuneRecipe, targets: str, epochs: int, seed:
     CHGNet's own CosLR assumes >= 10 batches per epoch (T_max = 10 x epochs);
     with a few structures it would barely decay, so the schedule is rebuilt.
     """
-    from torch.optim.lr_scheduler import CosineAnnealingLR
-
-    from mlip_exafs.finetune.resume import ResumableTrainer
+    from mlip_exafs.finetune.resume import ResumableTrainer  # lazy: resume imports chgnet at its top
 
     lr = learning_rate_of(recipe)
     trainer = ResumableTrainer(
@@ -154,9 +149,9 @@ def training_curve_rows(history: dict) -> list[dict]:
 
 def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offsets_ev: dict, settings, epochs: int, work: Path) -> dict:
     """Run CHGNet's Trainer (resuming a killed run from ``work``); leaves the chosen weights in the model; returns what happened."""
-    from chgnet.data.dataset import get_loader
+    from chgnet.data.dataset import get_loader  # lazy: chgnet, seconds to import
 
-    from mlip_exafs.finetune.resume import train_resumably
+    from mlip_exafs.finetune.resume import train_resumably  # lazy: resume imports chgnet at its top
 
     model, recipe = potential.model, settings.recipe
     random.seed(settings.seed)

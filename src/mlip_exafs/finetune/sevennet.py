@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.finetune import LOG_FILE, learning_rate_of, shifted_energies_ev, training_targets
@@ -36,9 +37,9 @@ def check_recipe(potential: Potential, recipe) -> None:
 
 def graphs(frames: list[Atoms], shifted_energies_ev: np.ndarray, cutoff: float, modal: str | None = None) -> list:
     """sevenn graphs with labels: energy on the model's scale (eV), forces (eV/Å), ASE stress (eV/Å³); the fidelity head if any."""
-    import sevenn._keys as KEY
-    from sevenn.atom_graph_data import AtomGraphData
-    from sevenn.train.dataload import atoms_to_graph
+    import sevenn._keys as KEY  # lazy: sevenn, seconds to import
+    from sevenn.atom_graph_data import AtomGraphData  # lazy: sevenn, seconds to import
+    from sevenn.train.dataload import atoms_to_graph  # lazy: sevenn, seconds to import
 
     out = []
     for atoms, energy in zip(frames, shifted_energies_ev):
@@ -55,7 +56,7 @@ def graphs(frames: list[Atoms], shifted_energies_ev: np.ndarray, cutoff: float, 
 
 
 def loss_functions(recipe, with_stress: bool) -> list:
-    from sevenn.train.loss import ForceLoss, PerAtomEnergyLoss, StressLoss
+    from sevenn.train.loss import ForceLoss, PerAtomEnergyLoss, StressLoss  # lazy: sevenn, seconds to import
 
     mse = torch.nn.MSELoss()
     losses = [(PerAtomEnergyLoss(criterion=mse), recipe.energy_weight), (ForceLoss(criterion=mse), recipe.force_weight)]
@@ -81,9 +82,8 @@ def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offs
 
     ``offsets_ev``: the per-element constants that put the DFT energies on the pretrained model's scale.
     """
-    from sevenn.train.trainer import Trainer
-    from torch.optim.lr_scheduler import CosineAnnealingLR
-    from torch_geometric.loader import DataLoader
+    from sevenn.train.trainer import Trainer  # lazy: sevenn, seconds to import
+    from torch_geometric.loader import DataLoader  # lazy: torch_geometric, loaded with sevenn
 
     recipe, model, learning_rate, log_path = settings.recipe, potential.model.net, learning_rate_of(settings.recipe), work / LOG_FILE
     torch.manual_seed(settings.seed)

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from mlip_exafs.potentials.base import ModelFamily, Pretrained
 
@@ -33,13 +34,13 @@ class ChgnetFamily(ModelFamily):
     )
 
     def load_pretrained(self, entry: Pretrained, device: str):
-        from chgnet.model import CHGNet
+        from chgnet.model import CHGNet  # lazy: chgnet, seconds to import
 
         with contextlib.redirect_stdout(io.StringIO()):
             return CHGNet.load(model_name=entry.weights, use_device=device, verbose=False).eval()
 
     def calculator(self, model, device: str):
-        from chgnet.model.dynamics import CHGNetCalculator
+        from chgnet.model.dynamics import CHGNetCalculator  # lazy: chgnet, seconds to import
 
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its device
             return CHGNetCalculator(model=model, use_device=device)
@@ -60,14 +61,14 @@ class ChgnetFamily(ModelFamily):
         return {"model": model.as_dict()}
 
     def from_checkpoint(self, payload: dict, device: str):
-        from chgnet.model import CHGNet
+        from chgnet.model import CHGNet  # lazy: chgnet, seconds to import
 
         return CHGNet.from_dict(payload["model"]).to(device).eval()
 
 
 def to_structures(frames: list[Atoms]):
     """pymatgen Structures (no calculators, no info) for CHGNet's own API."""
-    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.ase import AseAtomsAdaptor  # lazy: pymatgen.io.ase, seconds; potentials is imported by every stage
 
     return [AseAtomsAdaptor.get_structure(Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)) for a in frames]
 
@@ -99,7 +100,7 @@ class FastCHGNetCalculator(Calculator):
         self.compute_stress = compute_stress
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        import torch
+        import torch  # lazy: torch, seconds to import
 
         super().calculate(atoms, properties, system_changes)
         want_stress = self.compute_stress or "stress" in properties
@@ -127,9 +128,8 @@ def crystal_graph(atoms: Atoms, atom_cutoff_a: float, bond_cutoff_a: float, devi
     pair of distinct directed edges shorter than ``bond_cutoff_a`` that leave
     the same atom. The tensors are made on ``device``.
     """
-    import torch
-    from chgnet.graph.crystalgraph import CrystalGraph
-    from pymatgen.optimization.neighbors import find_points_in_spheres
+    import torch  # lazy: torch, seconds to import
+    from chgnet.graph.crystalgraph import CrystalGraph  # lazy: chgnet, seconds to import
 
     cell = np.ascontiguousarray(atoms.cell.array, dtype=float)
     cart = np.ascontiguousarray(atoms.positions, dtype=float)

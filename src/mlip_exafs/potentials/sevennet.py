@@ -44,7 +44,7 @@ class SevenNetFamily(ModelFamily):
     )
 
     def load_pretrained(self, entry: Pretrained, device: str) -> SevenNetModel:
-        from sevenn.util import load_checkpoint
+        from sevenn.util import load_checkpoint  # lazy: sevenn, seconds to import
 
         with contextlib.redirect_stdout(io.StringIO()):
             checkpoint = load_checkpoint(entry.weights)
@@ -52,7 +52,7 @@ class SevenNetFamily(ModelFamily):
         return _ready(SevenNetModel(net, checkpoint.config, entry.options.get("modal")), device)
 
     def calculator(self, model: SevenNetModel, device: str):
-        from sevenn.calculator import SevenNetCalculator
+        from sevenn.calculator import SevenNetCalculator  # lazy: sevenn, seconds to import
 
         model.net.eval()
         return SevenNetCalculator(model=model.net, file_type="model_instance", device=device, modal=model.modal)
@@ -64,7 +64,7 @@ class SevenNetFamily(ModelFamily):
         return {"config": plain_config(model.config), "state_dict": model.net.state_dict(), "modal": model.modal}
 
     def from_checkpoint(self, payload: dict, device: str) -> SevenNetModel:
-        from sevenn.model_build import build_E3_equivariant_model
+        from sevenn.model_build import build_E3_equivariant_model  # lazy: sevenn, seconds to import
 
         net = build_E3_equivariant_model(copy.deepcopy(payload["config"]))
         net.load_state_dict(payload["state_dict"], strict=True)
@@ -81,7 +81,7 @@ def _ready(model: SevenNetModel, device: str) -> SevenNetModel:
 
 def plain_config(config: dict) -> dict:
     """The model config with only values ``torch.load(weights_only=True)`` accepts, at this sevenn version."""
-    import sevenn
+    import sevenn  # lazy: sevenn, seconds to import
 
     plain = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in config.items() if k != "device"}
     plain["version"] = sevenn.__version__
