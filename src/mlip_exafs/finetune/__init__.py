@@ -126,7 +126,7 @@ def select_structures(pool: list[Atoms], n: int, seed: int) -> list[Atoms]:
     drawing a new random set at every N.
     """
     if n > len(pool):
-        raise UserError(f"the training pool has {len(pool)} usable structures but {setting('n')} = {n}; lower {setting('n')} or label more structures")
+        raise UserError(f"the training pool has {len(pool)} usable structures but n = {n}; lower {setting('n')} or label more structures")
     ordered = sorted(pool, key=lambda a: str(a.info.get("uid", a.info.get("row_id"))))
     order = np.random.default_rng(seed).permutation(len(ordered))[:n]
     return [ordered[i] for i in order]
