@@ -14,9 +14,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
+from mlip_exafs.dataset import assert_disjoint, load_structures
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError, setting
-from mlip_exafs.files import check_output_folder, read_json, writer_lock
+from mlip_exafs.files import check_output_folder, read_json, write_json, writer_lock
+from mlip_exafs.potentials.runtime import DEVICE_ENV, resolve_device
+from mlip_exafs.provenance import package_versions
+from mlip_exafs.structures import load_structure, min_image_half_width
+from mlip_exafs.study.checks import check_study
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
 from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, summarize, with_dependencies
 from mlip_exafs.study.steps import RUN_FILE, STEP_FILE, Step, all_hashes
@@ -47,15 +53,11 @@ def run_study(
     Either way a later full run finds these steps cached: a step's identity
     does not depend on which steps ran beside it.
     """
-    import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
-
     check_output_folder(out)
     config = load_study_config(config_path, profile)
     if config.threads:  # inherited by every step's child process (and by local Dask workers)
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
     if device or config.device:  # like threads: a runtime choice, not part of any step's identity
-        from mlip_exafs.potentials.runtime import DEVICE_ENV, resolve_device
-
         os.environ[DEVICE_ENV] = resolve_device(device or config.device)  # 'cuda' without a GPU fails here, before any step
     steps = build_steps(config)
     if only not in ONLY:
@@ -82,7 +84,7 @@ def run_study(
         summary = {**summarize(config, results), "cost": _cost(out, to_run, elapsed_s)}
         changed = _write_if_changed(out / "summary.json", summary)
         if changed or not (out / "report.html").exists():
-            from mlip_exafs.report import write_report
+            from mlip_exafs.report import write_report  # lazy: import cycle, report imports study.pipeline
 
             write_report(out)
     return summary
@@ -106,10 +108,6 @@ def study_lock(out: Path):
 
 def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:
     """Fail on what would otherwise stop the study hours in: a too-small MD cell, too few labels, train/test overlap."""
-    from mlip_exafs.dataset import assert_disjoint, load_structures
-    from mlip_exafs.structures import load_structure, min_image_half_width
-    from mlip_exafs.study.checks import check_study
-
     check_study(config)  # every setting a stage would refuse, before any step runs or any finished step is removed (#23)
     half = min_image_half_width(load_structure(config.structure, config.md.supercell))
     if config.exafs.rmax_a > half:
@@ -142,15 +140,11 @@ def _cost(out: Path, ran: list[Step], elapsed_s: float) -> dict:
 
 
 def _study_record(config: StudyConfig, profile: str | None, hashes: dict[str, str]) -> dict:
-    from mlip_exafs.provenance import package_versions
-
     return {"config": json.loads(config.model_dump_json()), "profile": profile, "step_inputs": hashes, "packages": package_versions()}
 
 
 def _write_if_changed(path: Path, data: dict) -> bool:
     """Write JSON only when its content changes, so an unchanged rerun touches nothing."""
-    from mlip_exafs.files import write_json
-
     text = json.dumps(data, indent=2, sort_keys=False, default=str)
     if path.exists() and path.read_text().strip() == text.strip():
         return False

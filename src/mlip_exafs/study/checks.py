@@ -15,9 +15,18 @@ from __future__ import annotations
 
 from typing import Callable
 
+from mlip_exafs.compare import N_FIT_PARAMETERS, CompareSettings
 from mlip_exafs.config import validate_model
 from mlip_exafs.errors import UserError
+from mlip_exafs.exafs import ExafsSettings
+from mlip_exafs.exafs.fit import check_fit_window
+from mlip_exafs.finetune import TRAINERS, FinetuneRecipe, FinetuneSettings
+from mlip_exafs.md import MdSettings, schedule_of
+from mlip_exafs.potentials import REGISTRY, potential_id
+from mlip_exafs.spectra import edge_energy_ev, read_experiment
+from mlip_exafs.structures import load_structure
 from mlip_exafs.study.config import StudyConfig
+from mlip_exafs.study.pipeline import build_steps
 from mlip_exafs.study.steps import Step, yaml_names
 
 PLACEHOLDER_CHECKPOINT = "chgnet"  # a fine-tuned model's checkpoint exists only once its fine-tune ran: its MD is checked with the base name
@@ -25,8 +34,6 @@ PLACEHOLDER_CHECKPOINT = "chgnet"  # a fine-tuned model's checkpoint exists only
 
 def check_study(config: StudyConfig, steps: list[Step] | None = None) -> None:
     """Refuse, in the first second, every setting that a step of this study would refuse later."""
-    from mlip_exafs.study.pipeline import build_steps
-
     check_across_settings(config)
     checked: set[str] = set()
     for step in build_steps(config) if steps is None else steps:
@@ -81,8 +88,6 @@ def check_across_settings(config: StudyConfig) -> None:
 
 
 def _structure_symbols(structure: str) -> set[str]:
-    from mlip_exafs.structures import load_structure
-
     return set(load_structure(structure).get_chemical_symbols())
 
 
@@ -91,8 +96,6 @@ def _where(step: Step, block: str) -> str:
 
 
 def _check_md(config: StudyConfig, step: Step) -> None:
-    from mlip_exafs.md import MdSettings, schedule_of
-
     potential = step.params.get("potential") or PLACEHOLDER_CHECKPOINT
     settings = validate_model(MdSettings, {"structure": step.params["structure"], "potential": potential, "threads": 1, **step.params["settings"]},
                               _where(step, "md"))
@@ -105,8 +108,6 @@ def _check_md(config: StudyConfig, step: Step) -> None:
 
 def _check_potential(spec: str | None, block: str) -> None:
     """A registered name or python: spec; a fine-tuned model (None here) is checked through its fine-tune."""
-    from mlip_exafs.potentials import potential_id
-
     if spec is not None:
         try:
             potential_id(spec)
@@ -115,9 +116,6 @@ def _check_potential(spec: str | None, block: str) -> None:
 
 
 def _check_finetune(config: StudyConfig, step: Step) -> None:
-    from mlip_exafs.finetune import TRAINERS, FinetuneRecipe, FinetuneSettings
-    from mlip_exafs.potentials import REGISTRY
-
     p = step.params
     recipe = validate_model(FinetuneRecipe, {"freeze": p["freeze"], "epochs": p["epochs"]}, _where(step, "finetune"))
     validate_model(FinetuneSettings, {"potential": p["base"], "train": str(p["dataset"]), "n": p["n"], "seed": p["seed"], "recipe": recipe},
@@ -134,9 +132,6 @@ def _check_validate(config: StudyConfig, step: Step) -> None:
 
 
 def _check_exafs(config: StudyConfig, step: Step) -> None:
-    from mlip_exafs.exafs import ExafsSettings
-    from mlip_exafs.spectra import edge_energy_ev
-
     settings = validate_model(ExafsSettings, dict(step.params), _where(step, "exafs"))
     try:
         edge_energy_ev(settings.absorber, settings.edge)  # an edge the absorber lacks: one line naming its edges
@@ -146,10 +141,6 @@ def _check_exafs(config: StudyConfig, step: Step) -> None:
 
 def _check_comparison(config: StudyConfig, step: Step) -> None:
     """The compare and fit steps' settings, and the spectrum itself: read now (about a second), as the steps will read it."""
-    from mlip_exafs.compare import N_FIT_PARAMETERS, CompareSettings
-    from mlip_exafs.exafs.fit import check_fit_window
-    from mlip_exafs.spectra import read_experiment
-
     p = step.params
     extra = {"fit_shells": p["fit_shells"], "structure": p["structure"]} if step.action == "fit_experiment" else {}
     settings = validate_model(CompareSettings, {"absorber": p["absorber"], "edge": p["edge"], **p["window"], **extra}, _where(step, "experiment"))

@@ -15,6 +15,7 @@ from mlip_exafs.compare import CompareSettings
 from mlip_exafs.config import field_of, read_yaml_mapping, validate_model
 from mlip_exafs.cp2k import Cp2kSettings
 from mlip_exafs.sample import SampleSpec
+from mlip_exafs.spectra import spectrum_temperature_k
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.stage import ExafsEngine, ExafsSettings
 from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, FreezeMode
@@ -150,7 +151,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 def load_study_config(path: Path, profile: str | None = None) -> StudyConfig:
     """Read the YAML, apply the profile, resolve relative paths, validate."""
     raw = read_yaml_mapping(path, "study config")
-    from mlip_exafs.study.checks import check_profiles  # checks imports this module
+    from mlip_exafs.study.checks import check_profiles  # lazy: import cycle, checks imports study.config at its top
 
     check_profiles(raw, path)
     profiles = raw.pop("profiles", {}) or {}
@@ -184,8 +185,6 @@ def _resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
 
 def _resolve_spectrum(plan: ExperimentPlan, root: Path, temperatures_k: list[float]) -> ExperimentPlan:
     """The spectrum's file (relative to the YAML) and its temperature (given, else its header), one of the MD's."""
-    from mlip_exafs.spectra import spectrum_temperature_k
-
     exp_file = plan.file if plan.file.is_absolute() else root / plan.file
     if not exp_file.exists():
         raise UserError(f"experimental spectrum {exp_file} does not exist; fix experiment.file in the config or remove the block")

@@ -169,8 +169,8 @@ QUIET_LOCAL_CLUSTER = {
 
 def local_cluster(workers: int):
     """``workers`` single-threaded worker processes; each step's child gets cores / workers torch threads."""
-    import dask
-    from dask.distributed import LocalCluster
+    import dask  # lazy: dask, seconds to import; only a Dask run needs it
+    from dask.distributed import LocalCluster  # lazy: dask, seconds to import; only a Dask run needs it
 
     threads = int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or max(1, (os.cpu_count() or 1) // workers)
     env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
@@ -184,7 +184,7 @@ def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, worker
     Without a scheduler address a LocalCluster of ``workers`` single-threaded
     processes is started (torch threads x workers must not exceed the cores).
     """
-    from dask.distributed import Client, as_completed
+    from dask.distributed import Client, as_completed  # lazy: dask, seconds to import; only a Dask run needs it
 
     hashes = all_hashes(steps)
     cluster = None if scheduler else local_cluster(workers)

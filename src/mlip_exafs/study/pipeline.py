@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlip_exafs.dataset import content_tag
+from mlip_exafs.errors import UserError
+from mlip_exafs.files import read_json, sha256_file
+from mlip_exafs.md import comparable_settings
+from mlip_exafs.quantum import einstein_temperatures
 from mlip_exafs.recommend import RULE_TEXT, recommend_n, summarize_by_n
 from mlip_exafs.study.config import DatasetPlan, ExperimentPlan, StudyConfig
-from mlip_exafs.study.steps import Step
+from mlip_exafs.study.steps import Step, all_hashes, cached_result
 
 GENERATED = "@dataset"  # the dataset parameter of steps that use the study's own ``dataset`` step
 
@@ -90,9 +95,7 @@ def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict,
         steps.append(Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"), **model))
     if not with_md:
         return steps
-    from mlip_exafs.md import comparable_settings  # nuclei/beads at their defaults leave the steps' hashes as they were
-
-    md_base = comparable_settings(config.md.model_dump(exclude={"finetuned_n", "temperatures_k", "npt_fs"}))
+    md_base = comparable_settings(config.md.model_dump(exclude={"finetuned_n", "temperatures_k", "npt_fs"}))  # nuclei/beads at their defaults leave the steps' hashes as they were
     npt = {"npt_fs": config.md.npt_time_fs()} if config.md.npt_time_fs() else {}  # absent at 0: one-temperature steps keep their hashes
     exafs = {"absorber": config.absorber, "edge": config.exafs.edge, "rmax_a": config.exafs.rmax_a, "engine": config.exafs.engine}
     for index, temperature in enumerate(config.md.temperatures()):
@@ -124,15 +127,11 @@ def md_temperature_tag(config: StudyConfig, temperature_k: float) -> str:
 
 def _split_hash(dataset: str, split: str) -> dict:
     """The content hash of a dataset split, so new or changed labels rerun the steps that read them."""
-    from mlip_exafs.dataset import content_tag
-
     return {} if dataset == GENERATED else {split: content_tag(dataset, split)}
 
 
 def _file_hash(key: str, path: str | Path) -> dict:
     """The content hash of an input file (a built-in structure name has none)."""
-    from mlip_exafs.files import sha256_file
-
     return {key: sha256_file(path)[:16]} if Path(path).is_file() else {}
 
 
@@ -167,8 +166,6 @@ def exafs_record(comparison: dict | None) -> dict | None:
 
 def study_steps(study_dir: Path) -> list[Step]:
     """The steps of a study folder, as its ``study.json`` config defines them: for readers of a finished study."""
-    from mlip_exafs.files import read_json
-
     return build_steps(StudyConfig.model_validate(read_json(study_dir / "study.json")["config"]))
 
 
@@ -222,8 +219,6 @@ def temperature_series(config: StudyConfig, name: str, result) -> dict:
 
     ``result(action, potential, temperature_k)`` gives a step's result, None when it has none.
     """
-    from mlip_exafs.quantum import einstein_temperatures
-
     by_temperature = {}
     for temperature in config.md.temperatures():
         analysis = result("analyze", name, temperature)
@@ -243,10 +238,6 @@ def summary_of_finished_steps(study_dir: Path) -> dict:
     study recorded in ``study.json`` (or, for a step the study did not have yet, the
     hash it has now), so the report of a paper study can be read while its last MD runs.
     """
-    from mlip_exafs.errors import UserError
-    from mlip_exafs.files import read_json
-    from mlip_exafs.study.steps import all_hashes, cached_result
-
     record = read_json(study_dir / "study.json")
     config = StudyConfig.model_validate(record["config"])
     steps = build_steps(config)

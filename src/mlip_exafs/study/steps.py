@@ -9,18 +9,24 @@ checkpoints) continue where they stopped.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import mlip_exafs
-from mlip_exafs.errors import in_terms
+from mlip_exafs.cp2k import Cp2kSettings
+from mlip_exafs.errors import UserError, in_terms
 from mlip_exafs.files import read_json, write_json, write_text
+from mlip_exafs.study.config import ExafsPlan, ExperimentPlan, FinetunePlan, MdPlan
 
 Action = Callable[..., dict]
 ACTIONS: dict[str, Action] = {}
@@ -176,11 +182,6 @@ CALL_FILE, RESULT_FILE, ERROR_FILE, LOG_FILE = ".step-call.json", ".step-result.
 
 def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dict:
     """``python -m CHILD_MODULE FOLDER``; dies with its parent (no orphan writes on after a kill)."""
-    import subprocess
-    import sys
-
-    from mlip_exafs.errors import UserError
-
     for name in (RESULT_FILE, ERROR_FILE):
         (folder / name).unlink(missing_ok=True)
     write_json(folder / CALL_FILE, {"action": step.action, "params": step.params, "deps": dep_results})
@@ -211,9 +212,6 @@ YAML_RENAMED = {"finetune": {"potential": "finetune.base", "seed": "finetune.see
 def yaml_names(action: str) -> dict[str, str]:
     """Stage setting -> the study config's key for the settings of a step with ``action`` (``snapshot_every_fs`` ->
     ``md.snapshot_every_fs``), so a step's error names what the user can change in the YAML; see :func:`mlip_exafs.errors.setting`."""
-    from mlip_exafs.cp2k import Cp2kSettings  # lazy: these import every stage; needed only to word an error
-    from mlip_exafs.study.config import ExafsPlan, ExperimentPlan, FinetunePlan, MdPlan
-
     plans = {"md": MdPlan, "exafs": ExafsPlan, "experiment": ExperimentPlan, "finetune": FinetunePlan, "dataset.cp2k": Cp2kSettings}
     names = {key: key for key in YAML_TOP_LEVEL}
     for block in reversed(YAML_BLOCKS.get(action, ())):  # the step's own block last: its key wins
@@ -236,8 +234,8 @@ def step_environment() -> dict[str, str]:
     """
     env = dict(os.environ)
     try:
-        import dask
-        from distributed import get_worker
+        import dask  # lazy: dask, seconds to import; only inside a Dask worker
+        from distributed import get_worker  # lazy: dask, seconds to import; only inside a Dask worker
 
         get_worker()  # ValueError outside a Dask worker
     except (ImportError, ValueError):
@@ -250,9 +248,6 @@ def step_environment() -> dict[str, str]:
 
 def _die_with_parent() -> None:
     """Linux: SIGKILL this child when the study process dies, so a killed study leaves no worker behind."""
-    import ctypes
-    import signal
-
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
