@@ -102,3 +102,27 @@ def _flags_in(source: str) -> list[tuple[int, str]]:
             continue
         found += [(node.lineno, flag) for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", QUOTED_COMMAND.sub("", text))]
     return found
+
+
+def test_every_import_inside_a_function_says_why_it_is_lazy():
+    """Imports live at module level; one inside a function (torch, chgnet, sevenn, dask, larch, an import cycle, a fast
+    --help) carries '# lazy: reason' on its line, so an unexplained one cannot creep back in (#25)."""
+    package = Path(__file__).resolve().parents[1] / "src" / "mlip_exafs"
+    total, unexplained = 0, []
+    for path in sorted(package.rglob("*.py")):
+        n, lines = _unexplained_lazy_imports(path.read_text())
+        total += n
+        unexplained += [f"{path.relative_to(package).as_posix()}:{line}" for line in lines]
+    assert not unexplained, f"{len(unexplained)} of the {total} imports inside functions lack a '# lazy: reason' comment: {unexplained}"
+    assert _unexplained_lazy_imports("import os\ndef f():\n    import torch  # lazy: torch, seconds\n    def g():\n        import re\n") == (2, [5])
+
+
+def _unexplained_lazy_imports(source: str) -> tuple[int, list[int]]:
+    """(how many imports sit inside functions, the lines of those without '# lazy: reason' on one of their lines)."""
+    import ast
+
+    lines = source.splitlines()
+    inside = {node.lineno: node for function in ast.walk(ast.parse(source)) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for node in ast.walk(function) if isinstance(node, (ast.Import, ast.ImportFrom))}
+    lazy = re.compile(r"#\s*lazy:\s*\S")
+    return len(inside), sorted(n for n, node in inside.items() if not any(lazy.search(line) for line in lines[n - 1:node.end_lineno]))
