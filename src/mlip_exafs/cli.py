@@ -22,6 +22,7 @@ from typer.core import TyperOption
 import mlip_exafs
 from mlip_exafs.config import check_numbers
 from mlip_exafs.errors import UserError
+from mlip_exafs.potentials import available_potentials
 
 SETTING_FLAGS: dict[str, dict[str, str]] = {}  # verb -> {setting: flag} where the flag's parameter is not named as the setting
 
@@ -72,7 +73,6 @@ def given(**options: Any) -> dict[str, Any]:
 def potentials_cmd() -> None:
     """List the potentials available offline: name, family, fine-tunable, what each was trained on."""
     from mlip_exafs.finetune import TRAINERS  # lazy: finetune loads matplotlib and ase; keeps --help fast
-    from mlip_exafs.potentials import available_potentials  # lazy: keeps --help fast
 
     print(f"{'name':15s} {'family':9s} {'finetune':8s} model; trained on")
     for info in available_potentials():
