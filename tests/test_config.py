@@ -54,7 +54,15 @@ def test_anchors_and_merges_still_work(tmp_path):
 )
 def test_check_numbers(data, message):
     with pytest.raises(UserError, match=message):
-        check_numbers(data, "w.yaml")
+        check_numbers(data, "w.yaml", keys_are_settings=False)
+
+
+def test_a_bad_setting_is_marked_for_the_front_end_to_name():
+    """A verb's options are stage settings: the key is marked, so the CLI names its flag and a study its YAML key."""
+    with pytest.raises(UserError) as err:
+        check_numbers({"seeds": [0, -1]}, "options")
+    assert str(err.value) == "options: 'seeds'[1] = -1 is not a valid seed; give a whole number from 0 to 4294967295"
+    assert err.value.in_terms({"seeds": "--seeds"}).startswith("options: --seeds[1] = -1")
 
 
 def test_check_numbers_passes_ordinary_settings():

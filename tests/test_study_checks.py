@@ -36,7 +36,7 @@ CASES = {
     "md-not-whole-timesteps": ({"md": {"production_fs": 41}}, ["study step md-chgnet", "production time (md.production_fs) 41 fs is not a whole number of 2 fs timesteps"]),
     "md-production-below-one-snapshot": ({"md": {"production_fs": 10, "snapshot_every_fs": 20}},  # md's own message, in the study's keys (#25)
                                          ["study step md-chgnet", "lengthen md.production_fs or shorten md.snapshot_every_fs"]),
-    "finetune-n-zero": ({**FINETUNE, "finetune": {"n": [0], "seeds": [0]}}, ["study step finetune-chgnet-ft-n0-s0", "'n' input should be greater than or equal to 1"]),
+    "finetune-n-zero": ({**FINETUNE, "finetune": {"n": [0], "seeds": [0]}}, ["study step finetune-chgnet-ft-n0-s0", "finetune.n input should be greater than or equal to 1"]),
     "finetune-seed-negative": ({**FINETUNE, "finetune": {"n": [1], "seeds": [-1]}}, ["'finetune.seeds.0' = -1 is not a valid seed"]),
     "finetune-base-not-trainable": ({**FINETUNE, "finetune": {"base": "nope", "n": [1], "seeds": [0]}}, ["finetune.base", "unknown potential 'nope'"]),
     "finetuned-n-not-fine-tuned": ({**FINETUNE, "md": {"finetuned_n": [5]}}, ["md.finetuned_n asks for the MD of the N = 5 fine-tune", "add 5 to finetune.n"]),

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, setting
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,15 +65,21 @@ def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
 
 def load_yaml_model(model: type[M], path: Path) -> M:
     """Read ``path`` into ``model``; unknown keys and wrong types are one-line errors."""
-    return validate_model(model, read_yaml_mapping(path), str(path))
+    return validate_model(model, read_yaml_mapping(path), str(path), keys_are_settings=False)
 
 
-def validate_model(model: type[M], data: object, where: str) -> M:
-    check_numbers(data, where)
+def validate_model(model: type[M], data: object, where: str, keys_are_settings: bool = True) -> M:
+    """``data`` as ``model``; a bad value is one line naming its key.
+
+    ``keys_are_settings``: the keys are the stage's settings (a verb's options, a study step's settings), so the
+    key is marked (:func:`errors.setting`) and the CLI or the study names it as its flag or YAML key; False for
+    a YAML file's own keys, which are already the user's terms.
+    """
+    check_numbers(data, where, keys_are_settings=keys_are_settings)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise user_error_of(exc, where) from None
+        raise user_error_of(exc, where, keys_are_settings) from None
 
 
 def field_of(model: type[BaseModel], name: str, description: str | None = None) -> FieldInfo:
@@ -85,14 +91,21 @@ def field_of(model: type[BaseModel], name: str, description: str | None = None) 
     return info
 
 
-def user_error_of(exc: ValidationError, where: str) -> UserError:
+def user_error_of(exc: ValidationError, where: str, keys_are_settings: bool = True) -> UserError:
     """A pydantic error as the one line a user reads: which key, what is wrong with it, what to do."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = _key_text(err["loc"], keys_are_settings)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if err["type"] == "extra_forbidden":
-        return UserError(f"{where}: unknown key '{loc}'{more}; remove it or check its spelling")
-    return UserError(f"{where}: '{loc}' {err['msg'].lower()}{more}; fix that value")
+        return UserError(f"{where}: unknown key {loc}{more}; remove it or check its spelling")
+    return UserError(f"{where}: {loc} {err['msg'].lower()}{more}; fix that value")
+
+
+def _key_text(loc: tuple, keys_are_settings: bool) -> str:
+    """The key of a bad value: a stage setting marked for the front end to name (an item of it as [i]), else quoted."""
+    if keys_are_settings and loc and isinstance(loc[0], str):
+        return setting(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    return "'" + (".".join(str(p) for p in loc) or "(top level)") + "'"
 
 
 LARGEST_SETTING = 1e9  # no setting in its unit (K, fs, Å, eV, GPa, counts) means anything above; 1e400 or 1e30 fs crashed or ran forever
@@ -101,7 +114,7 @@ SEED_KEYS = ("seed", "seeds")
 THREAD_KEYS = ("threads", "mpi_ranks")  # None means 'the default'; a number must be at least 1
 
 
-def check_numbers(data: object, where: str, loc: tuple = ()) -> None:
+def check_numbers(data: object, where: str, loc: tuple = (), keys_are_settings: bool = True) -> None:
     """Every number of a config or of a verb's options: finite, at most 1e9 in size, seeds in 0 .. 2^32 - 1, threads ≥ 1.
 
     One check for every verb and config, before any model is loaded or any file
@@ -111,21 +124,21 @@ def check_numbers(data: object, where: str, loc: tuple = ()) -> None:
     """
     if isinstance(data, dict):
         for key, value in data.items():
-            check_numbers(value, where, (*loc, key))
+            check_numbers(value, where, (*loc, key), keys_are_settings)
         return
     if isinstance(data, (list, tuple)):
         for i, value in enumerate(data):
-            check_numbers(value, where, (*loc, i))
+            check_numbers(value, where, (*loc, i), keys_are_settings)
         return
     if isinstance(data, bool) or not isinstance(data, (int, float)):
         return
-    name = ".".join(str(p) for p in loc) or "(top level)"
+    name = _key_text(loc, keys_are_settings)
     if isinstance(data, float) and not math.isfinite(data):
-        raise UserError(f"{where}: '{name}' is {data}, not a finite number; give a finite value")
+        raise UserError(f"{where}: {name} is {data}, not a finite number; give a finite value")
     if loc and loc[-1] in THREAD_KEYS and data < 1:
-        raise UserError(f"{where}: '{name}' = {data:g} must be at least 1; give a positive number (or leave it out for the default)")
+        raise UserError(f"{where}: {name} = {data:g} must be at least 1; give a positive number (or leave it out for the default)")
     if any(str(p) in SEED_KEYS for p in loc):
         if not 0 <= data <= LARGEST_SEED:
-            raise UserError(f"{where}: '{name}' = {data} is not a valid seed; give a whole number from 0 to {LARGEST_SEED}")
+            raise UserError(f"{where}: {name} = {data} is not a valid seed; give a whole number from 0 to {LARGEST_SEED}")
     elif abs(data) > LARGEST_SETTING:
-        raise UserError(f"{where}: '{name}' = {data:.3g} is too large (more than {LARGEST_SETTING:g}); give a value in the setting's unit, e.g. fs for times")
+        raise UserError(f"{where}: {name} = {data:.3g} is too large (more than {LARGEST_SETTING:g}); give a value in the setting's unit, e.g. fs for times")

@@ -84,7 +84,7 @@ def study_config(settings: LearningCurveSettings) -> StudyConfig:
     forgetting = load_structure(settings.forgetting_structure)
     data = {"name": "learning-curve", "structure": settings.forgetting_structure, "absorber": forgetting.get_chemical_symbols()[0],
             "dataset": settings.train, "pristine": [settings.potential], "finetune": plan}
-    return validate_model(StudyConfig, data, "learning curve")
+    return validate_model(StudyConfig, data, "learning curve", keys_are_settings=False)
 
 
 def learning_curve_steps(config: StudyConfig) -> list[Step]:

@@ -26,7 +26,7 @@ def main(folder: Path) -> int:
         write_json(folder / ERROR_FILE, {"message": exc.marked})  # settings still marked: the study names them as YAML keys
         return 2
     except ValidationError as exc:  # a setting the study's checks at load missed: still one line, not "exit 1"
-        write_json(folder / ERROR_FILE, {"message": str(user_error_of(exc, f"{call['action']} settings"))})
+        write_json(folder / ERROR_FILE, {"message": user_error_of(exc, f"{call['action']} settings").marked})
         return 2
     write_json(folder / RESULT_FILE, result)
     return 0

@@ -159,7 +159,7 @@ def load_study_config(path: Path, profile: str | None = None) -> StudyConfig:
         if profile not in profiles:
             raise UserError(f"profile '{profile}' is not in {path}; choose one of: {', '.join(profiles) or '(none defined)'}")
         raw = deep_merge(raw, profiles[profile])
-    config = validate_model(StudyConfig, raw, str(path))
+    config = validate_model(StudyConfig, raw, str(path), keys_are_settings=False)
     return _resolve_paths(config, Path(path).resolve().parent)
 
 
