@@ -112,7 +112,7 @@ def test_cli_reports_missing_trajectory_in_one_line(tmp_path):
         (["--absorber", "Xx"], ["not a chemical element symbol"]),
         (["--edge", "L7"], ["edge 'L7'", "use one of K, L1"]),
         (["--absorber", "H", "--edge", "L3"], ["no L3 edge"]),
-        (["--engine", "warp"], ["'engine'", "'fast' or 'feff'"]),
+        (["--engine", "warp"], ["--engine input should be", "'fast' or 'feff'"]),
     ],
     ids=["rmax", "absorber-not-in-structure", "absorber-not-an-element", "edge-unknown", "edge-not-of-element", "engine-unknown"],
 )

@@ -143,10 +143,10 @@ def test_corrupted_checkpoint_is_a_one_line_error(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--temperature", "-5"], "temperature_k"),
-        (["--temperature", "0"], "temperature_k"),
-        (["--timestep", "0"], "timestep_fs"),
-        (["--timestep", "-1fs"], "timestep_fs"),
+        (["--temperature", "-5"], "--temperature input should be greater than 0"),
+        (["--temperature", "0"], "--temperature input should be greater than 0"),
+        (["--timestep", "0"], "--timestep input should be greater than 0"),
+        (["--timestep", "-1fs"], "--timestep input should be greater than 0"),
         (["--production", "2 hours"], "not a duration"),
         (["--every", "3fs"], "whole number"),
     ],
