@@ -24,8 +24,6 @@ from mlip_exafs.config import check_numbers
 from mlip_exafs.errors import UserError
 from mlip_exafs.potentials import available_potentials
 
-SETTING_FLAGS: dict[str, dict[str, str]] = {}  # verb -> {setting: flag} where the flag's parameter is not named as the setting
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Is this universal ML potential right for my material?")
 console = Console(soft_wrap=True)
 
@@ -151,11 +149,6 @@ def main() -> None:
     _exit_with(code)
 
 
-def setting_flags(verb: str, **flags: str) -> None:
-    """Declare the flags of settings whose parameter in ``verb`` has another name, e.g. ``setting_flags("md", npt_fs="--npt-time")``."""
-    SETTING_FLAGS.setdefault(verb, {}).update(flags)
-
-
 def flags_of(command) -> dict[str, str]:
     """Setting -> flag of one verb (a click command): each option whose parameter is named as the stage's setting gives its long flag."""
     flags = {}
@@ -163,7 +156,7 @@ def flags_of(command) -> dict[str, str]:
         long = [opt for opt in param.opts if opt.startswith("--")] if param.param_type_name == "option" else []
         if long and param.name:
             flags[param.name] = long[0]
-    return {**flags, **SETTING_FLAGS.get(command.name or "", {})}
+    return flags
 
 
 def invoked_flags(args: list[str]) -> dict[str, str]:

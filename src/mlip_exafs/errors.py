@@ -30,11 +30,6 @@ def in_terms(message: str, names: Mapping[str, str]) -> str:
     return _MARKED.sub(lambda m: names.get(m[1]) or f"'{m[1]}'", message)
 
 
-def marked_settings(message: str) -> list[str]:
-    """The settings marked in ``message``, in order."""
-    return _MARKED.findall(message)
-
-
 class UserError(Exception):
     """Bad input or environment; the message is shown to the user verbatim (marked settings in the reader's terms)."""
 

@@ -13,6 +13,7 @@ import typer
 
 from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console, default_text, given
 from mlip_exafs.config import validate_model
+from mlip_exafs.errors import setting
 from mlip_exafs.settings import MdSettings, default_thermostat
 
 
@@ -51,9 +52,9 @@ def md_cmd(
     """NVT MD (Bussi or Langevin thermostat; optional Berendsen NPT first), or path-integral MD (i-PI); resumes after an interruption."""
     from mlip_exafs.md import parse_duration_fs, run_md  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    durations = {"timestep_fs": (timestep_fs, "--timestep"), "equilibration_fs": (equilibration_fs, "--equilibrate"), "production_fs": (production_fs, "--production"),
-                 "snapshot_every_fs": (snapshot_every_fs, "--every"), "checkpoint_every_fs": (checkpoint_every_fs, "--checkpoint-every"), "npt_fs": (npt_fs, "--npt-time")}
-    parsed = {name: parse_duration_fs(text, flag) for name, (text, flag) in durations.items() if text is not None}
+    durations = given(timestep_fs=timestep_fs, equilibration_fs=equilibration_fs, production_fs=production_fs, snapshot_every_fs=snapshot_every_fs,
+                      checkpoint_every_fs=checkpoint_every_fs, npt_fs=npt_fs)
+    parsed = {name: parse_duration_fs(text, setting(name)) for name, text in durations.items()}  # main() names each setting as its flag
     npt_time_fs = parsed.pop("npt_fs", None)
     values = {
         **given(structure=structure, supercell=supercell, potential=potential, temperature_k=temperature_k, pressure_gpa=pressure_gpa, seed=seed,
