@@ -1,11 +1,16 @@
 """Shared test setup: one torch thread (oversubscription makes torch 40-60x slower here)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLIP_EXAFS_THREADS", "1")
+# a user cache of this test run's own (subprocesses inherit it): no test finds another run's FEFF potentials
+os.environ["MLIP_EXAFS_CACHE"] = tempfile.mkdtemp(prefix="mlip-exafs-test-cache-")
+atexit.register(lambda: shutil.rmtree(os.environ["MLIP_EXAFS_CACHE"], ignore_errors=True))
 
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -227,3 +227,33 @@ def test_all_potentials_figure_is_journal_sized_png_and_svg(tmp_path):
     assert (tmp_path / "models.png").stat().st_size > 5_000
     svg = (tmp_path / "models.svg").read_text()
     assert float(re.search(r'width="([\d.]+)pt"', svg).group(1)) / 72 <= 7.5
+
+
+def test_equal_reference_clusters_share_one_feff_potentials(tmp_path, monkeypatch):
+    """Two MDs of one structure (another seed, as another temperature or potential) compute FEFF8L's potentials once."""
+    monkeypatch.setenv("MLIP_EXAFS_CACHE", str(tmp_path / "cache"))
+    settings = ExafsSettings(absorber="W", edge="L3", rmax_a=3.0, scf_radius_a=None, n_blocks=2)
+    for seed in (1, 2):
+        folder = tmp_path / f"md{seed}"
+        folder.mkdir()
+        gaussian_snapshots("w-bcc", "3x3x3", 4, 0.01, folder / "snapshots.extxyz", seed=seed)
+        run_exafs(settings, folder, tmp_path / f"out{seed}")
+    entries = list((tmp_path / "cache" / "feff-potentials").iterdir())
+    assert len(entries) == 1, entries
+    first, second = (tmp_path / f"out{seed}" / "potentials" for seed in (1, 2))
+    assert (first / "feff_pot.inp").read_text() == (second / "feff_pot.inp").read_text()
+    assert (first / "phase.pad").read_bytes() == (second / "phase.pad").read_bytes() == (entries[0] / "phase.pad").read_bytes()
+
+
+def test_cluster_key_does_not_depend_on_atom_order():
+    from mlip_exafs.exafs.feff import Cluster
+    from mlip_exafs.exafs.stage import _round_cluster
+
+    rng = np.random.default_rng(0)
+    positions = np.vstack([np.zeros(3), rng.choice([-1.5, 0.0, 1.5], size=(12, 3))])
+    ipots = np.concatenate([[0], rng.integers(1, 3, 12)])
+    order = np.concatenate([[0], 1 + rng.permutation(12)])
+    a, b = _round_cluster(Cluster(positions, ipots)), _round_cluster(Cluster(-0.0 * positions + positions[order], ipots[order]))
+    np.testing.assert_array_equal(a.positions_a, b.positions_a)
+    np.testing.assert_array_equal(a.ipots, b.ipots)
+    assert a.ipots[0] == 0 and not np.any(a.positions_a[0])

@@ -83,6 +83,16 @@ def test_each_spectrum_is_compared_with_the_md_at_its_temperature(tmp_path):
                                                                                                       (str(cold), 10.0, {"shells": {}})]
 
 
+def test_steps_at_once_are_of_different_potentials_then_the_next_temperature(tmp_path):
+    """Ties start in list order: md-A with md-B, so md@10K-A finds A's highest frequency (and its EXAFS the FEFF potentials) cached."""
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+
+    config = load_study_config(write_config(tmp_path, pristine=["chgnet", "sevennet-0"]))
+    md_steps = [s.name for s in build_steps(config) if s.action == "md"]
+    assert md_steps == ["md-chgnet", "md-sevennet-0", "md@10K-chgnet", "md@10K-sevennet-0"]
+
+
 def test_one_experiment_block_keeps_its_step_hashes(tmp_path):
     """A single block and a list of one give the same steps and hashes (committed one-spectrum studies stay cached)."""
     from mlip_exafs.study.config import load_study_config

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import sqlite3
 from importlib import resources
@@ -26,6 +25,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
 
+from mlip_exafs.cache import cache_dir
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import atomic_path, read_json, sha256_file, write_json
 
@@ -35,10 +35,6 @@ SHIPPED = ("ws2", "w-bcc")
 
 def shipped_dir(name: str) -> Path:
     return Path(str(resources.files("mlip_exafs") / "data" / "datasets" / name))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MLIP_EXAFS_CACHE", Path.home() / ".cache" / "mlip-exafs"))
 
 
 def _unpack_shipped(name: str) -> Path:

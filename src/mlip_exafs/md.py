@@ -416,7 +416,7 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     if settings.nuclei == "corrected":
         from mlip_exafs.quantum import check_frames_resolve_vibrations  # lazy: import cycle, quantum imports md at its top
 
-        check_frames_resolve_vibrations(atoms, settings.snapshot_every_fs)
+        check_frames_resolve_vibrations(atoms, settings.snapshot_every_fs, pid)
     atoms.set_constraint(FixCom())
     state = _start_or_resume(files, atoms, settings, pid)
     try:

@@ -48,9 +48,10 @@ from ase.calculators.socketio import SocketClient
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from mlip_exafs import md as md_stage
+from mlip_exafs.cache import cached_json
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text
-from mlip_exafs.potentials import potential_id as potential_id_of
+from mlip_exafs.potentials import pins_content, potential_id as potential_id_of
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import BEAD_TOLERANCE, HBAR_EV_FS, bead_count, harmonic_bead_ratio
 from mlip_exafs.structures import load_structure
@@ -61,6 +62,7 @@ PREFIX = "sim"
 SOCKET_WAIT_S = 120.0
 FD_DISPLACEMENT_A = 0.005
 LANCZOS_TOL = 1e-3
+FREQUENCY_CACHE = "highest-frequency"  # the user cache's folder of ω_max per potential and structure
 _STEP_BEAD = re.compile(r"Step:\s*(\d+)\s+Bead:\s*(\d+)")
 
 
@@ -94,10 +96,30 @@ def highest_frequency_rad_per_fs(atoms: Atoms, calc) -> float:
     return float(np.sqrt(value) * units.fs)  # rad per ASE time unit -> rad/fs
 
 
-def choose_beads(settings: MdSettings, atoms: Atoms, calc) -> tuple[int, dict]:
+def highest_frequency_of(atoms: Atoms, calc, potential_id: str) -> float:
+    """ω_max (rad/fs) of this potential at this structure, computed once (user cache).
+
+    Every MD of a temperature series starts from the same structure with the same potential,
+    and the Lanczos search costs a minute or two of CPU each time.
+    """
+    if not pins_content(potential_id):
+        return highest_frequency_rad_per_fs(atoms, calc)
+    key = {
+        "potential": potential_id,
+        "numbers": atoms.numbers.tolist(),
+        "positions_a": np.round(atoms.positions, 8).tolist(),
+        "cell_a": np.round(atoms.cell.array, 8).tolist(),
+        "pbc": atoms.pbc.tolist(),
+        "fd_displacement_a": FD_DISPLACEMENT_A,
+        "lanczos_tol": LANCZOS_TOL,
+    }
+    return cached_json(FREQUENCY_CACHE, key, lambda: highest_frequency_rad_per_fs(atoms, calc))
+
+
+def choose_beads(settings: MdSettings, atoms: Atoms, calc, potential_id: str) -> tuple[int, dict]:
     """The bead count and how it was chosen (recorded in md.json)."""
 
-    omega = highest_frequency_rad_per_fs(atoms, calc)
+    omega = highest_frequency_of(atoms, calc, potential_id)
     u = HBAR_EV_FS * omega / (units.kB * settings.temperature_k)
     beads = settings.beads or bead_count(omega, settings.temperature_k)
     rule = {
@@ -190,7 +212,7 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
         if comparable_settings(run["settings"]) != settings.identity() or run["potential_id"] != pid:
             raise UserError(f"{out} holds a path-integral run with other settings; use another output folder or delete {out} to start over")
     else:
-        beads, rule = choose_beads(settings, atoms, calc)
+        beads, rule = choose_beads(settings, atoms, calc, pid)
         ase.io.write(folder / "init.extxyz", _with_masses(atoms), format="extxyz")
         run = {"settings": settings.identity(), "potential_id": pid, "beads": beads, "bead_rule": rule, "segments": []}
         write_json(run_file, run)

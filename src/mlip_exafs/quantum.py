@@ -401,16 +401,16 @@ def einstein_temperatures(by_temperature: dict, absorber: str, nuclei: str) -> d
     return fits
 
 
-def check_frames_resolve_vibrations(atoms, snapshot_every_fs: float) -> float:
+def check_frames_resolve_vibrations(atoms, snapshot_every_fs: float, potential_id: str) -> float:
     """Refuse, before any MD, frames too far apart for ``corrected``; returns the potential's f_max (THz).
 
     Aliasing cannot be seen in the frames themselves: a vibration above the Nyquist frequency folds to a
     low one and the spectrum still looks decayed (seen on an Einstein crystal, frames 400 fs apart). So the
     interval is held against the highest harmonic frequency of the potential at the start structure.
     """
-    from mlip_exafs.pimd import highest_frequency_rad_per_fs  # lazy: import cycle, pimd imports quantum at its top
+    from mlip_exafs.pimd import highest_frequency_of  # lazy: import cycle, pimd imports quantum at its top
 
-    f_max_per_fs = highest_frequency_rad_per_fs(atoms, atoms.calc) / (2.0 * np.pi)
+    f_max_per_fs = highest_frequency_of(atoms, atoms.calc, potential_id) / (2.0 * np.pi)
     every_max_fs = 1.0 / (2.0 * f_max_per_fs * FRAME_MARGIN)
     if snapshot_every_fs > every_max_fs:
         raise UserError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +22,10 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from mlip_exafs.cache import cached_files, store_files
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.exafs.fast import FastEngine, k_grid
-from mlip_exafs.exafs.feff import FEFF_EDGES, Cluster, Potentials, compute_potentials, feff_input
+from mlip_exafs.exafs.feff import FEFF_EDGES, POTENTIAL_FILES, Cluster, Potentials, compute_potentials, feff_input
 from mlip_exafs.exafs.paths import enumerate_paths
 from mlip_exafs.exafs.persnapshot import cluster_of, feff_chi_blocks
 from mlip_exafs.files import check_output_folder, write_json, write_text
@@ -41,6 +43,7 @@ Say = Callable[[str], None]  # one line of news for the user (the CLI prints it 
 DEFAULT_RMAX_A = 6.0  # the cut when none is given (lowered to half the cell width, then moved into a gap)
 PATH_MARGIN_A = 0.3  # paths are enumerated this far beyond rmax; the cut is applied per snapshot, as FEFF does
 POTENTIAL_CLUSTER_EXTRA_A = 1.5  # atoms beyond the SCF radius that still shape the potentials
+POTENTIALS_CACHE = "feff-potentials"  # the user cache's folder of FEFF8L potentials, keyed by their feff.inp
 
 
 @dataclass(frozen=True)
@@ -217,16 +220,31 @@ def cached_potentials(reference: Atoms, absorber: int, potentials: Potentials, i
     if stamp.exists() and stamp.read_text() == text and (folder / "phase.pad").exists():
         say(f"FEFF8L potentials: reusing {folder / 'phase.pad'}")
         return folder / "phase.pad"
-    scf = f"SCF radius {settings.scf_radius_a:g} Å" if settings.scf_radius_a else "no SCF"
-    say(f"FEFF8L potentials of a {len(cluster.ipots)}-atom cluster ({scf}; about a minute with SCF) ...")
-    phase_pad = compute_potentials(cluster, potentials, settings.edge, settings.scf_radius_a, folder)
+    shared = cached_files(POTENTIALS_CACHE, text)
+    if shared is not None:
+        say(f"FEFF8L potentials: reusing those of the same cluster from {shared}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in POTENTIAL_FILES:
+            shutil.copy(shared / name, folder / name)
+    else:
+        scf = f"SCF radius {settings.scf_radius_a:g} Å" if settings.scf_radius_a else "no SCF"
+        say(f"FEFF8L potentials of a {len(cluster.ipots)}-atom cluster ({scf}; about a minute with SCF) ...")
+        compute_potentials(cluster, potentials, settings.edge, settings.scf_radius_a, folder)
+        store_files(POTENTIALS_CACHE, text, [folder / name for name in POTENTIAL_FILES])
     write_text(stamp, text)
-    return phase_pad
+    return folder / "phase.pad"
 
 
 def _round_cluster(cluster: Cluster) -> Cluster:
-    """Positions rounded as in feff.inp, so the cache key is stable."""
-    return Cluster(np.round(cluster.positions_a, 6), cluster.ipots)
+    """Positions rounded as in feff.inp and atoms in a canonical order, so equal clusters give equal keys.
+
+    The frames' average of another MD (another temperature, another potential) lists the atoms of
+    a shell in another order; FEFF's potentials do not depend on it, the cache key must not either.
+    """
+    positions = np.round(cluster.positions_a, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+    distance = np.round(np.linalg.norm(positions, axis=1), 4)
+    order = np.lexsort((positions[:, 2], positions[:, 1], positions[:, 0], cluster.ipots, distance))
+    return Cluster(positions[order], np.asarray(cluster.ipots)[order])
 
 
 def average_chi(prepared: Prepared, advance: Callable[[], None], say: Say = lambda line: None) -> tuple[AveragedChi, dict]:

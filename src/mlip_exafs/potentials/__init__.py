@@ -33,7 +33,7 @@ from mlip_exafs.potentials.sevennet import SevenNetFamily
 __all__ = [
     "DEFAULT_DEVICE", "DEVICES", "Device", "FAMILIES", "REGISTRY", "ModelFamily", "Potential", "Pretrained", "available_potentials",
     "calculator_for", "checkpoint_metadata", "get_calculator", "is_checkpoint", "keep_freed_memory", "load_potential",
-    "md_calculator_for", "potential_id", "resolve_device", "save_checkpoint", "set_torch_threads",
+    "md_calculator_for", "pins_content", "potential_id", "resolve_device", "save_checkpoint", "set_torch_threads",
 ]
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (ChgnetFamily(), SevenNetFamily())}
@@ -67,6 +67,15 @@ def potential_id(spec: str | Path) -> str:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give a .pt written by 'mlip-exafs finetune'")
     return f"{path.name}:sha256:{sha256_file(path)[:16]}"
+
+
+def pins_content(identity: str) -> bool:
+    """Whether a :func:`potential_id` fixes what the potential computes, so its results may be cached across runs.
+
+    A name (with its package's version, which caches add) and a checkpoint's hash do; a python: spec
+    names code that can change under the same name.
+    """
+    return not is_callable_spec(identity)
 
 
 def load_potential(spec: str | Path, device: str | None = None, threads: int | None = None) -> Potential:

@@ -39,7 +39,18 @@ def build_steps(config: StudyConfig) -> list[Step]:
             steps.append(Step(f"finetune-{name}", "finetune", params, data_deps, _split_hash(dataset, "train"), **model))
             with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
             steps += _model_steps(config, (dataset, data_deps), model, {}, (f"finetune-{name}",), with_md=with_md)
-    return steps
+    return sorted(steps, key=lambda step: temperature_rank(config, step))
+
+
+def temperature_rank(config: StudyConfig, step: Step) -> int:
+    """Steps of the first MD temperature first, each potential's next temperature after all of them (a stable sort).
+
+    The executor starts ready steps of equal weight in list order: so the steps that run at once
+    are of different potentials, and an MD at the next temperature finds its potential's highest
+    frequency, and its EXAFS the reference's FEFF potentials, in the user cache (mlip_exafs.cache).
+    """
+    temperatures = config.md.temperatures()
+    return temperatures.index(step.temperature_k) if step.temperature_k in temperatures else 0
 
 
 FIT_STEP = "fit-experiment"
