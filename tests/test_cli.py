@@ -298,6 +298,20 @@ def test_md_help_shows_the_settings_defaults(capsys):
     assert f"default {fields['nuclei'].default}" in text
 
 
+def test_help_texts_state_the_defaults_the_stages_use(capsys):
+    """Defaults that are rules or constants (epochs per N, learning rate per freeze mode, shell cut) come from
+    mlip_exafs.settings, where the stages read them too."""
+    from mlip_exafs.finetune import epochs_for_n
+    from mlip_exafs.settings import DEFAULT_LR, DEFAULT_SHELL_RMAX_A, SampleSpec
+
+    finetune = help_text(capsys, "finetune")
+    assert epochs_for_n(25) == 100 and epochs_for_n(26) < 100 and "100 up to N = 25" in finetune
+    assert epochs_for_n(1000) == 40 and "at least 40" in finetune
+    assert f"{DEFAULT_LR['energy-scale']:g} energy-scale" in finetune
+    assert f"(default: {DEFAULT_SHELL_RMAX_A:g} or half the cell width)" in help_text(capsys, "analyze")
+    assert f"default {SampleSpec.model_fields['supercell'].default}" in help_text(capsys, "sample")
+
+
 def test_help_defaults_of_stage_functions_agree_with_them(capsys):
     """Verbs without a settings model show their function's default in --help; those must agree with the functions."""
     import inspect

@@ -38,12 +38,11 @@ from mlip_exafs.geometry import (PairList, Shell, Snapshots, absorber_indices, b
 from mlip_exafs.plots import plt, save_figure
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import QuantumInput, quantum_input_of, quantum_sigma2_fields
-from mlip_exafs.settings import AnalysisSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
+from mlip_exafs.settings import DEFAULT_SHELL_RMAX_A, AnalysisSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells, split_at_gaps
 from mlip_exafs.structures import load_structure
 
 IDEAL_ANGLE_TOL_DEG = 2.0  # reference angles closer than this are listed as one
-DEFAULT_SHELL_RMAX_A = 4.5  # first shells, the ones an EXAFS fit resolves
 MIN_BLOCKS = 8  # blocking levels with fewer blocks give too noisy an error estimate
 UNITS = {"r_ideal": "Å", "r_mean": "Å", "r_mean_err": "Å", "sigma2": "Å²", "sigma2_classical": "Å²", "sigma2_err": "Å²", "angles": "degrees"}
 

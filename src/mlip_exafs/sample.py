@@ -14,37 +14,12 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import atomic_path
 from mlip_exafs.potentials import calculator_for
+from mlip_exafs.settings import SampleSpec  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.structures import load_structure
-
-
-class SampleSpec(BaseModel):
-    """How to sample one pool of structures (a training pool or a test set)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    structure: str = "ws2"
-    supercell: str = "3x3x1"
-    potential: str = Field("chgnet", description="potential that drives the sampling MD")
-    temperatures_k: list[PositiveFloat] = Field(default_factory=lambda: [300.0, 600.0, 1000.0])
-    snapshots_per_temperature: int = Field(22, ge=0)
-    strained: int = Field(20, ge=0, description="MD snapshots with a random strain applied")
-    strain_max: float = Field(0.03, ge=0, lt=0.5, description="largest strain component (0.03 = 3 %)")
-    strain_temperature_k: float = Field(600.0, gt=0)
-    rattled: int = Field(14, ge=0, description="perfect cells with Gaussian displacements")
-    rattle_max_a: float = Field(0.12, gt=0, description="largest rattle standard deviation (Å)")
-    timestep_fs: float = Field(2.0, gt=0)
-    equilibration_fs: float = Field(1000.0, ge=0)
-    interval_fs: float = Field(50.0, gt=0, description="MD time between snapshots (fs)")
-    seed: int = 0
-    threads: int | None = None
-
-    def total(self) -> int:
-        return len(self.temperatures_k) * self.snapshots_per_temperature + self.strained + self.rattled
 
 
 def sample(spec: SampleSpec, out: Path, progress=None) -> list[Atoms]:

@@ -9,7 +9,7 @@ import typer
 
 from mlip_exafs.cli import app, console, default_text, given
 from mlip_exafs.config import validate_model
-from mlip_exafs.settings import AnalysisSettings
+from mlip_exafs.settings import DEFAULT_SHELL_RMAX_A, AnalysisSettings
 
 
 @app.command("analyze")
@@ -20,7 +20,7 @@ def analyze_cmd(
     reference: Optional[str] = typer.Option(None, "--reference", help="Ideal structure (built-in or file); default: each trajectory's average."),
     reference_supercell: Optional[str] = typer.Option(None, "--reference-supercell", help="Supercell of --reference (the MD supercell)."),
     labels: Optional[List[str]] = typer.Option(None, "--label", help="Name of each trajectory (repeat once per TRAJ)."),
-    shell_rmax_a: Optional[float] = typer.Option(None, "--shell-rmax", help="Report whole shells up to this radius (Å), moved into a gap as exafs --rmax is; at most half the cell width (default: 4.5 or half the cell width)."),
+    shell_rmax_a: Optional[float] = typer.Option(None, "--shell-rmax", help=f"Report whole shells up to this radius (Å), moved into a gap as exafs --rmax is; at most half the cell width (default: {DEFAULT_SHELL_RMAX_A:g} or half the cell width)."),
     shell_tol_a: Optional[float] = typer.Option(None, "--shell-tol", help="Ideal distances closer than this (Å) are one shell; a larger jump starts a new shell; "
                                                 f"{default_text(AnalysisSettings, 'shell_tol_a')}."),
     rdf_rmax_a: Optional[float] = typer.Option(None, "--rdf-rmax", help=f"RDF range (Å); {default_text(AnalysisSettings, 'rdf_rmax_a')}."),

@@ -12,7 +12,8 @@ from rich.console import Console
 from mlip_exafs.cli import app, console, default_text, given
 from mlip_exafs.config import validate_model
 from mlip_exafs.progress import progress_bar
-from mlip_exafs.settings import ExafsSettings
+from mlip_exafs.settings import DEFAULT_RMAX_A, ExafsSettings
+from mlip_exafs.shells import CUT_MARGIN_A
 
 
 def _default(field: str) -> str:
@@ -27,7 +28,7 @@ def exafs_cmd(
     absorber: Optional[str] = typer.Option(None, "--absorber", help="Absorbing element (default: the only element, or the only one heavier than Ar)."),
     edge: Optional[str] = typer.Option(None, "--edge", help="Absorption edge (K, L1, L2, L3, ...) (default: K up to Sn (Z 50), L3 above)."),
     rmax_a: Optional[float] = typer.Option(None, "--rmax", help="Largest half path length (Å), at most half the supercell width; "
-                                         "moved into the gap between shells when within 0.15 Å of one (default: 6, or half the cell width)."),
+                                         f"moved into the gap between shells when within {CUT_MARGIN_A:g} Å of one (default: {DEFAULT_RMAX_A:g}, or half the cell width)."),
     engine: Optional[str] = typer.Option(None, "--engine", help=f"fast (histogram method) or feff (FEFF8L per snapshot, slow); {_default('engine')}."),
     nleg: Optional[int] = typer.Option(None, "--nleg", help=f"Most legs per scattering path (2-4); {_default('nleg')}."),
     ideal: Optional[str] = typer.Option(None, "--ideal", help="Ideal structure (file or built-in) for potentials and path types; default: symmetrized frame average."),

@@ -11,7 +11,7 @@ from mlip_exafs.cli import DEVICE_HELP, app, console, default_text, given
 from mlip_exafs.config import validate_model
 from mlip_exafs.errors import UserError
 from mlip_exafs.progress import progress_bar
-from mlip_exafs.settings import FinetuneRecipe, FinetuneSettings, LearningCurveSettings
+from mlip_exafs.settings import DEFAULT_LR, EPOCHS_MAX, EPOCHS_MIN, STRUCTURE_PASSES, FinetuneRecipe, FinetuneSettings, LearningCurveSettings
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -34,8 +34,9 @@ def _recipe(field: str) -> str:
     return default_text(FinetuneRecipe, field)
 
 
-EPOCHS_HELP = "Epochs (default: 100 up to N = 25, about 2500/N above, at least 40)."
-LR_HELP = "Initial learning rate (default: 3e-3 none and readout, 1e-2 energy-scale); cosine-decayed to 1 %."
+EPOCHS_HELP = f"Epochs (default: {EPOCHS_MAX} up to N = {STRUCTURE_PASSES // EPOCHS_MAX}, about {STRUCTURE_PASSES}/N above, at least {EPOCHS_MIN})."
+LR_HELP = (f"Initial learning rate (default: {', '.join(f'{lr:g} {mode}' for mode, lr in DEFAULT_LR.items())}); "
+           f"cosine-decayed to {FinetuneRecipe.model_fields['final_lr_fraction'].default:.0%}.")
 STRESS_HELP = (f"Loss weight of stress (GPa; {_recipe('stress_weight')}) against {FinetuneRecipe.model_fields['force_weight'].default:g} for forces (eV/Å) "
                f"and {FinetuneRecipe.model_fields['energy_weight'].default:g} for energy (eV/atom).")
 FINETUNE_POTENTIAL_HELP = "A registered CHGNet or SevenNet name (see 'mlip-exafs potentials'), or a checkpoint .pt written by finetune."

@@ -7,23 +7,24 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import app, console, given
+from mlip_exafs.cli import app, console, default_text, given
 from mlip_exafs.config import check_numbers, load_yaml_model, validate_model
 from mlip_exafs.errors import UserError
 from mlip_exafs.progress import progress_bar
+from mlip_exafs.settings import SampleSpec
 
 
 @app.command("sample")
 def sample_cmd(
     out: Path = typer.Option(..., "--out", help="extxyz file to write."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with SampleSpec fields."),
-    structure: Optional[str] = typer.Option(None, help="Override the structure."),
-    supercell: Optional[str] = typer.Option(None, help="Override the supercell, e.g. 3x3x1."),
-    seed: Optional[int] = typer.Option(None, help="Override the seed."),
+    structure: Optional[str] = typer.Option(None, help=f"Override the structure; {default_text(SampleSpec, 'structure')}."),
+    supercell: Optional[str] = typer.Option(None, help=f"Override the supercell, e.g. 3x3x1; {default_text(SampleSpec, 'supercell')}."),
+    seed: Optional[int] = typer.Option(None, help=f"Override the seed; {default_text(SampleSpec, 'seed')}."),
     threads: Optional[int] = typer.Option(None, help="Torch threads."),
 ) -> None:
     """Sample MD snapshots, strained and rattled cells to label (deterministic for a seed)."""
-    from mlip_exafs.sample import SampleSpec, sample  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    from mlip_exafs.sample import sample  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
     spec = load_yaml_model(SampleSpec, config) if config else SampleSpec()
     overrides = {k: v for k, v in dict(structure=structure, supercell=supercell, seed=seed, threads=threads).items() if v is not None}

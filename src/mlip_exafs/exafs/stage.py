@@ -33,14 +33,13 @@ from mlip_exafs.geometry import Snapshots, absorber_indices, build_pairs, defaul
 from mlip_exafs.plots import plot_chi, plot_ft
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import exafs_correction
-from mlip_exafs.settings import ExafsEngine, ExafsSettings, FTWindowSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
+from mlip_exafs.settings import DEFAULT_RMAX_A, ExafsEngine, ExafsSettings, FTWindowSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells
 from mlip_exafs.spectra import default_edge, edge_energy_ev, k_weighted_r_factor
 from mlip_exafs.structures import load_structure
 
 Progress = Callable[[str, int], ContextManager[Callable[[], None]]]
 Say = Callable[[str], None]  # one line of news for the user (the CLI prints it on stderr)
-DEFAULT_RMAX_A = 6.0  # the cut when none is given (lowered to half the cell width, then moved into a gap)
 PATH_MARGIN_A = 0.3  # paths are enumerated this far beyond rmax; the cut is applied per snapshot, as FEFF does
 POTENTIAL_CLUSTER_EXTRA_A = 1.5  # atoms beyond the SCF radius that still shape the potentials
 POTENTIALS_CACHE = "feff-potentials"  # the user cache's folder of FEFF8L potentials, keyed by their feff.inp

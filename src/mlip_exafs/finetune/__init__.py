@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -53,12 +52,11 @@ from mlip_exafs.files import read_json, sha256_file, write_json, write_text, wri
 from mlip_exafs.plots import plt, save_figure
 from mlip_exafs.potentials import Potential, load_potential, potential_id, save_checkpoint, set_torch_threads
 from mlip_exafs.provenance import provenance
-from mlip_exafs.settings import FinetuneRecipe, FinetuneSettings, FreezeMode  # noqa: F401  (re-exported: defined with the other stages' settings)
+from mlip_exafs.settings import DEFAULT_LR, FinetuneRecipe, FinetuneSettings, FreezeMode, epochs_for_n  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.units import ase_stress_to_gpa, voigt_to_matrix
 from mlip_exafs.validate import fit_element_offsets_ev, labels_hash, offset_energy_ev
 
 MIN_STRUCTURES_FOR_VALIDATION = 10
-DEFAULT_LR = {"none": 3e-3, "readout": 3e-3, "energy-scale": 1e-2}
 LOG_FILE = "train.log"  # the trainer's log: written by the adapters into the work folder, then moved to ``out``
 TRAINERS = {"chgnet": "mlip_exafs.finetune.chgnet", "sevennet": "mlip_exafs.finetune.sevennet"}  # family -> adapter
 
@@ -102,17 +100,6 @@ def read_result(folder: str | Path) -> dict | None:
     """What a finished fine-tune recorded in its folder (``finetune.json``); None for a folder without one."""
     path = OutFiles(Path(folder)).record
     return read_json(path) if path.exists() else None
-
-
-def epochs_for_n(n: int) -> int:
-    """About 2500 structure-passes per run, between 40 and 100 epochs (Deng: 100).
-
-    Small-N runs keep the paper's 100 epochs; at N = 24 the recipe bench
-    measured 100 epochs 14 % better than 42, so larger N get 2500 passes but
-    at least 40 epochs (N = 100: 40), which keeps a 7 N x 3 seed curve to a
-    few hours on one CPU core.
-    """
-    return int(min(100, max(40, math.ceil(2500 / n))))
 
 
 def learning_rate_of(recipe: FinetuneRecipe) -> float:

@@ -14,13 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlip_exafs.compare import CompareSettings
 from mlip_exafs.config import field_of, read_yaml_mapping, validate_model
 from mlip_exafs.cp2k import Cp2kSettings
-from mlip_exafs.sample import SampleSpec
-from mlip_exafs.spectra import spectrum_temperature_k
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.stage import ExafsEngine, ExafsSettings
 from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, FreezeMode
 from mlip_exafs.md import MdSettings, Nuclei, Thermostat
 from mlip_exafs.potentials.runtime import Device
+from mlip_exafs.settings import SampleSpec
+from mlip_exafs.spectra import spectrum_temperature_k
 
 
 class _Strict(BaseModel):
