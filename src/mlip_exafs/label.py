@@ -114,10 +114,9 @@ def cell_key(atoms: Atoms) -> tuple:
 def group_by_cell(frames: list[Atoms]) -> list[Atoms]:
     """Structures sharing a cell next to each other, groups in order of first appearance.
 
-    Each change of cell restarts CP2K from an atomic guess; within a group the
-    SCF starts from the previous wavefunction (WS2 54 atoms: ~450 s warm vs
-    ~750 s and more cold). The sampled files interleave MD snapshots with
-    strained cells, so file order would pay a cold start far more often.
+    Each change of cell restarts CP2K; within a group one CP2K keeps running
+    (see :class:`Cp2kSession`). The sampled files interleave MD snapshots with
+    strained cells, so file order would restart CP2K far more often.
     """
     first_seen: dict[tuple, int] = {}
     for atoms in frames:
@@ -145,9 +144,12 @@ def _label_one(session: "Cp2kSession", atoms: Atoms, db_path: Path, failures: Pa
 class Cp2kSession:
     """One running CP2K, reused while consecutive structures share species and cell.
 
-    Reuse only moves the atoms: CP2K then starts the SCF from the previous
-    structure's wavefunction instead of from scratch, and the result is the
-    same to the SCF tolerance (tested against a cold start). A new cell or new species
+    Reuse only moves the atoms and saves CP2K's start-up. With k-points CP2K
+    cannot extrapolate the wavefunction (its default, ASPC, is not available
+    for k-points; the output says "Extrapolation method: initial_guess"), so
+    each SCF starts from the atomic guess; starting from the previous density
+    matrix (USE_PREV_P) was measured not to converge faster (MoS2 54 atoms:
+    26 SCF steps against 23-26 cold, docs/datasets.md). A new cell or new species
     starts a fresh CP2K, so grids and k-points always belong to the structure.
     CP2K runs in a short temporary folder: it aborts on a PROJECT path longer
     than 80 characters.
