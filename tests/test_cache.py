@@ -31,6 +31,15 @@ def test_json_value_is_computed_once_per_key(cache):
     assert calls == [1.5, 2.5]
 
 
+def test_a_damaged_entry_is_computed_again(cache):
+    from mlip_exafs.cache import entry_path
+
+    assert cached_json("kind", 7, lambda: 1.0) == 1.0
+    entry_path("kind", 7).with_suffix(".json").write_text("{not json")
+    assert cached_json("kind", 7, lambda: 2.0) == 2.0
+    assert cached_json("kind", 7, lambda: 3.0) == 2.0
+
+
 def test_unwritable_cache_still_returns_the_value(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

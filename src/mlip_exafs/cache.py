@@ -12,6 +12,7 @@ written is not used, never an error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from mlip_exafs.files import read_json, sha256_text, write_json
+from mlip_exafs.files import sha256_text, write_json
 from mlip_exafs.provenance import package_versions
 
 KEY_CHARS = 24
@@ -38,8 +39,8 @@ def entry_path(kind: str, key: Any) -> Path:
 def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
     """``compute()``'s JSON-able value, computed once per key."""
     path = entry_path(kind, key).with_suffix(".json")
-    if path.exists():
-        return read_json(path)["value"]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # missing or unreadable: compute it again
+        return json.loads(path.read_text())["value"]
     value = compute()
     try:
         write_json(path, {"value": value})
