@@ -42,10 +42,8 @@ def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # missing or unreadable: compute it again
         return json.loads(path.read_text())["value"]
     value = compute()
-    try:
+    with contextlib.suppress(OSError):  # an unwritable cache: the value is simply not kept
         write_json(path, {"value": value})
-    except OSError:
-        pass
     return value
 
 

@@ -199,7 +199,7 @@ class AnalysisSettings(BaseModel):
     reference: Optional[str] = Field(None, description="ideal structure (built-in or file); default: average of each trajectory")
     reference_supercell: Optional[str] = None
     labels: Optional[list[str]] = Field(None, description="one name per trajectory for tables and plots")
-    shell_rmax_a: Optional[float] = Field(None, gt=0, description="whole shells up to this radius are reported (at most half the cell width; moved into the gap between shells, as the EXAFS stage cuts); None: DEFAULT_SHELL_RMAX_A or half the cell width")
+    shell_rmax_a: Optional[float] = Field(None, gt=0, description=f"whole shells up to this radius are reported (at most half the cell width; moved into the gap between shells, as the EXAFS stage cuts); None: {DEFAULT_SHELL_RMAX_A:g} Å or half the cell width")
     shell_tol_a: float = Field(SHELL_TOL_A, gt=0, description="reference distances closer than this belong to one shell")
     rdf_rmax_a: float = Field(6.0, gt=0)
     rdf_bin_a: float = Field(0.02, gt=0)
@@ -229,7 +229,7 @@ class ExafsSettings(BaseModel):
 
     absorber: Optional[str] = Field(None, description="Absorbing element; None: the only element of the snapshots, or the only one heavier than Ar.")
     edge: Optional[str] = Field(None, description="Absorption edge; None: K up to Z = 50 (Sn), L3 above (spectra.default_edge).")
-    rmax_a: Optional[float] = Field(None, gt=1.0, description="Largest half path length kept (Å); None: DEFAULT_RMAX_A or half the cell width. Moved into a gap when it is near a shell.")
+    rmax_a: Optional[float] = Field(None, gt=1.0, description=f"Largest half path length kept (Å); None: {DEFAULT_RMAX_A:g} Å or half the cell width. Moved into a gap when it is near a shell.")
     engine: ExafsEngine = "fast"
     nleg: int = Field(4, ge=2, le=4, description="Most legs per path (FEFF NLEG).")
     scf_radius_a: Optional[float] = Field(4.5, gt=0, description="FEFF SCF radius (Å); None = overlapped atoms, no SCF.")
