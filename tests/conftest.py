@@ -7,7 +7,8 @@ import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLIP_EXAFS_THREADS", "1")
-# a user cache of this test run's own (subprocesses inherit it): no test finds another run's FEFF potentials
+# a user cache of this test run's own (subprocesses inherit it): no test finds another run's FEFF potentials;
+# each test gets its own below (`own_user_cache`), this one serves fixtures of wider scope
 os.environ["MLIP_EXAFS_CACHE"] = tempfile.mkdtemp(prefix="mlip-exafs-test-cache-")
 atexit.register(lambda: shutil.rmtree(os.environ["MLIP_EXAFS_CACHE"], ignore_errors=True))
 
@@ -37,6 +38,12 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     for needle in needles:
         assert needle.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.fixture(autouse=True)
+def own_user_cache(tmp_path_factory, monkeypatch):
+    """An empty user cache per test, so that no outcome depends on which tests ran before (FEFF potentials, ω_max)."""
+    monkeypatch.setenv("MLIP_EXAFS_CACHE", str(tmp_path_factory.mktemp("user-cache")))
 
 
 requires_cp2k = pytest.mark.skipif(shutil.which("cp2k_shell") is None, reason="CP2K not installed (apt-get install cp2k cp2k-data)")
