@@ -195,6 +195,39 @@ def test_mixing_settings_in_one_database_is_refused(tmp_path):
         ensure_settings(tmp_path / "a.db", TINY.model_copy(update={"cutoff_ry": 300}))
 
 
+def test_a_solver_setting_continues_a_database(tmp_path):
+    """The Broyden history changes the SCF's path, not its label: same hash, so a dataset can go on faster."""
+    from mlip_exafs.cp2k import input_template
+    from mlip_exafs.label import ensure_settings
+
+    faster = TINY.model_copy(update={"broyden_nbuffer": 8})
+    assert faster.settings_hash() == TINY.settings_hash()
+    assert "NBUFFER 8" in input_template(faster, (1, 1, 1)) and "NBUFFER 4" in input_template(TINY, (1, 1, 1))
+    ensure_settings(tmp_path / "a.db", TINY)
+    ensure_settings(tmp_path / "a.db", faster)  # no error
+
+
+@pytest.mark.slow
+@requires_cp2k
+def test_rows_record_their_solver_and_scf_steps_and_the_solver_keeps_the_label(tmp_path):
+    import ase.db
+    import ase.io
+
+    from mlip_exafs.label import label_structures
+
+    ase.io.write(tmp_path / "one.extxyz", _rattled_w(1, seed=3))
+    rows = {}
+    for nbuffer in (4, 8):
+        db = tmp_path / f"nbuffer{nbuffer}.db"
+        label_structures(tmp_path / "one.extxyz", db, TINY.model_copy(update={"broyden_nbuffer": nbuffer}), mpi_ranks=1)
+        with ase.db.connect(db) as conn:
+            (rows[nbuffer],) = conn.select()
+    for nbuffer, row in rows.items():
+        assert row.broyden_nbuffer == nbuffer and row.scf_converged and row.scf_steps >= 2
+    assert abs(rows[4].energy - rows[8].energy) < 1e-4
+    assert np.abs(rows[4].forces - rows[8].forces).max() < 2e-3
+
+
 @pytest.mark.slow
 @requires_cp2k
 def test_reusing_cp2k_between_structures_gives_the_fresh_result(tmp_path):

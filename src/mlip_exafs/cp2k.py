@@ -33,7 +33,11 @@ RY_TO_EV = 13.605693122994
 
 
 class Cp2kSettings(BaseModel):
-    """Every CP2K setting that changes a label. Their hash identifies a dataset's level of theory."""
+    """Every CP2K setting that changes a label, and the solver's. The hash identifies a dataset's level of theory.
+
+    Solver-only settings (:data:`SOLVER_ONLY`) change how many SCF steps reach ``eps_scf``, not the label, so
+    they stay out of the hash: a dataset can be continued with a faster solver (rows record theirs).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,9 +58,13 @@ class Cp2kSettings(BaseModel):
     dispersion: Literal["D3BJ", "none"] = "D3BJ"
     d3_cutoff_a: float = Field(12.0, gt=0)
     kspacing_inv_a: float = Field(0.26, gt=0, description="k-point spacing, Å^-1 including 2π (VASP KSPACING)")
+    broyden_nbuffer: int = Field(4, ge=1, description="Broyden mixing history (CP2K's NBUFFER; solver only)")
 
     def settings_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.model_dump(exclude=SOLVER_ONLY), sort_keys=True).encode()).hexdigest()[:16]
+
+
+SOLVER_ONLY = frozenset({"broyden_nbuffer"})
 
 
 def kpoint_mesh(atoms: Atoms, spacing: float) -> tuple[int, int, int]:
@@ -112,6 +120,7 @@ def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int]) -> str:
       &MIXING ON
         METHOD BROYDEN_MIXING
         ALPHA {s.mixing_alpha}
+        NBUFFER {s.broyden_nbuffer}
       &END MIXING
     &END SCF{vdw}
   &END DFT
@@ -176,9 +185,19 @@ def make_calculator(settings: Cp2kSettings, atoms: Atoms, workdir: Path, mpi_ran
 
 def scf_converged(output_file: Path, offset: int = 0) -> bool:
     """True only if every SCF in the CP2K output (from byte ``offset`` on) converged."""
-    with open(output_file, "rb") as fh:
-        fh.seek(offset)
-        text = fh.read().decode(errors="replace")
+    text = _output_from(output_file, offset)
     if "SCF run NOT converged" in text:
         return False
     return "SCF run converged in" in text
+
+
+def scf_steps(output_file: Path, offset: int = 0) -> int | None:
+    """SCF steps of the converged runs in the CP2K output from byte ``offset`` on: the cost a solver setting changes."""
+    steps = [int(n) for n in re.findall(r"SCF run converged in\s+(\d+) steps", _output_from(output_file, offset))]
+    return sum(steps) if steps else None
+
+
+def _output_from(output_file: Path, offset: int) -> str:
+    with open(output_file, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")

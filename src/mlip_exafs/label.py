@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import ase.db
 import ase.io
@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip_exafs.cp2k import Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged
+from mlip_exafs.cp2k import SOLVER_ONLY, Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged, scf_steps
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_file, db_write_guard, writer_lock
 
@@ -130,14 +130,14 @@ def _label_one(session: "Cp2kSession", atoms: Atoms, db_path: Path, failures: Pa
     if uid in finished_uids(db_path):
         return None
     start = time.perf_counter()
-    energy, forces, stress, converged = session.evaluate(atoms, failures / uid)
+    label = session.evaluate(atoms, failures / uid)
     elapsed = time.perf_counter() - start
     data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
-    keys = _cp2k_row_keys(atoms, converged, elapsed, version, settings)
+    keys = _cp2k_row_keys(atoms, label, elapsed, version, settings)
     if uid in finished_uids(db_path):
         return None
     with db_write_guard(db_path):  # disk full: one-line error, every committed row kept
-        write_row(db_path, atoms, energy, forces, stress, keys, data)
+        write_row(db_path, atoms, label.energy_ev, label.forces_ev_a, label.stress_ev_a3, keys, data)
     return elapsed
 
 
@@ -183,8 +183,8 @@ class Cp2kSession:
             self.key = key
         return self.calc
 
-    def evaluate(self, atoms: Atoms, keep_dir: Path) -> tuple[float, np.ndarray, np.ndarray, bool]:
-        """Energy (eV), forces (eV/Å), stress (eV/Å^3, ASE sign) and whether the SCF converged."""
+    def evaluate(self, atoms: Atoms, keep_dir: Path) -> "Cp2kLabel":
+        """Energy, forces, stress, whether the SCF converged and in how many steps."""
         try:
             calc = self._calculator_for(atoms)
         except UserError:
@@ -207,10 +207,21 @@ class Cp2kSession:
         converged = scf_converged(output, offset)
         if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
             converged = False
+        steps = scf_steps(output, offset)
         if not converged:  # keep the evidence, and do not start the next SCF from this one
             _keep_output(self.workdir, keep_dir)
             self.close()
-        return float(energy), forces, stress, converged
+        return Cp2kLabel(float(energy), forces, stress, converged, steps)
+
+
+class Cp2kLabel(NamedTuple):
+    """One structure's CP2K result; stress in ASE's sign convention (positive = tensile)."""
+
+    energy_ev: float
+    forces_ev_a: np.ndarray
+    stress_ev_a3: np.ndarray
+    scf_converged: bool
+    scf_steps: int | None
 
 
 def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
@@ -297,16 +308,19 @@ def write_row(db_path: Path, atoms: Atoms, energy: float, forces, stress, keys: 
         db.write(clean, key_value_pairs=keys, data=data or {})
 
 
-def _cp2k_row_keys(atoms: Atoms, converged: bool, wall_time_s: float, version: str, settings: Cp2kSettings) -> dict:
+def _cp2k_row_keys(atoms: Atoms, label: Cp2kLabel, wall_time_s: float, version: str, settings: Cp2kSettings) -> dict:
     keys = {
         "uid": atoms.info["uid"],
-        "scf_converged": bool(converged),
+        "scf_converged": bool(label.scf_converged),
         "wall_time_s": round(float(wall_time_s), 2),
         "dft_code": "CP2K",
         "cp2k_version": f"v{version}",  # ase.db refuses float-like strings
         "settings_hash": settings.settings_hash(),
         "kpts": "x".join(str(k) for k in kpoint_mesh(atoms, settings.kspacing_inv_a)),
+        **{name: getattr(settings, name) for name in sorted(SOLVER_ONLY)},  # the hash leaves them out
     }
+    if label.scf_steps is not None:
+        keys["scf_steps"] = label.scf_steps
     for key in INFO_KEYS:
         if key in atoms.info:
             keys[key] = atoms.info[key]
