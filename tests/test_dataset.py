@@ -10,7 +10,7 @@ import yaml
 
 from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
 from mlip_exafs.dataset import assert_disjoint, load_structures
-from mlip_exafs.cp2k import Cp2kSettings
+from mlip_exafs.cp2k import SOLVER_ONLY, Cp2kSettings
 
 
 @pytest.mark.parametrize("name, composition", [("ws2", "S36W18"), ("w-bcc", "W16")])
@@ -19,7 +19,8 @@ def test_shipped_dataset_info_names_counts_code_and_settings(name, composition):
     assert info["n_train"] >= 10 and info["n_test"] >= 3  # the quick studies fine-tune on up to 10
     assert info["n_train_not_converged"] == 0 and info["n_test_not_converged"] == 0
     assert info["dft_code"] == {"name": "CP2K", "version": "2023.1"}
-    assert info["settings"] == Cp2kSettings().model_dump()  # the defaults shown converged in docs/dft_convergence.md
+    assert info["settings"] == Cp2kSettings().model_dump(exclude=SOLVER_ONLY)  # the defaults shown converged in docs/dft_convergence.md
+    assert info["settings_hash"] == Cp2kSettings().settings_hash()
     assert info["train_summary"]["compositions"] == [composition]
 
 
@@ -225,3 +226,15 @@ def test_rows_without_scf_converged_count_as_converged_everywhere(tmp_path):
     db = _db_with_row(tmp_path / "imported.db", True, None)
     info = dataset_info(db)
     assert info["n_all"] == 1 and info["n_all_not_converged"] == 0 and len(load_structures(db, "all")) == 1
+
+
+def test_dataset_info_says_which_solver_labelled_the_rows(tmp_path, capsys):
+    """A database continued with a faster CP2K solver (same settings hash) says so, with the rows' SCF steps."""
+    import ase.db
+
+    db = _labelled_db(tmp_path / "mixed.db", ["ok", "ok", "ok"])
+    with ase.db.connect(db) as conn:
+        conn.update(2, broyden_nbuffer=8, scf_steps=20)
+        conn.update(3, broyden_nbuffer=8, scf_steps=23)
+    proc = cli(capsys, "dataset", "info", db)
+    assert proc.returncode == 0 and "solver broyden_nbuffer=8 (2 rows); median SCF steps 21.5" in proc.stdout

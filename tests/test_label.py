@@ -205,6 +205,8 @@ def test_a_solver_setting_continues_a_database(tmp_path):
     assert "NBUFFER 8" in input_template(faster, (1, 1, 1)) and "NBUFFER 4" in input_template(TINY, (1, 1, 1))
     ensure_settings(tmp_path / "a.db", TINY)
     ensure_settings(tmp_path / "a.db", faster)  # no error
+    # a study's label steps: unchanged parameters (and hashes) unless the solver setting is given
+    assert "broyden_nbuffer" not in TINY.as_params() and faster.as_params()["broyden_nbuffer"] == 8
 
 
 @pytest.mark.slow

@@ -63,6 +63,11 @@ class Cp2kSettings(BaseModel):
     def settings_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(exclude=SOLVER_ONLY), sort_keys=True).encode()).hexdigest()[:16]
 
+    def as_params(self) -> dict:
+        """The settings as a study step's parameters: solver-only ones only when set, so that the label steps of
+        studies begun before they existed keep their hashes (and their hours of finished CP2K rows)."""
+        return self.model_dump(exclude=SOLVER_ONLY) | self.model_dump(include=SOLVER_ONLY, exclude_defaults=True)
+
 
 SOLVER_ONLY = frozenset({"broyden_nbuffer"})
 

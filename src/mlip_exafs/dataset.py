@@ -218,7 +218,25 @@ def _summary(frames: list[Atoms]) -> dict:
         "max_abs_force_component_ev_a": float(fmax.max()),
         "mean_abs_force_component_ev_a": float(np.mean([np.abs(a.get_forces()).mean() for a in frames])),
         "stress_gpa_range": [float(np.min(stress)), float(np.max(stress))] if stress else None,
+        **_solver_summary(frames),
     }
+
+
+def _solver_summary(frames: list[Atoms]) -> dict:
+    """Which solver-only CP2K settings the rows were labelled with, and their SCF steps (rows that record them).
+
+    The database's settings are those of its first labelling run; a dataset continued with a faster solver
+    (same hash) says so here.
+    """
+    from mlip_exafs.cp2k import SOLVER_ONLY  # lazy: mlip_exafs.cp2k loads ASE's CP2K calculator (0.5 s) at CLI start
+
+    solver: dict[str, int] = {}
+    for a in frames:
+        for name in sorted(SOLVER_ONLY & a.info.keys()):
+            key = f"{name}={a.info[name]}"
+            solver[key] = solver.get(key, 0) + 1
+    steps = [a.info["scf_steps"] for a in frames if "scf_steps" in a.info]
+    return {"solver_rows": solver, "scf_steps_median": float(np.median(steps)) if steps else None}
 
 
 def merge_label_databases(parts: list[Path], out: Path) -> Path:

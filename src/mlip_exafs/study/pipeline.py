@@ -85,7 +85,7 @@ def dataset_steps(plan: DatasetPlan) -> list[Step]:
         steps.append(Step(f"sample-{split}", "sample", {"spec": spec.model_dump()}))
         for i in range(0, spec.total(), plan.chunk):
             name = f"label-{split}-{i // plan.chunk:03d}"
-            params = {"split": split, "first": i, "count": min(plan.chunk, spec.total() - i), "cp2k": plan.cp2k.model_dump()}
+            params = {"split": split, "first": i, "count": min(plan.chunk, spec.total() - i), "cp2k": plan.cp2k.as_params()}
             steps.append(Step(name, "label", params, (f"sample-{split}",)))
             chunks.append(name)
     steps.append(Step("dataset", "dataset", {}, tuple(chunks)))
