@@ -233,7 +233,7 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
         if old is None:
             db.metadata = {
                 "dft_code": {"name": "CP2K", "version": cp2k_version()},
-                "settings": settings.model_dump(),
+                "settings": settings.model_dump(exclude=SOLVER_ONLY),  # the level of theory; rows record their solver
                 "settings_hash": settings.settings_hash(),
                 "units": UNITS,
             }
