@@ -117,6 +117,14 @@ def test_missing_or_too_small_datasets(capsys, tmp_path, data, args, needles):
     assert_nothing_written(tmp_path / "out")
 
 
+def test_a_shipped_name_not_yet_packed_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    """A shipped dataset whose labelling is unfinished (mos2 until it is packed) says so instead of 'unknown'."""
+    from mlip_exafs import dataset
+
+    monkeypatch.setattr(dataset, "shipped_dir", lambda name: tmp_path / "package-data" / name)
+    assert_one_line_error(cli(capsys, "dataset", "info", "mos2"), "'mos2' is not packed into this installation yet", "labelled dataset folder")
+
+
 @pytest.fixture
 def overlapping(data, tmp_path) -> Path:
     """A dataset whose test split is a copy of its train split."""

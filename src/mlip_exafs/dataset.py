@@ -2,7 +2,7 @@
 
 A dataset is a folder with ``train.db`` and ``test.db`` (ASE SQLite databases
 written by ``mlip-exafs label`` or ``mlip-exafs import``) and ``dataset.json``
-(how it was made). The shipped datasets (``ws2``, ``w-bcc``) are stored
+(how it was made). The shipped datasets (``ws2``, ``w-bcc``, ``mos2``) are stored
 gzip-compressed inside the package and unpacked to a cache on first use.
 Every verb that takes a DATASET accepts a shipped name, a dataset folder, or a
 single ``.db`` file (then the split is the whole file).
@@ -30,7 +30,7 @@ from mlip_exafs.errors import UserError
 from mlip_exafs.files import atomic_path, read_json, sha256_file, write_json
 
 Split = Literal["train", "test", "all"]
-SHIPPED = ("ws2", "w-bcc")
+SHIPPED = ("ws2", "w-bcc", "mos2")  # mos2: packed once its labelling (datasets/label-all.sh) is finished
 
 
 def shipped_dir(name: str) -> Path:
