@@ -126,6 +126,49 @@ def test_a_shipped_name_not_yet_packed_is_a_one_line_error(capsys, tmp_path, mon
 
 
 @pytest.fixture
+def package_data(tmp_path, monkeypatch) -> Path:
+    """The package's shipped-datasets folder, moved to a temporary one (packing must not touch the installation)."""
+    from mlip_exafs import dataset
+
+    root = tmp_path / "package-data"
+    monkeypatch.setattr(dataset, "shipped_dir", lambda name: root / name)
+    monkeypatch.setattr(dataset, "SHIPPED", (*dataset.SHIPPED, "tiny"))
+    return root
+
+
+def test_pack_ships_a_dataset_under_its_name(capsys, tmp_path, data, package_data):
+    source = Path(shutil.copytree(data, tmp_path / "source"))
+    (source / "cp2k.yaml").write_text("cutoff_ry: 400\n")
+    cli(capsys, "dataset", "pack", str(source), "--name", "tiny")
+    assert sorted(p.name for p in (package_data / "tiny").iterdir()) == ["dataset.json", "test.db.gz", "train.db.gz"]
+    assert json.loads((package_data / "tiny" / "dataset.json").read_text())["configs"] == {"cp2k.yaml": "cutoff_ry: 400\n"}
+    packed = [a.info["uid"] for a in load_structures("tiny", "train")]
+    assert packed == [a.info["uid"] for a in load_structures(source, "train")] and len(packed) == 3
+
+
+def test_pack_refuses_a_database_a_labeller_is_still_writing(capsys, tmp_path, data, package_data):
+    """Copying a database mid-write could ship a torn file: pack waits for the labeller (its kernel lock says it runs)."""
+    from mlip_exafs.files import writer_lock
+
+    source = Path(shutil.copytree(data, tmp_path / "source"))
+    with writer_lock(source, "label", ".train.db.reverse.lock", "database file's folder"):
+        assert_one_line_error(cli(capsys, "dataset", "pack", str(source), "--name", "tiny"),
+                              "is still writing", "train.db", "pack when it has finished")
+    assert not package_data.exists()
+    (source / ".train.db.forward.lock").write_text("12345")  # left by a killed labeller: not held, so no refusal
+    cli(capsys, "dataset", "pack", str(source), "--name", "tiny")
+
+
+def test_pack_refuses_a_damaged_database(capsys, tmp_path, data, package_data):
+    source = Path(shutil.copytree(data, tmp_path / "source"))
+    raw = bytearray((source / "test.db").read_bytes())
+    raw[4096:8192] = b"\xff" * 4096  # a page of the table's B-tree overwritten
+    (source / "test.db").write_bytes(bytes(raw))
+    assert_one_line_error(cli(capsys, "dataset", "pack", str(source), "--name", "tiny"), "test.db", "restore it from git")
+    assert not package_data.exists()
+
+
+@pytest.fixture
 def overlapping(data, tmp_path) -> Path:
     """A dataset whose test split is a copy of its train split."""
     folder = tmp_path / "overlap"

@@ -262,19 +262,40 @@ def merge_label_databases(parts: list[Path], out: Path) -> Path:
 
 def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
     """Compress a labelled dataset folder into the package (how the shipped datasets are made)."""
+    for split in ("train", "test"):
+        _check_packable(source / f"{split}.db", split)
+    assert_disjoint(load_structures(source, "train"), load_structures(source, "test"))
     dest = shipped_dir(name)
     dest.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
-        db_path = source / f"{split}.db"
-        if not db_path.exists():
-            raise UserError(f"{db_path} is missing; label the {split} split before packing")
-        with open(db_path, "rb") as fin, atomic_path(dest / f"{split}.db.gz") as tmp:
+        with open(source / f"{split}.db", "rb") as fin, atomic_path(dest / f"{split}.db.gz") as tmp:
             with gzip.GzipFile(tmp, "wb", mtime=0) as fout:
                 shutil.copyfileobj(fin, fout)
     write_json(dest / "dataset.json", made_by)
     for packed in dest.iterdir():
         packed.chmod(0o644)  # package data, readable by every user of an installation
     return dest
+
+
+def _check_packable(db_path: Path, split: str) -> None:
+    """A database is shipped only whole: labelled, no labeller writing it (a copy could be torn), SQLite intact."""
+    from mlip_exafs.label import running_labeller  # lazy: label loads the CP2K calculator, only packing needs it
+
+    if not db_path.exists():
+        raise UserError(f"{db_path} is missing; label the {split} split before packing")
+    holder = running_labeller(db_path)
+    if holder is not None:
+        raise UserError(f"a labeller (pid {holder}) is still writing {db_path}; pack when it has finished or stop it first")
+    check_ase_database(db_path)
+    con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        problems = [row[0] for row in con.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # damage SQLite meets before it can list it
+        problems = [str(exc)]
+    finally:
+        con.close()
+    if problems != ["ok"]:
+        raise UserError(f"{db_path} fails SQLite's integrity check ({problems[0]}); restore it from git before packing")
 
 
 def structure_fingerprint(atoms: Atoms) -> str:

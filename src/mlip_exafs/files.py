@@ -196,6 +196,20 @@ def writer_lock(folder: str | Path, verb: str, name: str | None = None, what: st
                 path.rmdir()  # only when empty
 
 
+def lock_holder(lock_path: Path) -> str | None:
+    """The pid in a writer lock that a live process holds; None when it is absent or free (a killed writer's is free)."""
+    try:
+        handle = open(lock_path)
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+    return None
+
+
 def _acquire(lock_path: Path, verb: str, folder: Path, hint: str):
     while True:
         handle = open(lock_path, "a+")

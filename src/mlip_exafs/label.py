@@ -28,7 +28,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_exafs.cp2k import SOLVER_ONLY, Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged, scf_steps
 from mlip_exafs.errors import UserError, setting
-from mlip_exafs.files import check_output_file, db_write_guard, writer_lock
+from mlip_exafs.files import check_output_file, db_write_guard, lock_holder, writer_lock
 
 UNITS = {
     "energy": "eV",
@@ -81,9 +81,22 @@ def label_structures(
     """
     check_output_file(db_path)
     direction = "reverse" if reverse else "forward"  # one labeller per direction: the two meet in the middle
-    with writer_lock(Path(db_path).parent, "label", f".{Path(db_path).name}.{direction}.lock", "database file's folder",
+    with writer_lock(Path(db_path).parent, "label", _lock_name(Path(db_path), direction), "database file's folder",
                      hint=f"wait for it to finish, or run this labeller with{'out' if reverse else ''} {setting('reverse')}"):
         return _label_structures(structures, Path(db_path), settings, mpi_ranks, limit, on_progress, reverse)
+
+
+def _lock_name(db_path: Path, direction: str) -> str:
+    return f".{db_path.name}.{direction}.lock"
+
+
+def running_labeller(db_path: Path) -> str | None:
+    """The pid of a labeller still writing ``db_path`` (either direction), or None: a copy taken now could be torn."""
+    for direction in ("forward", "reverse"):
+        holder = lock_holder(db_path.parent / _lock_name(db_path, direction))
+        if holder is not None:
+            return holder
+    return None
 
 
 def _label_structures(structures: Path, db_path: Path, settings: Cp2kSettings, mpi_ranks: int, limit: int | None,
