@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlip_exafs.files import write_json
-from mlip_exafs.report import StudyView, _gallery, _recommendation, first_seed_only, write_report
+from mlip_exafs.report import StudyView, _gallery, _learning_curve_table, _recommendation, first_seed_only, write_report
 from mlip_exafs.study.steps import Step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +33,12 @@ def test_without_a_recommendation_the_verdict_says_where_the_largest_n_stands():
     assert "No training-set size met the criteria" in text
     assert "largest N (10, mean of 2 seed(s))" in text
     assert "slope is 0.950" in text and "force MAE 0.190 eV/Å" in text
+
+
+def test_the_learning_curve_table_gives_mean_and_spread_over_seeds():
+    text = _learning_curve_table(view_of(10))
+    assert "mean ± std over seeds" in text and "<td>1</td><td>1</td><td>0.3 ± 0</td><td>0.85 ± 0</td>" in text
+    assert "<td>10</td><td>2</td><td>0.19 ± 0.01</td><td>0.95 ± 0.01</td>" in text
 
 
 def test_a_recommendation_names_n_the_base_model_and_whether_it_is_the_largest_n():
@@ -220,6 +226,14 @@ def test_the_verdict_is_the_first_section_and_answers_in_sentences(synthetic_rep
     assert "Pretrained sevennet-0 is too soft" in verdict and "Its MD is still running." in verdict
     assert "Unfinished steps" in verdict and "md-sevennet-0" in verdict
     assert "σ²(W-W1) 0.00314 ± 0.00035 Å² at 2.740 Å (N = 8)" in verdict
+
+
+def test_the_learning_curve_table_starts_from_the_pretrained_base_model(synthetic_report):
+    text = synthetic_report.read_text()
+    table = text[text.index("Learning curve against held-out DFT"):]
+    table = table[:table.index("</table>")]
+    assert "<td>0 (pretrained chgnet)</td><td>–</td><td>0.629</td><td>0.51</td>" in table
+    assert "<td>40</td><td>2</td><td>0.0905 ± 0</td><td>1.016 ± 0</td>" in table
 
 
 def test_the_deciding_figures_come_as_png_and_svg(synthetic_report):

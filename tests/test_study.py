@@ -56,6 +56,9 @@ def test_study_runs_end_to_end(local_run):
     assert pristine["msrd"] and all(shell["sigma2"] > 0 for shell in pristine["msrd"].values())
     assert summary["potentials"]["chgnet-ft-n1-s0"]["msrd"] is None
     assert [(r["n"], r["seed"]) for r in summary["learning_curve"]] == [(1, 0), (2, 0)]
+    by_n = summary["learning_curve_by_n"]  # one seed each: the mean is that seed's value, its spread zero
+    assert [(e["n"], e["n_seeds"], e["force_mae_ev_a_std"]) for e in by_n] == [(1, 1, 0.0), (2, 1, 0.0)]
+    assert by_n[1]["stress_mae_gpa_mean"] == summary["potentials"]["chgnet-ft-n2-s0"]["validation"]["stress_mae_gpa"]
     assert (local_run / "report.html").stat().st_size > 10_000
     wall_s = [json.loads(p.read_text())["wall_s"] for p in (local_run / "steps").glob("*/step.json")]
     assert all(w > 0 for w in wall_s)

@@ -52,6 +52,9 @@ def summarize_by_n(rows: list[dict], keys=("force_mae_ev_a", "softening_slope", 
         at_n = [r for r in rows if r["n"] == n]
         entry = {"n": n, "n_seeds": len(at_n)}
         for key in keys:
+            if any(r.get(key) is None for r in at_n):  # e.g. no stress MAE without DFT stress: null, not NaN
+                entry[f"{key}_mean"] = entry[f"{key}_std"] = None
+                continue
             values = np.array([r[key] for r in at_n], dtype=float)
             entry[f"{key}_mean"] = float(values.mean())
             entry[f"{key}_std"] = float(values.std())

@@ -515,9 +515,32 @@ def _deciding_figures(view: StudyView) -> str:
             failed = " — a failed fit, kept for diagnosis" if failed_because(read_fit(view.folder_of(step))) else ""
             figures.append(_img(fit_png, f"the experiment{at} and its own shell fit (FEFF paths of the ideal crystal){failed}", "half"))
     overlay = "".join(_experiment_overlay(view, t) for t in view.temperatures) or _exafs_overlay(view)
-    body = "\n".join(figures) + overlay
+    body = "\n".join(figures) + overlay + _learning_curve_table(view)
     note = "<p><small>Each figure is also in the study folder as SVG beside its PNG, sized for a journal page.</small></p>"
     return _section("The figures that decide it", body + note) if body else ""
+
+
+LEARNING_CURVE_COLUMNS = {"force_mae_ev_a": "F MAE (eV/Å)", "softening_slope": "softening slope",
+                          "energy_mae_mev_atom": "E MAE (meV/atom)", "stress_mae_gpa": "σ MAE (GPa)"}
+
+
+def _learning_curve_table(view: StudyView) -> str:
+    """The learning curve's numbers, mean ± std over seeds per N, under the pretrained base model's."""
+    rows = view.summary["learning_curve"]
+    if not rows:
+        return ""
+    by_n = view.summary.get("learning_curve_by_n") or summarize_by_n(rows, keys=("force_mae_ev_a", "softening_slope"))
+    keys = [k for k in LEARNING_CURVE_COLUMNS if f"{k}_mean" in by_n[0]]
+    base = view.record["config"].get("finetune", {}).get("base")
+    pretrained = (view.potentials.get(base) or {}).get("validation")
+    table = [[f"0 (pretrained {base})", None] + [pretrained.get(k) for k in keys]] if pretrained else []
+    table += [[entry["n"], entry["n_seeds"]] + [_mean_std(entry[f"{k}_mean"], entry[f"{k}_std"]) for k in keys] for entry in by_n]
+    header = ["N", "seeds"] + [f"{LEARNING_CURVE_COLUMNS[k]}, mean ± std" for k in keys]
+    return "<h3>Learning curve against held-out DFT (mean ± std over seeds)</h3>" + _table(header, table)
+
+
+def _mean_std(mean: float | None, std: float) -> str | None:
+    return None if mean is None else f"{mean:.4g} ± {std:.2g}"
 
 
 def plot_learning_curve(view: StudyView, path: Path) -> None:

@@ -164,6 +164,7 @@ def potential_names(config: StudyConfig) -> list[str]:
 
 
 VALIDATION_KEYS = ("energy_mae_mev_atom", "force_mae_ev_a", "force_rmse_ev_a", "stress_mae_gpa", "softening_slope", "cmae_ev_a", "n_test_structures")
+LEARNING_CURVE_KEYS = ("force_mae_ev_a", "softening_slope", "energy_mae_mev_atom", "stress_mae_gpa")  # mean ± std over seeds per N
 EXAFS_KEYS = ("r_factor_k", "r_factor_r", "s02", "de0_ev", "kmin", "kmax", "rmin", "rmax")
 
 
@@ -218,6 +219,7 @@ def summarize(config: StudyConfig, results: dict[str, dict], steps: list[Step] |
     rows = finetuned_validations(config, lambda name: potentials[name]["validation"])
     recommended, rule = recommend(config, potentials, rows)
     summary = {"study": config.name, "potentials": potentials, "learning_curve": learning_curve_rows(rows),
+               "learning_curve_by_n": summarize_by_n(rows, keys=LEARNING_CURVE_KEYS) if rows else [],
                "recommended_n": recommended, "recommended_n_rule": rule}
     if config.experiment:
         spectra = [{"file": str(plan.file), "temperature_k": t, "fit": result("fit_experiment", None, t)} for plan, t in zip(config.experiment, spectra_k)]
