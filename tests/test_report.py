@@ -236,7 +236,17 @@ def test_the_learning_curve_table_starts_from_the_pretrained_base_model(syntheti
     assert "<td>40</td><td>2</td><td>0.0905 ± 0</td><td>1.016 ± 0</td>" in table
 
 
+def test_without_an_experiment_the_sigma2_caption_promises_no_band(tmp_path):
+    root = make_study(tmp_path)
+    summary = json.loads((root / "summary.json").read_text())
+    del summary["experiment"]
+    write_json(root / "summary.json", summary)
+    text = write_report(root).read_text()
+    assert "σ² per shell vs N: fine-tuned MDs (points), pretrained (lines)'" in text and "shell fit (band)" not in text
+
+
 def test_the_deciding_figures_come_as_png_and_svg(synthetic_report):
+    assert "pretrained (lines), experiment&#x27;s shell fit (band)" in synthetic_report.read_text()
     root = synthetic_report.parent
     for stem in ("learning_curve", "sigma2_vs_n", "r_factor_vs_n"):
         assert (root / f"{stem}.png").stat().st_size > 5_000, stem

@@ -501,7 +501,8 @@ def _deciding_figures(view: StudyView) -> str:
     if view.finetuned_md and view.shells():
         path = view.folder / "sigma2_vs_n.png"
         plot_sigma2_vs_n(view, path)
-        figures.append(_img(path, "σ² per shell vs N: fine-tuned MDs (points), pretrained (lines), experiment's shell fit (band)", "half"))
+        band = ", experiment's shell fit (band)" if view.fit else ""
+        figures.append(_img(path, f"σ² per shell vs N: fine-tuned MDs (points), pretrained (lines){band}", "half"))
     if any(_good_fit(view, name) for _, name in view.finetuned_md):
         path = view.folder / "r_factor_vs_n.png"
         plot_r_factor_vs_n(view, path)
