@@ -23,6 +23,7 @@ import mlip_exafs
 from mlip_exafs.config import check_numbers
 from mlip_exafs.errors import UserError
 from mlip_exafs.potentials import available_potentials
+from mlip_exafs.settings import BUILTIN_STRUCTURES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Is this universal ML potential right for my material?")
 console = Console(soft_wrap=True)
@@ -42,6 +43,7 @@ def _root(
 
 
 POTENTIAL_HELP = "Registered name (see 'mlip-exafs potentials'), checkpoint .pt, or python:MODULE:CALLABLE[?key=value&...]."
+STRUCTURE_HELP = f"Built-in crystal ({', '.join(BUILTIN_STRUCTURES)}) or structure file (CIF, POSCAR, extxyz, ...)."
 DEVICE_HELP = "auto (a CUDA GPU when torch sees one, else CPU), cpu or cuda."
 CLI_POTENTIAL = "chgnet"  # --potential of singlepoint and validate, whose functions take the potential without a default
 
@@ -82,7 +84,7 @@ def potentials_cmd() -> None:
 
 @app.command("singlepoint")
 def singlepoint_cmd(
-    structure: str = typer.Argument(..., help="Built-in crystal (ws2, w-bcc) or structure file."),
+    structure: str = typer.Argument(..., help=STRUCTURE_HELP),
     potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{POTENTIAL_HELP} Default {CLI_POTENTIAL}."),
     supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 3x3x1."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),

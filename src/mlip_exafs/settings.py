@@ -24,6 +24,8 @@ from mlip_exafs.spectra import FTWindow
 # every model made each --help ~0.3 s slower. Fields, defaults and bounds are there at once (model_fields).
 DEFER_BUILD = True
 
+BUILTIN_STRUCTURES = ("ws2", "mos2", "w-bcc", "srtio3")  # the crystals mlip_exafs.structures builds by name (listed in --help)
+
 # ---------------------------------------------------------------- sample
 
 

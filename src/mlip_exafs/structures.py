@@ -17,6 +17,7 @@ from ase.build import bulk
 from ase.spacegroup import crystal
 
 from mlip_exafs.errors import UserError
+from mlip_exafs.settings import BUILTIN_STRUCTURES
 
 
 def dichalcogenide_2h(metal: str, a: float, c: float, z_s: float, name: str) -> Atoms:
@@ -58,7 +59,7 @@ def srtio3_cubic() -> Atoms:
     return atoms
 
 
-BUILTIN: dict[str, Callable[[], Atoms]] = {"ws2": ws2_2h, "mos2": mos2_2h, "w-bcc": w_bcc, "srtio3": srtio3_cubic}
+BUILTIN: dict[str, Callable[[], Atoms]] = dict(zip(BUILTIN_STRUCTURES, (ws2_2h, mos2_2h, w_bcc, srtio3_cubic), strict=True))
 
 
 LARGEST_SUPERCELL_ATOMS = 1_000_000  # ASE alone needs ~0.5 kB per atom, an ML potential's graph ~100x more: beyond, no run fits in memory

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mlip_exafs.cli import app, console
-from mlip_exafs.dataset import dataset_info, pack_dataset
+from mlip_exafs.dataset import SHIPPED, dataset_info, pack_dataset
 
 dataset_app = typer.Typer(help="Inspect and package labelled datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -16,7 +16,7 @@ app.add_typer(dataset_app, name="dataset")
 
 @dataset_app.command("info")
 def info_cmd(
-    dataset: str = typer.Argument(..., help="Shipped name (ws2, w-bcc, mos2), dataset folder, or .db file."),
+    dataset: str = typer.Argument(..., help=f"Shipped name ({', '.join(SHIPPED)}), dataset folder, or .db file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Counts, composition, energy/force ranges and the DFT settings of a dataset."""
@@ -48,7 +48,7 @@ def info_cmd(
 @dataset_app.command("pack")
 def pack_cmd(
     source: Path = typer.Argument(..., help="Dataset folder with train.db, test.db and the configs that made them."),
-    name: str = typer.Option(..., "--name", help="Name to ship it under (ws2, w-bcc, mos2)."),
+    name: str = typer.Option(..., "--name", help=f"Name to ship it under ({', '.join(SHIPPED)})."),
 ) -> None:
     """Compress a labelled dataset into the package so every verb can address it by name."""
     configs = {p.name: p.read_text() for p in sorted(source.glob("*.yaml"))}

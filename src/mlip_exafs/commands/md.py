@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, app, console, default_text, given
+from mlip_exafs.cli import DEVICE_HELP, POTENTIAL_HELP, STRUCTURE_HELP, app, console, default_text, given
 from mlip_exafs.config import validate_model
 from mlip_exafs.errors import setting
 from mlip_exafs.settings import MdSettings, default_thermostat
@@ -28,7 +28,7 @@ def md_default(field: str) -> str:
 
 @app.command("md")
 def md_cmd(
-    structure: str = typer.Argument(..., help="Built-in crystal (ws2, w-bcc) or structure file."),
+    structure: str = typer.Argument(..., help=STRUCTURE_HELP),
     out: Path = typer.Option(..., "--out", help="Output folder (snapshots.extxyz, thermo.csv, md.json, checkpoint.npz)."),
     potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{POTENTIAL_HELP} {md_default('potential').capitalize()}."),
     supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 6x6x2."),
