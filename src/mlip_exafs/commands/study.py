@@ -1,7 +1,9 @@
-"""CLI verbs ``study`` and ``report``."""
+"""CLI verbs ``study``, ``report`` and ``progress``."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +57,34 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder writte
     if not (study_dir / "study.json").exists():
         raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
     console.print(f"wrote {write_report(study_dir)}")
+
+
+@app.command("progress")
+def progress_cmd(
+    study_dir: Path = typer.Argument(..., help="A study folder written by 'mlip-exafs study', running or stopped."),
+    as_json: bool = typer.Option(False, "--json", help="Every step's state, time and last log line as JSON."),
+) -> None:
+    """Where a study stands: steps finished, running, interrupted (rerun the study to resume them) and waiting."""
+    from mlip_exafs.study.progress import study_progress  # lazy: only when this verb runs (the study package loads the stages' configs)
+
+    steps = study_progress(study_dir)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(s) for s in steps], indent=2))
+        return
+    by_state = {state: [s for s in steps if s.state == state] for state in ("finished", "running", "interrupted", "waiting")}
+    finished_h = sum(s.spent_s for s in by_state["finished"]) / 3600
+    console.print(f"{study_dir}: {len(steps)} steps; {len(by_state['finished'])} finished ({finished_h:.1f} step-hours), "
+                  f"{len(by_state['running'])} running, {len(by_state['interrupted'])} interrupted, {len(by_state['waiting'])} waiting")
+    started = by_state["running"] + by_state["interrupted"]
+    if started:
+        table = Table("step", "state", "time so far", "last log line")
+        for s in started:
+            table.add_row(s.name, s.state, f"{s.spent_s / 3600:.2f} h", s.last_line or "")
+        console.print(table)
+    if by_state["interrupted"] and not by_state["running"]:
+        console.print("nothing runs: rerun the same 'mlip-exafs study' command to resume the interrupted steps")
+    if by_state["waiting"]:
+        console.print("waiting: " + ", ".join(s.name for s in by_state["waiting"]))
 
 
 def _print_learning_curve(part: dict) -> None:

@@ -147,18 +147,41 @@ RUN_FILE = ".run.json"
 HEARTBEAT_S = 30.0
 
 
-def _start_run(folder: Path) -> float:
-    """Seconds spent by earlier, killed runs of this step, so ``wall_s`` of a resumed step counts them too.
+@dataclass(frozen=True)
+class RunRecord:
+    """A step's runs so far (``RUN_FILE``): the current or last one's start and last heartbeat, and the earlier ones' time.
 
     A run is counted from its start to its last heartbeat (``alive_until``,
     rewritten every ``HEARTBEAT_S`` while the step's child works). The time is
     kept inside the file, not in file dates, because a study folder committed
     to git and checked out in a later session has every file dated by the checkout.
     """
-    earlier_s = 0.0
-    if (folder / RUN_FILE).exists():
-        record = read_json(folder / RUN_FILE)
-        earlier_s = record["earlier_s"] + max(0.0, record.get("alive_until", record["started"]) - record["started"])
+
+    started: float
+    alive_until: float
+    earlier_s: float
+
+    def spent_s(self, now: float | None = None) -> float:
+        """Every run's time up to the last heartbeat (up to ``now`` while alive)."""
+        until = now if now is not None and self.alive_at(now) else self.alive_until
+        return self.earlier_s + max(0.0, until - self.started)
+
+    def alive_at(self, now: float) -> bool:
+        """A heartbeat within two periods: some process still runs the step."""
+        return now - self.alive_until < 2 * HEARTBEAT_S
+
+
+def run_record(folder: Path) -> RunRecord | None:
+    if not (folder / RUN_FILE).exists():
+        return None
+    record = read_json(folder / RUN_FILE)
+    return RunRecord(record["started"], record.get("alive_until", record["started"]), record["earlier_s"])
+
+
+def _start_run(folder: Path) -> float:
+    """Seconds spent by earlier, killed runs of this step, so ``wall_s`` of a resumed step counts them too."""
+    earlier = run_record(folder)
+    earlier_s = earlier.spent_s() if earlier else 0.0
     now = time.time()
     write_json(folder / RUN_FILE, {"started": now, "alive_until": now, "earlier_s": earlier_s})
     return earlier_s

@@ -1,0 +1,67 @@
+"""Where a long study stands: each step finished, running, interrupted or waiting, and the time it took so far.
+
+A paper profile runs for many hours, over several sessions or SLURM jobs; its folder is the
+only place that knows how far it got. This reads it without touching it: the study record
+(``study.json``: config and every step's inputs hash), each step's finished marker, its run
+heartbeat and the last progress line of its log (an MD's "MD 300 K: 646/3500, ... ETA").
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mlip_exafs.errors import UserError
+from mlip_exafs.files import read_json
+from mlip_exafs.study.config import StudyConfig
+from mlip_exafs.study.pipeline import build_steps
+from mlip_exafs.study.steps import LOG_FILE, STEP_FILE, all_hashes, run_record
+
+State = Literal["finished", "running", "interrupted", "waiting"]
+LOG_TAIL_BYTES = 4096  # the last progress line is near the end; a long log is not read whole
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    name: str
+    state: State
+    spent_s: float  # a finished step's wall_s; else what its runs so far took (0 for a waiting step)
+    last_line: str | None  # the last line of its log, for a started step that has not finished
+
+
+def study_progress(study_dir: Path, now: float | None = None) -> list[StepProgress]:
+    """Every step of the study in pipeline order, with its state; a step whose inputs changed counts as waiting."""
+    if not (study_dir / "study.json").exists():
+        raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
+    record = read_json(study_dir / "study.json")
+    steps = build_steps(StudyConfig.model_validate(record["config"]))
+    hashes = {**all_hashes(steps), **record.get("step_inputs", {})}
+    now = time.time() if now is None else now
+    return [_step_progress(study_dir / "steps" / s.name, s.name, hashes[s.name], now) for s in steps]
+
+
+def _step_progress(folder: Path, name: str, digest: str, now: float) -> StepProgress:
+    marker = folder / STEP_FILE
+    if marker.exists() and (done := read_json(marker)).get("inputs_hash") == digest:
+        return StepProgress(name, "finished", done["wall_s"], None)
+    stamp = folder / ".inputs_hash"
+    run = run_record(folder)
+    if run is None or not stamp.exists() or stamp.read_text() != digest:
+        return StepProgress(name, "waiting", 0.0, None)
+    state: State = "running" if run.alive_at(now) else "interrupted"
+    return StepProgress(name, state, run.spent_s(now), _last_log_line(folder / LOG_FILE))
+
+
+def _last_log_line(log: Path) -> str | None:
+    """The last non-empty line (progress bars rewrite theirs with carriage returns), without colour codes."""
+    if not log.exists():
+        return None
+    with open(log, "rb") as fh:
+        fh.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+        tail = ANSI.sub("", fh.read().decode(errors="replace"))
+    lines = [line.strip() for line in re.split(r"[\r\n]", tail) if line.strip()]
+    return lines[-1] if lines else None
