@@ -278,7 +278,7 @@ def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
 
 
 def _check_packable(db_path: Path, split: str) -> None:
-    """A database is shipped only whole: labelled, no labeller writing it (a copy could be torn), SQLite intact."""
+    """A database is shipped only whole: present, no labeller writing it (a copy could be torn), SQLite intact."""
     from mlip_exafs.label import running_labeller  # lazy: label loads the CP2K calculator, only packing needs it
 
     if not db_path.exists():

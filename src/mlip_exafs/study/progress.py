@@ -18,7 +18,7 @@ from mlip_exafs.errors import UserError
 from mlip_exafs.files import read_json
 from mlip_exafs.study.config import StudyConfig
 from mlip_exafs.study.pipeline import build_steps
-from mlip_exafs.study.steps import LOG_FILE, STEP_FILE, all_hashes, run_record
+from mlip_exafs.study.steps import INPUTS_FILE, LOG_FILE, STEP_FILE, all_hashes, run_record
 
 State = Literal["finished", "running", "interrupted", "waiting"]
 LOG_TAIL_BYTES = 4096  # the last progress line is near the end; a long log is not read whole
@@ -48,7 +48,7 @@ def _step_progress(folder: Path, name: str, digest: str, now: float) -> StepProg
     marker = folder / STEP_FILE
     if marker.exists() and (done := read_json(marker)).get("inputs_hash") == digest:
         return StepProgress(name, "finished", done["wall_s"], None)
-    stamp = folder / ".inputs_hash"
+    stamp = folder / INPUTS_FILE
     run = run_record(folder)
     if run is None or not stamp.exists() or stamp.read_text() != digest:
         return StepProgress(name, "waiting", 0.0, None)

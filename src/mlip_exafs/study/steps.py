@@ -88,6 +88,7 @@ def all_hashes(steps: list[Step]) -> dict[str, str]:
 
 
 STEP_FILE = "step.json"  # a finished step: its inputs hash, wall time and result
+INPUTS_FILE = ".inputs_hash"  # a started step: the inputs hash its files belong to
 CHILD_MODULE = "mlip_exafs.study.child"  # the entry point of every step's child process
 REPLACED_DIR = ".replaced"  # finished steps whose inputs changed wait here until their replacement finishes
 
@@ -112,7 +113,7 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
     if cached is not None:
         return cached
     folder = root / step.name
-    stamp = folder / ".inputs_hash"
+    stamp = folder / INPUTS_FILE
     if folder.exists() and (not stamp.exists() or stamp.read_text() != digest):
         _set_aside(folder)
     folder.mkdir(parents=True, exist_ok=True)
