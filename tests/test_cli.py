@@ -344,3 +344,15 @@ def test_help_imports_no_stage():
             "'mlip_exafs.finetune', 'mlip_exafs.analysis') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_cli_runs_with_a_typer_that_has_no_flag_label_method(capsys, monkeypatch):
+    """The '<bool>' label fix patches a typer 0.29 method; another typer (as on the GPU machine, 2026-12-04) lacks it."""
+    from typer.core import TyperOption
+
+    for cls in TyperOption.__mro__:  # typer 0.29 defines it on TyperOption and on its base class
+        if "display_type_rich" in vars(cls):
+            monkeypatch.delattr(cls, "display_type_rich")
+    assert not hasattr(TyperOption, "display_type_rich")
+    result = cli(capsys, "potentials")
+    assert result.returncode == 0 and "sevennet-0" in result.stdout

@@ -124,9 +124,14 @@ def _quiet_library_warnings() -> None:
 
 
 def _flags_without_a_type_label() -> None:
-    """typer 0.29 labels every flag '<bool>' in --help (even --help itself), as if it took a value; a flag takes none."""
-    typed = TyperOption.display_type_rich
-    TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else typed(self, ctx)
+    """typer 0.29 labels every flag '<bool>' in --help (even --help itself), as if it took a value; a flag takes none.
+
+    Only where that typer method exists: other typer versions have none (it stopped the whole CLI on a GPU machine's
+    typer, 2026-12-04), and they need no fix.
+    """
+    typed = getattr(TyperOption, "display_type_rich", None)
+    if typed is not None:
+        TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else typed(self, ctx)
 
 
 def main() -> None:
