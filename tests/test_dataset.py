@@ -9,12 +9,22 @@ import pytest
 import yaml
 
 from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
-from mlip_exafs.dataset import assert_disjoint, load_structures
+from mlip_exafs.dataset import SHIPPED, assert_disjoint, load_structures, shipped_dir
 from mlip_exafs.cp2k import SOLVER_ONLY, Cp2kSettings
 
 
-@pytest.mark.parametrize("name, composition", [("ws2", "S36W18"), ("w-bcc", "W16")])
-def test_shipped_dataset_info_names_counts_code_and_settings(name, composition):
+COMPOSITIONS = {"ws2": "S36W18", "w-bcc": "W16", "mos2": "Mo18S36"}
+PACKED = [name for name in SHIPPED if (shipped_dir(name) / "train.db.gz").exists()]  # mos2 joins once it is packed
+
+
+def test_every_shipped_name_has_a_composition_and_the_finished_ones_are_packed():
+    assert set(COMPOSITIONS) == set(SHIPPED)
+    assert {"ws2", "w-bcc"} <= set(PACKED)
+
+
+@pytest.mark.parametrize("name", PACKED)
+def test_shipped_dataset_info_names_counts_code_and_settings(name):
+    composition = COMPOSITIONS[name]
     info = json.loads(run_cli("dataset", "info", name, "--json", check=True).stdout)
     assert info["n_train"] >= 10 and info["n_test"] >= 3  # the quick studies fine-tune on up to 10
     assert info["n_train_not_converged"] == 0 and info["n_test_not_converged"] == 0
@@ -24,7 +34,7 @@ def test_shipped_dataset_info_names_counts_code_and_settings(name, composition):
     assert info["train_summary"]["compositions"] == [composition]
 
 
-@pytest.mark.parametrize("name", ["ws2", "w-bcc"])
+@pytest.mark.parametrize("name", PACKED)
 def test_shipped_test_set_shares_no_structure_with_the_training_pool(name):
     assert_disjoint(load_structures(name, "train"), load_structures(name, "test"))
 
