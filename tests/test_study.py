@@ -255,6 +255,43 @@ def test_local_steps_with_the_longest_chain_behind_them_start_first(study_root):
     assert chain["finetune-chgnet-ft-n2-s0"] == 2 > chain["finetune-chgnet-ft-n1-s0"] == 1
 
 
+def test_dask_gets_the_chain_lengths_as_priorities(study_root, tmp_path, monkeypatch):
+    """Ready steps start longest chain first on Dask too (a fake client records what is submitted)."""
+    import dask.distributed
+
+    from mlip_exafs.study import executor
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+
+    class Future:
+        def __init__(self, key):
+            self.key = key
+
+        def result(self):
+            return {}
+
+    class Client:
+        submitted: dict[str, int] = {}
+
+        def __init__(self, cluster):
+            pass
+
+        def submit(self, func, *args, key, pure, priority):
+            Client.submitted[key] = priority
+            return Future(key)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dask.distributed, "Client", Client)
+    monkeypatch.setattr(dask.distributed, "as_completed", list)
+    monkeypatch.setattr(executor, "local_cluster", lambda workers: None)
+    steps = build_steps(load_study_config(study_root / "tiny.yaml", None))
+    executor.run_dask(steps, tmp_path / "out", scheduler="tcp://nowhere:0")
+    by_step = {key.rsplit("-", 1)[0]: priority for key, priority in Client.submitted.items()}
+    assert by_step == executor.chain_lengths(steps) and by_step["finetune-chgnet-ft-n2-s0"] == 2
+
+
 @pytest.mark.slow
 def test_local_steps_side_by_side_give_the_results_of_one_at_a_time(study_root, tmp_path):
     """Two independent steps overlap in time with two workers, not with one; the results are the same."""

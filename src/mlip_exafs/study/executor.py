@@ -179,9 +179,11 @@ def local_cluster(workers: int):
 
 
 def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, workers: int = 2, on_step=None) -> dict[str, dict]:
-    """Submit every step at once; Dask orders them by their dependencies.
+    """Submit every step at once; Dask orders them by their dependencies, and ready ones as ``run_local`` does.
 
-    Without a scheduler address a LocalCluster of ``workers`` single-threaded
+    Each step's Dask priority is its chain length (:func:`chain_lengths`): without it Dask ran ready steps in
+    submission order, so the WS2 paper study's pristine SevenNet-0 MD (6.2 h) started after all 21 fine-tunes and
+    ran alone at the end. Without a scheduler address a LocalCluster of ``workers`` single-threaded
     processes is started (torch threads x workers must not exceed the cores).
     """
     from dask.distributed import Client, as_completed  # lazy: dask, seconds to import; only a Dask run needs it
@@ -190,11 +192,13 @@ def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, worker
     cluster = None if scheduler else local_cluster(workers)
     client = Client(scheduler or cluster)
     cached_at_start = cached_names(steps, root, hashes)
+    chain = chain_lengths(steps)
     try:
         futures = {}
         for step in steps:
             deps = {d: futures[d] for d in step.deps}
-            futures[step.name] = client.submit(run_step, root, step, hashes[step.name], deps, key=f"{step.name}-{hashes[step.name]}", pure=False)
+            futures[step.name] = client.submit(run_step, root, step, hashes[step.name], deps, key=f"{step.name}-{hashes[step.name]}",
+                                               pure=False, priority=chain[step.name])
         names = {f.key: n for n, f in futures.items()}
         for future in as_completed(list(futures.values())):
             future.result()  # re-raises a step's error here
