@@ -7,6 +7,7 @@ Deterministic for a seed. Each structure carries how it was made in
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import ase.io
@@ -45,6 +46,18 @@ def sample(spec: SampleSpec, out: Path, progress=None) -> list[Atoms]:
     return frames
 
 
+def _sampling_langevin(atoms: Atoms, timestep: float, temperature: float, rng) -> Langevin:
+    """ASE's Langevin with its centre-of-mass fix (``fixcm=True``), which ASE 3.28 deprecated for ``FixCom``.
+
+    Kept because the shipped datasets' structures were sampled with it (a seed gives the same structures
+    only with it), and the small departure from exact NVT that ASE warns about does not matter for picking
+    training structures. Its FutureWarning is silenced here alone; when ASE drops ``fixcm``, resample with ``FixCom``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fixcm.*", category=FutureWarning)
+        return Langevin(atoms, timestep, temperature_K=temperature, friction=0.02 / units.fs, fixcm=True, rng=rng)
+
+
 def _md_snapshots(base: Atoms, calc, temperature: float, count: int, spec: SampleSpec, rng, progress) -> list[Atoms]:
     """Langevin NVT from the perfect cell; one snapshot every ``interval_fs`` after equilibration."""
     if count == 0:
@@ -53,7 +66,7 @@ def _md_snapshots(base: Atoms, calc, temperature: float, count: int, spec: Sampl
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
-    dyn = Langevin(atoms, spec.timestep_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng)
+    dyn = _sampling_langevin(atoms, spec.timestep_fs * units.fs, temperature, rng)
     every = max(1, round(spec.interval_fs / spec.timestep_fs))
     dyn.run(round(spec.equilibration_fs / spec.timestep_fs))
     snaps = []
