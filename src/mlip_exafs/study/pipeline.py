@@ -244,6 +244,17 @@ def temperature_series(config: StudyConfig, name: str, result) -> dict:
     return series
 
 
+def recorded_steps(study_dir: Path) -> tuple[StudyConfig, list[Step], dict[str, str]]:
+    """A study folder's config, steps and the inputs hash a finished step must carry: the one ``study.json``
+    recorded, or for a step the study did not have yet, the hash it has now."""
+    if not (study_dir / "study.json").exists():
+        raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
+    record = read_json(study_dir / "study.json")
+    config = StudyConfig.model_validate(record["config"])
+    steps = build_steps(config)
+    return config, steps, {**all_hashes(steps), **record.get("step_inputs", {})}
+
+
 def summary_of_finished_steps(study_dir: Path) -> dict:
     """What ``summary.json`` would say of a study that is not finished, with its unfinished steps named.
 
@@ -251,10 +262,7 @@ def summary_of_finished_steps(study_dir: Path) -> dict:
     study recorded in ``study.json`` (or, for a step the study did not have yet, the
     hash it has now), so the report of a paper study can be read while its last MD runs.
     """
-    record = read_json(study_dir / "study.json")
-    config = StudyConfig.model_validate(record["config"])
-    steps = build_steps(config)
-    hashes = {**all_hashes(steps), **record.get("step_inputs", {})}
+    config, steps, hashes = recorded_steps(study_dir)
     results = {s.name: r for s in steps if (r := cached_result(study_dir / "steps", s, hashes[s.name])) is not None}
     unfinished = [s for s in steps if s.name not in results]
     if first := next((s for s in unfinished if s.action in ("validate", "finetune")), None):

@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mlip_exafs.errors import UserError
-from mlip_exafs.files import read_json
-from mlip_exafs.study.config import StudyConfig
-from mlip_exafs.study.pipeline import build_steps
-from mlip_exafs.study.steps import INPUTS_FILE, LOG_FILE, STEP_FILE, all_hashes, run_record
+from mlip_exafs.study.pipeline import recorded_steps
+from mlip_exafs.study.steps import INPUTS_FILE, LOG_FILE, finished_record, run_record
 
 State = Literal["finished", "running", "interrupted", "waiting"]
 LOG_TAIL_BYTES = 4096  # the last progress line is near the end; a long log is not read whole
@@ -35,18 +32,13 @@ class StepProgress:
 
 def study_progress(study_dir: Path, now: float | None = None) -> list[StepProgress]:
     """Every step of the study in pipeline order, with its state; a step whose inputs changed counts as waiting."""
-    if not (study_dir / "study.json").exists():
-        raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
-    record = read_json(study_dir / "study.json")
-    steps = build_steps(StudyConfig.model_validate(record["config"]))
-    hashes = {**all_hashes(steps), **record.get("step_inputs", {})}
+    _, steps, hashes = recorded_steps(study_dir)
     now = time.time() if now is None else now
     return [_step_progress(study_dir / "steps" / s.name, s.name, hashes[s.name], now) for s in steps]
 
 
 def _step_progress(folder: Path, name: str, digest: str, now: float) -> StepProgress:
-    marker = folder / STEP_FILE
-    if marker.exists() and (done := read_json(marker)).get("inputs_hash") == digest:
+    if done := finished_record(folder, digest):
         return StepProgress(name, "finished", done["wall_s"], None)
     stamp = folder / INPUTS_FILE
     run = run_record(folder)

@@ -93,13 +93,19 @@ CHILD_MODULE = "mlip_exafs.study.child"  # the entry point of every step's child
 REPLACED_DIR = ".replaced"  # finished steps whose inputs changed wait here until their replacement finishes
 
 
-def cached_result(root: Path, step: Step, digest: str) -> dict | None:
-    marker = root / step.name / STEP_FILE
+def finished_record(folder: Path, digest: str) -> dict | None:
+    """A step folder's ``step.json`` (inputs hash, wall time, result) if it finished with these inputs, else None."""
+    marker = folder / STEP_FILE
     if marker.exists():
         record = read_json(marker)
         if record.get("inputs_hash") == digest:
-            return record["result"]
+            return record
     return None
+
+
+def cached_result(root: Path, step: Step, digest: str) -> dict | None:
+    record = finished_record(root / step.name, digest)
+    return record["result"] if record else None
 
 
 def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) -> dict:
