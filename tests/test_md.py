@@ -112,6 +112,7 @@ def test_kill_9_then_rerun_continues_the_same_run(tmp_path):
     assert summary["status"] == "complete" and len(summary["segments"]) == 2
     resumed_at = summary["segments"][1]["start_step"]
     assert 60 <= resumed_at < 300, summary["segments"]
+    assert [s["device"] for s in summary["segments"]] == ["cpu", "cpu"]  # which steps ran where
     frames = ase.io.read(out / "snapshots.extxyz", ":")
     assert [f.info["step"] for f in frames] == list(range(25, 301, 5))
     thermo = read_thermo(out / "thermo.csv")

@@ -169,9 +169,22 @@ def test_only_pristine_and_only_finetuned_split_the_study(study_root):
     assert "md-chgnet" in pristine
 
 
+def test_only_md_selects_the_md_steps_and_what_they_need_and_selections_intersect(study_root):
+    """md: the part a GPU machine speeds up; pristine,md: the pretrained potentials' MD alone (no labels, no FEFF)."""
+    from mlip_exafs.study import only_selections, selected_steps
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+
+    config = load_study_config(study_root / "tiny.yaml", None)
+    steps = build_steps(config)
+    md = {s.name for s in selected_steps(config, steps, only_selections("md"))}
+    assert md == {"md-chgnet", "md-chgnet-ft-n2-s0", "finetune-chgnet-ft-n2-s0"}
+    assert [s.name for s in selected_steps(config, steps, only_selections("pristine, md"))] == ["md-chgnet"]
+
+
 def test_unknown_only_is_a_one_line_error(study_root):
-    proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(study_root / "bad-only"), "--only", "md")
-    assert_one_line_error(proc, "unknown --only 'md'")
+    proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(study_root / "bad-only"), "--only", "pristine,exafs")
+    assert_one_line_error(proc, "unknown --only 'exafs'")
     assert not (study_root / "bad-only").exists()
 
 
@@ -501,3 +514,24 @@ def test_a_changed_step_keeps_its_finished_result_until_the_new_run_finishes(tmp
     monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps: {"snapshots": "y"})
     assert run_step(root, step, "new", {}) == {"snapshots": "y"}
     assert not aside.exists()  # removed once its replacement finished
+
+
+def test_a_study_folder_moved_or_finished_elsewhere_hands_its_next_steps_files_that_exist(tmp_path, monkeypatch):
+    """Results record paths as their run saw them; read back, paths into the step's own folder point where it is now."""
+    from mlip_exafs.files import write_json
+    from mlip_exafs.study import steps as steps_module
+    from mlip_exafs.study.steps import STEP_FILE, Step, run_step
+
+    md, exafs = Step("md-chgnet", "md", {}), Step("exafs-chgnet", "exafs", {}, ("md-chgnet",))
+    root = tmp_path / "moved" / "steps"
+    (root / md.name).mkdir(parents=True)
+    (root / md.name / "snapshots.extxyz").write_text("frames")
+    ran_elsewhere = {"snapshots": "/gpu-machine/study/steps/md-chgnet/snapshots.extxyz", "n": 3, "split": "train"}
+    write_json(root / md.name / STEP_FILE, {"inputs_hash": "h", "result": ran_elsewhere})
+
+    result = run_step(root, md, "h", {})
+    assert result == {**ran_elsewhere, "snapshots": str(root / md.name / "snapshots.extxyz")}
+    seen = {}
+    monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps: seen.update(deps) or {})
+    run_step(root, exafs, "e", {md.name: result})
+    assert Path(seen[md.name]["snapshots"]).read_text() == "frames"

@@ -26,7 +26,9 @@ def study_cmd(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     only: Optional[str] = typer.Option(None, "--only", help="pristine: only the pretrained potentials' steps (they need no training labels); "
                                        "finetuned: only the fine-tunes and the fine-tuned potentials' steps; "
-                                       "learning-curve: only the fine-tunes and validations (no MD). A later full run reuses them."),
+                                       "learning-curve: only the fine-tunes and validations (no MD); "
+                                       "md: only the MD steps and the fine-tunes they need (the part a GPU speeds up). "
+                                       "Join with commas for steps in all, e.g. pristine,md. A later full run reuses them."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda for every model step (overrides the config's device)."),
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
@@ -39,12 +41,12 @@ def study_cmd(
         console.print(f"  {'cached' if cached else 'done  '} {name}")
 
     summary = run_study(config, out, profile, scheduler=scheduler, on_step=on_step, only=only, device=device, **given(executor=executor))
-    if only in ("pristine", "finetuned"):
-        console.print(f"{only} potentials done; run without --only for the other half, {out / 'summary.json'} and the report")
-        return
     if only == "learning-curve":
         _print_learning_curve(summary)
         console.print(f"DFT criteria recommend N = {summary['recommended_n']}; run without --only for the MD, EXAFS, {out / 'summary.json'} and the report")
+        return
+    if only:
+        console.print(f"the steps of --only {only} are done; run without --only for the rest, {out / 'summary.json'} and the report")
         return
     console.print(f"recommended N = {summary['recommended_n']}; report: {out / 'report.html'}")
 

@@ -50,6 +50,10 @@ def run_study(
     ``only="learning-curve"`` runs just the fine-tunes and the validations (no MD):
     the DFT half of the study, hours shorter than the whole; returns the
     ``learning_curve`` and ``recommended_n`` of the summary (DFT criteria only).
+    ``only="md"`` runs just the MD steps and the fine-tunes they need: the part
+    a GPU machine speeds up; returns None. Selections join with commas, and a
+    step runs if every one selects it: ``"pristine,md"`` is the pretrained
+    potentials' MD alone, which needs neither labels nor FEFF.
     Either way a later full run finds these steps cached: a step's identity
     does not depend on which steps ran beside it.
     """
@@ -60,16 +64,15 @@ def run_study(
     if device or config.device:  # like threads: a runtime choice, not part of any step's identity
         os.environ[DEVICE_ENV] = resolve_device(device or config.device)  # 'cuda' without a GPU fails here, before any step
     steps = build_steps(config)
-    if only not in ONLY:
-        raise UserError(f"unknown {setting('only')} '{only}'; use one of: {', '.join(o for o in ONLY if o)}")
-    if only == "learning-curve" and config.dataset is None:
+    selections = only_selections(only)
+    if "learning-curve" in selections and config.dataset is None:
         raise UserError(f"{setting('only')} learning-curve needs a dataset, and this study has none (pristine only); run it without {setting('only')}")
-    _check_before_running(config, check_training_pool=only != "pristine")
+    _check_before_running(config, check_training_pool="pristine" not in selections)
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
         _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
-        if only:
-            steps = with_dependencies(steps, [s.name for s in steps if ONLY[only](config, s)])
+        if selections:
+            steps = selected_steps(config, steps, selections)
         started = time.perf_counter()
         to_run = [s for s in steps if s.name not in cached_names(steps, out / "steps", all_hashes(steps))]
         if executor == "dask":
@@ -77,10 +80,10 @@ def run_study(
         else:
             results = run_local(steps, out / "steps", on_step=on_step)
         elapsed_s = time.perf_counter() - started
-        if only in ("pristine", "finetuned"):
-            return None
-        if only == "learning-curve":
+        if selections == ["learning-curve"]:
             return partial_learning_curve(config, results)
+        if selections:
+            return None
         summary = {**summarize(config, results), "cost": _cost(out, to_run, elapsed_s)}
         changed = _write_if_changed(out / "summary.json", summary)
         if changed or not (out / "report.html").exists():
@@ -91,11 +94,27 @@ def run_study(
 
 
 ONLY = {
-    None: lambda config, step: True,
     "pristine": lambda config, step: step.potential in config.pristine,
     "finetuned": lambda config, step: step.potential not in config.pristine,
     "learning-curve": lambda config, step: step.action in ("finetune", "validate"),
+    "md": lambda config, step: step.action == "md",
 }
+
+
+def only_selections(only: str | None) -> list[str]:
+    """``--only``'s comma-separated selections (a step runs if every one selects it); none: the whole study."""
+    if only is None:
+        return []
+    selections = [name.strip() for name in only.split(",")]
+    unknown = [name for name in selections if name not in ONLY]
+    if unknown:
+        raise UserError(f"unknown {setting('only')} '{unknown[0]}'; use one of {', '.join(ONLY)}, or several joined by commas")
+    return selections
+
+
+def selected_steps(config: StudyConfig, steps: list[Step], selections: list[str]) -> list[Step]:
+    """The steps every selection selects, and the steps they need."""
+    return with_dependencies(steps, [s.name for s in steps if all(ONLY[o](config, s) for o in selections)])
 
 
 LOCK_FILE = ".study.lock"

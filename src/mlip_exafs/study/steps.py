@@ -105,7 +105,24 @@ def finished_record(folder: Path, digest: str) -> dict | None:
 
 def cached_result(root: Path, step: Step, digest: str) -> dict | None:
     record = finished_record(root / step.name, digest)
-    return record["result"] if record else None
+    return rebased(record["result"], root / step.name) if record else None
+
+
+def rebased(result: dict, folder: Path) -> dict:
+    """A finished step's result with its paths into its own folder re-rooted at ``folder``, where it is now.
+
+    A result records paths as its run saw them, relative to where that study ran; a study folder moved, run
+    again from another directory or finished on another machine would hand its next steps missing files.
+    """
+    def here(value):
+        if isinstance(value, str):
+            parts = Path(value).parts
+            for i in range(len(parts) - 1):
+                if parts[i:i + 2] == (folder.parent.name, folder.name):
+                    return str(folder.joinpath(*parts[i + 2:]))
+        return value
+
+    return {key: here(value) for key, value in result.items()}
 
 
 def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) -> dict:

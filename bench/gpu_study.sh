@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run part of a study on a GPU machine lent through the device tool, and bring its step folders back: the MD that
+# takes hours on 2 CPU cores takes minutes there (docs/potentials.md "Devices"). One call, from the repository root:
+#   bash bench/gpu_study.sh examples/mos2.yaml paper studies/mos2-paper pristine,md [DATASET_DIR NAME]
+# carrying .whl and .gpu, filled as bench/gpu_device.sh's header says. With DATASET_DIR NAME, the shipped dataset
+# NAME is packed from DATASET_DIR first (for a dataset still being labelled: carry a copy of its committed databases,
+# since the working tree's may be mid-write; the MD steps' identity does not depend on the labels).
+# The study is interrupted after $GPU_STUDY_S seconds (default 470: a call may run 600); an MD stopped there resumes
+# from its last checkpoint (every 200 fs) on the next run, here or anywhere. Device and threads are runtime choices,
+# not part of a step's identity, so the full study on the CPU machine finds the finished steps cached.
+# What comes back: $OUT/study.tgz.aa, .ab, ... (15 MiB parts) and $OUT/gpu-study.log. Unpack in the repository root:
+#   cat /work/.device/.../study.tgz.* | tar xzf -
+set -uo pipefail
+(($# == 4 || $# == 6)) || { echo "usage: gpu_study.sh CONFIG PROFILE STUDY_DIR ONLY [DATASET_DIR NAME]" >&2; exit 2; }
+config=$1 profile=$2 study=$3 only=$4
+out=${OUT:-gpu-out}; mkdir -p "$out"
+exec > >(tee "$out/gpu-study.log") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=$PWD/src:$PWD/.gpu/site:/tmp/site PYTHONUNBUFFERED=1 MLIP_EXAFS_CACHE=/tmp/mlx-cache
+export MLIP_EXAFS_THREADS=${MLIP_EXAFS_THREADS:-8}  # 16 cores: two steps at once, 8 torch threads each
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if (($# == 6)); then python3 -m mlip_exafs dataset pack "$5" --name "$6" || exit 1; fi
+start=$(date +%s)
+timeout -s INT "${GPU_STUDY_S:-470}" python3 -m mlip_exafs study "$config" --profile "$profile" --out "$study" --only "$only" --device "${GPU_STUDY_DEVICE:-cuda}"
+echo "study exit $? after $(($(date +%s) - start)) s"
+for log in "$study"/steps/*/step.log; do echo "$log: $(tail -n 1 "$log")"; done
+tar czf - --exclude='.*.lock' "$study" | split -b 15m - "$out/study.tgz."
+ls -l "$out"
