@@ -37,14 +37,20 @@ def shipped_dir(name: str) -> Path:
     return Path(str(resources.files("mlip_exafs") / "data" / "datasets" / name))
 
 
-def _unpack_shipped(name: str) -> Path:
-    """Decompress a shipped dataset into the cache (once per content version)."""
+def packed_dir(name: str) -> Path:
+    """A shipped dataset's packed files; a one-line error for a name whose labels are not packed yet."""
     src = shipped_dir(name)
     if not (src / "train.db.gz").exists():
         raise UserError(
             f"shipped dataset '{name}' is not packed into this installation yet (its CP2K labelling is in progress, "
             "see docs/datasets.md); give a labelled dataset folder instead"
         )
+    return src
+
+
+def _unpack_shipped(name: str) -> Path:
+    """Decompress a shipped dataset into the cache (once per content version)."""
+    src = packed_dir(name)
     tag = sha256_file(src / "train.db.gz")[:12] + sha256_file(src / "test.db.gz")[:12]
     dest = cache_dir() / "datasets" / f"{name}-{tag}"
     for split in ("train", "test"):
@@ -89,7 +95,7 @@ def resolve_db(spec: str | Path, split: Split) -> Path:
 def content_tag(spec: str | Path, split: Split) -> str:
     """A short hash of the file a split is read from, so cached results notice new or changed labels."""
     if str(spec) in SHIPPED and not Path(spec).exists():
-        return sha256_file(shipped_dir(str(spec)) / f"{split}.db.gz")[:16]
+        return sha256_file(packed_dir(str(spec)) / f"{split}.db.gz")[:16]
     return sha256_file(resolve_db(spec, split))[:16]
 
 
