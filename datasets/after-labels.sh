@@ -12,13 +12,10 @@ cd "$(dirname "$0")/.."
 (($# >= 4)) && [[ $4 == -- ]] || { echo "usage: after-labels.sh NAME N_TRAIN N_TEST -- MLIP_EXAFS_VERB ARGS..." >&2; exit 2; }
 name=$1 n_train=$2 n_test=$3; shift 4
 dir=datasets/$name
-py=.venv/bin/python
+source datasets/lib.sh  # py, finished
 labelling() {  # is a labeller still writing one of the dataset's databases?
   $py -c "import sys, pathlib; from mlip_exafs.label import running_labeller
 sys.exit(0 if any(running_labeller(pathlib.Path(p)) for p in sys.argv[1:]) else 1)" "$dir/train.db" "$dir/test.db"
-}
-finished() {  # finished DB -> number of finished rows
-  $py -c "import sys, pathlib; from mlip_exafs.label import finished_uids; print(len(finished_uids(pathlib.Path(sys.argv[1]))))" "$1"
 }
 while labelling || { sleep 60; labelling; }; do sleep 300; done  # seen idle twice: a chain between two steps holds no lock
 for split in train:$n_train test:$n_test; do

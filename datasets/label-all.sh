@@ -13,9 +13,7 @@ cd "$(dirname "$0")/.."
 (($#)) || { echo "usage: label-all.sh NAME/SPLIT:COUNT ...  (e.g. ws2/train:12 w-bcc/test:1000)" >&2; exit 2; }
 mx=.venv/bin/mlip-exafs
 export OMP_WAIT_POLICY=PASSIVE
-finished() {  # finished DB -> number of finished rows
-  .venv/bin/python -c "import sys, pathlib; from mlip_exafs.label import finished_uids; print(len(finished_uids(pathlib.Path(sys.argv[1]))))" "$1"
-}
+source datasets/lib.sh  # finished
 for step in "$@"; do
   name=${step%%/*}; rest=${step#*/}; split=${rest%%:*}; want=${rest#*:}; order=()
   [[ $want == *:reverse ]] && { want=${want%:reverse}; order=(--reverse); }

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import shutil
 import sqlite3
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -164,15 +165,22 @@ def _connect_input(db_path: Path):
     return ase.db.connect(db_path, type="db")
 
 
+@contextmanager
+def _read_only(db_path: Path):
+    """An SQLite connection that cannot create or change the file: checking a user's database never writes it."""
+    con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
 def check_ase_database(db_path: str | Path) -> None:
     """Refuse an empty file, a non-SQLite file or another program's SQLite file, without writing to it."""
     db_path = Path(db_path)
     try:
-        con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
+        with _read_only(db_path) as con:
             has_systems = con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='systems'").fetchone()[0] > 0
-        finally:
-            con.close()
     except sqlite3.Error as exc:
         raise UserError(f"{db_path} is not an SQLite database ({exc}); give an ASE database written by 'mlip-exafs label' or 'import'") from None
     if not has_systems:
@@ -293,13 +301,11 @@ def _check_packable(db_path: Path, split: str) -> None:
     if holder is not None:
         raise UserError(f"a labeller (pid {holder}) is still writing {db_path}; pack when it has finished or stop it first")
     check_ase_database(db_path)
-    con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        problems = [row[0] for row in con.execute("PRAGMA integrity_check")]
-    except sqlite3.DatabaseError as exc:  # damage SQLite meets before it can list it
-        problems = [str(exc)]
-    finally:
-        con.close()
+    with _read_only(db_path) as con:
+        try:
+            problems = [row[0] for row in con.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:  # damage SQLite meets before it can list it
+            problems = [str(exc)]
     if problems != ["ok"]:
         raise UserError(f"{db_path} fails SQLite's integrity check ({problems[0]}); restore it from git before packing")
 
