@@ -244,11 +244,16 @@ def temperature_series(config: StudyConfig, name: str, result) -> dict:
     return series
 
 
+def require_study_folder(study_dir: Path) -> None:
+    """A one-line error for a folder that no study wrote (readers of a study folder start here)."""
+    if not (study_dir / "study.json").exists():
+        raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
+
+
 def recorded_steps(study_dir: Path) -> tuple[StudyConfig, list[Step], dict[str, str]]:
     """A study folder's config, steps and the inputs hash a finished step must carry: the one ``study.json``
     recorded, or for a step the study did not have yet, the hash it has now."""
-    if not (study_dir / "study.json").exists():
-        raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
+    require_study_folder(study_dir)
     record = read_json(study_dir / "study.json")
     config = StudyConfig.model_validate(record["config"])
     steps = build_steps(config)
