@@ -271,6 +271,7 @@ def test_killed_path_integral_run_resumes(tmp_path):
     subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=300)
     summary = json.loads((out / "md.json").read_text())
     assert summary["status"] == "complete" and len(summary["segments"]) == 1  # the killed segment never finished
+    assert summary["segments"][0]["device"] == "cpu"  # where its steps ran
     frames = ase.io.read(out / "snapshots.extxyz", index=":")
     steps = sorted({f.info["step"] for f in frames})
     assert steps == list(range(30, 630, 10)) and len(frames) == 4 * len(steps)
