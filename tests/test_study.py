@@ -535,3 +535,31 @@ def test_a_study_folder_moved_or_finished_elsewhere_hands_its_next_steps_files_t
     monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps: seen.update(deps) or {})
     run_step(root, exafs, "e", {md.name: result})
     assert Path(seen[md.name]["snapshots"]).read_text() == "frames"
+
+
+def test_step_hashes_do_not_depend_on_where_the_study_and_its_input_files_lie(tmp_path):
+    """A study folder moved to another machine or checkout (or finished on a GPU machine) redoes nothing; a changed
+    file still reruns the steps that read it."""
+    import ase.build
+    import ase.io
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps
+    from mlip_exafs.study.steps import all_hashes
+
+    spectrum = Path(__file__).parent.parent / "examples" / "data" / "W_metal_rt_01.xdi"
+    config = {"name": "w", "structure": "w.cif", "absorber": "W", "dataset": "data", "pristine": ["chgnet"],
+              "finetune": {"base": "chgnet", "n": [1], "seeds": [0], "epochs": 1},
+              "md": {"finetuned_n": [1], "supercell": "4x4x4", "production_fs": 40, "equilibration_fs": 10},
+              "exafs": {"edge": "L3", "rmax_a": 4.0}, "experiment": {"file": "w.xdi", "temperature_k": 300, "kmin_inv_a": 3, "kmax_inv_a": 14}}
+    here = tmp_path / "here"
+    write_fake_dataset(here / "data", n_train=2, n_test=1)
+    ase.io.write(here / "w.cif", ase.build.bulk("W", "bcc", a=3.165, cubic=True))
+    shutil.copy(spectrum, here / "w.xdi")
+    (here / "w.yaml").write_text(yaml.safe_dump(config))
+    shutil.copytree(here, tmp_path / "there" / "deeper")
+    hashes = {place: all_hashes(build_steps(load_study_config(tmp_path / place / "w.yaml", None))) for place in ("here", "there/deeper")}
+    assert hashes["here"] == hashes["there/deeper"]
+    with open(tmp_path / "here" / "w.xdi", "a") as fh:
+        fh.write("   25000.0   1.0\n")  # one more point: another spectrum
+    changed = all_hashes(build_steps(load_study_config(tmp_path / "here" / "w.yaml", None)))
+    assert sorted(n for n in changed if changed[n] != hashes["here"][n]) == ["compare-chgnet", "compare-chgnet-ft-n1-s0", "fit-experiment"]

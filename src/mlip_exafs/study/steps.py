@@ -25,7 +25,7 @@ from typing import Any, Callable
 import mlip_exafs
 from mlip_exafs.cp2k import Cp2kSettings
 from mlip_exafs.errors import UserError, in_terms
-from mlip_exafs.files import read_json, write_json, write_text
+from mlip_exafs.files import read_json, sha256_file, write_json, write_text
 from mlip_exafs.study.config import ExafsPlan, ExperimentPlan, FinetunePlan, MdPlan
 
 Action = Callable[..., dict]
@@ -65,10 +65,30 @@ class Step:
 
 
 def inputs_hash(step: Step, dep_hashes: dict[str, str]) -> str:
-    payload = {"action": step.action, "params": step.params, "deps": dep_hashes, "version": mlip_exafs.__version__}
+    payload = {"action": step.action, "params": _without_locations(step.params), "deps": dep_hashes, "version": mlip_exafs.__version__}
     if step.files:  # only when present, so the hashes of steps that read no file stay what they were
         payload["files"] = step.files
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_locations(value: Any) -> Any:
+    """Parameters as a hash sees them: an input file by its content, an input folder by its name, never where it lies.
+
+    The study resolves the paths of its config to absolute ones; hashed as such, a study folder moved to another
+    machine or checkout (or finished on a GPU machine) would redo every step that reads a file. A folder's content
+    (a dataset's) enters through the step's ``files``.
+    """
+    if isinstance(value, dict):
+        return {key: _without_locations(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_locations(item) for item in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        path = Path(value)
+        if path.is_file():
+            return {"file": path.name, "sha256": sha256_file(path)[:16]}
+        if path.is_dir():
+            return {"folder": path.name}
+    return value
 
 
 def all_hashes(steps: list[Step]) -> dict[str, str]:
