@@ -157,6 +157,9 @@ def test_pack_ships_a_dataset_under_its_name(capsys, tmp_path, data, package_dat
     assert json.loads((package_data / "tiny" / "dataset.json").read_text())["configs"] == {"cp2k.yaml": "cutoff_ry: 400\n"}
     packed = [a.info["uid"] for a in load_structures("tiny", "train")]
     assert packed == [a.info["uid"] for a in load_structures(source, "train")] and len(packed) == 3
+    first = {p.name: p.read_bytes() for p in (package_data / "tiny").iterdir()}
+    cli(capsys, "dataset", "pack", str(source), "--name", "tiny")  # again: the same bytes, so studies keep their cached steps
+    assert {p.name: p.read_bytes() for p in (package_data / "tiny").iterdir()} == first
 
 
 def test_pack_refuses_a_database_a_labeller_is_still_writing(capsys, tmp_path, data, package_data):

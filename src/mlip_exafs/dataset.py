@@ -283,7 +283,9 @@ def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         with open(source / f"{split}.db", "rb") as fin, atomic_path(dest / f"{split}.db.gz") as tmp:
-            with gzip.GzipFile(tmp, "wb", mtime=0) as fout:
+            # no name and no time in the gzip header: the same labels pack to the same bytes, whose hash is what
+            # a study's cached fine-tunes and validations were made from (a temporary file's name made every pack differ)
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fout:
                 shutil.copyfileobj(fin, fout)
     write_json(dest / "dataset.json", made_by)
     for packed in dest.iterdir():
