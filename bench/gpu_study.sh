@@ -2,7 +2,10 @@
 # Run part of a study on a GPU machine lent through the device tool, and bring its step folders back: the MD that
 # takes hours on 2 CPU cores takes minutes there (docs/potentials.md "Devices"). One call, from the repository root:
 #   bash bench/gpu_study.sh examples/mos2.yaml paper studies/mos2-paper pristine,md [DATASET_DIR NAME]
-# carrying .whl and .gpu, filled as bench/gpu_device.sh's header says. With DATASET_DIR NAME, the shipped dataset
+# carrying .whl and .gpu, filled as bench/gpu_device.sh's header says plus wheels of typer, rich, xraydb, sqlalchemy
+# and platformdirs (the study checks every step's settings first; the EXAFS edge check reads xraydb; 35 MB in all).
+# That machine has no larch: a config with an `experiment` block must travel without it (the MD steps' hashes do not
+# depend on it). With DATASET_DIR NAME, the shipped dataset
 # NAME is packed from DATASET_DIR first (for a dataset still being labelled: carry a copy of its committed databases,
 # since the working tree's may be mid-write; the MD steps' identity does not depend on the labels).
 # The study is interrupted after $GPU_STUDY_S seconds (default 470: a call may run 600); an MD stopped there resumes
