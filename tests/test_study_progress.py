@@ -1,6 +1,7 @@
 """Where a study stands (mlip_exafs.study.progress, `mlip-exafs progress`): read from its folder, nothing written."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -72,3 +73,20 @@ def test_the_cli_counts_states_and_says_how_to_resume(study, capsys):
 
 def test_a_folder_without_a_study_record_is_a_one_line_error(tmp_path, capsys):
     assert_one_line_error(cli(capsys, "progress", str(tmp_path)), "has no study.json", "mlip-exafs study CONFIG")
+
+
+def test_progress_reads_a_study_whose_dataset_is_not_at_hand(tmp_path, capsys):
+    """A study read where its labels are not (still being labelled, another machine): the hashes study.json recorded."""
+    from fake_dft import write_fake_dataset
+
+    write_fake_dataset(tmp_path / "data", n_train=2, n_test=1)
+    config_dict = {**PRISTINE_ONLY, "dataset": "data", "finetune": {"base": "chgnet", "n": [1], "seeds": [0], "epochs": 1}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config_dict))
+    config = load_study_config(tmp_path / "study.yaml")
+    hashes = all_hashes(build_steps(config))
+    root = tmp_path / "out"
+    write_json(root / "study.json", {"config": json.loads(config.model_dump_json()), "profile": None, "step_inputs": hashes})
+    write_json(root / "steps" / "validate-chgnet" / "step.json", {"inputs_hash": hashes["validate-chgnet"], "wall_s": 14.0, "result": {}})
+    shutil.rmtree(tmp_path / "data")
+    by_name = {s.name: s.state for s in study_progress(root)}
+    assert by_name["validate-chgnet"] == "finished" and by_name["finetune-chgnet-ft-n1-s0"] == "waiting"

@@ -20,25 +20,30 @@ def finetuned_name(config: StudyConfig, n: int, seed: int) -> str:
     return f"{config.finetune.base}-ft-n{n}-s{seed}"
 
 
-def build_steps(config: StudyConfig) -> list[Step]:
-    """The study as a dependency-ordered list of steps; without a dataset, the pristine potentials' MD steps only."""
+def build_steps(config: StudyConfig, hash_inputs: bool = True) -> list[Step]:
+    """The study as a dependency-ordered list of steps; without a dataset, the pristine potentials' MD steps only.
+
+    ``hash_inputs=False`` leaves out the content hashes of the files the steps read, for readers of a study folder
+    whose inputs are not at hand (a dataset still being labelled, another machine): they take the hashes the
+    study recorded in ``study.json``.
+    """
     steps: list[Step] = []
     dataset, data_deps = config.dataset, ()
     if isinstance(config.dataset, DatasetPlan):
         steps += dataset_steps(config.dataset)
         dataset, data_deps = GENERATED, ("dataset",)
-    steps += experiment_fit_steps(config)
+    steps += experiment_fit_steps(config, hash_inputs)
     for potential in config.pristine:
-        steps += _model_steps(config, (dataset, data_deps), {"potential": potential}, {"potential": potential}, (), with_md=True)
+        steps += _model_steps(config, (dataset, data_deps), {"potential": potential}, {"potential": potential}, (), True, hash_inputs)
     for n in config.finetune.n:
         for seed in config.finetune.seeds:
             name = finetuned_name(config, n, seed)
             params = {"base": config.finetune.base, "dataset": dataset, "n": n, "seed": seed,
                       "freeze": config.finetune.freeze, "epochs": config.finetune.epochs}
             model = {"potential": name, "n": n, "seed": seed}
-            steps.append(Step(f"finetune-{name}", "finetune", params, data_deps, _split_hash(dataset, "train"), **model))
+            steps.append(Step(f"finetune-{name}", "finetune", params, data_deps, _split_hash(dataset, "train", hash_inputs), **model))
             with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
-            steps += _model_steps(config, (dataset, data_deps), model, {}, (f"finetune-{name}",), with_md=with_md)
+            steps += _model_steps(config, (dataset, data_deps), model, {}, (f"finetune-{name}",), with_md, hash_inputs)
     return sorted(steps, key=lambda step: temperature_rank(config, step))
 
 
@@ -56,7 +61,7 @@ def temperature_rank(config: StudyConfig, step: Step) -> int:
 FIT_STEP = "fit-experiment"
 
 
-def experiment_fit_steps(config: StudyConfig) -> list[Step]:
+def experiment_fit_steps(config: StudyConfig, hash_inputs: bool = True) -> list[Step]:
     """The experiment's own shell fit: once per spectrum (``fit-experiment``, ``fit-experiment@10K``), independent of every potential."""
     steps = []
     for plan in config.experiment:
@@ -66,7 +71,8 @@ def experiment_fit_steps(config: StudyConfig) -> list[Step]:
         params = {"experiment": str(plan.file), "absorber": config.absorber, "edge": config.exafs.edge, "structure": config.structure,
                   "window": plan.window(), "fit_shells": plan.fit_shells}
         steps.append(Step(f"{FIT_STEP}{md_temperature_tag(config, temperature_k)}", "fit_experiment", params, (),
-                          {**_file_hash("experiment", plan.file), **_file_hash("structure", config.structure)}, temperature_k=temperature_k))
+                          {**_file_hash("experiment", plan.file, hash_inputs), **_file_hash("structure", config.structure, hash_inputs)},
+                          temperature_k=temperature_k))
     return steps
 
 
@@ -92,7 +98,8 @@ def dataset_steps(plan: DatasetPlan) -> list[Step]:
     return steps
 
 
-def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict, deps: tuple[str, ...], with_md: bool) -> list[Step]:
+def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict, deps: tuple[str, ...], with_md: bool,
+                 hash_inputs: bool) -> list[Step]:
     """Validate (against the dataset's test split) and, with MD, analyze/EXAFS/compare one potential.
 
     ``model`` is what the steps are about (``potential``, and ``n``, ``seed`` of a fine-tuned
@@ -103,7 +110,7 @@ def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict,
     name = model["potential"]
     steps = []
     if dataset is not None:
-        steps.append(Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test"), **model))
+        steps.append(Step(f"validate-{name}", "validate", {"dataset": dataset, **potential}, (*deps, *data_deps), _split_hash(dataset, "test", hash_inputs), **model))
     if not with_md:
         return steps
     md_base = comparable_settings(config.md.model_dump(exclude={"finetuned_n", "temperatures_k", "npt_fs"}))  # nuclei/beads at their defaults leave the steps' hashes as they were
@@ -114,14 +121,14 @@ def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict,
         md = {**md_base, "temperature_k": temperature, **npt}
         at = {**model, "temperature_k": temperature}
         steps.append(Step(f"md{tag}-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps,
-                          _file_hash("structure", config.structure), **at))
+                          _file_hash("structure", config.structure, hash_inputs), **at))
         steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber}, (f"md{tag}-{name}",), **at))
         steps.append(Step(f"exafs{tag}-{name}", "exafs", exafs, (f"md{tag}-{name}",), **at))
     for plan in config.experiment:  # each spectrum against the EXAFS of the MD at its temperature
         temperature_k = spectrum_temperature(config, plan)
         tag = md_temperature_tag(config, temperature_k)
         compare = {"experiment": str(plan.file), "absorber": config.absorber, "edge": config.exafs.edge, "window": plan.window()}
-        steps.append(Step(f"compare{tag}-{name}", "compare", compare, (f"exafs{tag}-{name}",), _file_hash("experiment", plan.file),
+        steps.append(Step(f"compare{tag}-{name}", "compare", compare, (f"exafs{tag}-{name}",), _file_hash("experiment", plan.file, hash_inputs),
                           **model, temperature_k=temperature_k))
     return steps
 
@@ -136,14 +143,14 @@ def md_temperature_tag(config: StudyConfig, temperature_k: float) -> str:
     return temperature_tag(config.md.temperatures().index(temperature_k), temperature_k)
 
 
-def _split_hash(dataset: str, split: str) -> dict:
+def _split_hash(dataset: str, split: str, hash_inputs: bool = True) -> dict:
     """The content hash of a dataset split, so new or changed labels rerun the steps that read them."""
-    return {} if dataset == GENERATED else {split: content_tag(dataset, split)}
+    return {split: content_tag(dataset, split)} if hash_inputs and dataset != GENERATED else {}
 
 
-def _file_hash(key: str, path: str | Path) -> dict:
+def _file_hash(key: str, path: str | Path, hash_inputs: bool = True) -> dict:
     """The content hash of an input file (a built-in structure name has none)."""
-    return {key: sha256_file(path)[:16]} if Path(path).is_file() else {}
+    return {key: sha256_file(path)[:16]} if hash_inputs and Path(path).is_file() else {}
 
 
 def with_dependencies(steps: list[Step], names: list[str]) -> list[Step]:
@@ -178,7 +185,7 @@ def exafs_record(comparison: dict | None) -> dict | None:
 
 def study_steps(study_dir: Path) -> list[Step]:
     """The steps of a study folder, as its ``study.json`` config defines them: for readers of a finished study."""
-    return build_steps(StudyConfig.model_validate(read_json(study_dir / "study.json")["config"]))
+    return build_steps(StudyConfig.model_validate(read_json(study_dir / "study.json")["config"]), hash_inputs=False)
 
 
 def find_step(steps: list[Step], action: str, potential: str | None = None, temperature_k: float | None = None) -> Step | None:
@@ -256,8 +263,9 @@ def recorded_steps(study_dir: Path) -> tuple[StudyConfig, list[Step], dict[str, 
     require_study_folder(study_dir)
     record = read_json(study_dir / "study.json")
     config = StudyConfig.model_validate(record["config"])
-    steps = build_steps(config)
-    return config, steps, {**all_hashes(steps), **record.get("step_inputs", {})}
+    recorded = record.get("step_inputs", {})
+    steps = build_steps(config, hash_inputs=not recorded)  # with recorded hashes, its inputs need not be at hand
+    return config, steps, {**all_hashes(steps), **recorded}
 
 
 def summary_of_finished_steps(study_dir: Path) -> dict:
