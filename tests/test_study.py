@@ -487,7 +487,9 @@ def test_study_steps_reads_the_steps_of_a_study_folder(study_root, tmp_path):
 
     config = load_study_config(study_root / "tiny.yaml", None)
     write_json(tmp_path / "study.json", {"config": json.loads(config.model_dump_json())})
-    assert study_steps(tmp_path) == build_steps(config)
+    read = study_steps(tmp_path)  # without the content hashes of input files, which a reader may not have
+    assert read == build_steps(config, hash_inputs=False)
+    assert [s.name for s in read] == [s.name for s in build_steps(config)]
 
 
 def test_a_changed_step_keeps_its_finished_result_until_the_new_run_finishes(tmp_path, monkeypatch):
