@@ -63,16 +63,15 @@ def run_study(
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
     if device or config.device:  # like threads: a runtime choice, not part of any step's identity
         os.environ[DEVICE_ENV] = resolve_device(device or config.device)  # 'cuda' without a GPU fails here, before any step
-    steps = build_steps(config)
+    all_steps = build_steps(config)
     selections = only_selections(only)
     if "learning-curve" in selections and config.dataset is None:
         raise UserError(f"{setting('only')} learning-curve needs a dataset, and this study has none (pristine only); run it without {setting('only')}")
     _check_before_running(config, check_training_pool="pristine" not in selections)
+    steps = selected_steps(config, all_steps, selections) if selections else all_steps
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
-        _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(steps)))
-        if selections:
-            steps = selected_steps(config, steps, selections)
+        _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(all_steps)))
         started = time.perf_counter()
         to_run = [s for s in steps if s.name not in cached_names(steps, out / "steps", all_hashes(steps))]
         if executor == "dask":
@@ -114,7 +113,10 @@ def only_selections(only: str | None) -> list[str]:
 
 def selected_steps(config: StudyConfig, steps: list[Step], selections: list[str]) -> list[Step]:
     """The steps every selection selects, and the steps they need."""
-    return with_dependencies(steps, [s.name for s in steps if all(ONLY[o](config, s) for o in selections)])
+    chosen = [s.name for s in steps if all(ONLY[o](config, s) for o in selections)]
+    if not chosen:
+        raise UserError(f"{setting('only')} {','.join(selections)} selects no step of this study; drop one of the selections")
+    return with_dependencies(steps, chosen)
 
 
 LOCK_FILE = ".study.lock"
