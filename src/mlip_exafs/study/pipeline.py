@@ -34,7 +34,7 @@ def build_steps(config: StudyConfig, hash_inputs: bool = True) -> list[Step]:
         dataset, data_deps = GENERATED, ("dataset",)
     steps += experiment_fit_steps(config, hash_inputs)
     for potential in config.pristine:
-        steps += _model_steps(config, (dataset, data_deps), {"potential": potential}, {"potential": potential}, (), True, hash_inputs)
+        steps += _model_steps(config, (dataset, data_deps), {"potential": potential}, {"potential": potential}, (), with_md=True, hash_inputs=hash_inputs)
     for n in config.finetune.n:
         for seed in config.finetune.seeds:
             name = finetuned_name(config, n, seed)
@@ -43,7 +43,7 @@ def build_steps(config: StudyConfig, hash_inputs: bool = True) -> list[Step]:
             model = {"potential": name, "n": n, "seed": seed}
             steps.append(Step(f"finetune-{name}", "finetune", params, data_deps, _split_hash(dataset, "train", hash_inputs), **model))
             with_md = n in config.md.finetuned_n and seed == config.finetune.seeds[0]
-            steps += _model_steps(config, (dataset, data_deps), model, {}, (f"finetune-{name}",), with_md, hash_inputs)
+            steps += _model_steps(config, (dataset, data_deps), model, {}, (f"finetune-{name}",), with_md=with_md, hash_inputs=hash_inputs)
     return sorted(steps, key=lambda step: temperature_rank(config, step))
 
 
