@@ -313,6 +313,15 @@ def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused_then(monkeypat
             resolve_device("cuda")
 
 
+def test_a_python_callable_chooses_its_own_device_whatever_the_setting(monkeypatch):
+    """What an MD records as its device: a callable's is its own business (a CUDA setting on a CPU machine is no error)."""
+    from mlip_exafs.potentials import CALLABLE_DEVICE, device_for
+
+    monkeypatch.setenv("MLIP_EXAFS_DEVICE", "cuda")
+    assert device_for("python:ase.calculators.emt:EMT") == CALLABLE_DEVICE
+    assert device_for("chgnet", "cpu") == "cpu"
+
+
 def _study_yaml(folder: Path, extra: str) -> Path:
     path = folder / "study.yaml"
     path.write_text(f"name: t\nstructure: ws2\nabsorber: W\ndataset: ws2\n{extra}\n")

@@ -55,9 +55,8 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text, writer_lock
-from mlip_exafs.potentials import md_calculator_for
+from mlip_exafs.potentials import device_for, md_calculator_for
 from mlip_exafs.potentials import potential_id as potential_id_of
-from mlip_exafs.potentials.runtime import resolve_device
 from mlip_exafs.progress import progress_bar
 from mlip_exafs.provenance import provenance
 from mlip_exafs.settings import (LEGACY_DEFAULTS, RUNTIME_ONLY, MdSettings, Nuclei, Thermostat,  # noqa: F401  (re-exported: defined with the other stages' settings)
@@ -461,7 +460,7 @@ def _run_steps(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSetti
     ensemble, dyn = None, None
     # each run's device: a run resumed elsewhere (a GPU machine, then this one) says which steps ran where
     segment = {"start_step": state.step, "end_step": state.step, "steps": 0, "wall_s": 0.0, "steps_per_s": None,
-               "device": resolve_device(settings.device)}
+               "device": device_for(settings.potential, settings.device)}
     state.segments.append(segment)
     t0 = time.perf_counter()
     bar = progress_bar(f"MD {settings.temperature_k:g} K", schedule.total - state.step) if show_progress else _no_bar()

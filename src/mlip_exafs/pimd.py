@@ -51,8 +51,7 @@ from mlip_exafs import md as md_stage
 from mlip_exafs.cache import cached_json
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text
-from mlip_exafs.potentials import pins_content, potential_id as potential_id_of
-from mlip_exafs.potentials.runtime import resolve_device
+from mlip_exafs.potentials import device_for, pins_content, potential_id as potential_id_of
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import BEAD_TOLERANCE, HBAR_EV_FS, bead_count, harmonic_bead_ratio
 from mlip_exafs.structures import load_structure
@@ -223,7 +222,7 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
         t0 = time.perf_counter()
         _serve(folder, settings, run["beads"], schedule.total, start, calc, atoms)
         run["segments"].append({"start_step": start_step, "end_step": schedule.total, "steps": schedule.total - start_step,
-                                "wall_s": round(time.perf_counter() - t0, 3), "device": resolve_device(settings.device)})
+                                "wall_s": round(time.perf_counter() - t0, 3), "device": device_for(settings.potential, settings.device)})
         write_json(run_file, run)
     frames = collect_frames(folder, run["beads"], schedule.production_start, settings.timestep_fs)
     _write_outputs(out, folder, settings, schedule, pid, run, frames, atoms)

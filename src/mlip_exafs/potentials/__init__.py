@@ -33,7 +33,7 @@ from mlip_exafs.potentials.sevennet import SevenNetFamily
 __all__ = [
     "DEFAULT_DEVICE", "DEVICES", "Device", "FAMILIES", "REGISTRY", "ModelFamily", "Potential", "Pretrained", "available_potentials",
     "calculator_for", "checkpoint_metadata", "get_calculator", "is_checkpoint", "keep_freed_memory", "load_potential",
-    "md_calculator_for", "pins_content", "potential_id", "resolve_device", "save_checkpoint", "set_torch_threads",
+    "device_for", "md_calculator_for", "pins_content", "potential_id", "resolve_device", "save_checkpoint", "set_torch_threads",
 ]
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (ChgnetFamily(), SevenNetFamily())}
@@ -82,9 +82,9 @@ def load_potential(spec: str | Path, device: str | None = None, threads: int | N
     """Any ``--potential`` as a :class:`Potential` on ``device`` ('auto', 'cpu', 'cuda'; None: $MLIP_EXAFS_DEVICE or auto)."""
     identity = potential_id(spec)  # refuses unknown names and missing checkpoints before torch starts
     set_torch_threads(threads)
+    device = device_for(spec, device)
     if is_callable_spec(str(spec)):
-        return Potential(str(spec), identity, PYTHON, PYTHON.load(str(spec)), "the callable's own")
-    device = resolve_device(device)
+        return Potential(str(spec), identity, PYTHON, PYTHON.load(str(spec)), device)
     if str(spec).lower() in REGISTRY:
         entry = REGISTRY[str(spec).lower()]
         family = FAMILIES[entry.family]
@@ -94,6 +94,14 @@ def load_potential(spec: str | Path, device: str | None = None, threads: int | N
     with contextlib.redirect_stdout(io.StringIO()):
         model = family.from_checkpoint(payload, device)
     return Potential(str(spec), identity, family, model, device, payload.get("metadata", {}))
+
+
+def device_for(spec: str | Path, device: str | None = None) -> str:
+    """The device a potential runs on, as runs record it: a ``python:`` callable chooses its own."""
+    return CALLABLE_DEVICE if is_callable_spec(str(spec)) else resolve_device(device)
+
+
+CALLABLE_DEVICE = "the callable's own"
 
 
 def calculator_for(spec: str | Path, atoms: Atoms, threads: int | None = None, device: str | None = None) -> BaseCalculator:
