@@ -135,6 +135,7 @@ def test_a_shipped_name_not_yet_packed_is_a_one_line_error(capsys, tmp_path, mon
     assert_one_line_error(cli(capsys, "dataset", "info", "mos2"), "'mos2' is not packed into this installation yet", "labelled dataset folder")
     example = Path(__file__).parent.parent / "examples" / "mos2.yaml"  # a study names it: the same line, before any step
     assert_one_line_error(cli(capsys, "study", example, "--profile", "quick", "--out", tmp_path / "out"), "'mos2' is not packed into this installation yet")
+    assert_one_line_error(cli(capsys, "study", example, "--out", tmp_path / "out", "--only", "pristin"), "unknown --only 'pristin'")  # the typo first
     assert_nothing_written(tmp_path / "out")
 
 

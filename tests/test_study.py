@@ -187,7 +187,7 @@ def test_unknown_only_is_a_one_line_error(study_root):
     assert_one_line_error(proc, "unknown --only 'exafs'")
     assert not (study_root / "bad-only").exists()
     proc = run_cli("study", str(study_root / "tiny.yaml"), "--out", str(study_root / "bad-only"), "--only", "learning-curve,md")
-    assert_one_line_error(proc, "--only learning-curve,md selects no step of this study")
+    assert_one_line_error(proc, "--only learning-curve,md selects no step of this study; drop one of them")
     assert not (study_root / "bad-only").exists()
 
 

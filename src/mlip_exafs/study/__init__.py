@@ -63,8 +63,8 @@ def run_study(
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
     if device or config.device:  # like threads: a runtime choice, not part of any step's identity
         os.environ[DEVICE_ENV] = resolve_device(device or config.device)  # 'cuda' without a GPU fails here, before any step
+    selections = only_selections(only)  # a misspelt selection first: before the dataset is looked for
     all_steps = build_steps(config)
-    selections = only_selections(only)
     if "learning-curve" in selections and config.dataset is None:
         raise UserError(f"{setting('only')} learning-curve needs a dataset, and this study has none (pristine only); run it without {setting('only')}")
     _check_before_running(config, check_training_pool="pristine" not in selections)
@@ -115,7 +115,8 @@ def selected_steps(config: StudyConfig, steps: list[Step], selections: list[str]
     """The steps every selection selects, and the steps they need."""
     chosen = [s.name for s in steps if all(ONLY[o](config, s) for o in selections)]
     if not chosen:
-        raise UserError(f"{setting('only')} {','.join(selections)} selects no step of this study; drop one of the selections")
+        what_to_do = "drop one of them" if len(selections) > 1 else f"run it without {setting('only')}"
+        raise UserError(f"{setting('only')} {','.join(selections)} selects no step of this study; {what_to_do}")
     return with_dependencies(steps, chosen)
 
 

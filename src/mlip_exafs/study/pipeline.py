@@ -264,7 +264,9 @@ def recorded_steps(study_dir: Path) -> tuple[StudyConfig, list[Step], dict[str, 
     record = read_json(study_dir / "study.json")
     config = StudyConfig.model_validate(record["config"])
     recorded = record.get("step_inputs", {})
-    steps = build_steps(config, hash_inputs=not recorded)  # with recorded hashes, its inputs need not be at hand
+    steps = build_steps(config, hash_inputs=False)  # with every hash recorded, its inputs need not be at hand
+    if any(step.name not in recorded for step in steps):  # an older study.json: the hashes its inputs give now
+        steps = build_steps(config)
     return config, steps, {**all_hashes(steps), **recorded}
 
 
