@@ -338,3 +338,14 @@ def test_md_cli_corrected_runs_langevin_unless_told(capsys, tmp_path):
         proc = cli(capsys, *common, *extra, "--out", out)
         assert proc.returncode == 0, proc.stderr
         assert json.loads((out / "md.json").read_text())["settings"]["thermostat"] == expected
+
+
+def test_a_run_moved_to_another_machine_or_folder_continues_where_its_files_now_lie():
+    """Structure and checkpoint files are compared by name (their content by the atoms and the potential id), not place."""
+    from mlip_exafs.md import first_difference, same_run
+
+    ran = MdSettings(structure="/gpu-machine/work/w.cif", potential="/gpu-machine/work/steps/finetune-x/model.pt").identity()
+    here = MdSettings(structure="/home/me/w.cif", potential="studies/s/steps/finetune-x/model.pt")
+    assert first_difference(ran, here) is None and same_run(ran, here)
+    assert first_difference(ran, MdSettings(structure="/home/me/other.cif", potential=here.potential)) == "structure"
+    assert first_difference(ran, here.model_copy(update={"temperature_k": 10.0})) == "temperature_k"

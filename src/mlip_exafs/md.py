@@ -267,12 +267,35 @@ def load_checkpoint(files: OutFiles, atoms: Atoms, settings: MdSettings, potenti
 
 
 def _check_same_run(meta: dict, settings: MdSettings, potential_id: str, path: Path) -> None:
-    saved = meta["settings"]
-    for key, value in settings.identity().items():
-        if saved.get(key) != value:
-            raise UserError(f"{path.parent} holds an MD run with {setting(key)} = {saved.get(key)!r}, not {value!r}; use another output folder or delete {path.parent} to start over")
+    if key := first_difference(meta["settings"], settings):
+        raise UserError(f"{path.parent} holds an MD run with {setting(key)} = {meta['settings'].get(key)!r}, not "
+                        f"{settings.identity()[key]!r}; use another output folder or delete {path.parent} to start over")
     if meta["potential_id"] != potential_id:
         raise UserError(f"{path.parent} was run with potential {meta['potential_id']}, not {potential_id}; use another output folder or delete {path.parent}")
+
+
+LOCATED = ("structure", "potential")  # settings that may name a file: where it lies may change between a run and its resumption
+
+
+def first_difference(saved: dict, settings: MdSettings) -> str | None:
+    """The first setting a run to be continued (or reused) does not share with ``settings``, or None.
+
+    A structure or checkpoint file is compared by name, not by where it lies, so a run moved to another
+    machine or folder continues; the checkpoint's content is the potential id's, the structure's atoms
+    the checkpoint's.
+    """
+    for key, value in settings.identity().items():
+        if key in LOCATED and isinstance(value, str) and isinstance(saved.get(key), str):
+            if Path(saved[key]).name == Path(value).name:
+                continue
+        if saved.get(key) != value:
+            return key
+    return None
+
+
+def same_run(saved: dict, settings: MdSettings) -> bool:
+    """Whether recorded settings (comparable ones) are those of ``settings``' run, wherever its files lie."""
+    return set(saved) == set(settings.identity()) and first_difference(saved, settings) is None
 
 
 def _truncate(path: Path, size: int, checkpoint: Path) -> None:
@@ -438,7 +461,7 @@ def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bo
     if summary.get("status") != "complete":
         return False
     saved = comparable_settings({k: v for k, v in summary.get("settings", {}).items() if k not in RUNTIME_ONLY})
-    if saved != settings.identity() or summary.get("potential_id") != potential_id:
+    if not same_run(saved, settings) or summary.get("potential_id") != potential_id:
         raise UserError(f"{files.out} already holds a finished MD run with other settings; use another output folder or delete it")
     return True
 

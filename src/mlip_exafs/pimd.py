@@ -55,7 +55,7 @@ from mlip_exafs.potentials import device_for, pins_content, potential_id as pote
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import BEAD_TOLERANCE, HBAR_EV_FS, bead_count, harmonic_bead_ratio
 from mlip_exafs.structures import load_structure
-from mlip_exafs.md import SNAPSHOT_FILE, SUMMARY_FILE, THERMO_COLUMNS, THERMO_FILE, MdSettings, OutFiles, comparable_settings, finished_run, schedule_of
+from mlip_exafs.md import SNAPSHOT_FILE, SUMMARY_FILE, THERMO_COLUMNS, THERMO_FILE, MdSettings, OutFiles, comparable_settings, finished_run, same_run, schedule_of
 
 IPI_FOLDER = "ipi"
 PREFIX = "sim"
@@ -209,7 +209,7 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     run_file = folder / "run.json"
     if run_file.exists():
         run = read_json(run_file)
-        if comparable_settings(run["settings"]) != settings.identity() or run["potential_id"] != pid:
+        if not same_run(comparable_settings(run["settings"]), settings) or run["potential_id"] != pid:
             raise UserError(f"{out} holds a path-integral run with other settings; use another output folder or delete {out} to start over")
     else:
         beads, rule = choose_beads(settings, atoms, calc, pid)
