@@ -46,7 +46,11 @@ def recommend_n(summary: list[dict], criteria: tuple[Criterion, ...] = DEFAULT_C
 
 
 def summarize_by_n(rows: list[dict], keys=("force_mae_ev_a", "softening_slope", "energy_mae_mev_atom", "cmae_ev_a")) -> list[dict]:
-    """Mean and standard deviation over seeds for each N."""
+    """Mean and sample standard deviation (n − 1 in the denominator; 0 for one seed) over seeds for each N.
+
+    A few seeds are a sample of the draws a user might make: the population formula would understate their
+    spread (by √(2/3) for three seeds).
+    """
     summary = []
     for n in sorted({r["n"] for r in rows}):
         at_n = [r for r in rows if r["n"] == n]
@@ -57,6 +61,6 @@ def summarize_by_n(rows: list[dict], keys=("force_mae_ev_a", "softening_slope", 
                 continue
             values = np.array([r[key] for r in at_n], dtype=float)
             entry[f"{key}_mean"] = float(values.mean())
-            entry[f"{key}_std"] = float(values.std())
+            entry[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         summary.append(entry)
     return summary
