@@ -48,7 +48,7 @@ from mlip_exafs.plots import plot_learning_curve as plot_curve
 from mlip_exafs.quantum import einstein_sigma2_a2, reduced_mass_amu
 from mlip_exafs.recommend import SLOPE_TOLERANCE, summarize_by_n
 from mlip_exafs.spectra import FTWindow
-from mlip_exafs.study.pipeline import study_steps, summary_of_finished_steps
+from mlip_exafs.study.pipeline import RECORD_FILE, REPORT_FILE, STEPS_DIR, SUMMARY_FILE, study_steps, summary_of_finished_steps
 from mlip_exafs.study.steps import STEP_FILE, Step
 from mlip_exafs.validate import OutFiles as ValidateFiles
 
@@ -69,7 +69,7 @@ class StudyView:
 
     @property
     def steps_dir(self) -> Path:
-        return self.folder / "steps"
+        return self.folder / STEPS_DIR
 
     def folder_of(self, step: Step) -> Path:
         return self.steps_dir / step.name
@@ -169,9 +169,9 @@ def _why(reason: str) -> str:
 
 def load_view(study_dir: Path) -> StudyView:
     """summary.json, or for a study still running the summary of its finished steps (unfinished ones named)."""
-    path = study_dir / "summary.json"
+    path = study_dir / SUMMARY_FILE
     summary = read_json(path) if path.exists() else summary_of_finished_steps(study_dir)
-    view = StudyView(study_dir, summary, read_json(study_dir / "study.json"), study_steps(study_dir))
+    view = StudyView(study_dir, summary, read_json(study_dir / RECORD_FILE), study_steps(study_dir))
     for step in view.of("analyze"):
         if result := read_analysis(view.folder_of(step)):
             view.md_shells[(step.potential, step.temperature_k)] = {s["label"]: s for s in result["trajectories"][0]["shells"]}
@@ -183,7 +183,7 @@ def write_report(study_dir: Path) -> Path:
     view = load_view(study_dir)
     parts = [_head(view.summary["study"]), _title(view), _verdict(view), _deciding_figures(view), _temperature_section(view)]
     parts += [_parity_section(view), *_on_demand(view), "</body></html>"]
-    out = study_dir / "report.html"
+    out = study_dir / REPORT_FILE
     write_text(out, "\n".join(p for p in parts if p))
     return out
 

@@ -33,6 +33,7 @@ def study_cmd(
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
     from mlip_exafs.study import only_selections, run_study  # lazy: only when this verb runs (--help: 1.3 s, not 5)
+    from mlip_exafs.study.pipeline import REPORT_FILE, SUMMARY_FILE  # lazy, as above
 
     if executor not in (None, "local", "dask"):
         raise UserError(f"unknown --executor '{executor}'; use local or dask")
@@ -43,12 +44,12 @@ def study_cmd(
     summary = run_study(config, out, profile, scheduler=scheduler, on_step=on_step, only=only, device=device, **given(executor=executor))
     if only_selections(only) == ["learning-curve"]:  # the one selection that returns a result: the DFT half's curve
         _print_learning_curve(summary)
-        console.print(f"DFT criteria recommend N = {summary['recommended_n']}; run without --only for the MD, EXAFS, {out / 'summary.json'} and the report")
+        console.print(f"DFT criteria recommend N = {summary['recommended_n']}; run without --only for the MD, EXAFS, {out / SUMMARY_FILE} and the report")
         return
     if only:
-        console.print(f"the steps of --only {only} are done; run without --only for the rest, {out / 'summary.json'} and the report")
+        console.print(f"the steps of --only {only} are done; run without --only for the rest, {out / SUMMARY_FILE} and the report")
         return
-    console.print(f"recommended N = {summary['recommended_n']}; report: {out / 'report.html'}")
+    console.print(f"recommended N = {summary['recommended_n']}; report: {out / REPORT_FILE}")
 
 
 @app.command("report")

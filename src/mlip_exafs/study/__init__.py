@@ -24,7 +24,8 @@ from mlip_exafs.provenance import package_versions
 from mlip_exafs.structures import load_structure, min_image_half_width
 from mlip_exafs.study.checks import check_study
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
-from mlip_exafs.study.pipeline import build_steps, partial_learning_curve, summarize, with_dependencies
+from mlip_exafs.study.pipeline import (RECORD_FILE, REPORT_FILE, STEPS_DIR, SUMMARY_FILE, build_steps, partial_learning_curve, summarize,
+                                      with_dependencies)
 from mlip_exafs.study.steps import RUN_FILE, STEP_FILE, Step, all_hashes
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
@@ -71,21 +72,21 @@ def run_study(
     steps = selected_steps(config, all_steps, selections) if selections else all_steps
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
-        _write_if_changed(out / "study.json", _study_record(config, profile, all_hashes(all_steps)))
+        _write_if_changed(out / RECORD_FILE, _study_record(config, profile, all_hashes(all_steps)))
         started = time.perf_counter()
-        to_run = [s for s in steps if s.name not in cached_names(steps, out / "steps", all_hashes(steps))]
+        to_run = [s for s in steps if s.name not in cached_names(steps, out / STEPS_DIR, all_hashes(steps))]
         if executor == "dask":
-            results = run_dask(steps, out / "steps", scheduler, on_step=on_step)
+            results = run_dask(steps, out / STEPS_DIR, scheduler, on_step=on_step)
         else:
-            results = run_local(steps, out / "steps", on_step=on_step)
+            results = run_local(steps, out / STEPS_DIR, on_step=on_step)
         elapsed_s = time.perf_counter() - started
         if selections == ["learning-curve"]:
             return partial_learning_curve(config, results)
         if selections:
             return None
         summary = {**summarize(config, results), "cost": _cost(out, to_run, elapsed_s)}
-        changed = _write_if_changed(out / "summary.json", summary)
-        if changed or not (out / "report.html").exists():
+        changed = _write_if_changed(out / SUMMARY_FILE, summary)
+        if changed or not (out / REPORT_FILE).exists():
             from mlip_exafs.report import write_report  # lazy: import cycle, report imports study.pipeline
 
             write_report(out)
@@ -155,9 +156,9 @@ def _cost(out: Path, ran: list[Step], elapsed_s: float) -> dict:
     A run that found every step cached keeps the cost of the run that made the
     results, so an unchanged rerun still writes nothing.
     """
-    if not ran and (out / "summary.json").exists() and "cost" in (previous := read_json(out / "summary.json")):
+    if not ran and (out / SUMMARY_FILE).exists() and "cost" in (previous := read_json(out / SUMMARY_FILE)):
         return previous["cost"]
-    step_s = sum(read_json(out / "steps" / s.name / STEP_FILE)["wall_s"] - read_json(out / "steps" / s.name / RUN_FILE)["earlier_s"] for s in ran)
+    step_s = sum(read_json(out / STEPS_DIR / s.name / STEP_FILE)["wall_s"] - read_json(out / STEPS_DIR / s.name / RUN_FILE)["earlier_s"] for s in ran)
     return {"elapsed_s": round(elapsed_s, 1), "step_s": round(float(step_s), 1)}
 
 

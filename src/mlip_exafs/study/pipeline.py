@@ -13,6 +13,12 @@ from mlip_exafs.recommend import RULE_TEXT, recommend_n, summarize_by_n
 from mlip_exafs.study.config import DatasetPlan, ExperimentPlan, StudyConfig
 from mlip_exafs.study.steps import Step, all_hashes, cached_result
 
+# A study folder: the names its readers share (the study stage's record of what it writes).
+RECORD_FILE = "study.json"  # the config and every step's inputs hash
+SUMMARY_FILE = "summary.json"  # the numbers of the finished study
+STEPS_DIR = "steps"  # one folder per step
+REPORT_FILE = "report.html"  # written by the report stage
+
 GENERATED = "@dataset"  # the dataset parameter of steps that use the study's own ``dataset`` step
 
 
@@ -185,7 +191,7 @@ def exafs_record(comparison: dict | None) -> dict | None:
 
 def study_steps(study_dir: Path) -> list[Step]:
     """The steps of a study folder, as its ``study.json`` config defines them: for readers of a finished study."""
-    return build_steps(StudyConfig.model_validate(read_json(study_dir / "study.json")["config"]), hash_inputs=False)
+    return build_steps(StudyConfig.model_validate(read_json(study_dir / RECORD_FILE)["config"]), hash_inputs=False)
 
 
 def find_step(steps: list[Step], action: str, potential: str | None = None, temperature_k: float | None = None) -> Step | None:
@@ -253,7 +259,7 @@ def temperature_series(config: StudyConfig, name: str, result) -> dict:
 
 def require_study_folder(study_dir: Path) -> None:
     """A one-line error for a folder that no study wrote (readers of a study folder start here)."""
-    if not (study_dir / "study.json").exists():
+    if not (study_dir / RECORD_FILE).exists():
         raise UserError(f"{study_dir} has no study.json; run 'mlip-exafs study CONFIG --out {study_dir}' first")
 
 
@@ -261,7 +267,7 @@ def recorded_steps(study_dir: Path) -> tuple[StudyConfig, list[Step], dict[str, 
     """A study folder's config, steps and the inputs hash a finished step must carry: the one ``study.json``
     recorded, or for a step the study did not have yet, the hash it has now."""
     require_study_folder(study_dir)
-    record = read_json(study_dir / "study.json")
+    record = read_json(study_dir / RECORD_FILE)
     config = StudyConfig.model_validate(record["config"])
     recorded = record.get("step_inputs", {})
     steps = build_steps(config, hash_inputs=False)  # with every hash recorded, its inputs need not be at hand
@@ -278,7 +284,7 @@ def summary_of_finished_steps(study_dir: Path) -> dict:
     hash it has now), so the report of a paper study can be read while its last MD runs.
     """
     config, steps, hashes = recorded_steps(study_dir)
-    results = {s.name: r for s in steps if (r := cached_result(study_dir / "steps", s, hashes[s.name])) is not None}
+    results = {s.name: r for s in steps if (r := cached_result(study_dir / STEPS_DIR, s, hashes[s.name])) is not None}
     unfinished = [s for s in steps if s.name not in results]
     if first := next((s for s in unfinished if s.action in ("validate", "finetune")), None):
         raise UserError(f"{study_dir} has unfinished fine-tunes or validations ({first.name}, …); rerun the study to finish them first")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mlip_exafs.study.pipeline import recorded_steps
+from mlip_exafs.study.pipeline import STEPS_DIR, recorded_steps
 from mlip_exafs.study.steps import INPUTS_FILE, LOG_FILE, finished_record, run_record
 
 State = Literal["finished", "running", "interrupted", "waiting"]
@@ -34,7 +34,7 @@ def study_progress(study_dir: Path, now: float | None = None) -> list[StepProgre
     """Every step of the study in pipeline order, with its state; a step whose inputs changed counts as waiting."""
     _, steps, hashes = recorded_steps(study_dir)
     now = time.time() if now is None else now
-    return [_step_progress(study_dir / "steps" / s.name, s.name, hashes[s.name], now) for s in steps]
+    return [_step_progress(study_dir / STEPS_DIR / s.name, s.name, hashes[s.name], now) for s in steps]
 
 
 def _step_progress(folder: Path, name: str, digest: str, now: float) -> StepProgress:
