@@ -211,6 +211,20 @@ def test_duplicates_between_train_and_test_are_refused_by_study(capsys, tmp_path
     assert_nothing_written(out)
 
 
+@pytest.mark.parametrize("structure, dataset, needle", [
+    ("w-bcc", "{data}", "holds S-W structures but the study's structure is W"),
+    ("ws2", "{data}/train.db", "is one database file, which would be both the training pool and the test set"),
+])
+def test_study_refuses_a_dataset_it_cannot_use(capsys, tmp_path, data, structure, dataset, needle):
+    """Another material's labels, or one .db for both splits, are refused before any step runs."""
+    config = {"name": "wrong", "structure": structure, "absorber": "W", "dataset": dataset.format(data=data), "pristine": ["chgnet"],
+              "finetune": {"n": [1], "seeds": [0], "epochs": 1}, "md": {"supercell": "4x4x4"}, "exafs": {"rmax_a": 5.0}}
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "study"
+    assert_one_line_error(cli(capsys, "study", tmp_path / "wrong.yaml", "--out", out), needle)
+    assert_nothing_written(out)
+
+
 def _not_an_ase_db(path: Path, kind: str) -> Path:
     import sqlite3
 

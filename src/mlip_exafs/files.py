@@ -7,6 +7,7 @@ see the old file or the complete new one, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -62,7 +63,8 @@ def db_write_guard(path: str | Path) -> Iterator[None]:
             for leftover in (path, path.with_name(path.name + "-journal")):
                 leftover.unlink(missing_ok=True)
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise UserError(f"could not write {path}: {reason}; free disk space or choose another database file") from None
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "full" in reason or "disk" in reason  # SQLite: "disk I/O error" at a size limit
+        raise UserError(f"could not write {path}: {reason}; {'free disk space or ' if full else ''}choose another database file") from None
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -142,13 +144,25 @@ def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
 def check_output_file(path: str | Path, what: str = "database file") -> Path:
     """Like :func:`check_output_folder`, for an output that is one file (a database)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder, not a file; give a file path, e.g. {path / 'train.db'}")
+    if path.suffix != ".db":
+        raise UserError(f"{what} {path} needs the .db suffix (an ASE SQLite database); e.g. {path.with_suffix('.db')}")
+    if path.is_file() and path.stat().st_size and not _is_sqlite(path):
+        raise UserError(f"{what} {path} exists and is not an SQLite database; choose another {what}")
     _check_creatable(path, path.parent, what)
     return path
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
 
 
 def _check_creatable(path: Path, folder: Path, what: str) -> None:

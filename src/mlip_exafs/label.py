@@ -243,6 +243,9 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
     with ase.db.connect(db_path) as db:
         meta = db.metadata
         old = meta.get("settings_hash")
+        if meta.get("settings", {}).get("imported"):
+            raise UserError(f"{db_path} holds imported {meta.get('dft_code', {}).get('name', '')} labels; a database never "
+                            "mixes levels of theory: label into a new database file")
         if old is None:
             db.metadata = {
                 "dft_code": {"name": "CP2K", "version": cp2k_version()},

@@ -82,4 +82,5 @@ def import_cmd(
     if stress_units not in (None, "ev/a3", "gpa", "kbar-vasp"):
         raise UserError(f"unknown --stress-units '{stress_units}'; use ev/a3, gpa or kbar-vasp")
     result = import_files(files, db, **given(fmt=fmt, stress_units=stress_units))
-    console.print(f"imported {result['added']} structures into {db} ({result['skipped']} already there)")
+    unconverged = f"; {result['not_converged']} of them not SCF-converged: kept for the record, never used" if result["not_converged"] else ""
+    console.print(f"imported {result['added']} structures into {db} ({result['skipped']} already there{unconverged})")

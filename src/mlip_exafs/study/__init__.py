@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ase import Atoms
+
 import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
-from mlip_exafs.dataset import assert_disjoint, load_structures
+from mlip_exafs.dataset import assert_disjoint, dataset_folder, load_structures
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_folder, read_json, write_json, writer_lock
@@ -132,21 +134,40 @@ def study_lock(out: Path):
 def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:
     """Fail on what would otherwise stop the study hours in: a too-small MD cell, too few labels, train/test overlap."""
     check_study(config)  # every setting a stage would refuse, before any step runs or any finished step is removed (#23)
-    half = min_image_half_width(load_structure(config.structure, config.md.supercell))
+    structure = load_structure(config.structure, config.md.supercell)
+    half = min_image_half_width(structure)
     if config.exafs.rmax_a > half:
         raise UserError(f"exafs.rmax_a = {config.exafs.rmax_a:g} Å exceeds half the MD supercell's width ({half:.2f} Å for "
                         f"{config.md.supercell}); use a larger md.supercell or exafs.rmax_a <= {half:.2f}")
-    if not (check_training_pool and config.finetune.n and config.finetune.seeds):
+    fine_tunes = check_training_pool and bool(config.finetune.n and config.finetune.seeds)
+    if config.dataset is not None and not isinstance(config.dataset, DatasetPlan):
+        train = _checked_dataset(config.dataset, structure, with_train=fine_tunes)
+    if not fine_tunes:
         return
     if isinstance(config.dataset, DatasetPlan):  # labelled by this study; train/test overlap is checked when merged
         n_train, where = config.dataset.train.total(), "dataset.train samples"
     else:
-        train, test = load_structures(config.dataset, "train"), load_structures(config.dataset, "test")
-        assert_disjoint(train, test)
         n_train, where = len(train), f"dataset '{config.dataset}' has"
     if max(config.finetune.n) > n_train:
         raise UserError(f"finetune.n asks for up to {max(config.finetune.n)} structures but {where} {n_train} usable "
                         "training structures; lower finetune.n or label more structures")
+
+
+def _checked_dataset(spec: str, structure: Atoms, with_train: bool) -> list[Atoms]:
+    """A labelled dataset the study can use: of the study's material, with a training pool apart from the test set
+    (returned) where it fine-tunes."""
+    if with_train and dataset_folder(spec) is None:
+        raise UserError(f"dataset {spec} is one database file, which would be both the training pool and the test set; "
+                        "give a folder with train.db and test.db (e.g. mlip-exafs import ... --db FOLDER/train.db)")
+    test = load_structures(spec, "test")
+    train = load_structures(spec, "train") if with_train else []
+    assert_disjoint(train, test)
+    wanted = set(structure.get_chemical_symbols())
+    found = {symbol for atoms in train + test for symbol in atoms.get_chemical_symbols()}
+    if found != wanted:
+        raise UserError(f"dataset {spec} holds {'-'.join(sorted(found))} structures but the study's structure is "
+                        f"{'-'.join(sorted(wanted))}; give the labels of this material")
+    return train
 
 
 def _cost(out: Path, ran: list[Step], elapsed_s: float) -> dict:
