@@ -349,3 +349,32 @@ def test_a_run_moved_to_another_machine_or_folder_continues_where_its_files_now_
     assert first_difference(ran, here) is None and same_run(ran, here)
     assert first_difference(ran, MdSettings(structure="/home/me/other.cif", potential=here.potential)) == "structure"
     assert first_difference(ran, here.model_copy(update={"temperature_k": 10.0})) == "temperature_k"
+
+
+def test_an_edited_structure_file_of_the_same_name_is_another_run(tmp_path, monkeypatch):
+    """A structure file is matched by name (runs move); its geometry is checked too, finished or interrupted."""
+    import mlip_exafs.md as md
+    from ase.build import bulk
+
+    structure = tmp_path / "POSCAR"
+    ase.io.write(structure, bulk("W", "bcc", a=3.165, cubic=True), format="vasp")
+    settings = MdSettings(structure=str(structure), supercell="2x2x2", equilibration_fs=0, production_fs=20, snapshot_every_fs=10,
+                          checkpoint_every_fs=10)
+    run_md(settings, tmp_path / "done", show_progress=False)
+    real_run_steps = md._run_steps
+
+    def stop_after_a_checkpoint(files, atoms, state, *args, **kwargs):
+        md.save_checkpoint(files, atoms, state, settings, md.potential_id_of(settings.potential))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(md, "_run_steps", stop_after_a_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run_md(settings, tmp_path / "killed", show_progress=False)
+    monkeypatch.setattr(md, "_run_steps", real_run_steps)
+    ase.io.write(structure, bulk("W", "bcc", a=3.30, cubic=True), format="vasp")
+    for folder in ("done", "killed"):
+        with pytest.raises(UserError, match="started from another structure"):
+            run_md(settings, tmp_path / folder, show_progress=False)
+    ase.io.write(structure, bulk("W", "bcc", a=3.165, cubic=True), format="vasp")
+    run_md(settings, tmp_path / "killed", show_progress=False)  # the same file again: it continues
+    assert md.read_result(tmp_path / "killed")["status"] == "complete"

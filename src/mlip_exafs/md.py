@@ -53,6 +53,7 @@ from ase.md.langevin import Langevin
 from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
+from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text, writer_lock
 from mlip_exafs.potentials import device_for, md_calculator_for
@@ -181,6 +182,7 @@ class RunState:
     cell_sum_a: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
     cell_count: int = 0
     segments: list[dict] = field(default_factory=list)  # timing of each invocation
+    structure_fingerprint: str | None = None  # the starting structure's geometry; None in checkpoints written before it was kept
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ def save_checkpoint(files: OutFiles, atoms: Atoms, state: RunState, settings: Md
         "segments": state.segments,
         "settings": settings.identity(),
         "potential_id": potential_id,
+        "structure_fingerprint": state.structure_fingerprint,
         "log_bytes": {name: _synced_size(path) for name, path in (("snapshots", files.snapshots), ("thermo", files.thermo))},
     }
     with atomic_path(files.checkpoint) as tmp:
@@ -258,12 +261,24 @@ def load_checkpoint(files: OutFiles, atoms: Atoms, settings: MdSettings, potenti
     if arrays["positions"].shape != atoms.positions.shape or not np.array_equal(arrays["numbers"], atoms.numbers):
         raise UserError(f"checkpoint {path} holds another structure ({len(arrays['numbers'])} atoms); use another output folder or delete {path}")
     _check_same_run(meta, settings, potential_id, path)
+    fingerprint = check_same_structure(meta.get("structure_fingerprint"), atoms, path.parent)
     atoms.set_cell(arrays["cell"], scale_atoms=False)
     atoms.positions = arrays["positions"]
     atoms.set_momenta(arrays["momenta"], apply_constraint=False)
     for name, target in (("snapshots", files.snapshots), ("thermo", files.thermo)):
         _truncate(target, int(meta["log_bytes"][name]), path)
-    return RunState(step, rng, float(meta["transferred_energy_ev"]), np.array(meta["cell_sum_a"]), int(meta["cell_count"]), list(meta["segments"]))
+    return RunState(step, rng, float(meta["transferred_energy_ev"]), np.array(meta["cell_sum_a"]), int(meta["cell_count"]), list(meta["segments"]),
+                    fingerprint)
+
+
+def check_same_structure(recorded: str | None, atoms: Atoms, folder: Path) -> str:
+    """The starting structure's fingerprint, refusing a run of another one: a structure file is matched by name
+    (the run may have moved), so an edited file of the same name is caught here, by its geometry."""
+    fingerprint = structure_fingerprint(atoms)
+    if recorded is not None and recorded != fingerprint:
+        raise UserError(f"{folder} holds a run that started from another structure (the structure file changed since); "
+                        f"use another output folder or delete {folder} to start over")
+    return fingerprint
 
 
 def _check_same_run(meta: dict, settings: MdSettings, potential_id: str, path: Path) -> None:
@@ -335,7 +350,7 @@ def fresh_state(atoms: Atoms, settings: MdSettings) -> RunState:
     rng = np.random.default_rng(settings.seed)
     thermalize_momenta(atoms, temperature_K=settings.temperature_k, rng=rng)
     Stationary(atoms)
-    return RunState(0, rng)
+    return RunState(0, rng, structure_fingerprint=structure_fingerprint(atoms))
 
 
 class BlowUpGuard:
@@ -392,6 +407,7 @@ def write_summary(files: OutFiles, settings: MdSettings, schedule: Schedule, pot
         "status": status,
         "settings": settings.model_dump(),
         "potential_id": potential_id,
+        "structure_fingerprint": state.structure_fingerprint,
         "n_atoms": len(atoms),
         "step": state.step,
         "total_steps": schedule.total,
@@ -432,7 +448,7 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     schedule = schedule_of(settings)
     atoms = load_structure(settings.structure, settings.supercell)
     pid = potential_id_of(settings.potential)
-    if finished_run(files, settings, pid):
+    if finished_run(files, settings, pid, atoms):
         return files.snapshots
     atoms.calc = md_calculator(settings.potential, atoms, settings.threads, settings.device)
     check_stress_for_npt(atoms.calc, settings.potential, schedule.npt_steps)
@@ -453,8 +469,8 @@ def _run_md(settings: MdSettings, out: Path, show_progress: bool) -> Path:
     return files.snapshots
 
 
-def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bool:
-    """True when ``out`` already holds this very run, complete; refuses a different one."""
+def finished_run(files: OutFiles, settings: MdSettings, potential_id: str, atoms: Atoms) -> bool:
+    """True when ``out`` already holds this very run (of the starting structure ``atoms``), complete; refuses a different one."""
     if not files.summary.exists():
         return False
     summary = read_json(files.summary)
@@ -463,6 +479,7 @@ def finished_run(files: OutFiles, settings: MdSettings, potential_id: str) -> bo
     saved = comparable_settings({k: v for k, v in summary.get("settings", {}).items() if k not in RUNTIME_ONLY})
     if not same_run(saved, settings) or summary.get("potential_id") != potential_id:
         raise UserError(f"{files.out} already holds a finished MD run with other settings; use another output folder or delete it")
+    check_same_structure(summary.get("structure_fingerprint"), atoms, files.out)
     return True
 
 

@@ -49,13 +49,15 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from mlip_exafs import md as md_stage
 from mlip_exafs.cache import cached_json
+from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text
 from mlip_exafs.potentials import device_for, pins_content, potential_id as potential_id_of
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import BEAD_TOLERANCE, HBAR_EV_FS, bead_count, harmonic_bead_ratio
 from mlip_exafs.structures import load_structure
-from mlip_exafs.md import SNAPSHOT_FILE, SUMMARY_FILE, THERMO_COLUMNS, THERMO_FILE, MdSettings, OutFiles, comparable_settings, finished_run, same_run, schedule_of
+from mlip_exafs.md import (SNAPSHOT_FILE, SUMMARY_FILE, THERMO_COLUMNS, THERMO_FILE, MdSettings, OutFiles, check_same_structure, comparable_settings,
+                           finished_run, same_run, schedule_of)
 
 IPI_FOLDER = "ipi"
 PREFIX = "sim"
@@ -201,9 +203,9 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     folder = out / IPI_FOLDER
     schedule = schedule_of(settings)
     pid = potential_id_of(settings.potential)
-    if finished_run(OutFiles(out), settings, pid):  # the md stage's own check: same md.json, same identity
-        return out / SNAPSHOT_FILE
     atoms = load_structure(settings.structure, settings.supercell)
+    if finished_run(OutFiles(out), settings, pid, atoms):  # the md stage's own check: same md.json, same identity
+        return out / SNAPSHOT_FILE
     calc = md_stage.md_calculator(settings.potential, atoms, settings.threads, settings.device)
     folder.mkdir(parents=True, exist_ok=True)
     run_file = folder / "run.json"
@@ -211,10 +213,12 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
         run = read_json(run_file)
         if not same_run(comparable_settings(run["settings"]), settings) or run["potential_id"] != pid:
             raise UserError(f"{out} holds a path-integral run with other settings; use another output folder or delete {out} to start over")
+        run["structure_fingerprint"] = check_same_structure(run.get("structure_fingerprint"), atoms, out)
     else:
         beads, rule = choose_beads(settings, atoms, calc, pid)
         ase.io.write(folder / "init.extxyz", _with_masses(atoms), format="extxyz")
-        run = {"settings": settings.identity(), "potential_id": pid, "beads": beads, "bead_rule": rule, "segments": []}
+        run = {"settings": settings.identity(), "potential_id": pid, "structure_fingerprint": structure_fingerprint(atoms),
+               "beads": beads, "bead_rule": rule, "segments": []}
         write_json(run_file, run)
     start = newest_checkpoint(folder)
     start_step = start[1] if start else 0
@@ -333,6 +337,7 @@ def _write_outputs(out: Path, folder: Path, settings: MdSettings, schedule, pote
         "status": "complete",
         "settings": settings.model_dump(),
         "potential_id": potential_id,
+        "structure_fingerprint": run["structure_fingerprint"],
         "n_atoms": len(atoms),
         "step": schedule.total,
         "total_steps": schedule.total,
