@@ -176,3 +176,18 @@ def test_shells_end_where_the_exafs_stage_cuts_never_past_half_the_cell(tmp_path
         assert [(s["label"], s["n"]) for s in entry["shells"]] == [("W-W1", 8)]
         assert entry["shell_rmax"]["used_a"] == exafs_cut.rmax_a < half
         assert "moved to" in entry["shell_rmax"]["note"]
+
+
+def test_bond_angles_keep_every_site_of_an_element():
+    """Spinel Fe3O4: Fe on tetrahedral (4 O at 1.9 Å, 109.5°) and octahedral sites (6 O at 2.06 Å, 90° and 180°); each
+    Fe's own nearest shell counts, not the element's shortest bond (which left the octahedral Fe out)."""
+    from ase.spacegroup import crystal
+
+    from mlip_exafs.analysis import angles_deg, nearest_neighbour_angles
+
+    spinel = crystal(["Fe", "Fe", "O"], basis=[(0.125, 0.125, 0.125), (0.5, 0.5, 0.5), (0.2549, 0.2549, 0.2549)], spacegroup=227,
+                     setting=2, cellpar=[8.396, 8.396, 8.396, 90, 90, 90])
+    (o_fe_o,) = [a for a in nearest_neighbour_angles(spinel, 0.1) if a.label == "O-Fe-O"]
+    ideal = angles_deg(o_fe_o, spinel.get_scaled_positions(wrap=False)[None], spinel.cell.array[None])[0]
+    assert sorted({round(float(a)) for a in ideal}) == [88, 92, 109, 180]  # the octahedron is trigonally distorted (u ≠ 1/4)
+    assert o_fe_o.per_center == pytest.approx((8 * 6 + 16 * 15) / 24)

@@ -190,3 +190,18 @@ def test_failed_fits_rank_nothing_and_a_failed_shell_fit_holds_no_md(tmp_path):
     assert list(load_view(root).experiment_fits()) == [10.0]  # σ²(T) plots the 10 K fit only
     against = text[text.index("<summary>Each potential against the experiment"):]
     assert "<td>sevennet-0</td><td>300</td><td>failed (0.05)</td>" in against and "<p><b>The fit failed</b>: R-factor 0.71" in against
+
+
+def test_a_study_without_dataset_or_experiment_says_it_has_nothing_to_judge_by(tmp_path):
+    root = make_series_study(tmp_path, dataset=None, nuclei="classical")
+    summary = json.loads((root / "summary.json").read_text())
+    for potential in summary["potentials"].values():
+        potential["exafs"] = None
+        for at in potential.get("by_temperature", {}).values():
+            at["exafs"] = None
+    (root / "summary.json").write_text(json.dumps(summary))
+    write_report(root)
+    verdict = _verdict_html(root / "report.html")
+    assert "without an experiment's EXAFS there is nothing to rank them by" in verdict
+    assert "No DFT dataset and no experiment in this study: nothing to judge the potentials by" in verdict
+    assert "rests on the experiment alone" not in verdict

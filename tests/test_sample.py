@@ -36,3 +36,19 @@ def test_sample_is_deterministic_for_a_seed(tmp_path):
     sample(spec.model_copy(update={"seed": 1}), tmp_path / "c.extxyz")
     assert (tmp_path / "a.extxyz").read_text() == (tmp_path / "b.extxyz").read_text()
     assert (tmp_path / "a.extxyz").read_text() != (tmp_path / "c.extxyz").read_text()
+
+
+def test_sampled_uids_name_a_structure_file_not_its_path(tmp_path):
+    """A uid becomes a folder name (CP2K failure output): a path in it would write next to the user's structure file."""
+    import ase.io
+
+    from mlip_exafs.sample import SampleSpec, sample
+    from mlip_exafs.structures import load_structure
+
+    structure = tmp_path / "in" / "ws2.vasp"
+    structure.parent.mkdir()
+    ase.io.write(structure, load_structure("ws2"), format="vasp")
+    spec = SampleSpec(structure=str(structure), supercell="1x1x1", temperatures_k=[300.0], snapshots_per_temperature=1, strained=0, rattled=1,
+                      equilibration_fs=4, interval_fs=4, threads=1)
+    frames = sample(spec, tmp_path / "a.extxyz")
+    assert all(a.info["uid"].startswith("ws2.vasp-s") and "/" not in a.info["uid"] for a in frames)

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,39 @@ def test_a_structure_file_without_a_cell_or_unreadable_is_a_one_line_error(tmp_p
     with pytest.raises(UserError, match="cannot read structure file") as unreadable:
         load_structure(binary)
     assert "\n" not in str(error.value) + str(unreadable.value)
+
+
+PARTIAL_CIF = """data_x
+_cell_length_a 4.2
+_cell_length_b 4.2
+_cell_length_c 4.2
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_space_group_name_H-M 'F m -3 m'
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+_atom_site_occupancy
+{sites}
+O1 O 0.5 0.5 0.5 1.0
+"""
+
+
+@pytest.mark.parametrize("sites, needle", [
+    ("Fe1 Fe 0 0 0 0.5\nNi1 Ni 0 0 0 0.5", "partially occupied site (Fe 0.5 + Ni 0.5)"),
+    ("Fe1 Fe 0 0 0 0.9", "partially occupied site (Fe 0.9)"),
+    ("Fe1 Fe 0 0 0 0.9999", None),
+])
+def test_partially_occupied_cif_sites_are_refused(tmp_path, sites, needle):
+    """ASE would put the majority species on the site: Fe0.5Ni0.5O would run as NiO, Fe0.9O as FeO."""
+    path = tmp_path / "x.cif"
+    path.write_text(PARTIAL_CIF.format(sites=sites))
+    if needle is None:
+        assert load_structure(path).get_chemical_formula() == "Fe4O4"
+        return
+    with pytest.raises(UserError, match=re.escape(needle)):
+        load_structure(path)

@@ -50,6 +50,8 @@ CASES = {
     "pristine-unknown": ({"pristine": ["mace-nope"]}, ["unknown potential 'mace-nope'"]),
     "edge-the-absorber-lacks": ({"exafs": {"edge": "M7"}}, ["(exafs settings)", "has no M7 edge"]),
     "absorber-not-in-structure": ({"absorber": "Mo"}, ["absorber 'Mo' is not in the structure w-bcc (it has W)"]),
+    "rmax-without-room-for-npt": ({"md": {"npt_fs": 100}, "exafs": {"rmax_a": 6.2}},  # 6.33 Å half-width; an NPT may shrink it
+                                  ["exafs.rmax_a = 6.2 Å exceeds 95% of half the MD supercell's width (its NPT may shrink the cell) (6.01 Å"]),
     "md-temperature-inf": ({"md": {"temperature_k": ".inf"}}, ["'md.temperature_k' is inf, not a finite number"]),
     # the YAML itself
     "profiles-a-list": ({"profiles": ["quick"]}, ["'profiles' is a list, not a mapping"]),
@@ -109,3 +111,17 @@ def test_a_good_config_passes_every_check(tmp_path):
     from mlip_exafs.study.config import load_study_config
 
     check_study(load_study_config(_write_config(tmp_path, {**FINETUNE, **EXPERIMENT, "md": {"finetuned_n": [2]}})))
+
+
+def test_relative_paths_are_relative_to_the_yaml_wherever_the_study_starts(tmp_path, monkeypatch):
+    """A structure file missing beside the YAML is not looked for in the current folder; names stay names."""
+    from mlip_exafs.study.config import load_study_config
+
+    config_dir, elsewhere = tmp_path / "config", tmp_path / "elsewhere"
+    config_dir.mkdir(), elsewhere.mkdir()
+    (elsewhere / "cu.cif").write_text("not this one")
+    monkeypatch.chdir(elsewhere)
+    for structure, dataset, expected in (("cu.cif", "data", (config_dir / "cu.cif", config_dir / "data")), ("ws2", "ws2", ("ws2", "ws2"))):
+        (config_dir / "s.yaml").write_text(yaml.safe_dump({"name": "x", "structure": structure, "absorber": "W", "dataset": dataset}))
+        config = load_study_config(config_dir / "s.yaml")
+        assert (config.structure, config.dataset) == tuple(map(str, expected))

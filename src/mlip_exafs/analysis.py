@@ -190,13 +190,15 @@ class AngleType:
 
 
 def nearest_neighbour_angles(reference: Atoms, tol_a: float) -> list[AngleType]:
-    """One angle type per element: the angles its nearest-neighbour shell makes at it."""
+    """One angle type per element: the angles each of its atoms' nearest-neighbour shell makes at it (each atom's own
+    shell: an element on inequivalent sites, such as spinel's tetrahedral and octahedral Fe, keeps all its angles)."""
     symbols = np.array(reference.get_chemical_symbols())
     pairs = _pairs_reaching_nearest_shells(reference, tol_a)
+    nearest_a = _nearest_of_each_atom(pairs, len(reference))
     types = []
     for center in sorted(set(symbols)):
         of_center = pairs.subset(symbols[pairs.i] == center)
-        first_shell = of_center.subset(of_center.ideal_a <= of_center.ideal_a.min() + tol_a)
+        first_shell = of_center.subset(of_center.ideal_a <= nearest_a[of_center.i] + tol_a)
         a, b = _same_center_pairs(first_shell.i)
         if len(a) == 0:
             continue
@@ -206,16 +208,22 @@ def nearest_neighbour_angles(reference: Atoms, tol_a: float) -> list[AngleType]:
     return types
 
 
+def _nearest_of_each_atom(pairs: PairList, n_atoms: int) -> np.ndarray:
+    """Each atom's nearest-neighbour distance in the reference (inf for an atom without pairs)."""
+    nearest = np.full(n_atoms, np.inf)
+    np.minimum.at(nearest, pairs.i, pairs.ideal_a)
+    return nearest
+
+
 def _pairs_reaching_nearest_shells(reference: Atoms, tol_a: float) -> PairList:
-    """Reference pairs out to the nearest-neighbour shell (+ tol) of every element."""
-    symbols = np.array(reference.get_chemical_symbols())
+    """Reference pairs out to the nearest-neighbour shell (+ tol) of every atom."""
     cutoff = 3.0
     while cutoff < 20.0:
         pairs = build_pairs(reference, cutoff)
-        nearest = [pairs.ideal_a[symbols[pairs.i] == e].min() for e in set(symbols) if (symbols[pairs.i] == e).any()]
-        if len(nearest) == len(set(symbols)) and max(nearest) + tol_a <= cutoff:
+        nearest = _nearest_of_each_atom(pairs, len(reference))
+        if np.isfinite(nearest).all() and nearest.max() + tol_a <= cutoff:
             return pairs
-        cutoff = max(1.5 * cutoff, max(nearest, default=0.0) + tol_a)
+        cutoff = max(1.5 * cutoff, nearest[np.isfinite(nearest)].max(initial=0.0) + tol_a)
     raise UserError("some atom has no neighbour within 20 Å; the trajectory is not a condensed phase the analysis can handle")
 
 

@@ -300,7 +300,12 @@ def _pristine_answer(view: StudyView) -> str:
     if failed and ranked:
         answer += f" The EXAFS fit of {', '.join(failed)} failed{at}: not ranked."
     validated = any(v.get("validation") for v in view.potentials.values())
-    why = "No fine-tuning in this study" if validated else "No DFT dataset in this study: nothing was fine-tuned or validated against DFT, so the verdict rests on the experiment alone"
+    if validated:
+        why = "No fine-tuning in this study"
+    elif compared:
+        why = "No DFT dataset in this study: nothing was fine-tuned or validated against DFT, so the verdict rests on the experiment alone"
+    else:
+        why = "No DFT dataset and no experiment in this study: nothing to judge the potentials by; add either to get a verdict"
     return f"<p class='answer'>{answer}</p><p><small>{why}.</small></p>"
 
 

@@ -38,7 +38,7 @@ def sample(spec: SampleSpec, out: Path, progress=None) -> list[Atoms]:
     order = rng.permutation(len(frames))
     frames = [frames[i] for i in order]
     for i, atoms in enumerate(frames):
-        atoms.info["uid"] = f"{spec.structure}-s{spec.seed}-{i:04d}-{atoms.info['method']}"
+        atoms.info["uid"] = f"{Path(spec.structure).name}-s{spec.seed}-{i:04d}-{atoms.info['method']}"  # a file name, never a path
         atoms.info["seed"] = spec.seed
         atoms.info["sample_potential"] = spec.potential
     with atomic_path(out) as tmp:

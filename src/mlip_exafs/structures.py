@@ -83,6 +83,9 @@ def parse_supercell(text: str | None, atoms_in_cell: int | None = None) -> tuple
     return reps  # type: ignore[return-value]
 
 
+OCCUPANCY_TOLERANCE = 0.01  # a CIF's occupancies of 0.999 are full sites written to three digits
+
+
 def load_structure(name_or_path: str | Path, supercell: str | None = None) -> Atoms:
     """A built-in crystal or the first frame of a structure file, optionally repeated."""
     key = str(name_or_path).lower()
@@ -114,8 +117,20 @@ def _read_structure_file(path: Path) -> Atoms:
         raise UserError(f"structure in {path} is not a 3D periodic crystal; give a file with a full unit cell")
     if not np.isfinite(atoms.positions).all():
         raise UserError(f"structure file {path} has non-finite positions; fix the file")
+    _check_ordered(atoms, path)
     atoms.info.setdefault("name", path.stem)
     return atoms
+
+
+def _check_ordered(atoms: Atoms, path: Path) -> None:
+    """MD needs one atom per site: ASE puts the majority species on a partially occupied CIF site, a different
+    crystal from the one the file describes (Fe0.5Ni0.5O would run as NiO)."""
+    for site, species in (atoms.info.get("occupancy") or {}).items():
+        total = sum(species.values())
+        if len(species) > 1 or abs(total - 1.0) > OCCUPANCY_TOLERANCE:
+            held = " + ".join(f"{symbol} {occ:g}" for symbol, occ in species.items())
+            raise UserError(f"structure file {path} has a partially occupied site ({held}); MD needs one atom per site: "
+                            "give an ordered supercell (e.g. a special quasirandom structure) of the composition")
 
 
 def min_image_half_width(atoms: Atoms) -> float:

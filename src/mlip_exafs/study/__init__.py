@@ -131,13 +131,18 @@ def study_lock(out: Path):
     return writer_lock(out, "study", LOCK_FILE, hint="wait for it to finish or stop it, then rerun this command (it resumes)")
 
 
+NPT_MARGIN = 0.95  # of the input cell's half-width: room for an NPT to shrink a cell a few % (a PBE cell, thermal contraction)
+
+
 def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:
     """Fail on what would otherwise stop the study hours in: a too-small MD cell, too few labels, train/test overlap."""
     check_study(config)  # every setting a stage would refuse, before any step runs or any finished step is removed (#23)
     structure = load_structure(config.structure, config.md.supercell)
-    half = min_image_half_width(structure)
+    half, what = min_image_half_width(structure), "half the MD supercell's width"
+    if config.md.npt_time_fs() > 0:  # the EXAFS stage checks the cell the NPT left, after hours of MD
+        half, what = NPT_MARGIN * half, f"{NPT_MARGIN:.0%} of half the MD supercell's width (its NPT may shrink the cell)"
     if config.exafs.rmax_a > half:
-        raise UserError(f"exafs.rmax_a = {config.exafs.rmax_a:g} Å exceeds half the MD supercell's width ({half:.2f} Å for "
+        raise UserError(f"exafs.rmax_a = {config.exafs.rmax_a:g} Å exceeds {what} ({half:.2f} Å for "
                         f"{config.md.supercell}); use a larger md.supercell or exafs.rmax_a <= {half:.2f}")
     fine_tunes = check_training_pool and bool(config.finetune.n and config.finetune.seeds)
     if config.dataset is not None and not isinstance(config.dataset, DatasetPlan):

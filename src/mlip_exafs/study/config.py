@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlip_exafs.compare import CompareSettings
 from mlip_exafs.config import field_of, read_yaml_mapping, validate_model
 from mlip_exafs.cp2k import Cp2kSettings
+from mlip_exafs.dataset import SHIPPED
 from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.stage import ExafsEngine, ExafsSettings
 from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, FreezeMode
 from mlip_exafs.md import MdSettings, Nuclei, Thermostat
 from mlip_exafs.potentials.runtime import Device
-from mlip_exafs.settings import SampleSpec
+from mlip_exafs.settings import BUILTIN_STRUCTURES, SampleSpec
 from mlip_exafs.spectra import spectrum_temperature_k
 
 
@@ -164,17 +165,21 @@ def load_study_config(path: Path, profile: str | None = None) -> StudyConfig:
 
 
 def _resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
-    def resolve(value: str) -> str:
+    def resolve(value: str, names: tuple[str, ...]) -> str:
+        """A built-in or shipped name stays a name unless a file of that name lies beside the YAML; any other relative
+        path is relative to the YAML, wherever the study is started from (so an error names the path tried)."""
+        if Path(value).is_absolute():
+            return value
         candidate = root / value
-        return str(candidate) if not Path(value).is_absolute() and candidate.exists() else value
+        return value if value.lower() in names and not candidate.exists() else str(candidate)
 
-    update = {"structure": resolve(config.structure)}
+    update = {"structure": resolve(config.structure, BUILTIN_STRUCTURES)}
     if isinstance(config.dataset, DatasetPlan):
         specs = {split: getattr(config.dataset, split) for split in ("train", "test")}
-        specs = {split: spec.model_copy(update={"structure": resolve(spec.structure)}) for split, spec in specs.items()}
+        specs = {split: spec.model_copy(update={"structure": resolve(spec.structure, BUILTIN_STRUCTURES)}) for split, spec in specs.items()}
         update["dataset"] = config.dataset.model_copy(update=specs)
     elif config.dataset is not None:
-        update["dataset"] = resolve(config.dataset)
+        update["dataset"] = resolve(config.dataset, SHIPPED)
     update["experiment"] = [_resolve_spectrum(plan, root, config.md.temperatures()) for plan in config.experiment]
     at = [plan.temperature_k for plan in update["experiment"]]
     if len(set(at)) < len(at):
