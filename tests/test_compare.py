@@ -314,11 +314,12 @@ def _foil_as_theory(tmp: Path, name: str, transform=lambda k, chi: (k, chi)) -> 
         (lambda k, chi: (k, np.where(np.arange(len(k)) == 100, np.nan, chi)), [], "has a NaN or infinite k or χ (data row 101)"),
         (lambda k, chi: (k[::-1], chi[::-1]), [], "decreases; sort the rows by increasing k"),
         (None, ["--rmin", "2.0", "--rmax", "2.01"], "holds 0.1 independent points for 2 fitted parameters; widen the R range"),
-        (None, ["--rbkg", "9"], "rbkg (9 Å) must be below rmax (5 Å)"),
-        (None, ["--rbkg", "1e6"], "must be below rmax"),
+        (None, ["--rbkg", "9"], "rbkg (9 Å) must not exceed rmin (1 Å)"),
+        (None, ["--rbkg", "1e6"], "must not exceed rmin"),
+        (None, ["--rbkg", "2.4"], "rbkg (2.4 Å) must not exceed rmin (1 Å): the background removal takes out what lies below rbkg"),
         (None, ["--fit-shells", "2", "--structure", "w-bcc", "--fit-rmax", "1.2"], "the shell fit (--fit-rmax, --rmin): the window k 3-14 1/Å, R 1-1.2 Å holds 1.4 independent points for 6 fitted parameters"),
     ],
-    ids=["nan-theory", "decreasing-k-theory", "tiny-r-window", "rbkg-above-rmax", "huge-rbkg", "tiny-shell-fit-window"],
+    ids=["nan-theory", "decreasing-k-theory", "tiny-r-window", "rbkg-above-rmax", "huge-rbkg", "rbkg-above-rmin", "tiny-shell-fit-window"],
 )
 def test_a_fit_that_cannot_start_is_refused_before_fitting(capsys, tmp_path, transform, options, message):
     """Each crashed with 'Initial guess is outside of provided bounds' or gave a NaN/meaningless 'result'."""
@@ -379,3 +380,22 @@ def test_shell_fit_far_from_the_data_is_failed_and_a_tiny_window_refused(bcc_w_p
     with pytest.raises(UserError, match="holds 0.7 independent points for 6 fitted parameters; widen the R range") as err:
         fit_shells(good, shells, FTWindow(3.0, 14.0), 2.0, 2.1, third_cumulant=False)
     assert "\n" not in str(err.value)
+
+
+def test_a_one_frame_theory_is_not_converged_and_says_why(theory_chi, tmp_path):
+    """exafs.json without two halves (too few frames) is no evidence of convergence: converged false, the reason named."""
+    import shutil
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(theory_chi, one / "chi.csv")
+    record = json.loads((theory_chi.parent / "exafs.json").read_text())
+    (one / "exafs.json").write_text(json.dumps({**record, "half_vs_half_r_factor": None, "n_frames": 1, "n_blocks": 1}))
+    health = compare(one, W_FOIL, CompareSettings(), tmp_path / "out")["fit_health"]
+    assert health["theory_converged"] is False
+    assert any("averages 1 frame(s), too few for two halves" in line for line in health["warnings"])
+
+
+def test_a_k_window_too_short_names_the_limit_that_cut_it(theory_chi, tmp_path):
+    with pytest.raises(UserError, match=r"overlap only up to k = 14.0 1/Å \('?kmax_inv_a'?\), less than 3 1/Å above '?kmin_inv_a'? 12; lower"):
+        compare(theory_chi.parent, W_FOIL, CompareSettings(kmin_inv_a=12.0), tmp_path / "out")

@@ -185,3 +185,59 @@ def test_a_folder_given_as_the_spectrum_is_one_line_error(tmp_path):
     for read in (lambda p: read_experiment(p, "W", "L3"), spectrum_header, spectrum_temperature_k):
         with pytest.raises(UserError, match="is a folder, not a file; give the spectrum file"):
             read(tmp_path)
+
+
+def _w_foil_columns(tmp_path: Path, name: str, columns) -> Path:
+    energy, itrans, i0 = np.loadtxt(W_FOIL, comments="#", unpack=True)
+    arrays = {"e": energy, "mu": np.log(i0 / itrans), "itrans": itrans, "i0": i0}
+    path = tmp_path / name
+    np.savetxt(path, np.column_stack([arrays[c] for c in columns]))
+    return path
+
+
+@pytest.mark.parametrize("columns, rows, e0_ev, needle", [
+    (("e", "mu"), slice(None), 10.207, "10.207 looks like keV; give it in eV (10207)"),
+    (("e", "mu"), slice(None), 20000.0, "20000 eV lies outside the energies of"),
+    (("e", "mu"), slice(None), 10500.0, "10500 eV is +293 eV from the W L3 edge"),
+    (("e", "itrans", "i0"), slice(None), None, "falls across the edge at"),  # a beamline file: It read as μ
+    (("e", "itrans", "i0"), slice(None), None, "(its second of 3 columns was read as μ: give a file of E and μ)"),
+    (("e", "mu"), "post-edge", None, "eV below the edge (E0 found"),
+])
+def test_a_mu_that_would_fit_nothing_is_refused_with_what_to_do(tmp_path, columns, rows, e0_ev, needle):
+    """Each of these ran the whole comparison before and ended in a generic 'fit failed' or ignored --e0."""
+    from mlip_exafs.spectra import read_experiment
+
+    path = _w_foil_columns(tmp_path, "w.dat", columns)
+    if rows == "post-edge":  # the scan starts 25 eV above the edge
+        data = np.loadtxt(path)
+        np.savetxt(path, data[data[:, 0] > 10232.0])
+    with pytest.raises(UserError, match=re.escape(needle)) as err:
+        read_experiment(path, "W", "L3", e0_ev=e0_ev)
+    assert "\n" not in str(err.value)
+
+
+def test_e0_inside_the_scan_is_used_and_chi_files_refuse_it(tmp_path):
+    from mlip_exafs.spectra import read_experiment
+
+    path = _w_foil_columns(tmp_path, "w.dat", ("e", "mu"))
+    assert read_experiment(path, "W", "L3", e0_ev=10210.0).e0_ev == pytest.approx(10210.0)
+    k = np.linspace(0.05, 14, 280)
+    np.savetxt(tmp_path / "chi.dat", np.column_stack([k, 0.3 * np.sin(5.5 * k) * np.exp(-0.01 * k * k)]))
+    with pytest.raises(UserError, match="is χ\\(k\\): its k grid already fixes E0; drop"):
+        read_experiment(tmp_path / "chi.dat", "W", "L3", e0_ev=10207.0)
+
+
+def test_lowercase_absorber_and_empty_file(tmp_path):
+    """'w' is W; an empty file is one line, with no numpy warning printed before it."""
+    import warnings
+
+    from mlip_exafs.spectra import read_experiment
+
+    assert absorber_and_edge(W_FOIL, "w", None, ("W", "L3")) == ("W", "L3")
+    (tmp_path / "empty.dat").write_text("")
+    (tmp_path / "comments.dat").write_text("# nothing measured\n")
+    for name, needle in (("empty.dat", "is empty"), ("comments.dat", "has 0 rows")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(UserError, match=needle):
+                read_experiment(tmp_path / name, "W", "L3")

@@ -119,7 +119,7 @@ def compare(theory: str | Path, experiment: str | Path, settings: CompareSetting
     ft_exp, ft_model = fourier_transform(exp.k_inv_a, exp.chi, window), fourier_transform(exp.k_inv_a, model, window)
     r_mask = (ft_exp.r >= settings.rmin_a) & (ft_exp.r <= settings.rmax_a)
     r_factor_r = r_factor(ft_model.chir[r_mask], ft_exp.chir[r_mask])
-    health = fit_health(s02, de0, settings, exafs_record(theory).get("half_vs_half_r_factor"), r_factor_r)
+    health = fit_health(s02, de0, settings, exafs_record(theory), r_factor_r)
     result = {
         "fit_failed": health["failed"],
         "r_factor_k": k_weighted_r_factor(exp.k_inv_a, model, exp.chi, window),
@@ -203,7 +203,9 @@ def usable_kmax(settings: CompareSettings, k_theory: np.ndarray, exp: Spectrum) 
     """The window's kmax, clipped to where both spectra have data."""
     kmax = min(settings.kmax_inv_a, float(k_theory.max()) - 0.5, float(exp.k_inv_a.max()))
     if not kmax - settings.kmin_inv_a >= 3.0:
-        raise UserError(f"the spectra overlap only up to k = {kmax:.1f} 1/Å; lower {setting('kmin_inv_a')} or give data to higher k")
+        limit = "" if kmax < settings.kmax_inv_a else f" ({setting('kmax_inv_a')})"
+        raise UserError(f"the spectra overlap only up to k = {kmax:.1f} 1/Å{limit}, less than 3 1/Å above {setting('kmin_inv_a')} "
+                        f"{settings.kmin_inv_a:g}; lower {setting('kmin_inv_a')}{', raise ' + setting('kmax_inv_a') if limit else ' or give data to higher k'}")
     return kmax
 
 
@@ -240,12 +242,14 @@ def fit_s02_de0(k_th, chi_th, exp: Spectrum, window: FTWindow, settings: Compare
     return float(fit.x[0]), float(fit.x[1])
 
 
-def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half_r: float | None, r_factor_r: float = 0.0) -> dict:
+def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_record: dict, r_factor_r: float = 0.0) -> dict:
     """Whether the S0²/ΔE0 fit can be read as a verdict on the MD, and what each failure usually means.
 
     ``failed``: why the fit is no result (:func:`mlip_exafs.exafs.fit.fit_failure`: R-factor above 0.5, or S0² or
     ΔE0 at a bound), else None; the CLI then exits with an error after writing the record.
     """
+    theory_half_r = theory_record.get("half_vs_half_r_factor")
+    one_block = bool(theory_record) and theory_half_r is None  # too few frames for two halves: not converged, as far as anyone can tell
     lo, hi = settings.s02_bounds
     at_bound = at_bounds({"s02": (s02, lo, hi), "de0_ev": (de0_ev, -settings.de0_bound_ev, settings.de0_bound_ev)})
     health = {
@@ -253,7 +257,7 @@ def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half
         "s02_physical": bool(S02_PHYSICAL[0] <= s02 <= S02_PHYSICAL[1]),
         "s02_physical_range": list(S02_PHYSICAL),
         "at_bound": at_bound,
-        "theory_converged": None if theory_half_r is None else bool(theory_half_r <= THEORY_CONVERGED_R),
+        "theory_converged": False if one_block else None if theory_half_r is None else bool(theory_half_r <= THEORY_CONVERGED_R),
         "theory_half_vs_half_r_factor": theory_half_r,
         "warnings": [],
     }
@@ -264,11 +268,14 @@ def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_half
     if at_bound:
         health["warnings"].append(
             f"{' and '.join(at_bound)} at a fit bound: the fit found no minimum inside the bounds; widen the bounds (s02_bounds, de0_bound_ev), check E0 (e0_ev) and the k range")
-    if health["theory_converged"] is False:
+    if health["theory_converged"] is False and not one_block:
         health["warnings"].append(
             f"the theory's two halves differ by R = {theory_half_r:.1e} (> {THEORY_CONVERGED_R:g}): the MD is too short (or has too few absorbers) "
             "for a converged χ(k); run a longer production")
-    if theory_half_r is None:
+    if one_block:
+        health["warnings"].append(f"the theory averages {theory_record.get('n_frames', 'too few')} frame(s), too few for two halves to estimate its "
+                                  "convergence; average more MD frames (exafs --max-frames, a longer production)")
+    elif theory_half_r is None:
         health["warnings"].append("the theory's convergence is unknown (no exafs.json with its two halves beside the chi.csv)")
     return health
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
 from mlip_exafs.potentials.runtime import Device
 from mlip_exafs.shells import SHELL_TOL_A
@@ -242,6 +242,12 @@ class ExafsSettings(BaseModel):
     n_blocks: int = Field(10, ge=2, description="Frame blocks for the error band.")
     ft: FTWindowSettings = Field(default_factory=lambda: FTWindowSettings())
 
+    @field_validator("edge")
+    @classmethod
+    def _edge_upper(cls, edge: str | None) -> str | None:
+        """'l3' is L3, as compare reads it."""
+        return edge.strip().upper() if edge else edge
+
 
 # ---------------------------------------------------------------- compare
 
@@ -272,8 +278,9 @@ class CompareSettings(BaseModel):
             raise ValueError("kmin must be below kmax and rmin below rmax")
         if not 0 < self.s02_bounds[0] < self.s02_bounds[1]:
             raise ValueError("s02_bounds must be two numbers 0 < low < high")
-        if self.rbkg_a >= self.rmax_a:  # autobk removes everything below rbkg: the fit would fit what was removed
-            raise ValueError(f"rbkg ({self.rbkg_a:g} Å) must be below rmax ({self.rmax_a:g} Å), about 1 Å")
+        if self.rbkg_a > self.rmin_a:  # autobk removes everything below rbkg: the fit would fit what was removed
+            raise ValueError(f"rbkg ({self.rbkg_a:g} Å) must not exceed rmin ({self.rmin_a:g} Å): the background removal takes out "
+                             "what lies below rbkg; about 1 Å for both")
         return self
 
     def window(self, kmax_inv_a: float | None = None) -> FTWindow:

@@ -8,6 +8,7 @@ malformed is a one-line :class:`UserError` naming the file and the fix.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,9 +159,11 @@ def absorber_and_edge(experiment: str | Path, absorber: str | None = None, edge:
     (its exafs.json); the edge by :func:`default_edge` last. Theory and data must agree: a W L3
     χ(k) fitted to a Cu K spectrum gives numbers without meaning."""
     named = spectrum_header(experiment)
+    absorber = _clean_symbol(absorber)  # 'w' is W, as the header's symbol is read
     for option, given, in_header in ((setting("absorber"), absorber, named[0]), (setting("edge"), edge, named[1])):
         if given and in_header and given.upper() != in_header.upper():
-            raise UserError(f"{experiment} is a {named[0]} {named[1] or ''} spectrum (its header) but {option} is {given}; drop {option} or give the matching spectrum")
+            said = " ".join(part for part in named if part)
+            raise UserError(f"{experiment} is a {said} spectrum (its header) but {option} is {given}; drop {option} or give the matching spectrum")
     absorber = absorber or named[0] or theory[0]
     if absorber is None:
         raise UserError(f"{experiment} does not name its element and the theory has no exafs.json; give {setting('absorber')} (and {setting('edge')})")
@@ -217,6 +220,8 @@ def read_experiment(path: str | Path, element: str, edge: str, rbkg_a: float = 1
     else:
         x, y = _read_columns(path)
         if column_kind(x, y, path, edge_energy_ev(element, edge)) == "k":
+            if e0_ev is not None:
+                raise UserError(f"{path} is χ(k): its k grid already fixes E0; drop {setting('e0_ev')}")
             check_chi(x, y, path)
             return Spectrum(*uniform_k(x, y), source=str(path))
         energy, mu = x, y
@@ -330,8 +335,14 @@ def _athena_groups(path: Path) -> list:
 
 
 def _read_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The first two columns: E (eV) and μ, or k and χ (an Athena export's further columns, background and the
+    like, are not read; a beamline file of raw intensities fails the edge checks, which say so)."""
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty; give two columns: E (eV) and μ, or k (Å⁻¹) and χ")
     try:
-        data = np.loadtxt(path, comments="#", ndmin=2)
+        with warnings.catch_warnings():  # a file of comments only: numpy warns 'input contained no data'; the shape check says it in one line
+            warnings.simplefilter("ignore", UserWarning)
+            data = np.loadtxt(path, comments="#", ndmin=2)
     except ValueError as exc:
         raise UserError(f"{path} is not a table of numbers ({_first_line(exc)}); give two columns: E (eV) and μ, or k (Å⁻¹) and χ") from None
     if data.shape[1] < 2 or data.shape[0] < MIN_POINTS:
@@ -358,10 +369,13 @@ def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a:
         raise UserError(f"{path} has non-numeric or infinite μ values; fix or remove those rows")
     tabulated = edge_energy_ev(element, edge)
     _refuse_kev(energy, path, tabulated)
+    _check_e0(e0_ev, energy, tabulated, path, f"{element} {edge}")
     group = Group(energy=energy, mu=mu)
     pre_edge(group, e0=e0_ev)
     if abs(group.e0 - tabulated) > EDGE_TOLERANCE_EV:
-        raise UserError(f"{path} has its edge at {group.e0:.0f} eV but {element} {edge} is at {tabulated:.0f} eV; give a {element} {edge} spectrum or fix {setting('absorber')}/{setting('edge')}")
+        raise UserError(f"{path} has its edge at {group.e0:.0f} eV but {element} {edge} is at {tabulated:.0f} eV; give a {element} {edge} spectrum or fix "
+                        f"{setting('absorber')}/{setting('edge')}{_mu_hint(path)}")
+    _check_edge_step(energy, mu, float(group.e0), tabulated, path)
     if energy.max() - group.e0 < 150.0:
         raise UserError(f"{path} ends {energy.max() - group.e0:.0f} eV above the edge; EXAFS needs a scan to at least 150 eV (k ≈ 6 Å⁻¹) above it")
     autobk(group, rbkg=rbkg_a, kweight=2)
@@ -369,6 +383,45 @@ def _background_removed(energy, mu, path: Path, element: str, edge: str, rbkg_a:
     if not np.isfinite(chi).all() or not np.any(chi):
         raise UserError(f"the background removal of {path} with rbkg {rbkg_a:g} Å gave no usable χ(k); use a smaller {setting('rbkg_a')} (about 1 Å)")
     return Spectrum(k, chi, source=str(path), e0_ev=float(group.e0))
+
+
+PRE_EDGE_MIN_EV = 20.0  # the normalisation fits a line to the pre-edge: a scan must start this far below E0
+STEP_WINDOWS_EV = ((-PRE_EDGE_MIN_EV, -5.0), (20.0, 60.0))  # below and above E0: where μ's edge step is measured
+
+
+def _check_e0(e0_ev: float | None, energy: np.ndarray, tabulated_ev: float, path: Path, edge: str) -> None:
+    """A given E0 that larch would silently replace with its own (outside the scan), or that is no E0 of this edge."""
+    if e0_ev is None:
+        return
+    if abs(e0_ev * 1000.0 - tabulated_ev) <= EDGE_TOLERANCE_EV:
+        raise UserError(f"{setting('e0_ev')} {e0_ev:g} looks like keV; give it in eV ({e0_ev * 1000:g})")
+    if not energy[1] < e0_ev < energy[-2]:
+        raise UserError(f"{setting('e0_ev')} {e0_ev:g} eV lies outside the energies of {path} ({energy[0]:.0f}-{energy[-1]:.0f} eV); give an E0 inside the scan")
+    if abs(e0_ev - tabulated_ev) > EDGE_TOLERANCE_EV:
+        raise UserError(f"{setting('e0_ev')} {e0_ev:g} eV is {e0_ev - tabulated_ev:+.0f} eV from the {edge} edge ({tabulated_ev:.0f} eV); give an E0 at the edge")
+
+
+def _check_edge_step(energy: np.ndarray, mu: np.ndarray, e0_ev: float, tabulated_ev: float, path: Path) -> None:
+    """μ must rise across the edge, from a pre-edge the normalisation can fit: an inverted μ (It instead of
+    ln(I0/It)) or a scan that starts above the edge passes larch but fits nothing. Measured from the lower of
+    the found and the tabulated edge: larch finds an 'edge' in a scan that starts above the real one."""
+    edge_ev = min(e0_ev, tabulated_ev)
+    if energy[0] > edge_ev - PRE_EDGE_MIN_EV:
+        raise UserError(f"{path} starts {edge_ev - energy[0]:.0f} eV below the edge (E0 found {e0_ev:.0f} eV, tabulated {tabulated_ev:.0f} eV); "
+                        f"the normalisation needs a pre-edge: give a scan from at least {PRE_EDGE_MIN_EV:g} eV below the edge")
+    below, above = ([mu[(energy >= e0_ev + lo) & (energy <= e0_ev + hi)] for lo, hi in STEP_WINDOWS_EV])
+    if below.size and above.size and above.mean() <= below.mean():
+        raise UserError(f"μ of {path} falls across the edge at {e0_ev:.0f} eV; give μ = ln(I0/It) (transmission) or If/I0 (fluorescence){_mu_hint(path)}")
+
+
+def _mu_hint(path: Path) -> str:
+    """For a plain table of more than two columns: which one was read as μ (beamline files often hold I0, It, If)."""
+    if file_kind(path) != "columns":
+        return ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        n_columns = np.loadtxt(path, comments="#", ndmin=2, max_rows=1).shape[1]
+    return f" (its second of {n_columns} columns was read as μ: give a file of E and μ)" if n_columns > 2 else ""
 
 
 def _first_line(exc: Exception) -> str:
