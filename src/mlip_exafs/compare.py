@@ -274,7 +274,7 @@ def fit_health(s02: float, de0_ev: float, settings: CompareSettings, theory_reco
             "for a converged χ(k); run a longer production")
     if one_block:
         health["warnings"].append(f"the theory averages {theory_record.get('n_frames', 'too few')} frame(s), too few for two halves to estimate its "
-                                  "convergence; average more MD frames (exafs --max-frames, a longer production)")
+                                  "convergence; average more MD frames (a longer production, or all of its frames)")
     elif theory_half_r is None:
         health["warnings"].append("the theory's convergence is unknown (no exafs.json with its two halves beside the chi.csv)")
     return health

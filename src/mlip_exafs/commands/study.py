@@ -33,7 +33,7 @@ def study_cmd(
 ) -> None:
     """Run a whole study from one YAML; cached and resumable."""
     from mlip_exafs.study import only_selections, run_study  # lazy: only when this verb runs (--help: 1.3 s, not 5)
-    from mlip_exafs.study.pipeline import REPORT_FILE, SUMMARY_FILE  # lazy, as above
+    from mlip_exafs.study.pipeline import REPORT_FILE, SUMMARY_FILE  # lazy: only when this verb runs, as above
 
     if executor not in (None, "local", "dask"):
         raise UserError(f"unknown --executor '{executor}'; use local or dask")

@@ -163,7 +163,7 @@ def _checked_dataset(spec: str, structure: Atoms, with_train: bool) -> list[Atom
     (returned) where it fine-tunes."""
     if with_train and dataset_folder(spec) is None:
         raise UserError(f"dataset {spec} is one database file, which would be both the training pool and the test set; "
-                        "give a folder with train.db and test.db (e.g. mlip-exafs import ... --db FOLDER/train.db)")
+                        "give a folder with train.db and test.db (e.g. 'mlip-exafs import FILES --db FOLDER/train.db')")
     test = load_structures(spec, "test")
     train = load_structures(spec, "train") if with_train else []
     assert_disjoint(train, test)
