@@ -10,7 +10,7 @@ import yaml
 
 from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
 from mlip_exafs.dataset import SHIPPED, assert_disjoint, load_structures, shipped_dir
-from mlip_exafs.cp2k import SOLVER_ONLY, Cp2kSettings
+from mlip_exafs.cp2k import NOT_THE_LABEL, Cp2kSettings
 
 
 COMPOSITIONS = {"ws2": "S36W18", "w-bcc": "W16", "mos2": "Mo18S36"}
@@ -29,7 +29,7 @@ def test_shipped_dataset_info_names_counts_code_and_settings(name):
     assert info["n_train"] >= 10 and info["n_test"] >= 3  # the quick studies fine-tune on up to 10
     assert info["n_train_not_converged"] == 0 and info["n_test_not_converged"] == 0
     assert info["dft_code"] == {"name": "CP2K", "version": "2023.1"}
-    assert info["settings"] == Cp2kSettings().model_dump(exclude=SOLVER_ONLY)  # the defaults shown converged in docs/dft_convergence.md
+    assert info["settings"] == Cp2kSettings().model_dump(exclude=NOT_THE_LABEL)  # the defaults shown converged in docs/dft_convergence.md
     assert info["settings_hash"] == Cp2kSettings().settings_hash()
     assert info["train_summary"]["compositions"] == [composition]
 

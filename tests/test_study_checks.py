@@ -125,3 +125,17 @@ def test_relative_paths_are_relative_to_the_yaml_wherever_the_study_starts(tmp_p
         (config_dir / "s.yaml").write_text(yaml.safe_dump({"name": "x", "structure": structure, "absorber": "W", "dataset": dataset}))
         config = load_study_config(config_dir / "s.yaml")
         assert (config.structure, config.dataset) == tuple(map(str, expected))
+
+
+def test_a_dataset_block_samples_the_study_structure_and_refuses_another_material(capsys, tmp_path):
+    """SampleSpec's own default structure is WS2: a W study's dataset block used to sample and label WS2."""
+    from mlip_exafs.study.config import load_study_config
+
+    block = {"train": {"supercell": "1x1x1", "seed": 1}, "test": {"supercell": "1x1x1", "seed": 2}}
+    path = _write_config(tmp_path, {"dataset": block})
+    config = load_study_config(path)
+    assert (config.dataset.train.structure, config.dataset.test.structure) == ("w-bcc", "w-bcc")
+    path = _write_config(tmp_path, {"dataset": {**block, "test": {**block["test"], "structure": "ws2"}}})
+    out = tmp_path / "out"
+    assert_one_line_error(cli(capsys, "study", path, "--out", out), "dataset.test.structure holds S-W structures but the study's structure is W")
+    assert_nothing_written(out)

@@ -59,17 +59,21 @@ class Cp2kSettings(BaseModel):
     d3_cutoff_a: float = Field(12.0, gt=0)
     kspacing_inv_a: float = Field(0.26, gt=0, description="k-point spacing, Å^-1 including 2π (VASP KSPACING)")
     broyden_nbuffer: int = Field(4, ge=1, description="Broyden mixing history (CP2K's NBUFFER; solver only)")
+    nonmagnetic: bool = Field(False, description="label Cr, Mn, Fe, Co or Ni compounds anyway: for a material known to be non-magnetic "
+                                                  "(labels are always spin-restricted)")
 
     def settings_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(exclude=SOLVER_ONLY), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.model_dump(exclude=NOT_THE_LABEL), sort_keys=True).encode()).hexdigest()[:16]
 
     def as_params(self) -> dict:
         """The settings as a study step's parameters: solver-only ones only when set, so that the label steps of
         studies begun before they existed keep their hashes (and their hours of finished CP2K rows)."""
-        return self.model_dump(exclude=SOLVER_ONLY) | self.model_dump(include=SOLVER_ONLY, exclude_defaults=True)
+        return self.model_dump(exclude=NOT_THE_LABEL) | self.model_dump(include=NOT_THE_LABEL, exclude_defaults=True)
 
 
 SOLVER_ONLY = frozenset({"broyden_nbuffer"})
+NOT_THE_LABEL = SOLVER_ONLY | {"nonmagnetic"}  # out of the hash: an acknowledgement changes no CP2K input
+MAGNETIC_ELEMENTS = ("Cr", "Mn", "Fe", "Co", "Ni")  # 3d metals whose compounds are usually magnetic
 
 
 def kpoint_mesh(atoms: Atoms, spacing: float) -> tuple[int, int, int]:
@@ -159,6 +163,48 @@ def shell_command(mpi_ranks: int) -> str:
     )
 
 
+CP2K_DATA_DIRS = ("/usr/share/cp2k", "/usr/share/cp2k/data")  # Debian's cp2k-data; $CP2K_DATA_DIR first
+
+
+def data_file(name: str) -> Path | None:
+    """A CP2K data file (basis sets, pseudopotentials) where CP2K looks for it; None where it cannot be found here."""
+    folders = [os.environ["CP2K_DATA_DIR"]] if os.environ.get("CP2K_DATA_DIR") else []
+    for folder in folders + list(CP2K_DATA_DIRS):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+@lru_cache(maxsize=8)
+def _named_entries(path: Path) -> frozenset[tuple[str, str]]:
+    """(element, name) of every entry of a basis or potential file: its header lines read 'W  NAME ALIAS ...'."""
+    entries = set()
+    for line in path.read_text(errors="replace").splitlines():
+        tokens = line.split()
+        if len(tokens) >= 2 and not tokens[0].startswith("#") and tokens[0].isalpha() and len(tokens[0]) <= 2:
+            entries.update((tokens[0].capitalize(), name) for name in tokens[1:])
+    return frozenset(entries)
+
+
+def check_can_label(settings: Cp2kSettings, symbols: set[str]) -> None:
+    """Before any sampling or CP2K: each element has the basis set and pseudopotential the settings name (CP2K would
+    abort on the first structure and say why only in its output), and no magnetic material is labelled without spin."""
+    magnetic = sorted(set(symbols) & set(MAGNETIC_ELEMENTS))
+    if magnetic and not settings.nonmagnetic:
+        raise UserError(f"{', '.join(magnetic)} compounds are usually magnetic, and these CP2K labels are spin-restricted (no magnetic "
+                        f"moments, no DFT+U); for a magnetic material label with your own spin-polarised DFT and import it ('mlip-exafs import'), "
+                        f"for one known to be non-magnetic set {setting('nonmagnetic')} true")
+    for kind, name, file_name in (("basis set", settings.basis_set, settings.basis_set_file),
+                                  ("pseudopotential", settings.pseudo_potential, settings.potential_file)):
+        path = data_file(file_name)
+        if path is None:  # CP2K elsewhere: it will say so itself
+            continue
+        missing = sorted(s for s in symbols if (s, name) not in _named_entries(path))
+        if missing:
+            raise UserError(f"CP2K's {file_name} ({path}) has no {kind} {name} for {', '.join(missing)}; "
+                            f"choose a {kind} it has for every element ({setting('basis_set')}, {setting('pseudo_potential')} and their files)")
+
+
 @lru_cache(maxsize=1)
 def cp2k_version() -> str:
     exe = cp2k_executable()
@@ -186,6 +232,26 @@ def make_calculator(settings: Cp2kSettings, atoms: Atoms, workdir: Path, mpi_ran
         print_level="MEDIUM",
         poisson_solver=None,
     )
+
+
+ABORT_ART = re.compile(r"^(\[ABORT\]|\\___/|\||O/\||/\| \||/ \\|/   \\|___)\s*")  # the drawing around CP2K's abort message
+
+
+def abort_reason(output_file: Path, offset: int = 0) -> str | None:
+    """The message of CP2K's [ABORT] box (e.g. 'The requested basis set <X> for element <LA> was not found ...')."""
+    if not output_file.exists():  # CP2K killed before it wrote any output
+        return None
+    lines = _output_from(output_file, offset).splitlines()
+    start = next((i for i, line in enumerate(lines) if "[ABORT]" in line), None)
+    if start is None:
+        return None
+    words = []
+    for line in lines[start:]:
+        if line.strip().startswith("*****"):
+            break
+        text = ABORT_ART.sub("", line.strip().strip("*").strip())
+        words.append(re.sub(r"\s*\S+\.F:\d+$", "", text).strip())
+    return " ".join(w for w in words if w) or None
 
 
 def scf_converged(output_file: Path, offset: int = 0) -> bool:

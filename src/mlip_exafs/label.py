@@ -26,7 +26,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip_exafs.cp2k import SOLVER_ONLY, Cp2kSettings, cp2k_version, kpoint_mesh, make_calculator, scf_converged, scf_steps
+from mlip_exafs.cp2k import (NOT_THE_LABEL, SOLVER_ONLY, Cp2kSettings, abort_reason, check_can_label, cp2k_version, kpoint_mesh, make_calculator,
+                             scf_converged, scf_steps)
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_file, db_write_guard, lock_holder, writer_lock
 
@@ -103,6 +104,7 @@ def _label_structures(structures: Path, db_path: Path, settings: Cp2kSettings, m
                       on_progress: Callable[[int, int, float], None] | None, reverse: bool) -> dict:
     frames = read_structures(structures)
     version = cp2k_version()  # fails clearly, before anything is written, if CP2K is missing
+    check_can_label(settings, {symbol for atoms in frames for symbol in atoms.get_chemical_symbols()})
     with db_write_guard(db_path):  # a new database that cannot be written is not left behind
         ensure_settings(db_path, settings)
     done = finished_uids(db_path)
@@ -214,9 +216,10 @@ class Cp2kSession:
             forces = work.get_forces()
             stress = work.get_stress(voigt=True)
         except Exception as exc:
+            reason = abort_reason(output, offset) or type(exc).__name__
             _keep_output(self.workdir, keep_dir)
             self.close()
-            raise UserError(f"CP2K failed on structure {atoms.info['uid']} ({type(exc).__name__}); see {keep_dir / 'cp2k.out'}") from None
+            raise UserError(f"CP2K failed on structure {atoms.info['uid']} ({reason}); see {keep_dir / 'cp2k.out'}") from None
         converged = scf_converged(output, offset)
         if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
             converged = False
@@ -249,7 +252,7 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
         if old is None:
             db.metadata = {
                 "dft_code": {"name": "CP2K", "version": cp2k_version()},
-                "settings": settings.model_dump(exclude=SOLVER_ONLY),  # the level of theory; rows record their solver
+                "settings": settings.model_dump(exclude=NOT_THE_LABEL),  # the level of theory; rows record their solver
                 "settings_hash": settings.settings_hash(),
                 "units": UNITS,
             }

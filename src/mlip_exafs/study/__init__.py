@@ -17,6 +17,7 @@ from typing import Callable
 from ase import Atoms
 
 import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
+from mlip_exafs.cp2k import check_can_label
 from mlip_exafs.dataset import assert_disjoint, dataset_folder, load_structures
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError, setting
@@ -145,11 +146,15 @@ def _check_before_running(config: StudyConfig, check_training_pool: bool = True)
         raise UserError(f"exafs.rmax_a = {config.exafs.rmax_a:g} Å exceeds {what} ({half:.2f} Å for "
                         f"{config.md.supercell}); use a larger md.supercell or exafs.rmax_a <= {half:.2f}")
     fine_tunes = check_training_pool and bool(config.finetune.n and config.finetune.seeds)
-    if config.dataset is not None and not isinstance(config.dataset, DatasetPlan):
+    if isinstance(config.dataset, DatasetPlan):  # labelled by this study: of its material (overlap is checked when merged)
+        for split in ("train", "test"):
+            _check_elements(load_structure(getattr(config.dataset, split).structure), structure, f"dataset.{split}.structure")
+        check_can_label(config.dataset.cp2k, set(structure.get_chemical_symbols()))
+    elif config.dataset is not None:
         train = _checked_dataset(config.dataset, structure, with_train=fine_tunes)
     if not fine_tunes:
         return
-    if isinstance(config.dataset, DatasetPlan):  # labelled by this study; train/test overlap is checked when merged
+    if isinstance(config.dataset, DatasetPlan):
         n_train, where = config.dataset.train.total(), "dataset.train samples"
     else:
         n_train, where = len(train), f"dataset '{config.dataset}' has"
@@ -167,12 +172,18 @@ def _checked_dataset(spec: str, structure: Atoms, with_train: bool) -> list[Atom
     test = load_structures(spec, "test")
     train = load_structures(spec, "train") if with_train else []
     assert_disjoint(train, test)
-    wanted = set(structure.get_chemical_symbols())
-    found = {symbol for atoms in train + test for symbol in atoms.get_chemical_symbols()}
-    if found != wanted:
-        raise UserError(f"dataset {spec} holds {'-'.join(sorted(found))} structures but the study's structure is "
-                        f"{'-'.join(sorted(wanted))}; give the labels of this material")
+    _check_elements(train + test, structure, f"dataset {spec}")
     return train
+
+
+def _check_elements(frames: Atoms | list[Atoms], structure: Atoms, what: str) -> None:
+    """Labels of the study's material: the same elements as its structure."""
+    frames = [frames] if isinstance(frames, Atoms) else frames
+    wanted = set(structure.get_chemical_symbols())
+    found = {symbol for atoms in frames for symbol in atoms.get_chemical_symbols()}
+    if found != wanted:
+        raise UserError(f"{what} holds {'-'.join(sorted(found))} structures but the study's structure is "
+                        f"{'-'.join(sorted(wanted))}; give the labels of this material")
 
 
 def _cost(out: Path, ran: list[Step], elapsed_s: float) -> dict:

@@ -141,6 +141,17 @@ class StudyConfig(_Strict):
             self.finetune = FinetunePlan(n=[])
         return self
 
+    @model_validator(mode="after")
+    def _splits_sample_the_study_structure(self) -> "StudyConfig":
+        """A dataset block's split samples the study's own crystal unless it names another cell of it (SampleSpec's
+        own default is WS2: a W study would have labelled WS2 for hours)."""
+        if isinstance(self.dataset, DatasetPlan):
+            for split in ("train", "test"):
+                spec = getattr(self.dataset, split)
+                if "structure" not in spec.model_fields_set:
+                    setattr(self.dataset, split, spec.model_copy(update={"structure": self.structure}))
+        return self
+
 
 def deep_merge(base: dict, override: dict) -> dict:
     merged = dict(base)
