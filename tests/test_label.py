@@ -14,6 +14,7 @@ import pytest
 from conftest import assert_one_line_error, cli, requires_cp2k, run_cli
 from fake_dft import fake_cp2k_shell
 from mlip_exafs.cp2k import Cp2kSettings, kpoint_mesh, make_calculator
+from mlip_exafs.errors import UserError
 from mlip_exafs.label import WORKDIR_PARENT, finished_uids, group_by_cell, new_workdir, remove_stale_workdirs
 from mlip_exafs.structures import load_structure
 
@@ -353,3 +354,21 @@ def test_db_that_cannot_be_written_is_one_line_error(capsys, tmp_path, kind):
     proc = cli(capsys, "label", structures, "--db", db)
     assert_one_line_error(proc, f"database file {db}", "is a file, not a folder" if kind == "below-a-file" else "is a folder, not a file")
     assert (blocker.read_text() == "keep me") if kind == "below-a-file" else not any(blocker.iterdir())
+
+
+def test_a_structure_edited_after_labelling_is_not_skipped_by_its_uid(tmp_path):
+    """Resuming skips finished uids; a structures file re-sampled or edited since (same uid, other geometry) is refused."""
+    from ase.build import bulk
+
+    from mlip_exafs.label import check_same_geometries, labelled_geometries, write_row
+
+    atoms = bulk("W", "bcc", a=3.165, cubic=True)
+    atoms.info["uid"] = "w-0"
+    db = tmp_path / "train.db"
+    write_row(db, atoms, -10.0, np.zeros((2, 3)), None, {"uid": "w-0", "scf_converged": True})
+    labelled = labelled_geometries(db)
+    check_same_geometries([atoms], labelled, tmp_path / "s.extxyz", db)
+    edited = bulk("W", "bcc", a=3.30, cubic=True)
+    edited.info["uid"] = "w-0"
+    with pytest.raises(UserError, match="1 structure\\(s\\) of .* \\(first: w-0\\) differ from the rows of the same uid"):
+        check_same_geometries([edited], labelled, tmp_path / "s.extxyz", db)

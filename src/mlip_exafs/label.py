@@ -28,6 +28,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_exafs.cp2k import (NOT_THE_LABEL, SOLVER_ONLY, Cp2kSettings, abort_reason, check_can_label, cp2k_version, kpoint_mesh, make_calculator,
                              scf_converged, scf_steps)
+from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_file, db_write_guard, lock_holder, writer_lock
 
@@ -63,6 +64,23 @@ def finished_uids(db_path: Path) -> set[str]:
         return set()
     with ase.db.connect(db_path) as db:
         return {row.uid for row in db.select(columns=["key_value_pairs"]) if "uid" in row}
+
+
+def labelled_geometries(db_path: Path) -> dict[str, str]:
+    """uid -> geometry fingerprint of every row: resuming by uid alone would skip a structure the file now holds
+    with another geometry (a structure file re-sampled or edited after labelling)."""
+    check_output_file(db_path)
+    if not db_path.exists():
+        return {}
+    with ase.db.connect(db_path) as db:
+        return {row.uid: structure_fingerprint(row.toatoms()) for row in db.select() if "uid" in row}
+
+
+def check_same_geometries(frames: list[Atoms], labelled: dict[str, str], structures: Path, db_path: Path) -> None:
+    changed = [a.info["uid"] for a in frames if a.info["uid"] in labelled and labelled[a.info["uid"]] != structure_fingerprint(a)]
+    if changed:
+        raise UserError(f"{len(changed)} structure(s) of {structures} (first: {changed[0]}) differ from the rows of the same uid in {db_path}: "
+                        "the structures changed since they were labelled; label them into a new database file, or restore the structures file")
 
 
 def label_structures(
@@ -107,7 +125,9 @@ def _label_structures(structures: Path, db_path: Path, settings: Cp2kSettings, m
     check_can_label(settings, {symbol for atoms in frames for symbol in atoms.get_chemical_symbols()})
     with db_write_guard(db_path):  # a new database that cannot be written is not left behind
         ensure_settings(db_path, settings)
-    done = finished_uids(db_path)
+    labelled = labelled_geometries(db_path)
+    check_same_geometries(frames, labelled, structures, db_path)
+    done = set(labelled)
     todo = group_by_cell([a for a in (frames[::-1] if reverse else frames) if a.info["uid"] not in done])[:limit]
     failures = db_path.parent / f"{db_path.stem}-cp2k-failures"
     times: list[float] = []
