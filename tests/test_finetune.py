@@ -284,3 +284,20 @@ def test_second_finetune_into_the_same_folder_is_refused(capsys, tmp_path, data)
         proc = cli(capsys, "finetune", "--train", data, "--n", "1", "--epochs", "1", "--out", out)
         assert_one_line_error(proc, f"another finetune (pid {os.getpid()}) is running into")
         assert [p.name for p in out.iterdir()] == [".finetune.lock"]
+
+
+def test_the_run_identity_takes_the_labels_not_the_path_they_came_by():
+    """--train w3, ./w3 or the same dataset on another machine: one run (a killed one resumes its epochs)."""
+    from mlip_exafs.finetune import inputs_hash_of
+
+    inputs = {"potential": "chgnet", "train": "w3", "pool_labels_sha256": "abc", "n": 1, "seed": 0}
+    assert inputs_hash_of(inputs) == inputs_hash_of({**inputs, "train": "/home/me/w3"})
+    assert inputs_hash_of(inputs) != inputs_hash_of({**inputs, "pool_labels_sha256": "abd"})
+
+
+def test_a_chgnet_run_without_a_finite_validation_error_says_it_diverged(tmp_path):
+    from mlip_exafs.finetune.chgnet import best_force_checkpoint
+
+    (tmp_path / "trainer").mkdir()
+    with pytest.raises(UserError, match="fine-tuning diverged \\(the Trainer stopped with a NaN loss.*lower"):
+        best_force_checkpoint(tmp_path / "trainer")

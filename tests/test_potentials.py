@@ -429,3 +429,44 @@ def test_model_checkpoint_corrupted_or_pickled_is_refused(capsys, tmp_path, data
     proc = cli(capsys, *args, "--potential", checkpoints[which], "--out", out)
     assert_one_line_error(proc, "refusing checkpoint", "written by 'mlip-exafs finetune'")
     assert_nothing_written(out)  # finetune used to leave out/.work behind
+
+
+def test_a_python_callable_is_validated_anew_each_time_and_one_structure_judges_no_energy(tmp_path, monkeypatch):
+    """python: code can change under its name, so validate does not reuse its folder's result for it (a checkpoint or
+    a name it does); a test set of one structure has an energy MAE of exactly 0 after the fitted offset: null."""
+    import mlip_exafs.validate as validate_module
+
+    calls = []
+    real = validate_module.predict_labels
+    monkeypatch.setattr(validate_module, "predict_labels", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    labels = _cu_labels(tmp_path)
+    validate_module.validate(EMT, labels, tmp_path / "val")
+    validate_module.validate(EMT, labels, tmp_path / "val")
+    assert len(calls) == 2
+    import ase.db
+
+    one = tmp_path / "one.db"
+    with ase.db.connect(labels) as src, ase.db.connect(one) as dst:
+        row = next(src.select())
+        dst.write(row.toatoms(), key_value_pairs=row.key_value_pairs)
+    metrics = validate_module.validate(EMT, one, tmp_path / "one")
+    assert metrics["energy_mae_mev_atom"] is None and metrics["force_mae_ev_a"] > 0
+
+
+def test_a_validation_rerun_without_stress_leaves_no_old_stress_plot(tmp_path):
+    import ase.db
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlip_exafs.validate import validate
+
+    labels = _cu_labels(tmp_path)
+    validate(EMT, labels, tmp_path / "val")
+    assert (tmp_path / "val" / "parity_stress.png").exists()
+    without = tmp_path / "nostress.db"
+    with ase.db.connect(labels) as src, ase.db.connect(without) as dst:
+        for row in src.select():
+            atoms = row.toatoms()
+            atoms.calc = SinglePointCalculator(atoms, energy=row.energy, forces=row.forces)
+            dst.write(atoms, key_value_pairs=row.key_value_pairs)
+    assert validate(EMT, without, tmp_path / "val")["stress_mae_gpa"] is None
+    assert not (tmp_path / "val" / "parity_stress.png").exists()

@@ -139,3 +139,10 @@ def test_a_dataset_block_samples_the_study_structure_and_refuses_another_materia
     out = tmp_path / "out"
     assert_one_line_error(cli(capsys, "study", path, "--out", out), "dataset.test.structure holds S-W structures but the study's structure is W")
     assert_nothing_written(out)
+
+
+def test_a_checkpoint_file_cannot_be_a_study_potential(capsys, tmp_path):
+    """Steps are cached by the potential's spec: a checkpoint swapped under the same name would reuse old results."""
+    for change in ({"pristine": ["m.pt"]}, {**FINETUNE, "finetune": {"base": "m.pth", "n": [1], "seeds": [0]}}):
+        assert_one_line_error(cli(capsys, "study", _write_config(tmp_path, change), "--out", tmp_path / "out"),
+                              "is a checkpoint file, and a study's steps are cached by the potential's name, not its content")

@@ -84,10 +84,8 @@ def learning_curve_cmd(
     seeds: Optional[str] = typer.Option(None, "--seeds", help=f"Comma-separated seeds; {default_text(LearningCurveSettings, 'seeds')}."),
     potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{FINETUNE_POTENTIAL_HELP} {default_text(LearningCurveSettings, 'potential').capitalize()}."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP + " Same for every N if given."),
-    learning_rate: Optional[float] = typer.Option(None, "--lr", help=LR_HELP),
-    freeze: Optional[str] = typer.Option(None, "--freeze", help=FREEZE_HELP),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=BATCH_HELP),
-    stress_weight: Optional[float] = typer.Option(None, "--stress-weight", help=STRESS_HELP),
+    freeze: Optional[str] = typer.Option(None, "--freeze", help=FREEZE_HELP + " (The learning curve runs a study's fine-tune steps: "
+                                         "other recipe settings are the recipe's defaults; 'mlip-exafs finetune' per N takes them all.)"),
     forgetting_test: Optional[str] = typer.Option(None, "--forgetting-test", help="DFT dataset outside the training chemistry (e.g. datasets/w-bcc) to validate every model on."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=f"Torch threads; {default_text(LearningCurveSettings, 'threads')}."),
 ) -> None:
@@ -97,7 +95,7 @@ def learning_curve_cmd(
     n_values = parse_int_list(ns, "--n")
     if min(n_values) < 1:
         raise UserError(f"--n '{ns}' contains 0; every N must be at least 1")
-    recipe = recipe_from_options(epochs=epochs, learning_rate=learning_rate, freeze=freeze, batch_size=batch_size, stress_weight=stress_weight)
+    recipe = recipe_from_options(epochs=epochs, freeze=freeze)
     options = given(potential=potential, seeds=parse_int_list(seeds, "--seeds") if seeds is not None else None, forgetting_test=forgetting_test, threads=threads)
     settings = validate_model(LearningCurveSettings, dict(train=train, test=test, ns=n_values, recipe=recipe, **options), "options")
     with progress_bar("learning curve (fine-tune + validate)", len(n_values) * len(settings.seeds)) as advance:

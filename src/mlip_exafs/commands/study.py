@@ -93,8 +93,12 @@ def progress_cmd(
 def _print_learning_curve(part: dict) -> None:
     table = Table("model", "N", "seeds", "force MAE (eV/Å)", "softening slope", "energy MAE (meV/atom)")
     for name, v in part["pristine"].items():
-        table.add_row(name, "0", "-", f"{v['force_mae_ev_a']:.4f}", f"{v['softening_slope']:.3f}", f"{v['energy_mae_mev_atom']:.1f}")
+        table.add_row(name, "0", "-", f"{v['force_mae_ev_a']:.4f}", f"{v['softening_slope']:.3f}", _one_decimal(v["energy_mae_mev_atom"]))
     for s in part["by_n"]:
         table.add_row("fine-tuned", str(s["n"]), str(s["n_seeds"]), f"{s['force_mae_ev_a_mean']:.4f} ± {s['force_mae_ev_a_std']:.4f}",
-                      f"{s['softening_slope_mean']:.3f} ± {s['softening_slope_std']:.3f}", f"{s['energy_mae_mev_atom_mean']:.1f}")
+                      f"{s['softening_slope_mean']:.3f} ± {s['softening_slope_std']:.3f}", _one_decimal(s["energy_mae_mev_atom_mean"]))
     console.print(table)
+
+
+def _one_decimal(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"

@@ -34,8 +34,9 @@ def validate_cmd(
     with progress_bar(f"validating {potential}", n_structures) as advance:
         m = validate(potential, test, out, advance=advance, device=device, **given(threads=threads))
     stress = "n/a" if m["stress_mae_gpa"] is None else f"{m['stress_mae_gpa']:.3f} GPa"
+    energy = "n/a (too few structures for the fitted energy offsets)" if m["energy_mae_mev_atom"] is None else f"{m['energy_mae_mev_atom']:.2f} meV/atom"
     console.print(
-        f"{m['n_test_structures']} structures: energy MAE {m['energy_mae_mev_atom']:.2f} meV/atom, "
+        f"{m['n_test_structures']} structures: energy MAE {energy}, "
         f"force MAE {m['force_mae_ev_a']:.4f} eV/Å (RMSE {m['force_rmse_ev_a']:.4f}), stress MAE {stress}, "
         f"softening slope {m['softening_slope']:.3f}, cMAE {m['cmae_ev_a']:.4f} eV/Å"
     )

@@ -58,6 +58,11 @@ from mlip_exafs.validate import fit_element_offsets_ev, labels_hash, offset_ener
 
 MIN_STRUCTURES_FOR_VALIDATION = 10
 LOG_FILE = "train.log"  # the trainer's log: written by the adapters into the work folder, then moved to ``out``
+
+
+def diverged(work: Path, when: str = "loss is NaN after training") -> UserError:
+    """The one message of a fine-tune whose loss ran away: a rerun would diverge again, a lower rate need not."""
+    return UserError(f"fine-tuning diverged ({when}, see {work / LOG_FILE}); lower {setting('learning_rate')} or {setting('stress_weight')}")
 TRAINERS = {"chgnet": "mlip_exafs.finetune.chgnet", "sevennet": "mlip_exafs.finetune.sevennet"}  # family -> adapter
 
 
@@ -204,7 +209,7 @@ def run_inputs(settings: FinetuneSettings, pool: list[Atoms], chosen: list[Atoms
     recipe["learning_rate"] = learning_rate_of(settings.recipe)
     return {
         "potential": potential_id(settings.potential),
-        "train": str(settings.train),
+        "train": str(settings.train),  # for the record only: the hash takes the labels' content (where they lie changes)
         "pool_labels_sha256": labels_hash(pool),
         "pool_size": len(pool),
         "n": settings.n,
@@ -215,7 +220,9 @@ def run_inputs(settings: FinetuneSettings, pool: list[Atoms], chosen: list[Atoms
 
 
 def inputs_hash_of(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    """The run's identity: the labels by content, not the path they were given by (--train w3 and ./w3, or the
+    same dataset on another machine, resume one run and keep its finished epochs)."""
+    return hashlib.sha256(json.dumps({k: v for k, v in inputs.items() if k != "train"}, sort_keys=True).encode()).hexdigest()
 
 
 def finished_run(files: OutFiles, inputs_hash: str) -> bool:
@@ -263,7 +270,7 @@ def _finetune(settings: FinetuneSettings, out: Path) -> Path:
     trained = trainer.train_model(potential, train, val, offsets_ev, settings, epochs, work)
     after = training_loss(potential, train, offsets_ev, settings.recipe)
     if not np.isfinite(after["loss"]):
-        raise UserError(f"fine-tuning diverged (loss is NaN after training, see {work / LOG_FILE}); lower {setting('learning_rate')} or {setting('stress_weight')}")
+        raise diverged(work)
 
     metadata = {"inputs_hash": inputs_hash, "energy_offsets_ev": offsets_ev, "base_potential": inputs["potential"]}
     save_checkpoint(potential, files.model, metadata)

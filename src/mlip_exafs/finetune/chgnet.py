@@ -18,8 +18,7 @@ from ase import Atoms
 from torch.nn.utils import parametrize
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from mlip_exafs.errors import UserError
-from mlip_exafs.finetune import LOG_FILE, FinetuneRecipe, FreezeMode, learning_rate_of, training_targets
+from mlip_exafs.finetune import LOG_FILE, FinetuneRecipe, FreezeMode, diverged, learning_rate_of, training_targets
 from mlip_exafs.potentials import Potential
 from mlip_exafs.potentials.chgnet import to_structures
 from mlip_exafs.units import gpa_to_vasp_kbar
@@ -125,8 +124,8 @@ def make_trainer(model, recipe: FinetuneRecipe, targets: str, epochs: int, seed:
 def best_force_checkpoint(save_dir: Path) -> tuple[dict, int]:
     """State dict and epoch of the Trainer's best-validation-force checkpoint."""
     files = sorted(save_dir.glob("bestF_epoch*.pth.tar"))
-    if not files:
-        raise UserError(f"training wrote no best-force checkpoint in {save_dir}; rerun the same command")
+    if not files:  # CHGNet's Trainer writes one at every finite best validation error: none, the loss went NaN
+        raise diverged(save_dir.parent, "the Trainer stopped with a NaN loss before any finite validation error")
     state = torch.load(files[-1], map_location="cpu", weights_only=True)
     epoch = int(files[-1].name.split("_")[1].removeprefix("epoch"))
     return state["model"]["state_dict"], epoch

@@ -24,7 +24,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from mlip_exafs.errors import UserError, setting
-from mlip_exafs.finetune import LOG_FILE, learning_rate_of, shifted_energies_ev, training_targets
+from mlip_exafs.finetune import LOG_FILE, diverged, learning_rate_of, shifted_energies_ev, training_targets
 from mlip_exafs.potentials import Potential
 
 GPA2_TO_KBAR2 = 1 / 100  # weight per kbar² = weight per GPa² x this (1 kbar = 0.1 GPa)
@@ -112,6 +112,8 @@ def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offs
                 best = (val_row["f_mae_ev_a"], copy.deepcopy(model.state_dict()), epoch)
     seconds = time.perf_counter() - start
     if val:
+        if best[1] is None:  # no epoch had a finite validation error
+            raise diverged(work, "the validation force error was never finite")
         model.load_state_dict(best[1])
     return {
         "targets": "efs" if with_stress else "ef",

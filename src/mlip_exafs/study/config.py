@@ -19,6 +19,8 @@ from mlip_exafs.errors import UserError
 from mlip_exafs.exafs.stage import ExafsEngine, ExafsSettings
 from mlip_exafs.finetune import FinetuneRecipe, FinetuneSettings, FreezeMode
 from mlip_exafs.md import MdSettings, Nuclei, Thermostat
+from mlip_exafs.potentials import CHECKPOINT_SUFFIXES
+from mlip_exafs.potentials.ase_callable import is_callable_spec
 from mlip_exafs.potentials.runtime import Device
 from mlip_exafs.settings import BUILTIN_STRUCTURES, SampleSpec
 from mlip_exafs.spectra import spectrum_temperature_k
@@ -28,8 +30,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _not_a_checkpoint(spec: str) -> str:
+    """A study's steps are named and cached by their potential's spec: a checkpoint file swapped under the same name
+    would reuse the old model's results."""
+    if not is_callable_spec(spec) and Path(spec).suffix in CHECKPOINT_SUFFIXES:
+        raise ValueError(f"'{spec}' is a checkpoint file, and a study's steps are cached by the potential's name, not its content; "
+                         "use a registered name or python:MODULE:CALLABLE, or run 'mlip-exafs validate' and 'mlip-exafs md' on the checkpoint")
+    return spec
+
+
 class FinetunePlan(_Strict):
     base: str = field_of(FinetuneSettings, "potential", "potential to fine-tune")
+
+    @field_validator("base")
+    @classmethod
+    def _base_is_a_name(cls, base: str) -> str:
+        return _not_a_checkpoint(base)
     n: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100], description="training-set sizes")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     freeze: FreezeMode = field_of(FinetuneRecipe, "freeze")
@@ -119,6 +135,7 @@ class StudyConfig(_Strict):
     def _pristine_names_are_folder_names(cls, pristine: list[str]) -> list[str]:
         """Each pristine potential names its step folders (validate-NAME, md-NAME, ...)."""
         for spec in pristine:
+            _not_a_checkpoint(spec)
             if "/" in spec or spec in ("", ".", ".."):
                 raise ValueError(f"pristine potential '{spec}' cannot name a step folder (it has a '/'); use a registered name "
                                  "or python:MODULE:CALLABLE whose arguments hold no path (wrap the path in a module of yours)")
