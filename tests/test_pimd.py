@@ -28,3 +28,13 @@ def test_newest_complete_checkpoint_wins_and_a_cut_one_is_skipped(tmp_path):
 def test_socket_names_are_short_and_differ_between_run_folders(tmp_path):
     names = {socket_name_for(tmp_path / f"run-{'x' * 200}-{i}") for i in range(2)}
     assert len(names) == 2 and all(len(n) < 40 for n in names)
+
+
+def test_given_beads_stand_where_the_rule_would_ask_too_many():
+    """At 1 K the rule asks more beads than it allows; a run given its beads records the rule as None, not an error."""
+    from mlip_exafs.pimd import _rule_beads
+    from mlip_exafs.quantum import bead_count
+
+    omega = 0.03  # rad/fs, ≈ 4.8 THz: W's stiffest CHGNet mode
+    assert _rule_beads(omega, 300.0) == bead_count(omega, 300.0)
+    assert _rule_beads(omega, 0.5) is None

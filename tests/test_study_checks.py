@@ -50,8 +50,8 @@ CASES = {
     "pristine-unknown": ({"pristine": ["mace-nope"]}, ["unknown potential 'mace-nope'"]),
     "edge-the-absorber-lacks": ({"exafs": {"edge": "M7"}}, ["(exafs settings)", "has no M7 edge"]),
     "absorber-not-in-structure": ({"absorber": "Mo"}, ["absorber 'Mo' is not in the structure w-bcc (it has W)"]),
-    "rmax-without-room-for-npt": ({"md": {"npt_fs": 100}, "exafs": {"rmax_a": 6.2}},  # 6.33 Å half-width; an NPT may shrink it
-                                  ["exafs.rmax_a = 6.2 Å exceeds 95% of half the MD supercell's width (its NPT may shrink the cell) (6.01 Å"]),
+    "rmax-without-room-for-npt": ({"md": {"npt_fs": 100}, "exafs": {"rmax_a": 6.25}},  # 6.33 Å half-width; an NPT may shrink it
+                                  ["exafs.rmax_a = 6.25 Å exceeds 98% of half the MD supercell's width (its NPT may shrink the cell) (6.20 Å"]),
     "md-temperature-inf": ({"md": {"temperature_k": ".inf"}}, ["'md.temperature_k' is inf, not a finite number"]),
     # the YAML itself
     "profiles-a-list": ({"profiles": ["quick"]}, ["'profiles' is a list, not a mapping"]),
@@ -146,3 +146,13 @@ def test_a_checkpoint_file_cannot_be_a_study_potential(capsys, tmp_path):
     for change in ({"pristine": ["m.pt"]}, {**FINETUNE, "finetune": {"base": "m.pth", "n": [1], "seeds": [0]}}):
         assert_one_line_error(cli(capsys, "study", _write_config(tmp_path, change), "--out", tmp_path / "out"),
                               "is a checkpoint file, and a study's steps are cached by the potential's name, not its content")
+
+
+def test_a_path_integral_temperature_series_needs_a_fixed_cell(capsys, tmp_path):
+    """The series' default NPT would stop every path-integral MD step at its start (i-PI runs NVT)."""
+    change = {"md": {"nuclei": "path-integral", "temperatures_k": [300, 10]}}
+    assert_one_line_error(cli(capsys, "study", _write_config(tmp_path, change), "--out", tmp_path / "out"),
+                          "path-integral MD runs at a fixed cell", "set md.npt_fs: 0")
+    from mlip_exafs.study.config import load_study_config
+
+    assert load_study_config(_write_config(tmp_path, {"md": {"nuclei": "path-integral", "temperatures_k": [300, 10], "npt_fs": 0}}))

@@ -3,8 +3,8 @@
 i-PI (PyPI ``ipi``) integrates the ring polymer — P beads per atom joined by
 harmonic springs — in normal modes, with the PILE-L thermostat (Ceriotti et
 al., J. Chem. Phys. 133, 124104 (2010): critically damped Langevin on the
-internal modes, a global thermostat of time ``thermostat_time_fs`` on the
-centroid). It runs as a subprocess; this process is its client over a unix
+internal modes, a local Langevin thermostat of time ``thermostat_time_fs`` on
+the centroid; PILE-G would be the global one). It runs as a subprocess; this process is its client over a unix
 socket: ``ase.calculators.socketio.SocketClient`` serves the same calculator
 that the classical md stage uses, one bead at a time.
 
@@ -118,6 +118,15 @@ def highest_frequency_of(atoms: Atoms, calc, potential_id: str) -> float:
     return cached_json(FREQUENCY_CACHE, key, lambda: highest_frequency_rad_per_fs(atoms, calc))
 
 
+def _rule_beads(omega: float, temperature_k: float) -> int | None:
+    """What the rule would ask, for the record of a run given its beads; None where the rule asks more than it
+    allows (below a few K): the given count stands."""
+    try:
+        return bead_count(omega, temperature_k)
+    except UserError:
+        return None
+
+
 def choose_beads(settings: MdSettings, atoms: Atoms, calc, potential_id: str) -> tuple[int, dict]:
     """The bead count and how it was chosen (recorded in md.json)."""
 
@@ -128,7 +137,7 @@ def choose_beads(settings: MdSettings, atoms: Atoms, calc, potential_id: str) ->
         "omega_max_thz": round(omega / (2 * np.pi) * 1000.0, 4),
         "hbar_omega_max_over_kt": round(u, 4),
         "rule": f"fewest beads with <x²> of the stiffest harmonic mode within {BEAD_TOLERANCE:.0%} of exact",
-        "rule_beads": bead_count(omega, settings.temperature_k),
+        "rule_beads": _rule_beads(omega, settings.temperature_k) if settings.beads else bead_count(omega, settings.temperature_k),
         "harmonic_ratio_at_beads": round(harmonic_bead_ratio(beads, u), 4),
         "given": settings.beads is not None,
     }
@@ -225,9 +234,13 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     if start_step < schedule.total:
         t0 = time.perf_counter()
         _serve(folder, settings, run["beads"], schedule.total, start, calc, atoms)
-        run["segments"].append({"start_step": start_step, "end_step": schedule.total, "steps": schedule.total - start_step,
+        end = newest_checkpoint(folder)
+        end_step = end[1] if end else 0
+        run["segments"].append({"start_step": start_step, "end_step": end_step, "steps": end_step - start_step,
                                 "wall_s": round(time.perf_counter() - t0, 3), "device": device_for(settings.potential, settings.device)})
         write_json(run_file, run)
+        if end_step < schedule.total:  # i-PI soft-exits with code 0 on SIGTERM, its RESTART at the step it reached
+            raise UserError(f"i-PI stopped at step {end_step} of {schedule.total} (see {folder}); rerun the same command to resume")
     frames = collect_frames(folder, run["beads"], schedule.production_start, settings.timestep_fs)
     _write_outputs(out, folder, settings, schedule, pid, run, frames, atoms)
     return out / SNAPSHOT_FILE

@@ -134,8 +134,8 @@ def shell_correction(lengths_a: np.ndarray, times_fs: np.ndarray, temperature_k:
     """Δσ² = Σ_ω σ²_cl(ω)(x coth x − 1) from (n_frames, n_pairs) pair lengths at evenly spaced times.
 
     ``friction_per_fs``: the Langevin friction γ of the run. Friction broadens every mode's line
-    (mostly towards low frequencies), and x coth x of the broadened line is too small (by 4–6 % at
-    γ/ω = 0.05 and 30–40 % at γ/ω = 0.5 when ħω/kT = 10–20, W at 10 K), so the undamped modes are
+    (mostly towards low frequencies), and x coth x of the broadened line is too small (it misses ≈ 1.8 % of
+    the correction at γ/ω = 0.05 and 11–15 % at γ/ω = 0.35–0.5 when ħω/kT = 10–20, W at 10 K), so the undamped modes are
     recovered first (:func:`undamped_modes`); ``mean_frequency_thz`` is then theirs.
     ``beads``: the σ² a P-bead ring polymer would have instead of the exact quantum one (to check the
     correction against a path-integral run with fewer beads than the rule, mode by mode).

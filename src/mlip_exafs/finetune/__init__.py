@@ -260,7 +260,8 @@ def _finetune(settings: FinetuneSettings, out: Path) -> Path:
     potential = load_base_model(settings.potential, settings.device, settings.threads)  # a bad potential fails before anything is written
     trainer = trainer_for(potential)
     trainer.check_recipe(potential, settings.recipe)
-    files.record.unlink(missing_ok=True)  # an older run with other inputs is replaced
+    files.record.unlink(missing_ok=True)  # an older run with other inputs is replaced: nothing of it may pass for this one's
+    files.model.unlink(missing_ok=True)
     work = work_folder(files, inputs_hash)
 
     offsets_ev, offset_method = fit_energy_offsets(potential, chosen)

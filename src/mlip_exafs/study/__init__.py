@@ -132,7 +132,8 @@ def study_lock(out: Path):
     return writer_lock(out, "study", LOCK_FILE, hint="wait for it to finish or stop it, then rerun this command (it resumes)")
 
 
-NPT_MARGIN = 0.95  # of the input cell's half-width: room for an NPT to shrink a cell a few % (a PBE cell, thermal contraction)
+NPT_MARGIN = 0.98  # of the input cell's half-width: room for an NPT to shrink the cell (thermal contraction between a series'
+# temperatures is < 1 % in a crystal); an input cell far from the potential's lattice can shrink more: the EXAFS stage refuses that
 
 
 def _check_before_running(config: StudyConfig, check_training_pool: bool = True) -> None:

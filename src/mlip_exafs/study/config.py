@@ -73,6 +73,15 @@ class MdPlan(_Strict):
             raise ValueError("temperatures_k must be distinct temperatures above 0 K")
         return value
 
+    @model_validator(mode="after")
+    def _path_integrals_at_fixed_cell(self) -> "MdPlan":
+        """i-PI runs NVT: a temperature series' default NPT would stop every path-integral MD step at its start."""
+        if self.nuclei == "path-integral" and self.npt_time_fs() > 0:
+            raise ValueError("path-integral MD runs at a fixed cell, but this temperature series runs an NPT before each MD "
+                             f"(md.npt_fs {self.npt_time_fs():g} fs); set md.npt_fs: 0 (every temperature at the structure's cell), "
+                             "or use md.nuclei: corrected, which runs the NPT")
+        return self
+
     def temperatures(self) -> list[float]:
         """The MD temperatures, first one first (it keeps the step names of a one-temperature study)."""
         return list(self.temperatures_k) if self.temperatures_k else [self.temperature_k]
