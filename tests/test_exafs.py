@@ -113,8 +113,9 @@ def test_cli_reports_missing_trajectory_in_one_line(tmp_path):
         (["--edge", "L7"], ["edge 'L7'", "use one of K, L1"]),
         (["--absorber", "H", "--edge", "L3"], ["no L3 edge"]),
         (["--engine", "warp"], ["--engine input should be", "'fast' or 'feff'"]),
+        (["--rmax", "2"], ["--rmax 2 Å keeps no path: the first shell around W is at 2.741 Å"]),
     ],
-    ids=["rmax", "absorber-not-in-structure", "absorber-not-an-element", "edge-unknown", "edge-not-of-element", "engine-unknown"],
+    ids=["rmax", "absorber-not-in-structure", "absorber-not-an-element", "edge-unknown", "edge-not-of-element", "engine-unknown", "rmax-below-first-shell"],
 )
 def test_bad_exafs_options(capsys, tmp_path, w_traj, args, needles):
     out = tmp_path / "exafs"
@@ -257,3 +258,56 @@ def test_cluster_key_does_not_depend_on_atom_order():
     np.testing.assert_array_equal(a.positions_a, b.positions_a)
     np.testing.assert_array_equal(a.ipots, b.ipots)
     assert a.ipots[0] == 0 and not np.any(a.positions_a[0])
+
+
+# ---------------------------------------------------------------- references and frames the path sum cannot use
+
+
+def _hot_w_frames(n: int = 10, sigma_a: float = 0.1, seed: int = 2) -> list:
+    rng = np.random.default_rng(seed)
+    base = load_structure("w-bcc", "4x4x4")
+    frames = []
+    for _ in range(n):
+        atoms = base.copy()
+        atoms.positions += rng.normal(0, sigma_a, atoms.positions.shape)
+        frames.append(atoms)
+    return frames
+
+
+def test_a_failed_symmetrization_leaves_the_plain_average():
+    """spglib failed half way through refining this average (two atoms 0 Å apart, shifts of 2 Å): refined on a copy and
+    checked now, the reference stays within thermal noise of the ideal bcc sites."""
+    from mlip_exafs.geometry import snapshots_from_frames
+
+    reference = snapshots_from_frames(_hot_w_frames(), None).reference
+    ideal = load_structure("w-bcc", "4x4x4")
+    shift = np.abs(reference.positions - ideal.positions).max()
+    assert shift < 0.2, reference.info["reference"]
+    assert reference.get_all_distances(mic=True)[np.triu_indices(len(reference), 1)].min() > 2.5
+
+
+def test_an_ideal_in_another_atom_order_or_overlapping_atoms_are_refused():
+    from mlip_exafs.geometry import snapshots_from_frames
+
+    frames = _hot_w_frames(3, 0.03)
+    permuted = load_structure("w-bcc", "4x4x4")[np.random.default_rng(0).permutation(128)]
+    with pytest.raises(UserError, match="same elements in another atom order or with another origin"):
+        snapshots_from_frames(frames, permuted)
+    frames[2].positions[5] = frames[2].positions[0] + 0.3
+    with pytest.raises(UserError, match=r"frame 2 has atoms (0 and 5|5 and 0) 0\.\d\d Å apart .*the MD blew up"):
+        snapshots_from_frames(frames, None)
+
+
+def test_a_feff_program_that_stops_with_status_0_is_an_error(tmp_path):
+    """rdinp without an atom of a listed potential prints 'Cannot calculate potentials' and STOPs with status 0;
+    the next program then failed to find its input, and the user got a FileNotFoundError of phase.pad."""
+    from mlip_exafs.exafs.feff import Cluster, Potentials, feff_input, run_module
+
+    w = load_structure("w-bcc", "3x3x3")
+    pos = w.positions - w.positions[0]
+    pos = pos[np.argsort(np.linalg.norm(pos, axis=1))][:15]
+    ipots = np.ones(len(pos), int)
+    ipots[0] = 0
+    (tmp_path / "feff.inp").write_text(feff_input(Cluster(pos, ipots), Potentials("W", ("Mo", "W")), "L3", 1.0, 2, None))
+    with pytest.raises(UserError, match="FEFF8L rdinp failed in .*Cannot calculate potentials"):
+        run_module("rdinp", tmp_path)

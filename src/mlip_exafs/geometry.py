@@ -102,7 +102,37 @@ def snapshots_from_frames(frames: list[Atoms], ideal: Atoms | None) -> Snapshots
         reference.info["reference"] = symmetrize(reference)
     else:
         reference = ideal.copy()
+        _check_frames_sit_on_ideal(frac, cells, reference)
+    _check_no_overlaps(frames, reference)
     return Snapshots(reference, frac, cells)
+
+
+IDEAL_MEAN_SHIFT_A = 0.5  # thermal displacements are ~0.05-0.2 Å; an atom order or origin other than the MD's moves atoms by bonds
+OVERLAP_FRACTION = 0.5  # of the reference's shortest distance: two atoms closer than this in a frame mean a broken frame
+
+
+def _check_frames_sit_on_ideal(frac: np.ndarray, cells: np.ndarray, ideal: Atoms) -> None:
+    """The snapshots' atoms about the ideal structure's sites: an ideal of the same elements in another order
+    (or with another origin) passes the element check and gives a χ(k) without meaning."""
+    shift_a = np.linalg.norm(np.einsum("ai,ij->aj", frac[0] - ideal.get_scaled_positions(wrap=False), cells[0]), axis=1)
+    if shift_a.mean() > IDEAL_MEAN_SHIFT_A:
+        raise UserError(f"the snapshots' atoms lie {shift_a.mean():.2f} Å from the ideal structure's sites on average ({setting('ideal')}): "
+                        "it has the same elements in another atom order or with another origin; give the supercell the MD started from")
+
+
+def _check_no_overlaps(frames: list[Atoms], reference: Atoms) -> None:
+    """No two atoms of a frame closer than half the reference's shortest distance: FEFF would stop the process (an
+    atom on the absorber) or sum paths of absurd amplitude (k²χ ~ 1e19) without a word."""
+    nearest = neighbor_list("d", reference, 4.0)
+    if nearest.size == 0:
+        return
+    limit_a = OVERLAP_FRACTION * float(nearest.min())
+    for n, atoms in enumerate(frames):
+        i, j, d = neighbor_list("ijd", atoms, limit_a)
+        if d.size:
+            k = int(np.argmin(d))
+            raise UserError(f"frame {n} has atoms {i[k]} and {j[k]} {d[k]:.2f} Å apart (the reference's shortest distance is "
+                            f"{nearest.min():.2f} Å): the MD blew up or the frame is broken; keep only the frames before it")
 
 
 def symmetrize(atoms: Atoms) -> str:
@@ -112,13 +142,31 @@ def symmetrize(atoms: Atoms) -> str:
     thousands of path types; the symmetrized average restores the degeneracy.
     """
     for symprec in SYMPREC_A:  # the tightest tolerance that finds more than P1
+        trial = atoms.copy()  # spglib can fail half way through a refinement: never on the average itself
         try:
-            if check_symmetry(atoms, symprec).number > 1:
-                refine_symmetry(atoms, symprec=symprec, verbose=False)
-                return f"average of the frames, symmetrized to space group {check_symmetry(atoms, 1e-5).number} (symprec {symprec} Å)"
+            found = check_symmetry(trial, symprec).number
+            if found <= 1:
+                continue
+            refine_symmetry(trial, symprec=symprec, verbose=False)
+            refined = check_symmetry(trial, 1e-5).number
         except Exception:  # spglib failure: try the next tolerance
             continue
+        if refined == found and _largest_shift_a(atoms, trial) <= REFINED_SHIFT_FACTOR * symprec:
+            atoms.set_cell(trial.cell.array, scale_atoms=False)
+            atoms.positions = trial.positions
+            return f"average of the frames, symmetrized to space group {refined} (symprec {symprec} Å)"
     return "average of the frames (no symmetry found up to 0.3 Å; MS path types may be many: consider giving the ideal structure)"
+
+
+REFINED_SHIFT_FACTOR = 2.0  # a refinement that moves an atom (or a cell vector) further than this × symprec made another structure
+
+
+def _largest_shift_a(before: Atoms, after: Atoms) -> float:
+    """The largest move of an atom (minimum image) or of a cell vector between two versions of one structure."""
+    dfrac = _wrap_half(after.get_scaled_positions(wrap=False) - before.get_scaled_positions(wrap=False))
+    atoms_a = np.linalg.norm(dfrac @ before.cell.array, axis=1).max()
+    cell_a = np.linalg.norm(after.cell.array - before.cell.array, axis=1).max()
+    return float(max(atoms_a, cell_a))
 
 
 def _ideal_frac(ideal: Atoms, frame: Atoms) -> np.ndarray:

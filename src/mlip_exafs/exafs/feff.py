@@ -80,13 +80,19 @@ def feff_bin_dir() -> Path:
     return folder
 
 
+MODULE_OUTPUT = {"rdinp": "geom.json", "pot": "pot.pad", "xsph": "phase.pad", "pathfinder": "paths.dat", "genfmt": "feff.pad",
+                 "ff2x": "chi.dat"}  # what each program writes when it works (listed after a run of each on bcc W)
+
+
 def run_module(module: str, workdir: Path) -> None:
-    """Run one feff8l_<module> program in ``workdir``; a failure is a one-line error."""
+    """Run one feff8l_<module> program in ``workdir``; a failure is a one-line error. FEFF's Fortran STOP exits with
+    status 0 ('Cannot calculate potentials'), so the program's output file decides, not the status alone."""
     exe = feff_bin_dir() / f"feff8l_{module}"
     proc = subprocess.run([str(exe)], cwd=workdir, capture_output=True, text=True, errors="replace")
-    if proc.returncode != 0:
-        last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise UserError(f"FEFF8L {module} failed in {workdir} ({last[0].strip()}); check the structure and {setting('rmax_a')}")
+    expected = MODULE_OUTPUT.get(module)
+    if proc.returncode != 0 or (expected and not (workdir / expected).exists()):
+        said = [line.strip() for line in (proc.stdout + proc.stderr).strip().splitlines() if line.strip() and line.strip() != "STOP"]
+        raise UserError(f"FEFF8L {module} failed in {workdir} ({' '.join(said[-2:]) or 'no output'}); check the structure and {setting('rmax_a')}")
 
 
 def feff_input(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float, nleg: int, scf_radius_a: float | None,

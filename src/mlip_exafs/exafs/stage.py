@@ -34,7 +34,7 @@ from mlip_exafs.plots import plot_chi, plot_ft
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import exafs_correction
 from mlip_exafs.settings import DEFAULT_RMAX_A, ExafsEngine, ExafsSettings, FTWindowSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
-from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells
+from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells, shells_around
 from mlip_exafs.spectra import default_edge, edge_energy_ev, k_weighted_r_factor
 from mlip_exafs.structures import load_structure
 
@@ -176,7 +176,12 @@ def choose_rmax(reference: Atoms, absorbers: np.ndarray, rmax_a: float | None) -
     else:
         half = check_within_half_cell(reference, 0.0, setting("rmax_a"))
         rmax_a = min(DEFAULT_RMAX_A, half)
-    return cut_between_shells(reference, absorbers, rmax_a, half)
+    cut = cut_between_shells(reference, absorbers, rmax_a, half)
+    first = shells_around(reference, absorbers, half)[:1]
+    if first and cut.rmax_a < first[0].r_lo_a:  # χ(k) would be zero everywhere, and its convergence R 0/0
+        raise UserError(f"{setting('rmax_a')} {rmax_a:g} Å keeps no path: the first shell around {reference.get_chemical_symbols()[absorbers[0]]} "
+                        f"is at {first[0].r_mean_a:.3f} Å; give an rmax beyond it")
+    return cut
 
 
 def quantum_corrected(prepared: Prepared, traj: str | Path) -> Prepared:
@@ -300,6 +305,7 @@ def write_outputs(prepared: Prepared, avg: AveragedChi, engine_info: dict, traj:
     write_text(files.chi, _csv("k,chi", avg.k_inv_a, avg.chi))
     write_text(files.convergence, _csv("k,chi,chi_first_half,chi_second_half,chi_stderr", avg.k_inv_a, avg.chi, avg.first_half, avg.second_half, avg.stderr))
     half_r = k_weighted_r_factor(avg.k_inv_a, avg.first_half, avg.second_half, window) if avg.n_blocks >= 2 else None
+    half_r = half_r if half_r is None or np.isfinite(half_r) else None  # JSON has no NaN
     plot_chi(avg, window, files.chi_plot)
     plot_ft(avg, window, files.ft_plot)
     summary = {
