@@ -311,3 +311,19 @@ def test_a_feff_program_that_stops_with_status_0_is_an_error(tmp_path):
     (tmp_path / "feff.inp").write_text(feff_input(Cluster(pos, ipots), Potentials("W", ("Mo", "W")), "L3", 1.0, 2, None))
     with pytest.raises(UserError, match="FEFF8L rdinp failed in .*Cannot calculate potentials"):
         run_module("rdinp", tmp_path)
+
+
+def test_lowercase_absorber_and_edge_are_read_as_compare_reads_them():
+    settings = ExafsSettings(absorber="w", edge="l3")
+    assert (settings.absorber, settings.edge) == ("W", "L3")
+
+
+def test_a_minority_element_beyond_the_potentials_radius_still_gets_its_potential(tmp_path):
+    """One Mo more than 6 Å from the first absorber: FEFF was given a Mo potential without a Mo atom and stopped."""
+    atoms = load_structure("w-bcc", "4x4x4")
+    far = int(np.argmax(atoms.get_distances(0, range(len(atoms)), mic=True)))
+    atoms.symbols[far] = "Mo"
+    ase.io.write(tmp_path / "wmo.extxyz", [atoms, atoms])
+    settings = ExafsSettings(absorber="W", edge="L3", rmax_a=3.0, scf_radius_a=None, max_absorbers=2)
+    chi = read_chi_csv(run_exafs(settings, tmp_path / "wmo.extxyz", tmp_path / "out"))
+    assert np.abs(chi[1]).max() > 0

@@ -248,6 +248,12 @@ class ExafsSettings(BaseModel):
         """'l3' is L3, as compare reads it."""
         return edge.strip().upper() if edge else edge
 
+    @field_validator("absorber")
+    @classmethod
+    def _symbol_case(cls, absorber: str | None) -> str | None:
+        """'w' is W, as compare reads it."""
+        return absorber.strip().capitalize() if absorber else absorber
+
 
 # ---------------------------------------------------------------- compare
 

@@ -211,13 +211,19 @@ def even_blocks(n_frames: int, wanted: int) -> int:
     return n - (n % 2) if n >= 2 else 1
 
 
+MAX_POTENTIAL_RADIUS_A = 15.0  # beyond this the cluster is left as it is and FEFF names the missing potential
+
+
 def cached_potentials(reference: Atoms, absorber: int, potentials: Potentials, ipot_of_atom: np.ndarray, settings: ExafsSettings, folder: Path,
                       say: Say = lambda line: None) -> Path:
     """FEFF potentials of the reference structure, reused while their input is unchanged."""
     radius = max(settings.rmax_a, settings.scf_radius_a or 0.0) + POTENTIAL_CLUSTER_EXTRA_A
-    pairs = build_pairs(reference, radius)
     frac = reference.get_scaled_positions(wrap=False)
-    cluster = cluster_of(pairs, absorber, frac, reference.cell.array, ipot_of_atom)
+    while True:  # FEFF needs an atom of every potential it is given: a minority element may lie beyond the radius
+        cluster = cluster_of(build_pairs(reference, radius), absorber, frac, reference.cell.array, ipot_of_atom)
+        if set(np.unique(cluster.ipots[1:])) >= set(np.unique(ipot_of_atom[ipot_of_atom > 0])) or radius > MAX_POTENTIAL_RADIUS_A:
+            break
+        radius += 1.0
     cluster = _round_cluster(cluster)
     text = feff_input(cluster, potentials, settings.edge, 1.0, 2, settings.scf_radius_a)
     stamp = folder / "feff_pot.inp"
