@@ -379,3 +379,22 @@ def test_a_failed_fit_shows_as_failed_and_its_r_factor_decides_nothing(tmp_path)
     on_demand = text[text.index("<summary>Each potential against the experiment"):]
     assert "<td>chgnet</td><td>failed (0.045)</td>" in on_demand and "<td>chgnet-ft-n40-s0</td><td>failed (0.93)</td>" in on_demand
     assert f"chgnet: {stuck}" in on_demand.replace("&#x27;", "'")  # the whole reason, advice included
+
+
+def test_when_a_smaller_n_passes_dft_but_has_no_md_exafs_the_rule_and_verdict_say_so():
+    """The W paper study: N = 20 passes the DFT criteria, MD-EXAFS ran for N = 10 and 40 only, 10 misses the force
+    criterion: 40 is recommended, because of the EXAFS criterion's scope, not because the curve has not flattened."""
+    from mlip_exafs.study.config import StudyConfig
+    from mlip_exafs.study.pipeline import recommend
+
+    config = StudyConfig(name="w", structure="w-bcc", absorber="W", dataset="w-bcc", finetune={"n": [10, 20, 40], "seeds": [0]},
+                         md={"finetuned_n": [10, 40]}, experiment=[{"file": "w.xdi", "temperature_k": 300}])
+    rows = [{"n": 10, "seed": 0, "force_mae_ev_a": 0.20, "softening_slope": 0.90},
+            {"n": 20, "seed": 0, "force_mae_ev_a": 0.095, "softening_slope": 1.00},
+            {"n": 40, "seed": 0, "force_mae_ev_a": 0.090, "softening_slope": 1.00}]
+    potentials = {"chgnet": {"exafs": {"r_factor_r": 0.13}}, "chgnet-ft-n10-s0": {"exafs": {"r_factor_r": 0.012}},
+                  "chgnet-ft-n40-s0": {"exafs": {"r_factor_r": 0.012}}}
+    n, rule = recommend(config, potentials, rows)
+    assert n == 40 and "N = 20 already passes the DFT criteria but has no MD-EXAFS" in rule
+    text = _recommendation(view_of(40, rows))
+    assert "N = 40" in text and "largest N tried" not in text

@@ -54,7 +54,7 @@ def test_each_step_is_finished_running_interrupted_or_waiting(study):
     assert running.last_line == "MD 10 K: 15/20, ETA 12:01"  # the progress bar's last rewrite, colour codes removed
     interrupted = by_name["analyze-chgnet"]
     assert interrupted.state == "interrupted" and interrupted.spent_s == pytest.approx(900 - 10 * HEARTBEAT_S)
-    assert interrupted.last_line == "reading snapshots"
+    assert interrupted.last_line == "(stopped) reading snapshots"  # no ETA of a dead run read as current
     assert {name for name, s in by_name.items() if s.state == "waiting"} == {"exafs-chgnet", "analyze@10K-chgnet", "exafs@10K-chgnet"}
     assert by_name["exafs-chgnet"].spent_s == 0.0 and by_name["exafs-chgnet"].last_line is None
 
@@ -64,7 +64,7 @@ def test_the_cli_counts_states_and_says_how_to_resume(study, capsys):
     now = time.time()
     _started(root, "md-chgnet", hashes["md-chgnet"], now - 7200, now - 3600, log="MD 300 K: 5/20\n")
     out = cli(capsys, "progress", str(root)).stdout
-    assert f"{len(hashes)} steps; 0 finished (0.0 step-hours), 0 running, 1 interrupted, {len(hashes) - 1} waiting" in out
+    assert f"{len(hashes)} steps; 0 finished (0.0 step-hours), 0 running, 0 failed, 1 interrupted, {len(hashes) - 1} waiting" in out
     assert "md-chgnet" in out and "1.00 h" in out and "MD 300 K: 5/20" in out
     assert "rerun the same 'mlip-exafs study' command" in out
     listed = json.loads(cli(capsys, "progress", str(root), "--json").stdout)
@@ -90,3 +90,15 @@ def test_progress_reads_a_study_whose_dataset_is_not_at_hand(tmp_path, capsys):
     shutil.rmtree(tmp_path / "data")
     by_name = {s.name: s.state for s in study_progress(root)}
     assert by_name["validate-chgnet"] == "finished" and by_name["finetune-chgnet-ft-n1-s0"] == "waiting"
+
+
+def test_a_step_that_stopped_with_an_error_is_failed_and_says_why(study, capsys):
+    """Its child wrote .step-error.json: a rerun stops there again, so it is not 'interrupted' (rerun to resume)."""
+    root, hashes = study
+    now = time.time()
+    _started(root, "md-chgnet", hashes["md-chgnet"], now - 7200, now - 3600, log="MD 300 K: 5/20, ETA 23:00\n")
+    write_json(root / "steps" / "md-chgnet" / ".step-error.json", {"message": "the MD blew up at step 12; lower the timestep"})
+    (step,) = [s for s in study_progress(root, now) if s.name == "md-chgnet"]
+    assert step.state == "failed" and step.last_line == "error: the MD blew up at step 12; lower the timestep"
+    out = cli(capsys, "progress", str(root)).stdout
+    assert "1 failed" in out and "failed steps stop again when rerun" in out

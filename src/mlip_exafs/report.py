@@ -46,7 +46,7 @@ from mlip_exafs.md import read_result as read_md
 from mlip_exafs.plots import plot_models, plt
 from mlip_exafs.plots import plot_learning_curve as plot_curve
 from mlip_exafs.quantum import einstein_sigma2_a2, reduced_mass_amu
-from mlip_exafs.recommend import SLOPE_TOLERANCE, summarize_by_n
+from mlip_exafs.recommend import SLOPE_TOLERANCE, recommend_n, summarize_by_n
 from mlip_exafs.spectra import FTWindow
 from mlip_exafs.study.pipeline import RECORD_FILE, REPORT_FILE, STEPS_DIR, SUMMARY_FILE, study_steps, summary_of_finished_steps
 from mlip_exafs.study.steps import STEP_FILE, Step
@@ -276,8 +276,12 @@ def _recommendation(view: StudyView) -> str:
     if n is None:
         return f"<p class='answer'><b>No training-set size met the criteria</b>{_closest(view.summary)}.</p><p><small>Rule: {rule}.</small></p>"
     largest = max((r["n"] for r in view.summary["learning_curve"]), default=n)
-    caveat = " It is the largest N tried: the learning curve may not have flattened yet." if n == largest else ""
-    return (f"<p class='answer'><b>Recommended: fine-tune {html.escape(base)} on N = {n} DFT-labelled structures.</b>{caveat}</p>"
+    dft_alone = recommend_n(summarize_by_n(view.summary["learning_curve"]))
+    flattened = dft_alone is not None and dft_alone < n  # a smaller N passed the DFT criteria: only the EXAFS one asked for more
+    caveat = " It is the largest N tried: the learning curve may not have flattened yet." if n == largest and not flattened else ""
+    unfinished = view.summary.get("unfinished_steps") or []
+    provisional = f"Provisional, {len(unfinished)} step(s) still to run: " if unfinished else ""
+    return (f"<p class='answer'><b>{provisional}Recommended: fine-tune {html.escape(base)} on N = {n} DFT-labelled structures.</b>{caveat}</p>"
             f"<p><small>Rule: {rule}.</small></p>")
 
 
@@ -335,22 +339,23 @@ def _pristine_sentence(view: StudyView, name: str) -> str:
     v = view.potentials[name].get("validation")
     if v:
         text = (f"<b>Pretrained {html.escape(name)} is {stiffness(v['softening_slope'])}</b>: softening slope {v['softening_slope']:.2f} "
-                f"(DFT = 1), force MAE {v['force_mae_ev_a']:.3f} eV/Å{_finetuned_reference(view)}.")
+                f"(DFT = 1), force MAE {v['force_mae_ev_a']:.3f} eV/Å{_finetuned_reference(view, name)}.")
     else:
         text = f"<b>Pretrained {html.escape(name)}</b> (not validated against DFT: no dataset)."
     return text + _sigma2_clause(view, name) + _r_factor_clause(view, name)
 
 
-def _finetuned_reference(view: StudyView) -> str:
-    """' (fine-tuned, N = 10: slope 0.99, 0.122 eV/Å)' at the recommended (else largest) N, mean over seeds."""
+def _finetuned_reference(view: StudyView, name: str) -> str:
+    """'; fine-tuned on N = 10 (mean of 3 seeds): slope 0.99, 0.122 eV/Å' at the recommended (else largest) N, for the
+    base model's sentence only: the other pretrained potentials were not fine-tuned."""
     rows = view.summary["learning_curve"]
-    if not rows:
+    if not rows or name != view.record["config"].get("finetune", {}).get("base"):
         return ""
     n = view.summary.get("recommended_n") or max(r["n"] for r in rows)
     at_n = [r for r in rows if r["n"] == n]
     slope = sum(r["softening_slope"] for r in at_n) / len(at_n)
     mae = sum(r["force_mae_ev_a"] for r in at_n) / len(at_n)
-    return f"; fine-tuned on N = {n}: slope {slope:.2f}, {mae:.3f} eV/Å"
+    return f"; fine-tuned on N = {n} (mean of {len(at_n)} seed{'s' if len(at_n) > 1 else ''}): slope {slope:.2f}, {mae:.3f} eV/Å"
 
 
 def _finetuned_sentence(view: StudyView, n: int, name: str) -> str:

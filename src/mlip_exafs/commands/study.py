@@ -54,7 +54,7 @@ def study_cmd(
 
 @app.command("report")
 def report_cmd(study_dir: Path = typer.Argument(..., help="A study folder written by 'mlip-exafs study'.")) -> None:
-    """Rebuild the HTML report of a study (of its finished steps while it still runs)."""
+    """Rebuild the HTML report of a study (of its finished steps while it still runs, once its learning curve is done)."""
     from mlip_exafs.report import write_report  # lazy: only when this verb runs (--help: 1.3 s, not 5)
     from mlip_exafs.study.pipeline import require_study_folder  # lazy: as above
 
@@ -74,18 +74,21 @@ def progress_cmd(
     if as_json:
         print(json.dumps([dataclasses.asdict(s) for s in steps], indent=2))
         return
-    by_state = {state: [s for s in steps if s.state == state] for state in ("finished", "running", "interrupted", "waiting")}
+    by_state = {state: [s for s in steps if s.state == state] for state in ("finished", "running", "failed", "interrupted", "waiting")}
     finished_h = sum(s.spent_s for s in by_state["finished"]) / 3600
     console.print(f"{study_dir}: {len(steps)} steps; {len(by_state['finished'])} finished ({finished_h:.1f} step-hours), "
-                  f"{len(by_state['running'])} running, {len(by_state['interrupted'])} interrupted, {len(by_state['waiting'])} waiting")
-    started = by_state["running"] + by_state["interrupted"]
+                  f"{len(by_state['running'])} running, {len(by_state['failed'])} failed, {len(by_state['interrupted'])} interrupted, "
+                  f"{len(by_state['waiting'])} waiting")
+    started = by_state["running"] + by_state["failed"] + by_state["interrupted"]
     if started:
         table = Table("step", "state", "time so far", "last log line")
         for s in started:
             table.add_row(s.name, s.state, f"{s.spent_s / 3600:.2f} h", s.last_line or "")
         console.print(table)
-    if by_state["interrupted"] and not by_state["running"]:
-        console.print("nothing runs: rerun the same 'mlip-exafs study' command to resume the interrupted steps")
+    if by_state["failed"]:
+        console.print("failed steps stop again when rerun: fix what their error says, then rerun the study")
+    if (by_state["interrupted"] or by_state["waiting"]) and not by_state["running"]:
+        console.print("nothing runs: rerun the same 'mlip-exafs study' command to resume")
     if by_state["waiting"]:
         console.print("waiting: " + ", ".join(s.name for s in by_state["waiting"]))
 

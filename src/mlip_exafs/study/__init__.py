@@ -75,7 +75,8 @@ def run_study(
     steps = selected_steps(config, all_steps, selections) if selections else all_steps
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
-        _write_if_changed(out / RECORD_FILE, _study_record(config, profile, all_hashes(all_steps)))
+        if _write_if_changed(out / RECORD_FILE, _study_record(config, profile, all_hashes(all_steps))):
+            (out / SUMMARY_FILE).unlink(missing_ok=True)  # another study now: its report reads the finished steps until this run ends
         started = time.perf_counter()
         to_run = [s for s in steps if s.name not in cached_names(steps, out / STEPS_DIR, all_hashes(steps))]
         if executor == "dask":

@@ -334,5 +334,9 @@ def recommend(config: StudyConfig, potentials: dict, rows: list[dict]) -> tuple[
     passing = sorted(n for n, r in exafs_r.items() if n in dft_ok and r <= (1 + EXAFS_TOLERANCE) * best)
     rule = f"{RULE_TEXT}; and, among the N with MD-EXAFS, an R-space R-factor within {EXAFS_TOLERANCE:.0%} of the best model's"
     if passing:
+        dft_alone = recommend_n(by_n)
+        if dft_alone is not None and dft_alone < passing[0] and dft_alone not in exafs_r:
+            rule += (f" (N = {dft_alone} already passes the DFT criteria but has no MD-EXAFS: N = {passing[0]} is the smallest N "
+                     "with MD-EXAFS that passes both)")
         return passing[0], rule
     return recommend_n(by_n), RULE_TEXT + " (no N with MD-EXAFS also passed the EXAFS criterion, so it is not applied)"
