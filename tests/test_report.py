@@ -398,3 +398,15 @@ def test_when_a_smaller_n_passes_dft_but_has_no_md_exafs_the_rule_and_verdict_sa
     assert n == 40 and "N = 20 already passes the DFT criteria but has no MD-EXAFS" in rule
     text = _recommendation(view_of(40, rows))
     assert "N = 40" in text and "largest N tried" not in text
+
+
+def test_a_summary_of_other_steps_is_not_taken_as_current(tmp_path):
+    """A rerun with a changed config rewrites study.json at its start and summary.json at its end: meanwhile the old
+    summary is not the study's (the report then reads the finished steps)."""
+    from mlip_exafs.files import write_json
+    from mlip_exafs.study.pipeline import SUMMARY_STEPS_KEY, steps_digest, summary_is_current
+
+    write_json(tmp_path / "study.json", {"config": {}, "step_inputs": {"md-chgnet": "new"}})
+    assert summary_is_current(tmp_path, {SUMMARY_STEPS_KEY: steps_digest({"md-chgnet": "new"})})
+    assert not summary_is_current(tmp_path, {SUMMARY_STEPS_KEY: steps_digest({"md-chgnet": "old"})})
+    assert summary_is_current(tmp_path, {})  # written before summaries said which steps they summarize

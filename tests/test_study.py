@@ -568,3 +568,22 @@ def test_step_hashes_do_not_depend_on_where_the_study_and_its_input_files_lie(tm
         fh.write("   25000.0   1.0\n")  # one more point: another spectrum
     changed = all_hashes(build_steps(load_study_config(tmp_path / "here" / "w.yaml", None)))
     assert sorted(n for n in changed if changed[n] != hashes["here"][n]) == ["compare-chgnet", "compare-chgnet-ft-n1-s0", "fit-experiment"]
+
+
+def test_a_setting_changed_and_changed_back_takes_the_set_aside_result(tmp_path, monkeypatch):
+    """A finished step set aside for other inputs (a run killed before its replacement finished) is this step's again
+    when the setting returns: restored, not rerun (hours of MD on a paper profile)."""
+    from mlip_exafs.files import write_json
+    from mlip_exafs.study import steps as steps_module
+    from mlip_exafs.study.steps import REPLACED_DIR, STEP_FILE, Step, run_step
+
+    root = tmp_path / "steps"
+    step = Step(name="md-x", action="md", params={})
+    aside = root / REPLACED_DIR / "md-x"
+    aside.mkdir(parents=True)
+    write_json(aside / STEP_FILE, {"step": "md-x", "inputs_hash": "original", "wall_s": 3600.0, "result": {"answer": 42}})
+    (root / "md-x").mkdir()
+    (root / "md-x" / ".inputs_hash").write_text("edited")  # the killed run of the edited setting
+    monkeypatch.setattr(steps_module, "_run_in_child", lambda *a: pytest.fail("the set-aside result should be restored, not rerun"))
+    assert run_step(root, step, "original", {}) == {"answer": 42}
+    assert (root / "md-x" / STEP_FILE).exists() and not aside.exists()

@@ -48,7 +48,8 @@ from mlip_exafs.plots import plot_learning_curve as plot_curve
 from mlip_exafs.quantum import einstein_sigma2_a2, reduced_mass_amu
 from mlip_exafs.recommend import SLOPE_TOLERANCE, recommend_n, summarize_by_n
 from mlip_exafs.spectra import FTWindow
-from mlip_exafs.study.pipeline import RECORD_FILE, REPORT_FILE, STEPS_DIR, SUMMARY_FILE, study_steps, summary_of_finished_steps
+from mlip_exafs.study.pipeline import (RECORD_FILE, REPORT_FILE, STEPS_DIR, SUMMARY_FILE, study_steps, summary_is_current,
+                                      summary_of_finished_steps)
 from mlip_exafs.study.steps import STEP_FILE, Step
 from mlip_exafs.validate import OutFiles as ValidateFiles
 
@@ -170,7 +171,9 @@ def _why(reason: str) -> str:
 def load_view(study_dir: Path) -> StudyView:
     """summary.json, or for a study still running the summary of its finished steps (unfinished ones named)."""
     path = study_dir / SUMMARY_FILE
-    summary = read_json(path) if path.exists() else summary_of_finished_steps(study_dir)
+    summary = read_json(path) if path.exists() else None
+    if summary is None or not summary_is_current(study_dir, summary):
+        summary = summary_of_finished_steps(study_dir)
     view = StudyView(study_dir, summary, read_json(study_dir / RECORD_FILE), study_steps(study_dir))
     for step in view.of("analyze"):
         if result := read_analysis(view.folder_of(step)):

@@ -27,8 +27,8 @@ from mlip_exafs.provenance import package_versions
 from mlip_exafs.structures import load_structure, min_image_half_width
 from mlip_exafs.study.checks import check_study
 from mlip_exafs.study.executor import cached_names, run_dask, run_local
-from mlip_exafs.study.pipeline import (RECORD_FILE, REPORT_FILE, STEPS_DIR, SUMMARY_FILE, build_steps, partial_learning_curve, summarize,
-                                      with_dependencies)
+from mlip_exafs.study.pipeline import (RECORD_FILE, REPORT_FILE, STEPS_DIR, SUMMARY_FILE, SUMMARY_STEPS_KEY, build_steps, partial_learning_curve,
+                                      steps_digest, summarize, with_dependencies)
 from mlip_exafs.study.steps import RUN_FILE, STEP_FILE, Step, all_hashes
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]
@@ -62,6 +62,8 @@ def run_study(
     does not depend on which steps ran beside it.
     """
     check_output_folder(out)
+    if scheduler:  # the workers of a scheduler started elsewhere would resolve a relative folder against their own
+        out = Path(out).resolve()
     config = load_study_config(config_path, profile)
     if config.threads:  # inherited by every step's child process (and by local Dask workers)
         os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
@@ -75,8 +77,7 @@ def run_study(
     steps = selected_steps(config, all_steps, selections) if selections else all_steps
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
-        if _write_if_changed(out / RECORD_FILE, _study_record(config, profile, all_hashes(all_steps))):
-            (out / SUMMARY_FILE).unlink(missing_ok=True)  # another study now: its report reads the finished steps until this run ends
+        _write_if_changed(out / RECORD_FILE, _study_record(config, profile, all_hashes(all_steps)))
         started = time.perf_counter()
         to_run = [s for s in steps if s.name not in cached_names(steps, out / STEPS_DIR, all_hashes(steps))]
         if executor == "dask":
@@ -88,7 +89,7 @@ def run_study(
             return partial_learning_curve(config, results)
         if selections:
             return None
-        summary = {**summarize(config, results), "cost": _cost(out, to_run, elapsed_s)}
+        summary = {**summarize(config, results), "cost": _cost(out, to_run, elapsed_s), SUMMARY_STEPS_KEY: steps_digest(all_hashes(all_steps))}
         changed = _write_if_changed(out / SUMMARY_FILE, summary)
         if changed or not (out / REPORT_FILE).exists():
             from mlip_exafs.report import write_report  # lazy: import cycle, report imports study.pipeline

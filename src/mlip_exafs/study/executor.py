@@ -172,7 +172,8 @@ def local_cluster(workers: int):
     import dask  # lazy: dask, seconds to import; only a Dask run needs it
     from dask.distributed import LocalCluster  # lazy: dask, seconds to import; only a Dask run needs it
 
-    threads = int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or max(1, (os.cpu_count() or 1) // workers)
+    workers = max(1, min(workers, available_cores()))  # torch threads x processes must not exceed the cores (taskset, cgroups)
+    threads = int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or max(1, available_cores() // workers)
     env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
     with dask.config.set(QUIET_LOCAL_CLUSTER):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mlip_exafs.dataset import content_tag
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import read_json, sha256_file
+from mlip_exafs.files import read_json, sha256_file, sha256_text
 from mlip_exafs.md import comparable_settings
 from mlip_exafs.quantum import einstein_temperatures
 from mlip_exafs.recommend import RULE_TEXT, recommend_n, summarize_by_n
@@ -274,6 +275,20 @@ def recorded_steps(study_dir: Path) -> tuple[StudyConfig, list[Step], dict[str, 
     if any(step.name not in recorded for step in steps):  # an older study.json: the hashes its inputs give now
         steps = build_steps(config)
     return config, steps, {**all_hashes(steps), **recorded}
+
+
+SUMMARY_STEPS_KEY = "step_inputs_sha256"  # which steps a summary.json summarizes (the hashes study.json records)
+
+
+def steps_digest(hashes: dict[str, str]) -> str:
+    return sha256_text(json.dumps(hashes, sort_keys=True))
+
+
+def summary_is_current(study_dir: Path, summary: dict) -> bool:
+    """Whether ``summary.json`` summarizes the steps ``study.json`` now records: a rerun with a changed config rewrites
+    study.json at its start and summary.json at its end (a summary written before the key existed counts as current)."""
+    recorded = summary.get(SUMMARY_STEPS_KEY)
+    return recorded is None or recorded == steps_digest(read_json(study_dir / RECORD_FILE).get("step_inputs", {}))
 
 
 def summary_of_finished_steps(study_dir: Path) -> dict:

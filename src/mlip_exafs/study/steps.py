@@ -156,6 +156,11 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
     if cached is not None:
         return cached
     folder = root / step.name
+    aside = root / REPLACED_DIR / step.name
+    if finished_record(aside, digest):  # a setting changed and changed back: the set-aside result is this step's again
+        shutil.rmtree(folder, ignore_errors=True)
+        aside.rename(folder)
+        return cached_result(root, step, digest)
     stamp = folder / INPUTS_FILE
     if folder.exists() and (not stamp.exists() or stamp.read_text() != digest):
         _set_aside(folder)
@@ -263,6 +268,9 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dic
                 _heartbeat(folder)
     if (folder / ERROR_FILE).exists():
         raise UserError(f"step {step.name}: {in_terms(read_json(folder / ERROR_FILE)['message'], yaml_names(step.action))}")
+    if proc.returncode < 0:  # killed by a signal: out of memory, kill -9
+        raise UserError(f"step {step.name} stopped (killed by signal {-proc.returncode}, e.g. out of memory); see {folder / LOG_FILE}; "
+                        "rerun the study to resume it")
     if proc.returncode != 0 or not (folder / RESULT_FILE).exists():
         raise RuntimeError(f"step {step.name} failed (exit {proc.returncode}); see {folder / LOG_FILE}")
     return read_json(folder / RESULT_FILE)
