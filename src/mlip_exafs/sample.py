@@ -83,7 +83,9 @@ def _md_snapshots(base: Atoms, calc, temperature: float, count: int, spec: Sampl
 
 
 def _strained(atoms: Atoms, strain_max: float, rng) -> Atoms:
-    """Apply a random symmetric strain (each component uniform in ±strain_max) to cell and atoms."""
+    """Apply a random symmetric strain to cell and atoms: normal components uniform in ±strain_max, shear ones in
+    ±strain_max/2, as tensor components ε_ij (engineering shear γ = 2ε); ``strain_voigt`` records them in ASE's
+    Voigt order (xx, yy, zz, yz, xz, xy)."""
     voigt = rng.uniform(-strain_max, strain_max, 6)
     voigt[3:] *= 0.5  # shear components smaller: layered crystals shear easily
     eps = np.array([[voigt[0], voigt[5], voigt[4]], [voigt[5], voigt[1], voigt[3]], [voigt[4], voigt[3], voigt[2]]])
