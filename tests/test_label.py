@@ -372,3 +372,18 @@ def test_a_structure_edited_after_labelling_is_not_skipped_by_its_uid(tmp_path):
     edited.info["uid"] = "w-0"
     with pytest.raises(UserError, match="1 structure\\(s\\) of .* \\(first: w-0\\) differ from the rows of the same uid"):
         check_same_geometries([edited], labelled, tmp_path / "s.extxyz", db)
+
+
+def test_a_nonmagnetic_acknowledgement_is_recorded_in_the_database(tmp_path, monkeypatch):
+    """Out of the settings hash (it changes no CP2K input), but a reader of the labels learns the choice was made."""
+    import ase.db
+
+    import mlip_exafs.label as label_module
+    from mlip_exafs.label import ensure_settings
+
+    monkeypatch.setattr(label_module, "cp2k_version", lambda: "2023.1")
+    ensure_settings(tmp_path / "fe.db", Cp2kSettings(nonmagnetic=True))
+    ensure_settings(tmp_path / "w.db", Cp2kSettings())
+    with ase.db.connect(tmp_path / "fe.db") as fe, ase.db.connect(tmp_path / "w.db") as w:
+        assert fe.metadata["nonmagnetic_acknowledged"] is True and "nonmagnetic_acknowledged" not in w.metadata
+        assert fe.metadata["settings_hash"] == w.metadata["settings_hash"]

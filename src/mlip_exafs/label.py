@@ -275,7 +275,7 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
                 "settings": settings.model_dump(exclude=NOT_THE_LABEL),  # the level of theory; rows record their solver
                 "settings_hash": settings.settings_hash(),
                 "units": UNITS,
-            }
+            } | ({"nonmagnetic_acknowledged": True} if settings.nonmagnetic else {})  # spin-restricted labels of Cr/Mn/Fe/Co/Ni, by choice
         elif old != settings.settings_hash():
             raise UserError(
                 f"{db_path} was labelled with other CP2K settings (hash {old}); "
