@@ -215,6 +215,7 @@ def run_pimd(settings: MdSettings, out: Path, show_progress: bool = True) -> Pat
     atoms = load_structure(settings.structure, settings.supercell)
     if finished_run(OutFiles(out), settings, pid, atoms):  # the md stage's own check: same md.json, same identity
         return out / SNAPSHOT_FILE
+    _ipi_script()  # a missing i-PI is one line now, not after minutes of searching the bead count
     calc = md_stage.md_calculator(settings.potential, atoms, settings.threads, settings.device)
     folder.mkdir(parents=True, exist_ok=True)
     run_file = folder / "run.json"
