@@ -31,7 +31,6 @@ same run (i-PI's random stream restarts from its checkpointed seed state).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import os
 import re
@@ -53,6 +52,7 @@ from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import atomic_path, read_json, write_json, write_text
 from mlip_exafs.potentials import device_for, pins_content, potential_id as potential_id_of
+from mlip_exafs.processes import dies_with_parent
 from mlip_exafs.provenance import provenance
 from mlip_exafs.quantum import BEAD_TOLERANCE, HBAR_EV_FS, bead_count, harmonic_bead_ratio
 from mlip_exafs.structures import load_structure
@@ -268,7 +268,7 @@ def _serve(folder: Path, settings: MdSettings, beads: int, total_steps: int, sta
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
     log = open(folder / "ipi.log", "a")
-    process = subprocess.Popen([sys.executable, _ipi_script(), input_name], cwd=folder, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    process = subprocess.Popen([sys.executable, _ipi_script(), input_name], cwd=folder, stdout=log, stderr=subprocess.STDOUT, preexec_fn=dies_with_parent(signal.SIGTERM))
     try:
         _wait_for_socket(process, socket_path, folder)
         client_atoms = atoms.copy()
@@ -292,12 +292,6 @@ def _ipi_script() -> str:
     if not script.exists():
         raise UserError("i-PI is not installed in this environment; run scripts/install.sh (it installs the pinned 'ipi' package)")
     return str(script)
-
-
-def _die_with_parent() -> None:
-    """i-PI must not outlive a killed md process: ask Linux to send it SIGTERM then (prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _wait_for_socket(process: subprocess.Popen, socket_path: Path, folder: Path) -> None:

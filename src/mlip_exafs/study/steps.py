@@ -9,7 +9,6 @@ checkpoints) continue where they stopped.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from typing import Any, Callable
 import mlip_exafs
 from mlip_exafs.cp2k import Cp2kSettings
 from mlip_exafs.errors import UserError, in_terms
+from mlip_exafs.processes import dies_with_parent
 from mlip_exafs.files import read_json, sha256_file, write_json, write_text
 from mlip_exafs.study.config import ExafsPlan, ExperimentPlan, FinetunePlan, MdPlan
 
@@ -259,7 +259,7 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dic
     write_json(folder / CALL_FILE, {"action": step.action, "params": step.params, "deps": dep_results})
     with open(folder / LOG_FILE, "a") as log:
         proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, str(folder)], stdout=log, stderr=log, env=step_environment(),
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=dies_with_parent(signal.SIGKILL))
         while True:
             try:
                 proc.wait(timeout=HEARTBEAT_S)
@@ -319,11 +319,3 @@ def step_environment() -> dict[str, str]:
         if name.startswith("MALLOC_") and value is not None and env.get(name) == str(value):
             del env[name]
     return env
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this child when the study process dies, so a killed study leaves no worker behind."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
