@@ -264,14 +264,9 @@ def test_cluster_key_does_not_depend_on_atom_order():
 
 
 def _hot_w_frames(n: int = 10, sigma_a: float = 0.1, seed: int = 2) -> list:
-    rng = np.random.default_rng(seed)
-    base = load_structure("w-bcc", "4x4x4")
-    frames = []
-    for _ in range(n):
-        atoms = base.copy()
-        atoms.positions += rng.normal(0, sigma_a, atoms.positions.shape)
-        frames.append(atoms)
-    return frames
+    from test_analysis import gaussian_frames
+
+    return gaussian_frames(n, sigma_a, seed, ideal=load_structure("w-bcc", "4x4x4"))
 
 
 def test_a_failed_symmetrization_leaves_the_plain_average():
