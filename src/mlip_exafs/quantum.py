@@ -22,8 +22,8 @@ keeps ħ/(2μω) per mode. Three kinds of nuclei (``md.nuclei``):
     comes out as ħ/(2μω) whatever the thermostat noise of a short run.
     A Langevin run (the default for ``corrected``: its local friction
     equilibrates every mode, where Bussi's global rescaling does not) broadens
-    each line; the spectrum is unfolded into undamped modes before the
-    weighting (:func:`undamped_modes`).
+    each line; the spectrum (tapered against leakage) is unfolded into
+    undamped modes before the weighting (:func:`undamped_modes`).
     Where it stops being valid: the correction treats each frequency as an
     independent harmonic mode. In a strongly anharmonic crystal (soft modes,
     double wells, diffusion, large thermal expansion) the classical spectrum is
@@ -55,6 +55,7 @@ import numpy as np
 from ase import units
 from ase.data import atomic_masses, atomic_numbers
 from scipy.optimize import minimize_scalar, nnls
+from scipy.signal.windows import dpss
 
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.geometry import find_shells, pair_lengths_a, read_frames
@@ -133,10 +134,12 @@ def shell_correction(lengths_a: np.ndarray, times_fs: np.ndarray, temperature_k:
                      friction_per_fs: float | None = None, beads: int | None = None) -> ShellCorrection:
     """Δσ² = Σ_ω σ²_cl(ω)(x coth x − 1) from (n_frames, n_pairs) pair lengths at evenly spaced times.
 
-    ``friction_per_fs``: the Langevin friction γ of the run. Friction broadens every mode's line
-    (mostly towards low frequencies), and x coth x of the broadened line is too small (it misses ≈ 1.8 % of
-    the correction at γ/ω = 0.05 and 11–15 % at γ/ω = 0.35–0.5 when ħω/kT = 10–20, W at 10 K), so the undamped modes are
-    recovered first (:func:`undamped_modes`); ``mean_frequency_thz`` is then theirs.
+    The spectrum is multitapered (:func:`fluctuation_spectrum`) and unfolded into modes (:func:`undamped_modes`),
+    so that neither the taper's nor the thermostat's broadening moves weight to where x coth x − 1 is large.
+    ``friction_per_fs``: the Langevin friction γ of the run (None: lines as sharp as the run resolves, as
+    under Bussi). Friction broadens every mode's line (mostly towards low frequencies), and x coth x of the
+    broadened line is too small (it misses ≈ 1.8 % of the correction at γ/ω = 0.05 and 11–15 % at
+    γ/ω = 0.35–0.5 when ħω/kT = 10–20, W at 10 K); ``mean_frequency_thz`` is the unfolded modes'.
     ``beads``: the σ² a P-bead ring polymer would have instead of the exact quantum one (to check the
     correction against a path-integral run with fewer beads than the rule, mode by mode).
     """
@@ -150,8 +153,8 @@ def shell_correction(lengths_a: np.ndarray, times_fs: np.ndarray, temperature_k:
             f"{label}: the bond-length spectrum has not decayed at the Nyquist frequency of frames {dt_fs:g} fs apart "
             f"({1000 * nyquist:.1f} THz), so the quantum correction cannot be computed; rerun md with a shorter snapshot interval ({setting('snapshot_every_fs')}, e.g. {max(dt_fs / 4, 1):g} fs)"
         )
-    if friction_per_fs and dynamic > 0:
-        freq_per_fs, spectrum = undamped_modes(freq_per_fs, spectrum, friction_per_fs)
+    if dynamic > 0:
+        freq_per_fs, spectrum = undamped_modes(freq_per_fs, spectrum, len(lengths_a), friction_per_fs or 0.0)
     x = HBAR_EV_FS * 2.0 * np.pi * freq_per_fs / (2.0 * units.kB * temperature_k)
     quantum_over_classical = x_coth_x(x) if beads is None else ring_polymer_over_classical(beads, 2.0 * x)
     delta = float((spectrum * (quantum_over_classical - 1.0)).sum())
@@ -159,49 +162,90 @@ def shell_correction(lengths_a: np.ndarray, times_fs: np.ndarray, temperature_k:
     return ShellCorrection(delta, dynamic, mean_thz, 1000.0 * nyquist)
 
 
+TAPER_NW = 3.0  # time-bandwidth product of the Slepian tapers: lines 2·3/T wide, 2·NW − 1 = 5 tapers
+
+
+def tapers(n_frames: int) -> np.ndarray:
+    """The Slepian (DPSS) tapers of the multitaper spectrum, one per row, each of unit energy.
+
+    An untapered periodogram leaks a line's weight as 1/f² to every frequency, and x coth x − 1 grows
+    as f² there: a short run's leakage inflated Δσ² (a 2 THz mode at 100 K: +93 / +36 / +17 % with
+    0.6 / 2 / 4 ps, frames 8 fs apart). One Hann taper cures the leakage but weights the run's middle,
+    which made Δσ² of a mixed spectrum scatter ±10 % between seeds at 4 ps; five orthogonal tapers use
+    the whole run (±3 %). docs/md.md has the measurements.
+    """
+    return np.atleast_2d(dpss(n_frames, TAPER_NW, Kmax=int(2 * TAPER_NW) - 1, norm=2))
+
+
+def one_sided(power: np.ndarray, n_frames: int) -> np.ndarray:
+    """rfft power → one-sided spectrum: every bin but 0 (and n/2 for even n) stands for ±f."""
+    weight = np.full(power.shape[0], 2.0)
+    weight[0] = 1.0
+    if n_frames % 2 == 0:
+        weight[-1] = 1.0
+    return weight.reshape((-1,) + (1,) * (power.ndim - 1)) * power
+
+
 def fluctuation_spectrum(lengths_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(frequency in cycles per frame, σ²_cl per frequency bin) of the pairs' length fluctuations about their own means.
 
-    Parseval: Σ_t δr² = (1/n)(P_0 + 2 Σ P_k + [P_{n/2}]), so the bins add up to the dynamic σ², averaged over the pairs.
+    Multitapered (:func:`tapers`), then scaled so that the bins add up to the measured dynamic σ² averaged over
+    the pairs (a static average): the spectrum only says how that σ² is distributed over frequency.
     """
     dr = lengths_a - lengths_a.mean(axis=0)
     n = dr.shape[0]
-    power = np.abs(np.fft.rfft(dr, axis=0)) ** 2
-    weight = np.full(power.shape[0], 2.0)
-    weight[0] = 1.0
-    if n % 2 == 0:
-        weight[-1] = 1.0
-    return np.fft.rfftfreq(n), (weight[:, None] * power).sum(axis=1) / (n * n * dr.shape[1])
+    power = sum(one_sided(np.abs(np.fft.rfft(taper[:, None] * dr, axis=0)) ** 2, n).sum(axis=1) for taper in tapers(n))
+    dynamic = float((dr**2).mean())
+    total = power.sum()
+    return np.fft.rfftfreq(n), power * (dynamic / total) if total > 0 else power
 
 
-MODE_GRID = 240  # undamped frequencies tried when a Langevin spectrum is unfolded
+MODE_GRID = 240  # mode frequencies tried when a spectrum is unfolded
 
 
-def langevin_line(freq_per_fs: np.ndarray, mode_freq_per_fs: np.ndarray, friction_per_fs: float) -> np.ndarray:
-    """Position-variance line shape per unit frequency (cycles/fs) of harmonic modes under Langevin friction γ.
+def mode_autocorrelation(lag_fs: np.ndarray, mode_freq_per_fs: np.ndarray, friction_per_fs: float) -> np.ndarray:
+    """<q(0)q(t)>/<q²> of harmonic modes (undamped frequency Ω) under Langevin friction γ; cos Ωt at γ = 0.
 
-    m q̈ = −mΩ²q − mγq̇ + noise gives S(ω) = (2/π) γΩ² / ((Ω² − ω²)² + γ²ω²) per rad/fs, ∫₀^∞ S dω = 1.
+    e^(−γt/2)[cosh zt + (γ/2z) sinh zt], z = √(γ²/4 − Ω²) (imaginary when underdamped), written as
+    two exponentials whose real parts never grow, so long lags and strong friction neither overflow nor
+    lose the decay.
     """
-    w = 2.0 * np.pi * np.asarray(freq_per_fs)[:, None]
-    big = 2.0 * np.pi * np.asarray(mode_freq_per_fs)[None, :]
     g = friction_per_fs
-    return 2.0 * np.pi * (2.0 / np.pi) * g * big**2 / ((big**2 - w**2) ** 2 + (g * w) ** 2)
+    z = np.sqrt(g * g / 4.0 - (2.0 * np.pi * np.asarray(mode_freq_per_fs, dtype=complex)) ** 2)[None, :]
+    z = np.where(np.abs(z) < 1e-9, 1e-9, z)  # critical damping: the limit, to ~1e-10
+    t = np.abs(np.asarray(lag_fs, dtype=float))[:, None]
+    return ((0.5 + g / (4.0 * z)) * np.exp((z - g / 2.0) * t) + (0.5 - g / (4.0 * z)) * np.exp((-z - g / 2.0) * t)).real
 
 
-def undamped_modes(freq_per_fs: np.ndarray, spectrum: np.ndarray, friction_per_fs: float) -> tuple[np.ndarray, np.ndarray]:
-    """σ² per *undamped* mode frequency, from the spectrum of a run with Langevin friction γ.
+def mode_lines(n_frames: int, dt_fs: float, mode_freq_per_fs: np.ndarray, friction_per_fs: float) -> np.ndarray:
+    """Expected tapered one-sided spectrum (n_frames//2 + 1 bins) of unit-variance Langevin modes, one column each.
+
+    E|Σ_t w_t q_t e^(−2πikt/n)|² = Σ_τ a(τ) c(τ) e^(−2πikτ/n), with a the tapers' autocorrelation (summed
+    over the tapers) and c the mode's (:func:`mode_autocorrelation`): the line as the run's frames see it — damped, tapered and
+    aliased, nothing left out.
+    """
+    lags = np.arange(n_frames)
+    a = np.fft.irfft((np.abs(np.fft.rfft(tapers(n_frames), 2 * n_frames, axis=1)) ** 2).sum(axis=0))[:n_frames]
+    g = a[:, None] * mode_autocorrelation(lags * dt_fs, mode_freq_per_fs, friction_per_fs)
+    folded = g.copy()
+    folded[1:] += g[:0:-1]  # lag −τ lands on n − τ: the DFT at k/n is periodic in the lag
+    return one_sided(np.fft.rfft(folded, axis=0).real, n_frames)
+
+
+def undamped_modes(freq_per_fs: np.ndarray, spectrum: np.ndarray, n_frames: int, friction_per_fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """σ² per *undamped* mode frequency, from the tapered spectrum of a run with Langevin friction γ (0: none).
 
     Under a friction γ on every atom (the md stage's Langevin; the same γ for all atoms) the normal
-    modes of a harmonic crystal stay independent, and each one's line is :func:`langevin_line`. The
+    modes of a harmonic crystal stay independent, and each one's line is :func:`mode_lines`. The
     spectrum is a non-negative sum of such lines: non-negative least squares on a grid of mode
-    frequencies below the Nyquist frequency unfolds it. The mode weights are then scaled to the
-    measured dynamic σ² (a static average, exact whatever the friction), so only the frequency
-    distribution comes from the fit.
+    frequencies below the Nyquist frequency unfolds it (at γ = 0 it only undoes the taper). The mode
+    weights are then scaled to the measured dynamic σ² (a static average, exact whatever the friction),
+    so only the frequency distribution comes from the fit.
     """
     df = freq_per_fs[1] - freq_per_fs[0]
     observed = freq_per_fs > 0
     grid = np.linspace(df, freq_per_fs[-1], min(MODE_GRID, int(observed.sum())))
-    lines = langevin_line(freq_per_fs[observed], grid, friction_per_fs) * df
+    lines = np.clip(mode_lines(n_frames, 1.0 / (n_frames * df), grid, friction_per_fs)[observed], 0.0, None)
     lines /= lines.sum(axis=0, keepdims=True)  # each mode's σ² inside the resolved band
     weights, _ = nnls(lines, spectrum[observed], maxiter=50 * len(grid))
     total = weights.sum()
