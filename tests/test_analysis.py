@@ -9,7 +9,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
 from mlip_exafs.analysis import AnalysisSettings, analyze, blocking_error
 from mlip_exafs.structures import load_structure
 
@@ -119,6 +119,15 @@ def test_cli_compares_two_trajectories_and_labels_them(synthetic_traj, tmp_path)
 def test_cli_reference_of_wrong_size_is_a_one_line_error(synthetic_traj, tmp_path):
     proc = run_cli("analyze", str(synthetic_traj), "--reference", "ws2", "--out", str(tmp_path))
     assert_one_line_error(proc, "--reference-supercell")
+
+
+def test_cli_reference_supercell_without_a_reference_is_a_one_line_error(capsys, synthetic_traj, tmp_path):
+    """It was recorded in analysis.json and unused: without --reference each trajectory's average is the reference."""
+    out = tmp_path / "out"
+    assert_one_line_error(cli(capsys, "analyze", synthetic_traj, "--reference-supercell", "5x5x5", "--out", out),
+                          "--reference-supercell 5x5x5 repeats the ideal structure of --reference, which is not given "
+                          "(each trajectory's average is the reference); give --reference too, or leave --reference-supercell out")
+    assert_nothing_written(out)
 
 
 def test_cli_unknown_absorber_is_a_one_line_error(synthetic_traj, tmp_path):

@@ -2,6 +2,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -44,6 +45,15 @@ def test_singlepoint_prints_energy_force_stress():
     assert "stress (GPa)" in out
 
 
+def test_singlepoint_json_has_every_force_in_units_named_by_the_keys():
+    import json
+
+    out = run_cli("singlepoint", "w-bcc", "--potential", "chgnet", "--supercell", "1x1x2", "--threads", "1", "--json", check=True).stdout
+    result = json.loads(out)
+    assert result["n_atoms"] == 4 and np.array(result["forces_ev_a"]).shape == (4, 3) and len(result["stress_gpa"]) == 6
+    assert result["energy_ev_atom"] == pytest.approx(result["energy_ev"] / 4)
+
+
 def test_singlepoint_bad_inputs_are_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("singlepoint", "ws2", "--potential", "nope"), "unknown potential", "chgnet")
     assert_one_line_error(run_cli("singlepoint", str(tmp_path / "x.cif")), "neither a file nor a built-in")
@@ -59,7 +69,7 @@ def test_singlepoint_bad_inputs_are_one_line_errors(tmp_path):
         ("", ["import", "{tmp}/x.extxyz", "--db", "{db}", "--stress-units", "psi"], ["unknown --stress-units 'psi'"]),
         ("", ["finetune", "--train", "ws2", "--n", "1", "--lr", "-1", "--out", "{out}"], ["--lr", "greater than 0"]),
         ("", ["finetune", "--train", "ws2", "--n", "1", "--freeze", "half", "--out", "{out}"], ["--freeze", "'energy-scale'"]),
-        ("", ["learning-curve", "--train", "ws2", "--test", "ws2", "--n", "0,1", "--out", "{out}"], ["contains 0"]),
+        ("", ["learning-curve", "--train", "ws2", "--test", "ws2", "--n", "0,1", "--out", "{out}"], ["every N must be at least 1"]),
         ("", ["learning-curve", "--train", "ws2", "--test", "ws2", "--seeds", "a", "--out", "{out}"], ["--seeds 'a'"]),
         ("", ["report", "{out}"], ["has no study.json", "mlip-exafs study"]),
         ("missing-experiment", ["study", "{tmp}/study.yaml", "--out", "{out}"], ["experimental spectrum", "experiment.file"]),
@@ -229,9 +239,7 @@ def test_bad_numbers_in_any_verb_are_one_line_errors(capsys, tmp_path, w_traj, a
 
 # ---------------------------------------------------------------- #25: each default defined once, by the stage's settings
 
-OWN_DEFAULTS = {  # options that keep a default of their own, and why
-    ("learning-curve", "ns"): "the settings have no default N values (LearningCurveSettings.ns is required): the CLI's list is the only one",
-}
+OWN_DEFAULTS: dict[tuple[str, str], str] = {}  # options that keep a default of their own, and why (none left)
 
 
 def all_commands():
@@ -356,3 +364,10 @@ def test_the_cli_runs_with_a_typer_that_has_no_flag_label_method(capsys, monkeyp
     assert not hasattr(TyperOption, "display_type_rich")
     result = cli(capsys, "potentials")
     assert result.returncode == 0 and "sevennet-0" in result.stdout
+
+
+def test_no_verb_prints_the_help_and_no_empty_error():
+    """A bare 'mlip-exafs' (or 'mlip-exafs dataset') printed its help and then 'error: ; see ...' with status 2."""
+    for args in ([], ["dataset"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0 and "Usage" in proc.stdout and "error" not in proc.stderr

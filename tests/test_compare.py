@@ -314,9 +314,9 @@ def _foil_as_theory(tmp: Path, name: str, transform=lambda k, chi: (k, chi)) -> 
         (lambda k, chi: (k, np.where(np.arange(len(k)) == 100, np.nan, chi)), [], "has a NaN or infinite k or χ (data row 101)"),
         (lambda k, chi: (k[::-1], chi[::-1]), [], "decreases; sort the rows by increasing k"),
         (None, ["--rmin", "2.0", "--rmax", "2.01"], "holds 0.1 independent points for 2 fitted parameters; widen the R range"),
-        (None, ["--rbkg", "9"], "rbkg (9 Å) must not exceed rmin (1 Å)"),
-        (None, ["--rbkg", "1e6"], "must not exceed rmin"),
-        (None, ["--rbkg", "2.4"], "rbkg (2.4 Å) must not exceed rmin (1 Å): the background removal takes out what lies below rbkg"),
+        (None, ["--rbkg", "9"], "--rbkg (9 Å) must not exceed --rmin (1 Å)"),
+        (None, ["--rbkg", "1e6"], "must not exceed --rmin"),
+        (None, ["--rbkg", "2.4"], "--rbkg (2.4 Å) must not exceed --rmin (1 Å): the background removal takes out what lies below rbkg"),
         (None, ["--fit-shells", "2", "--structure", "w-bcc", "--fit-rmax", "1.2"], "the shell fit (--fit-rmax, --rmin): the window k 3-14 1/Å, R 1-1.2 Å holds 1.4 independent points for 6 fitted parameters"),
     ],
     ids=["nan-theory", "decreasing-k-theory", "tiny-r-window", "rbkg-above-rmax", "huge-rbkg", "rbkg-above-rmin", "tiny-shell-fit-window"],
@@ -329,6 +329,20 @@ def test_a_fit_that_cannot_start_is_refused_before_fitting(capsys, tmp_path, tra
     out = tmp_path / "out"
     proc = cli(capsys, "compare", theory, "--experiment", W_FOIL, "--out", out, *options)
     assert_one_line_error(proc, message)
+    assert proc.returncode == 2
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("options, name", [(["--structure", "w-bcc"], "--structure"), (["--third-cumulant"], "--third-cumulant"), (["--fit-rmax", "3"], "--fit-rmax")],
+                         ids=["structure", "third-cumulant", "fit-rmax"])
+def test_shell_fit_settings_without_the_shell_fit_are_refused(capsys, tmp_path, options, name):
+    """Without --fit-shells there is no shell fit: each was recorded in compare.json and unused."""
+    from conftest import assert_nothing_written, assert_one_line_error, cli
+
+    out = tmp_path / "out"
+    proc = cli(capsys, "compare", _foil_as_theory(tmp_path, "theory"), "--experiment", W_FOIL, "--out", out, *options)
+    assert_one_line_error(proc, f"{name} is a setting of the shell fit, which runs only with --fit-shells above 0; "
+                                f"give --fit-shells K to fit the experiment's first K shells, or leave {name} out")
     assert proc.returncode == 2
     assert_nothing_written(out)
 

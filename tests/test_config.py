@@ -67,3 +67,14 @@ def test_a_bad_setting_is_marked_for_the_front_end_to_name():
 
 def test_check_numbers_passes_ordinary_settings():
     check_numbers({"seed": 2**32 - 1, "threads": None, "pressure_gpa": -1.5, "ns": [1, 2, 5], "flag": True, "name": "x", "e0_ev": 69525.0}, "w")
+
+
+def test_bound_errors_say_the_unit_and_messages_keep_their_case():
+    """'--timestep ... less than or equal to 20' said no fs; the whole message was lower-cased ('2 å')."""
+    from mlip_exafs.config import validate_model
+    from mlip_exafs.settings import CompareSettings, MdSettings
+
+    with pytest.raises(UserError, match=r"'timestep_fs' input should be less than or equal to 20 fs; fix that value"):
+        validate_model(MdSettings, {"structure": "ws2", "timestep_fs": 2000}, "md")
+    with pytest.raises(UserError, match="rbkg_a' \\(2 Å\\) must not exceed 'rmin_a' \\(1 Å\\)"):
+        validate_model(CompareSettings, {"rbkg_a": 2.0}, "compare")

@@ -176,6 +176,14 @@ def test_pack_refuses_a_database_a_labeller_is_still_writing(capsys, tmp_path, d
     cli(capsys, "dataset", "pack", str(source), "--name", "tiny")
 
 
+@pytest.mark.parametrize("name", ["mycu", "../../escape"])
+def test_pack_refuses_a_name_no_verb_would_find(capsys, tmp_path, data, package_data, name):
+    """'mycu' packed fine and then was an unknown dataset; '../../escape' wrote outside the package."""
+    assert_one_line_error(cli(capsys, "dataset", "pack", str(data), "--name", name), f"'{name}' is not a shipped dataset name",
+                          "give your own labels as their folder")
+    assert not package_data.exists() and not (tmp_path / "escape").exists()
+
+
 def test_pack_refuses_a_damaged_database(capsys, tmp_path, data, package_data):
     source = Path(shutil.copytree(data, tmp_path / "source"))
     raw = bytearray((source / "test.db").read_bytes())

@@ -114,8 +114,11 @@ def test_cli_reports_missing_trajectory_in_one_line(tmp_path):
         (["--absorber", "H", "--edge", "L3"], ["no L3 edge"]),
         (["--engine", "warp"], ["--engine input should be", "'fast' or 'feff'"]),
         (["--rmax", "2"], ["--rmax 2 Å keeps no path: the first shell around W is at 2.741 Å"]),
+        (["--ideal-supercell", "3x3x3"], ["--ideal-supercell 3x3x3 repeats the ideal structure of --ideal, which is not given (the frame average is the reference); "
+                                          "give --ideal too, or leave --ideal-supercell out"]),  # was recorded in exafs.json and unused
     ],
-    ids=["rmax", "absorber-not-in-structure", "absorber-not-an-element", "edge-unknown", "edge-not-of-element", "engine-unknown", "rmax-below-first-shell"],
+    ids=["rmax", "absorber-not-in-structure", "absorber-not-an-element", "edge-unknown", "edge-not-of-element", "engine-unknown", "rmax-below-first-shell",
+         "ideal-supercell-without-ideal"],
 )
 def test_bad_exafs_options(capsys, tmp_path, w_traj, args, needles):
     out = tmp_path / "exafs"

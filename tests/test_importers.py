@@ -94,6 +94,10 @@ def test_import_cli(tmp_path):
     info = run_cli("dataset", "info", str(db), "--json", check=True).stdout
     assert '"n_all": 1' in info and '"VASP"' in info
     assert_one_line_error(run_cli("import", str(tmp_path / "nope.xml"), "--db", str(db)), "does not exist")
+    # option values in any case, as --absorber and --device: GPa is gpa, OUTCAR is outcar; --format's error names auto
+    run_cli("import", str(VASP_DATA / "OUTCAR_example_1"), "--db", str(db), "--format", "OUTCAR", "--stress-units", "GPa", check=True)
+    assert_one_line_error(run_cli("import", str(VASP_DATA / "OUTCAR_example_1"), "--db", str(db), "--format", "poscar"),
+                          "use auto, outcar, vasprun or extxyz")
 
 
 def _chgnet_labelled_strained_cells(tmp_path, scale_gpa):

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from conftest import assert_nothing_written, assert_one_line_error, cli
 from fake_dft import write_fake_dataset
 from mlip_exafs.errors import UserError
 from mlip_exafs.finetune import FinetuneRecipe
@@ -84,8 +85,30 @@ def test_steps_are_the_studys_learning_curve_steps_with_the_same_hashes(data, tm
 
 @pytest.mark.parametrize("change, needle", [({"test": "elsewhere"}, "give the same dataset to both"),
                                             ({"recipe": FinetuneRecipe(learning_rate=1e-2)}, "learning_rate"),
-                                            ({"potential": "runs/ft/model.pt"}, "is a path")])
+                                            ({"potential": "runs/ft/model.pt"}, "is not a registered CHGNet or SevenNet name"),
+                                            ({"potential": "python:ase.calculators.emt:EMT"}, "is not a registered CHGNet or SevenNet name")])
 def test_what_the_study_steps_cannot_express_is_refused_before_any_work(data, change, needle):
     settings = LearningCurveSettings(**{"train": str(data), "test": str(data), "ns": [1], **change})
     with pytest.raises(UserError, match=needle):
         study_config(settings)
+
+
+@pytest.mark.parametrize("options, needles", [
+    (["--n", "1,1", "--seeds", "0"], ["--n", "gives 1 more than once"]),
+    (["--n", "1", "--seeds", "0,2,0"], ["--seeds", "gives 0 more than once"]),
+    (["--n", "1", "--seeds", "0", "--forgetting-test", "no-such-dataset"], ["no-such-dataset"]),
+], ids=["n-twice", "seed-twice", "forgetting-test-unknown"])
+def test_learning_curve_refuses_before_any_fine_tune(capsys, data, tmp_path, options, needles):
+    """A repeated N ran one step twice (the second found it locked after the first's hours); an unknown forgetting
+    test was read only after every fine-tune."""
+    out = tmp_path / "lc"
+    assert_one_line_error(cli(capsys, "learning-curve", "--train", data, "--out", out, *options), *needles)
+    assert_nothing_written(out)
+
+
+def test_learning_curve_out_that_is_a_file_and_test_defaulting_to_train(capsys, data, tmp_path):
+    target = tmp_path / "lc"
+    target.write_text("not a folder")
+    assert_one_line_error(cli(capsys, "learning-curve", "--train", data, "--n", "1", "--out", target), "is an existing file, not a folder")
+    settings = LearningCurveSettings(train=str(data), test=str(data))
+    assert settings.ns == [1, 2, 5, 10, 20, 50, 100]

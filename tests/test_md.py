@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from mlip_exafs.errors import UserError
 from mlip_exafs.md import CHECKPOINT_FILE, MdSettings, parse_duration_fs, read_thermo, run_md, schedule_of
 
 # 6-atom WS2 cell: about 30 steps/s on one loaded core
+SHORT = ["--equilibrate", "0", "--production", "20fs", "--every", "10fs"]  # a run of 10 steps
 KILL_RUN = ["ws2", "--equilibrate", "40fs", "--production", "560fs", "--every", "10fs", "--checkpoint-every", "20fs", "--seed", "3"]
 
 
@@ -150,11 +152,33 @@ def test_corrupted_checkpoint_is_a_one_line_error(tmp_path):
         (["--timestep", "-1fs"], "--timestep input should be greater than 0"),
         (["--production", "2 hours"], "not a duration"),
         (["--every", "3fs"], "whole number"),
+        # options the run would record in md.json, or take, and then ignore (SHORT: without the refusal the test's run is seconds)
+        (["--npt-time", "1ps", *SHORT], "--npt-time is given without --npt, so no NPT would run and it would be ignored; add --npt to run NPT first, or leave --npt-time out"),
+        (["--pressure", "5", *SHORT], "--pressure is given without --npt, so no NPT would run and it would be ignored; add --npt to run NPT first, or leave --pressure out"),
+        (["--npt", "--npt-time", "0", "--pressure", "5", *SHORT], "--pressure 5 GPa is the NPT barostat's pressure, but this run has no NPT (--npt-time 0); "
+                                                                  "run NPT first (--npt-time above 0), or leave --pressure out"),
+        (["--beads", "8", *SHORT], "--beads 8 is used only by path-integral MD, but this run has classical nuclei; set --nuclei path-integral, or leave --beads out"),
+        (["--nuclei", "corrected", "--beads", "8", *SHORT], "--beads 8 is used only by path-integral MD, but this run has corrected nuclei"),
+        (["--checkpoint-every", "3fs", *SHORT], "checkpoint interval (--checkpoint-every) 3 fs is not a whole number of 2 fs timesteps; choose a multiple of the timestep"),
     ],
 )
 def test_bad_md_inputs_are_one_line_errors(tmp_path, args, needle):
     proc = run_cli("md", "ws2", "--out", str(tmp_path / "x"), *args)
     assert_one_line_error(proc, needle)
+    assert_nothing_written(tmp_path / "x")
+
+
+def test_settings_a_run_would_ignore_are_refused_by_the_model_not_at_their_defaults():
+    """The same refusals for a study's md step (the model's own check); a study plan leaves beads None and the rest at their defaults."""
+    for given, needle in [(dict(beads=8), "'beads' 8 is used only by path-integral MD"), (dict(pressure_gpa=1.0), "'pressure_gpa' 1 GPa is the NPT barostat's pressure"),
+                          (dict(timestep_fs=2.0, checkpoint_every_fs=5.0), "checkpoint interval ('checkpoint_every_fs') 5 fs is not a whole number of 2 fs timesteps")]:
+        with pytest.raises(UserError, match=re.escape(needle)):
+            MdSettings(**given)
+    MdSettings(nuclei="path-integral", beads=8)
+    MdSettings(npt_fs=100.0, pressure_gpa=1.0)
+    MdSettings(nuclei="corrected", beads=None, npt_fs=0.0, pressure_gpa=0.0)  # a study plan's defaults
+    MdSettings(timestep_fs=1.5)  # the default checkpoint interval (200 fs) is not given: rounded to whole steps, as before
+    MdSettings(timestep_fs=2.5, checkpoint_every_fs=200.0)
 
 
 def test_blow_up_stops_with_a_user_error(tmp_path):

@@ -306,8 +306,11 @@ def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused_then(monkeypat
     assert resolve_device("auto") == resolve_device(None) == ("cuda" if torch.cuda.is_available() else "cpu")
     monkeypatch.setenv("MLIP_EXAFS_DEVICE", "cpu")
     assert resolve_device(None) == "cpu"
-    with pytest.raises(UserError, match="unknown device 'tpu'"):
+    with pytest.raises(UserError, match="unknown device: 'device' tpu"):
         resolve_device("tpu")
+    monkeypatch.setenv("MLIP_EXAFS_DEVICE", "tpu")
+    with pytest.raises(UserError, match=r"unknown device: \$MLIP_EXAFS_DEVICE=tpu"):
+        resolve_device(None)
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="torch sees no CUDA GPU"):
             resolve_device("cuda")
@@ -320,6 +323,64 @@ def test_a_python_callable_chooses_its_own_device_whatever_the_setting(monkeypat
     monkeypatch.setenv("MLIP_EXAFS_DEVICE", "cuda")
     assert device_for("python:ase.calculators.emt:EMT") == CALLABLE_DEVICE
     assert device_for("chgnet", "cpu") == "cpu"
+    with pytest.raises(UserError, match="unknown device: 'device' bogus"):  # a typo is still a typo
+        device_for("python:ase.calculators.emt:EMT", "bogus")
+
+
+def test_python_arguments_are_taken_as_written():
+    """No URL decoding ('+' and '%20' are part of a path), each key once, no empty key."""
+    from mlip_exafs.potentials.ase_callable import parse
+
+    assert parse("python:m:f?model='/data/a+b%20c.pt'&n=2").kwargs == {"model": "/data/a+b%20c.pt", "n": 2}
+    assert parse("python:m:f?x=a=b").kwargs == {"x": "a=b"}
+    assert parse("python:m:f?a=false&b=TRUE&c=none&d='false'").kwargs == {"a": False, "b": True, "c": None, "d": "false"}
+    with pytest.raises(UserError, match="gives x more than once"):
+        parse("python:m:f?x=1&x=2")
+    with pytest.raises(UserError, match="key=value"):
+        parse("python:m:f?=3")
+
+
+def test_chgnet_does_not_claim_elements_materials_project_lacks():
+    """CHGNet embeds Z = 1–94, but MPtrj holds no Po, At, Rn, Fr or Ra: their embeddings are untrained."""
+    from mlip_exafs.potentials import FAMILIES
+
+    covered = FAMILIES["chgnet"].elements(None)
+    assert {84, 85, 86, 87, 88}.isdisjoint(covered) and {1, 42, 74, 83, 89, 94} <= covered and len(covered) == 89
+
+
+def test_threads_from_the_environment_must_be_a_positive_integer(monkeypatch):
+    from mlip_exafs.potentials.runtime import threads_from_environment
+
+    for bad in ("abc", "1.5", "0", "-2"):
+        monkeypatch.setenv("MLIP_EXAFS_THREADS", bad)
+        with pytest.raises(UserError, match=f"MLIP_EXAFS_THREADS={bad} is not a positive whole number"):
+            threads_from_environment()
+    monkeypatch.setenv("MLIP_EXAFS_THREADS", " 2 ")
+    assert threads_from_environment() == 2
+    monkeypatch.setenv("MLIP_EXAFS_THREADS", "")
+    assert threads_from_environment() is None
+
+
+def test_a_damaged_checkpoint_of_a_known_family_is_refused(capsys, tmp_path):
+    import torch
+
+    for name, payload in {"nomodel.pt": {"format": "mlip-exafs-chgnet-v1", "family": "chgnet"},
+                          "badmodel.pt": {"family": "chgnet", "model": {"state_dict": {}}}}.items():
+        torch.save(payload, tmp_path / name)
+        assert_one_line_error(cli(capsys, "singlepoint", "w-bcc", "--potential", str(tmp_path / name), "--threads", "1"),
+                              f"refusing checkpoint {tmp_path / name}", "family chgnet but its weights do not load")
+
+
+def test_potential_names_empty_upper_case_suffix_and_step_folders(tmp_path):
+    from mlip_exafs.potentials import is_checkpoint
+
+    assert is_checkpoint(tmp_path / "MODEL.PT")
+    with pytest.raises(UserError, match="unknown potential ''"):
+        potential_id("")
+    (tmp_path / "finetune-x").mkdir()
+    (tmp_path / "finetune-x" / "model.pt").write_bytes(b"")
+    with pytest.raises(UserError, match="model.pt is a fine-tuned model in that folder"):
+        potential_id(tmp_path / "finetune-x")
 
 
 def _study_yaml(folder: Path, extra: str) -> Path:

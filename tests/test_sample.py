@@ -52,3 +52,16 @@ def test_sampled_uids_name_a_structure_file_not_its_path(tmp_path):
                       equilibration_fs=4, interval_fs=4, threads=1)
     frames = sample(spec, tmp_path / "a.extxyz")
     assert all(a.info["uid"].startswith("ws2.vasp-s") and "/" not in a.info["uid"] for a in frames)
+
+
+def test_an_output_that_is_a_folder_is_refused_before_the_sampling_md(capsys, tmp_path, monkeypatch):
+    """It was refused only after every sampling MD, as 'free disk space'."""
+    import mlip_exafs.sample as sample
+
+    def no_md(*args, **kwargs):
+        raise AssertionError("the sampling MD ran before the output was checked")
+
+    monkeypatch.setattr(sample, "calculator_for", no_md)
+    (tmp_path / "sdir").mkdir()
+    assert_one_line_error(cli(capsys, "sample", "--out", tmp_path / "sdir", "--threads", "1"), "structures file", "is a folder, not a file",
+                          "train.extxyz")

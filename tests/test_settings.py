@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlip_exafs import settings
+from mlip_exafs.errors import UserError
 
 
 def test_each_stage_re_exports_its_settings():
@@ -33,9 +34,17 @@ def test_validators_built_at_first_use_still_check():
     """defer_build only delays building the validators: bounds, model validators and nested defaults are as before."""
     with pytest.raises(ValidationError):
         settings.MdSettings(temperature_k=0)
-    with pytest.raises(ValidationError, match="kmin must be below kmax"):
+    with pytest.raises(UserError, match="must be below 'kmax_inv_a' 14 Å⁻¹"):
         settings.CompareSettings(kmin_inv_a=15)
     assert settings.MdSettings(nuclei="corrected").thermostat == "langevin"
     first, second = settings.FinetuneSettings(train="ws2", n=1), settings.FinetuneSettings(train="ws2", n=2)
     assert first.recipe == settings.FinetuneRecipe() and first.recipe is not second.recipe
     assert settings.ExafsSettings().ft.window().kmax_inv_a == 15.0
+
+
+def test_absorber_symbols_take_any_case_in_analyze_as_in_exafs_and_compare():
+    """'analyze --absorber w' said the structure has no 'w' (it has W); exafs and compare took it."""
+    from mlip_exafs.settings import AnalysisSettings, ExafsSettings
+
+    assert AnalysisSettings(absorber="w").absorber == ExafsSettings(absorber=" w").absorber == "W"
+    assert AnalysisSettings(absorber="mo").absorber == "Mo" and AnalysisSettings().absorber is None

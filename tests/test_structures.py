@@ -57,6 +57,27 @@ def test_structure_file_roundtrip_and_errors(tmp_path):
     garbage.write_text("this is not a cif\n")
     with pytest.raises(UserError, match="cannot read structure file"):
         load_structure(garbage)
+    with pytest.raises(UserError, match="no structure given"):
+        load_structure("")
+
+
+def test_overlapping_atoms_and_flat_cells_are_refused(tmp_path):
+    """Duplicated sites gave NaN energies with exit 0; a cell of three coplanar vectors a LinAlgError."""
+    import ase.io
+    from ase import Atoms
+
+    overlap = tmp_path / "overlap.extxyz"
+    ase.io.write(overlap, Atoms("Cu2", positions=[[0, 0, 0], [0.1, 0, 0]], cell=[3.6] * 3, pbc=True))
+    with pytest.raises(UserError, match=r"atoms 0 \(Cu\) and 1 \(Cu\) are 0.10 Å apart"):
+        load_structure(overlap)
+    image = tmp_path / "image.extxyz"  # the partner is a periodic image
+    ase.io.write(image, Atoms("Cu2", positions=[[0, 0, 0], [3.55, 0, 0]], cell=[3.6] * 3, pbc=True))
+    with pytest.raises(UserError, match="0.05 Å apart"):
+        load_structure(image)
+    flat = tmp_path / "flat.extxyz"
+    ase.io.write(flat, Atoms("Cu", cell=[[3.6, 0, 0], [0, 3.6, 0], [1.8, 1.8, 0]], pbc=True))
+    with pytest.raises(UserError, match="cell of zero volume"):
+        load_structure(flat)
 
 
 def test_min_image_half_width():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, requires_cp2k, run_cli
+from conftest import assert_nothing_written, assert_one_line_error, cli, requires_cp2k, run_cli
 from fake_dft import write_fake_dataset, write_fake_db
 
 TINY_STUDY = {
@@ -587,3 +587,11 @@ def test_a_setting_changed_and_changed_back_takes_the_set_aside_result(tmp_path,
     monkeypatch.setattr(steps_module, "_run_in_child", lambda *a: pytest.fail("the set-aside result should be restored, not rerun"))
     assert run_step(root, step, "original", {}) == {"answer": 42}
     assert (root / "md-x" / STEP_FILE).exists() and not aside.exists()
+
+
+def test_a_scheduler_with_the_local_executor_is_refused(capsys, tmp_path):
+    """--scheduler was silently ignored by the default local executor; now it implies dask, and with local it is refused."""
+    out = tmp_path / "s"
+    assert_one_line_error(cli(capsys, "study", "examples/w.yaml", "--out", out, "--executor", "local", "--scheduler", "tcp://127.0.0.1:1"),
+                          "--scheduler tcp://127.0.0.1:1 is a Dask scheduler, but --executor is local")
+    assert_nothing_written(out)

@@ -42,7 +42,7 @@ CASES = {
     "finetuned-n-not-fine-tuned": ({**FINETUNE, "md": {"finetuned_n": [5]}}, ["md.finetuned_n asks for the MD of the N = 5 fine-tune", "add 5 to finetune.n"]),
     "finetune-n-twice": ({**FINETUNE, "finetune": {"n": [1, 1], "seeds": [0]}}, ["finetune.n lists 1 twice"]),
     "finetune-no-seeds": ({**FINETUNE, "finetune": {"n": [1], "seeds": []}}, ["finetune.seeds is empty"]),
-    "kmin-above-kmax": (_merge(EXPERIMENT, {"experiment": {"kmin_inv_a": 14, "kmax_inv_a": 3}}), ["(experiment settings)", "kmin must be below kmax"]),
+    "kmin-above-kmax": (_merge(EXPERIMENT, {"experiment": {"kmin_inv_a": 14, "kmax_inv_a": 3}}), ["experiment.kmin_inv_a 14 Å⁻¹ must be below experiment.kmax_inv_a 3 Å⁻¹"]),
     "rmax-negative": (_merge(EXPERIMENT, {"experiment": {"rmax_a": -1}}), ["'experiment.0.rmax_a' input should be greater than 0"]),  # the plan shares CompareSettings' bounds
     "r-window-tiny": (_merge(EXPERIMENT, {"experiment": {"rmin_a": 2.0, "rmax_a": 2.05}}), ["independent points for 2 fitted parameters"]),
     "experiment-is-a-folder": ({"experiment": {"file": "{tmp}", "temperature_k": 300}}, ["is a folder, not a file"]),

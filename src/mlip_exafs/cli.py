@@ -8,6 +8,7 @@ the settings it names (:func:`mlip_exafs.errors.setting`) named as the verb's fl
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -87,14 +88,18 @@ def singlepoint_cmd(
     structure: str = typer.Argument(..., help=STRUCTURE_HELP),
     potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{POTENTIAL_HELP} Default {CLI_POTENTIAL}."),
     supercell: Optional[str] = typer.Option(None, "--supercell", help="Repeat the cell, e.g. 3x3x1."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: $MLIP_EXAFS_THREADS, else all cores)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP + " Default: $MLIP_EXAFS_DEVICE, else auto."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every atom's forces included) instead of a summary."),
 ) -> None:
     """Energy (eV), forces (eV/Å) and stress (GPa) of one structure."""
     from mlip_exafs.singlepoint import singlepoint  # lazy: singlepoint loads scipy and ase.io; keeps --help fast
 
     check_numbers({"threads": threads}, "mlip-exafs singlepoint")
-    result = singlepoint(structure, potential or CLI_POTENTIAL, supercell, threads, device)
+    result = singlepoint(structure, potential if potential is not None else CLI_POTENTIAL, supercell, threads, device)
+    if as_json:
+        print(json.dumps(result, indent=1, default=lambda array: array.tolist()))
+        return
     print(f"structure        {result['formula']} ({result['n_atoms']} atoms)")
     print(f"potential        {result['potential']} (family {result['family']}, device {result['device']})")
     print(f"energy           {result['energy_ev']:.6f} eV  ({result['energy_ev_atom']:.6f} eV/atom)")
@@ -150,6 +155,8 @@ def main() -> None:
     except Exception as exc:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click/typer usage errors
             message = " ".join(exc.format_message().split()).rstrip(".")
+            if not message:  # no verb (or a group without its sub-verb): click printed the help, which is the answer
+                sys.exit(0)
             print(f"error: {message}; see 'mlip-exafs --help' or 'mlip-exafs VERB --help'", file=sys.stderr)
             sys.exit(exc.exit_code)
         raise

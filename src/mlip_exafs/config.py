@@ -98,7 +98,22 @@ def user_error_of(exc: ValidationError, where: str, keys_are_settings: bool = Tr
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if err["type"] == "extra_forbidden":
         return UserError(f"{where}: unknown key {loc}{more}; remove it or check its spelling")
-    return UserError(f"{where}: {loc} {err['msg'].lower()}{more}; fix that value")
+    message = err["msg"].removeprefix("Value error, ")  # a validator's own sentence, not pydantic's label for it
+    message = message[:1].lower() + message[1:]  # only the first letter: 'Å' and 'L3' stay as written
+    if err["type"] in BOUND_ERRORS and err["loc"]:
+        message += unit_of(str(err["loc"][-1]))
+    subject = f"{loc} " if err["loc"] else ""
+    return UserError(f"{where}: {subject}{message}{more}; fix that value")
+
+
+BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+UNIT_SUFFIXES = {"_inv_a": "Å⁻¹", "_a2": "Å²", "_a": "Å", "_fs": "fs", "_ps": "ps", "_k": "K", "_gpa": "GPa", "_ev": "eV", "_deg": "°",
+                 "_thz": "THz", "_ry": "Ry"}  # the project's names carry their unit; longest suffixes first
+
+
+def unit_of(key: str) -> str:
+    """' fs' for 'timestep_fs': a bound in an error is in the setting's unit, which the message should say."""
+    return next((f" {unit}" for suffix, unit in UNIT_SUFFIXES.items() if key.endswith(suffix)), "")
 
 
 def _key_text(loc: tuple, keys_are_settings: bool) -> str:

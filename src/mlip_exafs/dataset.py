@@ -276,6 +276,9 @@ def merge_label_databases(parts: list[Path], out: Path) -> Path:
 
 def pack_dataset(source: Path, name: str, made_by: dict) -> Path:
     """Compress a labelled dataset folder into the package (how the shipped datasets are made)."""
+    if name not in SHIPPED:
+        raise UserError(f"'{name}' is not a shipped dataset name ({', '.join(SHIPPED)}): only those are looked up by name; "
+                        f"give your own labels as their folder ({source}) wherever a dataset is asked for")
     for split in ("train", "test"):
         _check_packable(source / f"{split}.db", split)
     assert_disjoint(load_structures(source, "train"), load_structures(source, "test"))

@@ -72,7 +72,7 @@ def read_labelled(path: Path, fmt: str = "auto", stress_units: StressUnits = "ev
     fmt = detect_format(path) if fmt == "auto" else fmt
     readers = {"outcar": _read_outcar, "vasprun": _read_vasprun, "extxyz": lambda p: _read_extxyz(p, stress_units)}
     if fmt not in readers:
-        raise UserError(f"unknown format '{fmt}'; use outcar, vasprun or extxyz")
+        raise UserError(f"unknown format '{fmt}'; use auto, outcar, vasprun or extxyz")
     return readers[fmt](path)
 
 

@@ -33,9 +33,11 @@ from mlip_exafs import finetune
 from mlip_exafs.config import validate_model
 from mlip_exafs.dataset import assert_disjoint, load_structures
 from mlip_exafs.errors import UserError, setting
-from mlip_exafs.files import write_json
+from mlip_exafs.files import check_output_folder, write_json
 from mlip_exafs.finetune import FinetuneRecipe
 from mlip_exafs.plots import plot_learning_curve
+from mlip_exafs.potentials import REGISTRY
+from mlip_exafs.potentials.runtime import THREADS_ENV
 from mlip_exafs.provenance import provenance
 from mlip_exafs.recommend import (DEFAULT_CRITERIA, RULE_TEXT, SLOPE_TOLERANCE, Criterion, force_mae_within, recommend_n, slope_within,
                                   summarize_by_n)
@@ -68,9 +70,10 @@ def study_config(settings: LearningCurveSettings) -> StudyConfig:
     ``structure`` and ``absorber`` name the MD half of a study, which is not run:
     the steps run here do not depend on them.
     """
-    if "/" in settings.potential:
-        raise UserError(f"potential '{settings.potential}' is a path, and the study's steps are named after their potential; start the learning "
-                        "curve from a registered name (see 'mlip-exafs potentials'), or fine-tune the checkpoint with 'mlip-exafs finetune' per N")
+    entry = REGISTRY.get(settings.potential.lower())
+    if entry is None or entry.family not in finetune.TRAINERS:
+        raise UserError(f"potential '{settings.potential}' is not a registered CHGNet or SevenNet name, and the study's steps are named after their "
+                        "potential; start the learning curve from one (see 'mlip-exafs potentials'), or fine-tune a checkpoint with 'mlip-exafs finetune' per N")
     if Path(settings.test).resolve() != Path(settings.train).resolve() and settings.test != settings.train:
         raise UserError(f"test set '{settings.test}' is not the training dataset '{settings.train}': the learning curve runs the study's steps, "
                         "which validate on the test split of the dataset they train on; give the same dataset to both")
@@ -117,27 +120,30 @@ def model_difference(frames: list[Atoms], reference: Labels, other: Labels) -> d
 
 
 def check_pool_sizes(settings: LearningCurveSettings) -> None:
-    """Fail before hours of training if the largest N cannot be drawn, or the test set shares structures with the pool."""
+    """Fail before hours of training if the largest N cannot be drawn, the test set shares structures with the pool,
+    or the forgetting test (used only after every fine-tune) cannot be read."""
     frames = load_structures(settings.train, "train")
     pool = len(frames)
     too_big = [n for n in settings.ns if n > pool]
     if too_big:
         raise UserError(f"the training pool has {pool} usable structures but {setting('ns')} asks for {too_big}; drop those N or label more structures")
     assert_disjoint(frames, load_structures(settings.test, "test"))
+    if settings.forgetting_test:
+        load_structures(settings.forgetting_test, "test")
 
 
 @contextmanager
 def _step_threads(threads: int) -> Iterator[None]:
     """The torch threads of every step's child process (``MLIP_EXAFS_THREADS``, as the study's ``threads``), restored after."""
-    saved = os.environ.get("MLIP_EXAFS_THREADS")
-    os.environ["MLIP_EXAFS_THREADS"] = str(threads)
+    saved = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(threads)
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop("MLIP_EXAFS_THREADS", None)
+            os.environ.pop(THREADS_ENV, None)
         else:
-            os.environ["MLIP_EXAFS_THREADS"] = saved
+            os.environ[THREADS_ENV] = saved
 
 
 def run_steps(settings: LearningCurveSettings, config: StudyConfig, out: Path, advance=None) -> tuple[list[Step], dict[str, dict]]:
@@ -179,7 +185,7 @@ def run_row(settings: LearningCurveSettings, config: StudyConfig, steps: list[St
 
 def learning_curve(settings: LearningCurveSettings, out: str | Path, advance=None) -> dict:
     """All N x seeds steps, the forgetting checks, the summary, the plot and ``learning_curve.json``."""
-    out = Path(out)
+    out = check_output_folder(out)
     check_pool_sizes(settings)
     config = study_config(settings)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
 from mlip_exafs.errors import UserError
-from mlip_exafs.files import atomic_path
+from mlip_exafs.files import atomic_path, check_output_file
 from mlip_exafs.potentials import calculator_for
 from mlip_exafs.settings import SampleSpec  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.structures import load_structure
@@ -25,6 +25,7 @@ from mlip_exafs.structures import load_structure
 
 def sample(spec: SampleSpec, out: Path, progress=None) -> list[Atoms]:
     """Sample the structures of ``spec`` and write them (shuffled by seed) to an extxyz file."""
+    check_output_file(out, "structures file", example="train.extxyz")  # before the sampling MD, not after it
     base = load_structure(spec.structure, spec.supercell)
     calc = calculator_for(spec.potential, base, spec.threads)
     rng = np.random.default_rng(spec.seed)

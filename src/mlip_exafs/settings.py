@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
+from mlip_exafs.errors import UserError, setting
 from mlip_exafs.potentials.runtime import Device
 from mlip_exafs.shells import SHELL_TOL_A
 from mlip_exafs.spectra import FTWindow
@@ -93,6 +94,23 @@ class MdSettings(BaseModel):
     def _thermostat_of_the_nuclei(self) -> "MdSettings":
         if self.thermostat is None:
             self.thermostat = default_thermostat(self.nuclei)
+        return self
+
+    @model_validator(mode="after")
+    def _nothing_given_is_ignored(self) -> "MdSettings":
+        """Refuse a setting the run would record in md.json but not use. Only values set to something unused are
+        refused: a study plan leaves ``beads`` at None and ``pressure_gpa``/``checkpoint_every_fs`` unset."""
+        if self.beads is not None and self.nuclei != "path-integral":
+            raise UserError(f"{setting('beads')} {self.beads} is used only by path-integral MD, but this run has {self.nuclei} nuclei; "
+                            f"set {setting('nuclei')} path-integral, or leave {setting('beads')} out")
+        if self.pressure_gpa != 0 and self.npt_fs == 0:
+            raise UserError(f"{setting('pressure_gpa')} {self.pressure_gpa:g} GPa is the NPT barostat's pressure, but this run has no NPT "
+                            f"({setting('npt_fs')} 0); run NPT first ({setting('npt_fs')} above 0), or leave {setting('pressure_gpa')} out")
+        if "checkpoint_every_fs" in self.model_fields_set:  # the default (200 fs) is rounded to whole steps, as it always was
+            steps = round(self.checkpoint_every_fs / self.timestep_fs)  # the tolerance of mlip_exafs.md.schedule_of
+            if steps < 1 or abs(steps * self.timestep_fs - self.checkpoint_every_fs) > 1e-6 * max(1.0, self.checkpoint_every_fs):
+                raise UserError(f"checkpoint interval ({setting('checkpoint_every_fs')}) {self.checkpoint_every_fs:g} fs is not a whole number of "
+                                f"{self.timestep_fs:g} fs timesteps; choose a multiple of the timestep")
         return self
 
     def identity(self) -> dict[str, Any]:
@@ -181,17 +199,33 @@ class LearningCurveSettings(BaseModel):
     potential: str = "chgnet"
     train: str
     test: str
-    ns: list[int] = Field(min_length=1)
+    ns: list[int] = Field([1, 2, 5, 10, 20, 50, 100], min_length=1)  # the paper's N
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     recipe: FinetuneRecipe = Field(default_factory=FinetuneRecipe)  # a factory: an instance would build the model at import
     forgetting_structure: str = "w-bcc"
     forgetting_test: str | None = None  # optional DFT dataset outside the training chemistry (e.g. datasets/w-bcc)
     threads: int = Field(1, ge=1)
 
+    @field_validator("ns", "seeds")
+    @classmethod
+    def _each_once(cls, values: list[int], info) -> list[int]:
+        """Two equal N (or seeds) are one step run twice at once, which the second finds locked after hours."""
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"gives {', '.join(map(str, twice))} more than once; give each value once")
+        if info.field_name == "ns" and min(values) < 1:
+            raise ValueError("every N must be at least 1")
+        return values
+
 
 # ---------------------------------------------------------------- analysis
 
 DEFAULT_SHELL_RMAX_A = 4.5  # first shells, the ones an EXAFS fit resolves
+
+
+def element_case(symbol: str | None) -> str | None:
+    """'w' is W, as compare reads an absorber: analyze, exafs and compare take any case."""
+    return symbol.strip().capitalize() if symbol else symbol
 
 
 class AnalysisSettings(BaseModel):
@@ -206,6 +240,20 @@ class AnalysisSettings(BaseModel):
     rdf_rmax_a: float = Field(6.0, gt=0)
     rdf_bin_a: float = Field(0.02, gt=0)
     angle_bin_deg: float = Field(1.0, gt=0)
+
+    @field_validator("absorber")
+    @classmethod
+    def _symbol_case(cls, absorber: str | None) -> str | None:
+        return element_case(absorber)
+
+    @model_validator(mode="after")
+    def _supercell_of_a_reference(self) -> "AnalysisSettings":
+        """Without a reference each trajectory's own average is the reference: a supercell would be recorded and unused."""
+        if self.reference_supercell is not None and self.reference is None:
+            raise UserError(f"{setting('reference_supercell')} {self.reference_supercell} repeats the ideal structure of {setting('reference')}, "
+                            f"which is not given (each trajectory's average is the reference); give {setting('reference')} too, "
+                            f"or leave {setting('reference_supercell')} out")
+        return self
 
 
 # ---------------------------------------------------------------- exafs
@@ -251,11 +299,22 @@ class ExafsSettings(BaseModel):
     @field_validator("absorber")
     @classmethod
     def _symbol_case(cls, absorber: str | None) -> str | None:
-        """'w' is W, as compare reads it."""
-        return absorber.strip().capitalize() if absorber else absorber
+        return element_case(absorber)
+
+    @model_validator(mode="after")
+    def _supercell_of_an_ideal(self) -> "ExafsSettings":
+        """Without an ideal structure the frame average is the reference: a supercell would be recorded and unused."""
+        if self.ideal_supercell is not None and self.ideal is None:
+            raise UserError(f"{setting('ideal_supercell')} {self.ideal_supercell} repeats the ideal structure of {setting('ideal')}, "
+                            f"which is not given (the frame average is the reference); give {setting('ideal')} too, "
+                            f"or leave {setting('ideal_supercell')} out")
+        return self
 
 
 # ---------------------------------------------------------------- compare
+
+
+R_WINDOW_BELOW_NEXT_SHELL_A = 0.5  # a shell fit's R range ends this far below the next shell's true distance (exafs.fit)
 
 
 class CompareSettings(BaseModel):
@@ -275,18 +334,31 @@ class CompareSettings(BaseModel):
     de0_bound_ev: float = Field(20.0, gt=0)
     fit_shells: int = Field(0, ge=0, le=6, description="also fit the experiment's first K shells (0: no shell fit)")
     third_cumulant: bool = Field(False, description="shell fit: a third cumulant for the first shell")
-    fit_rmax_a: Optional[float] = Field(None, gt=0, description="shell fit: end of the R range (Å); None: below the next shell")
+    fit_rmax_a: Optional[float] = Field(None, gt=0, description=f"shell fit: end of the R range (Å); None: {R_WINDOW_BELOW_NEXT_SHELL_A:g} Å below the next shell")
     structure: Optional[str] = Field(None, description="shell fit: the ideal crystal (built-in name or file)")
 
     @model_validator(mode="after")
     def _ranges(self):
-        if self.kmin_inv_a >= self.kmax_inv_a or self.rmin_a >= self.rmax_a:
-            raise ValueError("kmin must be below kmax and rmin below rmax")
+        if self.kmin_inv_a >= self.kmax_inv_a:
+            raise UserError(f"{setting('kmin_inv_a')} {self.kmin_inv_a:g} Å⁻¹ must be below {setting('kmax_inv_a')} {self.kmax_inv_a:g} Å⁻¹; fix the k range")
+        if self.rmin_a >= self.rmax_a:
+            raise UserError(f"{setting('rmin_a')} {self.rmin_a:g} Å must be below {setting('rmax_a')} {self.rmax_a:g} Å; fix the R range")
         if not 0 < self.s02_bounds[0] < self.s02_bounds[1]:
-            raise ValueError("s02_bounds must be two numbers 0 < low < high")
+            raise UserError(f"{setting('s02_bounds')} must be two numbers 0 < low < high; fix them")
         if self.rbkg_a > self.rmin_a:  # autobk removes everything below rbkg: the fit would fit what was removed
-            raise ValueError(f"rbkg ({self.rbkg_a:g} Å) must not exceed rmin ({self.rmin_a:g} Å): the background removal takes out "
-                             "what lies below rbkg; about 1 Å for both")
+            raise UserError(f"{setting('rbkg_a')} ({self.rbkg_a:g} Å) must not exceed {setting('rmin_a')} ({self.rmin_a:g} Å): the background "
+                            "removal takes out what lies below rbkg; about 1 Å for both")
+        return self
+
+    @model_validator(mode="after")
+    def _shell_fit_settings_need_the_shell_fit(self) -> "CompareSettings":
+        """structure, third_cumulant and fit_rmax_a are read only by the shell fit: without it they would be recorded and unused."""
+        given = {"structure": self.structure is not None, "third_cumulant": self.third_cumulant, "fit_rmax_a": self.fit_rmax_a is not None}
+        unused = [name for name, is_given in given.items() if is_given] if not self.fit_shells else []
+        if unused:
+            name = unused[0]
+            raise UserError(f"{setting(name)} is a setting of the shell fit, which runs only with {setting('fit_shells')} above 0; "
+                            f"give {setting('fit_shells')} K to fit the experiment's first K shells, or leave {setting(name)} out")
         return self
 
     def window(self, kmax_inv_a: float | None = None) -> FTWindow:

@@ -14,6 +14,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
+from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
 from mlip_exafs.errors import UserError
@@ -88,7 +89,9 @@ OCCUPANCY_TOLERANCE = 0.01  # a CIF's occupancies of 0.999 are full sites writte
 
 def load_structure(name_or_path: str | Path, supercell: str | None = None) -> Atoms:
     """A built-in crystal or the first frame of a structure file, optionally repeated."""
-    key = str(name_or_path).lower()
+    key = str(name_or_path).strip().lower()
+    if not key:
+        raise UserError(f"no structure given; name a built-in crystal ({', '.join(BUILTIN)}) or a CIF, POSCAR or extxyz file")
     if key in BUILTIN:
         atoms = BUILTIN[key]()
     else:
@@ -103,33 +106,50 @@ def load_structure(name_or_path: str | Path, supercell: str | None = None) -> At
 
 
 def _read_structure_file(path: Path) -> Atoms:
-    if not path.exists():
+    if not path.is_file():
         known = ", ".join(BUILTIN)
         raise UserError(f"structure '{path}' is neither a file nor a built-in crystal ({known}); check the path")
     try:
         atoms = ase.io.read(path, index=0)
     except Exception as exc:  # ASE raises many types for unreadable files
         first_line = (str(exc).strip().splitlines() or [""])[0]  # one-line errors: ASE's messages can span lines
-        raise UserError(f"cannot read structure file {path} ({type(exc).__name__}: {first_line}); give a CIF, POSCAR or extxyz file") from None
+        reason = f"{type(exc).__name__}: {first_line}" if first_line else f"{type(exc).__name__}, not a format ASE recognises"
+        raise UserError(f"cannot read structure file {path} ({reason}); give a CIF, POSCAR or extxyz file") from None
     if len(atoms) == 0:
         raise UserError(f"structure file {path} contains no atoms; give a CIF, POSCAR or extxyz file with atoms")
     if not atoms.pbc.all() or atoms.cell.rank < 3:
         raise UserError(f"structure in {path} is not a 3D periodic crystal; give a file with a full unit cell")
-    if not np.isfinite(atoms.positions).all():
-        raise UserError(f"structure file {path} has non-finite positions; fix the file")
+    if not np.isfinite(atoms.positions).all() or not np.isfinite(atoms.cell.array).all():
+        raise UserError(f"structure file {path} has non-finite positions or cell; fix the file")
+    if abs(atoms.cell.volume) < MIN_CELL_VOLUME_A3:
+        raise UserError(f"structure in {path} has a cell of zero volume (its three cell vectors lie in a plane); fix the cell")
     _check_ordered(atoms, path)
+    _check_no_overlaps(atoms, path)
     atoms.info.setdefault("name", path.stem)
     return atoms
 
 
+MIN_CELL_VOLUME_A3 = 1e-6  # ASE's cell rank counts non-zero vectors, not independent ones
+MIN_DISTANCE_A = 0.5  # below the shortest real bond (H2, 0.74 Å): a duplicated site, where the models give NaN
+
+
+def _check_no_overlaps(atoms: Atoms, path: Path) -> None:
+    """Two atoms on (almost) one site, periodic images included: duplicated CIF sites, a wrong symmetry setting."""
+    i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE_A)
+    if len(d):
+        k = int(np.argmin(d))
+        raise UserError(f"structure file {path}: atoms {i[k]} ({atoms[i[k]].symbol}) and {j[k]} ({atoms[j[k]].symbol}) are {d[k]:.2f} Å apart "
+                        f"(closer than {MIN_DISTANCE_A} Å: a duplicated site?); fix the file")
+
+
 def _check_ordered(atoms: Atoms, path: Path) -> None:
-    """MD needs one atom per site: ASE puts the majority species on a partially occupied CIF site, a different
+    """One atom per site (every stage computes on the atoms as given): ASE puts the majority species on a partially occupied CIF site, a different
     crystal from the one the file describes (Fe0.5Ni0.5O would run as NiO)."""
     for site, species in (atoms.info.get("occupancy") or {}).items():
         total = sum(species.values())
         if len(species) > 1 or abs(total - 1.0) > OCCUPANCY_TOLERANCE:
             held = " + ".join(f"{symbol} {occ:g}" for symbol, occ in species.items())
-            raise UserError(f"structure file {path} has a partially occupied site ({held}); MD needs one atom per site: "
+            raise UserError(f"structure file {path} has a partially occupied site ({held}); a potential needs one atom per site: "
                             "give an ordered supercell (e.g. a special quasirandom structure) of the composition")
 
 

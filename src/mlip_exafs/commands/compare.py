@@ -10,7 +10,7 @@ import typer
 from mlip_exafs.cli import app, console, default_text, given
 from mlip_exafs.config import validate_model
 from mlip_exafs.errors import UserError
-from mlip_exafs.settings import CompareSettings
+from mlip_exafs.settings import R_WINDOW_BELOW_NEXT_SHELL_A, CompareSettings
 
 
 def _default(field: str) -> str:
@@ -37,7 +37,7 @@ def compare_cmd(
     fit_shells: Optional[int] = typer.Option(None, "--fit-shells", help=f"Also fit the experiment's first K shells (larch feffit, FEFF paths of the ideal crystal); {_default('fit_shells')}."),
     structure: Optional[str] = typer.Option(None, "--structure", help="Ideal crystal for --fit-shells (built-in name or file); default: the exafs step's --ideal."),
     third_cumulant: Optional[bool] = typer.Option(None, "--third-cumulant/--no-third-cumulant", help=f"--fit-shells: also a third cumulant for the first shell; {_default('third_cumulant')}."),
-    fit_rmax_a: Optional[float] = typer.Option(None, "--fit-rmax", help="--fit-shells: end of the fit's R range (Å); default 0.5 Å below the next shell."),
+    fit_rmax_a: Optional[float] = typer.Option(None, "--fit-rmax", help=f"--fit-shells: end of the fit's R range (Å); default {R_WINDOW_BELOW_NEXT_SHELL_A:g} Å below the next shell."),
 ) -> None:
     """Fit S0² and ΔE0 only, report R-factors in k and R space, plot the overlays; --fit-shells K also fits the experiment's σ² per shell."""
     from mlip_exafs.compare import OutFiles, compare  # lazy: only when this verb runs (--help: 1.3 s, not 5)

@@ -77,12 +77,15 @@ def finetune_cmd(
 
 @app.command("learning-curve")
 def learning_curve_cmd(
-    train: str = typer.Option(..., "--train", help="Dataset whose train split is the pool."),
-    test: str = typer.Option(..., "--test", help="Dataset whose test split validates every run."),
+    train: str = typer.Option(..., "--train", help="Dataset (shipped name, folder or .db): its train split is the pool, its test split validates every run."),
     out: Path = typer.Option(..., "--out", help="Output folder; finished runs in it are reused."),
-    ns: str = typer.Option("1,2,5,10,20,50,100", "--n", help="Comma-separated N values."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help=f"Comma-separated seeds; {default_text(LearningCurveSettings, 'seeds')}."),
-    potential: Optional[str] = typer.Option(None, "--potential", "-p", help=f"{FINETUNE_POTENTIAL_HELP} {default_text(LearningCurveSettings, 'potential').capitalize()}."),
+    test: Optional[str] = typer.Option(None, "--test", help="The same dataset as --train (the learning curve runs a study's steps, which "
+                                       "validate on the test split of the dataset they train on); default: --train."),
+    ns: Optional[str] = typer.Option(None, "--n", help=f"Comma-separated N values, each once; {default_text(LearningCurveSettings, 'ns')}."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help=f"Comma-separated seeds, each once; {default_text(LearningCurveSettings, 'seeds')}."),
+    potential: Optional[str] = typer.Option(None, "--potential", "-p", help="A registered CHGNet or SevenNet name (see 'mlip-exafs potentials'; "
+                                            "to continue from a checkpoint, run 'mlip-exafs finetune' per N). "
+                                            f"{default_text(LearningCurveSettings, 'potential').capitalize()}."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=EPOCHS_HELP + " Same for every N if given."),
     freeze: Optional[str] = typer.Option(None, "--freeze", help=FREEZE_HELP + " (The learning curve runs a study's fine-tune steps: "
                                          "other recipe settings are the recipe's defaults; 'mlip-exafs finetune' per N takes them all.)"),
@@ -92,13 +95,11 @@ def learning_curve_cmd(
     """Fine-tune N x seeds models, validate each, plot error and softening vs N."""
     from mlip_exafs.learning_curve import learning_curve  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
-    n_values = parse_int_list(ns, "--n")
-    if min(n_values) < 1:
-        raise UserError(f"--n '{ns}' contains 0; every N must be at least 1")
     recipe = recipe_from_options(epochs=epochs, freeze=freeze)
-    options = given(potential=potential, seeds=parse_int_list(seeds, "--seeds") if seeds is not None else None, forgetting_test=forgetting_test, threads=threads)
-    settings = validate_model(LearningCurveSettings, dict(train=train, test=test, ns=n_values, recipe=recipe, **options), "options")
-    with progress_bar("learning curve (fine-tune + validate)", len(n_values) * len(settings.seeds)) as advance:
+    options = given(potential=potential, ns=parse_int_list(ns, "--n") if ns is not None else None,
+                    seeds=parse_int_list(seeds, "--seeds") if seeds is not None else None, forgetting_test=forgetting_test, threads=threads)
+    settings = validate_model(LearningCurveSettings, dict(train=train, test=test if test is not None else train, recipe=recipe, **options), "options")
+    with progress_bar("learning curve (fine-tune + validate)", len(settings.ns) * len(settings.seeds)) as advance:
         result = learning_curve(settings, out, advance)
     for row in result["summary"]:
         console.print(

@@ -21,7 +21,7 @@ def sample_cmd(
     structure: Optional[str] = typer.Option(None, help=f"Override the structure; {default_text(SampleSpec, 'structure')}."),
     supercell: Optional[str] = typer.Option(None, help=f"Override the supercell, e.g. 3x3x1; {default_text(SampleSpec, 'supercell')}."),
     seed: Optional[int] = typer.Option(None, help=f"Override the seed; {default_text(SampleSpec, 'seed')}."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (default: $MLIP_EXAFS_THREADS, else all cores)."),
 ) -> None:
     """Sample MD snapshots, strained and rattled cells to label (deterministic for a seed)."""
     from mlip_exafs.sample import sample  # lazy: only when this verb runs (--help: 1.3 s, not 5)
@@ -79,6 +79,8 @@ def import_cmd(
     """Import a user's DFT labels, converting units explicitly (VASP kbar and sign → eV/Å³, ASE sign)."""
     from mlip_exafs.importers import import_files  # lazy: only when this verb runs (--help: 1.3 s, not 5)
 
+    stress_units = stress_units.strip().lower() if stress_units is not None else None  # GPa is gpa, as --absorber w is W
+    fmt = fmt.strip().lower() if fmt is not None else None
     if stress_units not in (None, "ev/a3", "gpa", "kbar-vasp"):
         raise UserError(f"unknown --stress-units '{stress_units}'; use ev/a3, gpa or kbar-vasp")
     result = import_files(files, db, **given(fmt=fmt, stress_units=stress_units))

@@ -21,9 +21,10 @@ STUDY_EXECUTOR = "local"  # study.run_study(executor=)'s default, for --help onl
 def study_cmd(
     config: Path = typer.Argument(..., help="Study YAML (e.g. examples/ws2.yaml)."),
     out: Path = typer.Option(..., "--out", help="Study folder (cache, results, report)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config: quick or paper."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="A profile of the config's 'profiles' (the examples have quick and paper; "
+                                          "ws2.yaml also quantum); default: the config as written."),
     executor: Optional[str] = typer.Option(None, "--executor", help=f"local, or dask (a LocalCluster unless --scheduler is given); default {STUDY_EXECUTOR}."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (implies --executor dask)."),
     only: Optional[str] = typer.Option(None, "--only", help="pristine: only the pretrained potentials' steps (they need no training labels); "
                                        "finetuned: only the fine-tunes and the fine-tuned potentials' steps; "
                                        "learning-curve: only the fine-tunes and validations (no MD); "
@@ -37,6 +38,10 @@ def study_cmd(
 
     if executor not in (None, "local", "dask"):
         raise UserError(f"unknown --executor '{executor}'; use local or dask")
+    if scheduler is not None and executor == "local":
+        raise UserError(f"--scheduler {scheduler} is a Dask scheduler, but --executor is local; use --executor dask or leave --executor out")
+    if scheduler is not None:
+        executor = "dask"  # a scheduler address was silently ignored by the default local executor
 
     def on_step(name: str, cached: bool) -> None:
         console.print(f"  {'cached' if cached else 'done  '} {name}")

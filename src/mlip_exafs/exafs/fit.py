@@ -25,12 +25,12 @@ from mlip_exafs.exafs import ExafsSettings, cached_potentials
 from mlip_exafs.exafs.feff import POTENTIAL_FILES, Cluster, Potentials, feff_input, run_module
 from mlip_exafs.exafs.persnapshot import cluster_of
 from mlip_exafs.geometry import build_pairs, find_shells
+from mlip_exafs.settings import R_WINDOW_BELOW_NEXT_SHELL_A
 from mlip_exafs.shells import SHELL_TOL_A  # analyze's shell tolerance: the same shells, the same names; FEFF paths this close belong to a shell
 from mlip_exafs.spectra import FTWindow, Spectrum, check_chi
 from mlip_exafs.structures import min_image_half_width
 
 SHELL_SEARCH_A = 6.0  # shells are looked for this far out (the K fitted ones and the next)
-R_WINDOW_BELOW_NEXT_SHELL_A = 0.5  # the fit's R range ends this far below the next shell's true distance
 SIGMA2_START_A2 = 0.003
 FAILED_FIT_R_FACTOR = 0.5  # above, the model misses more than half of the signal in the fit range: no result (good fits: < 0.05)
 AT_BOUND_FRACTION = 1e-3  # a parameter this close to a bound (as a fraction of its range) found no minimum inside the bounds

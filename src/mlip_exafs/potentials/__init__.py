@@ -27,7 +27,7 @@ from mlip_exafs.files import atomic_path, sha256_file
 from mlip_exafs.potentials.ase_callable import AseCallableFamily, is_callable_spec
 from mlip_exafs.potentials.base import ModelFamily, Potential, Pretrained
 from mlip_exafs.potentials.chgnet import ChgnetFamily
-from mlip_exafs.potentials.runtime import DEFAULT_DEVICE, DEVICES, Device, keep_freed_memory, resolve_device, set_torch_threads
+from mlip_exafs.potentials.runtime import DEFAULT_DEVICE, DEVICES, Device, check_device_name, keep_freed_memory, resolve_device, set_torch_threads
 from mlip_exafs.potentials.sevennet import SevenNetFamily
 
 __all__ = [
@@ -47,11 +47,15 @@ def available_potentials() -> list[Pretrained]:
 
 
 def is_checkpoint(spec: str | Path) -> bool:
-    return str(spec).lower() not in REGISTRY and not is_callable_spec(str(spec)) and Path(spec).suffix in CHECKPOINT_SUFFIXES
+    return str(spec).lower() not in REGISTRY and not is_callable_spec(str(spec)) and Path(spec).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 def unknown_potential(spec: str | Path) -> UserError:
-    return UserError(f"unknown potential '{spec}'; use one of: {', '.join(REGISTRY)}, a checkpoint .pt written by "
+    from mlip_exafs.finetune import OutFiles  # lazy: finetune imports this module; only on this error path
+
+    model = OutFiles(Path(spec)).model
+    hint = f" ({model} is a fine-tuned model in that folder)" if str(spec).strip() and model.is_file() else ""
+    return UserError(f"unknown potential '{spec}'{hint}; use one of: {', '.join(REGISTRY)}, a checkpoint .pt written by "
                      "'mlip-exafs finetune', or python:MODULE:CALLABLE (see 'mlip-exafs potentials')")
 
 
@@ -62,7 +66,7 @@ def potential_id(spec: str | Path) -> str:
     if is_callable_spec(str(spec)):
         return str(spec)
     path = Path(spec)
-    if path.suffix not in CHECKPOINT_SUFFIXES:
+    if not str(spec).strip() or path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise unknown_potential(spec)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give a .pt written by 'mlip-exafs finetune'")
@@ -91,14 +95,26 @@ def load_potential(spec: str | Path, device: str | None = None, threads: int | N
         return Potential(entry.name, identity, family, family.load_pretrained(entry, device), device)
     payload = _load_payload(spec)
     family = family_of_payload(payload, spec)
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = family.from_checkpoint(payload, device)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = family.from_checkpoint(payload, device)
+    except Exception as exc:  # the family's loader meets a damaged payload in its own way (KeyError, shape mismatch, ...)
+        raise UserError(f"refusing checkpoint {spec}: it names family {family.name} but its weights do not load "
+                        f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); "
+                        "use a checkpoint written by 'mlip-exafs finetune'") from None
     return Potential(str(spec), identity, family, model, device, payload.get("metadata", {}))
 
 
 def device_for(spec: str | Path, device: str | None = None) -> str:
-    """The device a potential runs on, as runs record it: a ``python:`` callable chooses its own."""
-    return CALLABLE_DEVICE if is_callable_spec(str(spec)) else resolve_device(device)
+    """The device a potential runs on, as runs record it: a ``python:`` callable chooses its own.
+
+    The name asked for is still checked for a callable (a typo is refused), but not whether a GPU is
+    there: a study's ``device`` reaches every step, and a callable beside GPU models passes its own.
+    """
+    if not is_callable_spec(str(spec)):
+        return resolve_device(device)
+    check_device_name(device)
+    return CALLABLE_DEVICE
 
 
 CALLABLE_DEVICE = "the callable's own"

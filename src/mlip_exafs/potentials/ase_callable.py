@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import importlib
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 import numpy as np
 from ase import Atoms
@@ -53,13 +52,22 @@ def parse(spec: str) -> CallableSpec:
     module, sep, attribute = body.rpartition(":")
     if not (sep and module and attribute):
         raise UserError(f"potential '{spec}' is not python:MODULE:CALLABLE; write e.g. {EXAMPLE}")
-    pairs = [part for part in query.split("&") if part]
-    if any("=" not in part for part in pairs):
+    pairs = [part.partition("=") for part in query.split("&") if part]  # as written: no URL decoding ('+' stays '+')
+    if any(not sep or not key for key, sep, _ in pairs):
         raise UserError(f"the arguments of potential '{spec}' must be key=value pairs joined by &; e.g. {EXAMPLE}?asap_cutoff=True")
-    return CallableSpec(module, attribute, {key: _literal(value) for key, value in parse_qsl(query, keep_blank_values=True)})
+    keys = [key for key, _, _ in pairs]
+    if len(set(keys)) < len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise UserError(f"potential '{spec}' gives {', '.join(twice)} more than once; give each argument once")
+    return CallableSpec(module, attribute, {key: _literal(value) for key, _, value in pairs})
+
+
+SPELLED_CONSTANTS = {"true": True, "false": False, "none": None}  # ?flag=false was the string 'false', which is truthy
 
 
 def _literal(text: str):
+    if text.strip().lower() in SPELLED_CONSTANTS:
+        return SPELLED_CONSTANTS[text.strip().lower()]
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

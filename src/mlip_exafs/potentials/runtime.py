@@ -21,9 +21,7 @@ def resolve_device(device: str | None = None) -> str:
     'cuda' on a machine where torch sees no GPU is refused rather than silently
     run on the CPU, so that a user who asked for a GPU learns that they have none.
     """
-    choice = (device or os.environ.get(DEVICE_ENV) or DEFAULT_DEVICE).lower()
-    if choice not in DEVICES:
-        raise UserError(f"unknown device '{device or os.environ.get(DEVICE_ENV)}'; use one of: {', '.join(DEVICES)}")
+    choice = check_device_name(device) or DEFAULT_DEVICE
     if choice == "cpu":
         return "cpu"
     import torch  # lazy: torch, seconds; only when a GPU could be meant
@@ -31,8 +29,23 @@ def resolve_device(device: str | None = None) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if choice == "cuda":
-        raise UserError(f"{setting('device')} cuda, but torch sees no CUDA GPU (CPU-only torch or no driver); use {setting('device')} cpu or auto")
+        raise UserError(f"{device_request(device, 'cuda')}, but torch sees no CUDA GPU (CPU-only torch or no driver); use {setting('device')} cpu or auto")
     return "cpu"
+
+
+def device_request(device: str | None, value: str) -> str:
+    """How the user asked for ``value``: the option (or study setting), or the environment variable."""
+    return f"{setting('device')} {value}" if device else f"${DEVICE_ENV}={value}"
+
+
+def check_device_name(device: str | None) -> str | None:
+    """The device asked for (``device`` or ``$MLIP_EXAFS_DEVICE``), lower-cased and checked; None when neither is set."""
+    asked = device or os.environ.get(DEVICE_ENV) or None
+    if asked is None:
+        return None
+    if asked.lower() not in DEVICES:
+        raise UserError(f"unknown device: {device_request(device, asked)}; use one of: {', '.join(DEVICES)}")
+    return asked.lower()
 
 
 def set_torch_threads(threads: int | None) -> int:
@@ -45,8 +58,25 @@ def set_torch_threads(threads: int | None) -> int:
     import torch  # lazy: torch, seconds; only when a model runs
 
     keep_freed_memory()
-    n = threads or int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or (os.cpu_count() or 1)
+    n = threads or threads_from_environment() or (os.cpu_count() or 1)
     torch.set_num_threads(n)
+    return n
+
+
+THREADS_ENV = "MLIP_EXAFS_THREADS"
+
+
+def threads_from_environment() -> int | None:
+    """``$MLIP_EXAFS_THREADS`` as a positive integer; None when unset or empty."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"${THREADS_ENV}={text} is not a positive whole number of threads; set it to e.g. 1, or unset it to use all cores")
     return n
 
 

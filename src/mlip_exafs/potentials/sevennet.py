@@ -38,7 +38,7 @@ class SevenNetFamily(ModelFamily):
     name = "sevennet"
     pretrained = (
         Pretrained("sevennet-0", "sevennet", "7net-0", MPTRJ, "SevenNet-0 (11Jul2024), l_max 2, 5 layers"),
-        Pretrained("sevennet-l3i5", "sevennet", "7net-l3i5", MPTRJ, "SevenNet-l3i5, l_max 3, 5 layers: the least soft offline model (NOTES)"),
+        Pretrained("sevennet-l3i5", "sevennet", "7net-l3i5", MPTRJ, "SevenNet-l3i5, l_max 3, 5 layers: the least soft offline model (docs/potentials.md)"),
         Pretrained("sevennet-mf-0", "sevennet", "7net-mf-0", "multi-fidelity: MPtrj (PBE/PBE+U) and MP r2SCAN; run with its PBE head",
                    "SevenNet-MF-0, PBE head", {"modal": MF_HEAD}),
     )

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from mlip_exafs.potentials.runtime import THREADS_ENV, threads_from_environment
 from mlip_exafs.study.steps import CHILD_MODULE, Step, all_hashes, cached_result, run_step
 
 OnStep = Callable[[str, bool], None]
@@ -89,7 +90,7 @@ def threads_per_step() -> int:
     the same step made a 432-atom CHGNet MD at most 1.5x faster, and threads that
     outnumber the cores spin (docs/study.md).
     """
-    return int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or 1
+    return threads_from_environment() or 1
 
 
 def available_cores() -> int:
@@ -103,8 +104,8 @@ def available_cores() -> int:
 @contextmanager
 def _step_threads(threads: int) -> Iterator[None]:
     """Give the step children ``threads`` torch threads (they inherit this process's environment), then restore it."""
-    saved = {name: os.environ.get(name) for name in ("MLIP_EXAFS_THREADS", "OMP_WAIT_POLICY")}
-    os.environ["MLIP_EXAFS_THREADS"] = str(threads)
+    saved = {name: os.environ.get(name) for name in (THREADS_ENV, "OMP_WAIT_POLICY")}
+    os.environ[THREADS_ENV] = str(threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as on the Dask workers: idle OpenMP threads sleep, not spin
     try:
         yield
@@ -173,7 +174,7 @@ def local_cluster(workers: int):
     from dask.distributed import LocalCluster  # lazy: dask, seconds to import; only a Dask run needs it
 
     workers = max(1, min(workers, available_cores()))  # torch threads x processes must not exceed the cores (taskset, cgroups)
-    threads = int(os.environ.get("MLIP_EXAFS_THREADS", 0)) or max(1, available_cores() // workers)
+    threads = threads_from_environment() or max(1, available_cores() // workers)
     env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
     with dask.config.set(QUIET_LOCAL_CLUSTER):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
