@@ -223,6 +223,15 @@ class LearningCurveSettings(BaseModel):
 DEFAULT_SHELL_RMAX_A = 4.5  # first shells, the ones an EXAFS fit resolves
 
 
+def refuse_supercell_alone(settings: BaseModel, structure_key: str, instead: str) -> None:
+    """``<structure_key>_supercell`` repeats ``<structure_key>``: given alone it would be recorded and unused."""
+    supercell_key = f"{structure_key}_supercell"
+    supercell = getattr(settings, supercell_key)
+    if supercell is not None and getattr(settings, structure_key) is None:
+        raise UserError(f"{setting(supercell_key)} {supercell} repeats the ideal structure of {setting(structure_key)}, which is not given "
+                        f"({instead}); give {setting(structure_key)} too, or leave {setting(supercell_key)} out")
+
+
 def element_case(symbol: str | None) -> str | None:
     """'w' is W, as compare reads an absorber: analyze, exafs and compare take any case."""
     return symbol.strip().capitalize() if symbol else symbol
@@ -249,10 +258,7 @@ class AnalysisSettings(BaseModel):
     @model_validator(mode="after")
     def _supercell_of_a_reference(self) -> "AnalysisSettings":
         """Without a reference each trajectory's own average is the reference: a supercell would be recorded and unused."""
-        if self.reference_supercell is not None and self.reference is None:
-            raise UserError(f"{setting('reference_supercell')} {self.reference_supercell} repeats the ideal structure of {setting('reference')}, "
-                            f"which is not given (each trajectory's average is the reference); give {setting('reference')} too, "
-                            f"or leave {setting('reference_supercell')} out")
+        refuse_supercell_alone(self, "reference", "each trajectory's average is the reference")
         return self
 
 
@@ -304,10 +310,7 @@ class ExafsSettings(BaseModel):
     @model_validator(mode="after")
     def _supercell_of_an_ideal(self) -> "ExafsSettings":
         """Without an ideal structure the frame average is the reference: a supercell would be recorded and unused."""
-        if self.ideal_supercell is not None and self.ideal is None:
-            raise UserError(f"{setting('ideal_supercell')} {self.ideal_supercell} repeats the ideal structure of {setting('ideal')}, "
-                            f"which is not given (the frame average is the reference); give {setting('ideal')} too, "
-                            f"or leave {setting('ideal_supercell')} out")
+        refuse_supercell_alone(self, "ideal", "the frame average is the reference")
         return self
 
 
