@@ -160,6 +160,7 @@ def test_corrupted_checkpoint_is_a_one_line_error(tmp_path):
         (["--beads", "8", *SHORT], "--beads 8 is used only by path-integral MD, but this run has classical nuclei; set --nuclei path-integral, or leave --beads out"),
         (["--nuclei", "corrected", "--beads", "8", *SHORT], "--beads 8 is used only by path-integral MD, but this run has corrected nuclei"),
         (["--checkpoint-every", "3fs", *SHORT], "checkpoint interval (--checkpoint-every) 3 fs is not a whole number of 2 fs timesteps; choose a multiple of the timestep"),
+        (["--nuclei", "path-integral", "--thermostat", "langevin", *SHORT], "--thermostat langevin is not used by path-integral MD, which i-PI thermostats with PILE-L"),
     ],
 )
 def test_bad_md_inputs_are_one_line_errors(tmp_path, args, needle):

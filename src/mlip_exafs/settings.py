@@ -92,6 +92,9 @@ class MdSettings(BaseModel):
 
     @model_validator(mode="after")
     def _thermostat_of_the_nuclei(self) -> "MdSettings":
+        if self.thermostat is not None and self.nuclei == "path-integral" and "thermostat" in self.model_fields_set:
+            raise UserError(f"{setting('thermostat')} {self.thermostat} is not used by path-integral MD, which i-PI thermostats with PILE-L "
+                            f"(time {setting('thermostat_time_fs')}; docs/md.md); leave {setting('thermostat')} out")
         if self.thermostat is None:
             self.thermostat = default_thermostat(self.nuclei)
         return self
