@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import assert_nothing_written, assert_one_line_error, cli, requires_cp2k, run_cli
+from mlip_exafs.errors import UserError
 from fake_dft import write_fake_dataset, write_fake_db
 
 TINY_STUDY = {
@@ -289,7 +290,7 @@ def test_dask_gets_the_chain_lengths_as_priorities(study_root, tmp_path, monkeyp
     class Client:
         submitted: dict[str, int] = {}
 
-        def __init__(self, cluster):
+        def __init__(self, cluster, **options):
             pass
 
         def submit(self, func, *args, key, pure, priority):
@@ -507,7 +508,7 @@ def test_a_changed_step_keeps_its_finished_result_until_the_new_run_finishes(tmp
     write_json(finished / STEP_FILE, {"inputs_hash": "old", "result": {"snapshots": "x"}})
     (finished / "snapshots.extxyz").write_text("frames")
 
-    def fails(folder, step, deps):
+    def fails(folder, step, deps, environment):
         raise RuntimeError("the stage refused a setting")
 
     monkeypatch.setattr(steps_module, "_run_in_child", fails)
@@ -516,7 +517,7 @@ def test_a_changed_step_keeps_its_finished_result_until_the_new_run_finishes(tmp
     aside = root / REPLACED_DIR / step.name
     assert (aside / "snapshots.extxyz").read_text() == "frames" and (aside / STEP_FILE).exists()
 
-    monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps: {"snapshots": "y"})
+    monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps, environment: {"snapshots": "y"})
     assert run_step(root, step, "new", {}) == {"snapshots": "y"}
     assert not aside.exists()  # removed once its replacement finished
 
@@ -537,7 +538,7 @@ def test_a_study_folder_moved_or_finished_elsewhere_hands_its_next_steps_files_t
     result = run_step(root, md, "h", {})
     assert result == {**ran_elsewhere, "snapshots": str(root / md.name / "snapshots.extxyz")}
     seen = {}
-    monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps: seen.update(deps) or {})
+    monkeypatch.setattr(steps_module, "_run_in_child", lambda folder, step, deps, environment: seen.update(deps) or {})
     run_step(root, exafs, "e", {md.name: result})
     assert Path(seen[md.name]["snapshots"]).read_text() == "frames"
 
@@ -595,3 +596,37 @@ def test_a_scheduler_with_the_local_executor_is_refused(capsys, tmp_path):
     assert_one_line_error(cli(capsys, "study", "examples/w.yaml", "--out", out, "--executor", "local", "--scheduler", "tcp://127.0.0.1:1"),
                           "--scheduler tcp://127.0.0.1:1 is a Dask scheduler, but --executor is local")
     assert_nothing_written(out)
+
+
+def test_stopping_a_study_on_dask_stops_only_its_own_step_children(tmp_path):
+    """A Dask worker's step thread waits on a child that Dask cannot cancel: the study SIGTERMs the children under its folder."""
+    from mlip_exafs.study.executor import stop_step_children
+    from mlip_exafs.study.steps import CHILD_MODULE
+
+    def fake_child(root):
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", CHILD_MODULE, str(root / "steps" / "md-x")])
+
+    ours, theirs = fake_child(tmp_path / "ours"), fake_child(tmp_path / "ours-too-long-a-name")
+    try:
+        time.sleep(0.5)  # both have exec'd: their argv is the command line above
+        assert stop_step_children(str(tmp_path / "ours" / "steps")) == [ours.pid]
+        assert ours.wait(timeout=10) == -signal.SIGTERM and theirs.poll() is None
+    finally:
+        theirs.kill()
+        ours.kill()
+
+
+def test_dask_scheduler_address_and_runtime_settings(monkeypatch):
+    """A malformed address is one line (it was a 182-line traceback); a remote study hands its threads and device to
+    every step, and checks only the device's name on this machine (a CPU login node may send GPU work)."""
+    from mlip_exafs.study import runtime_environment
+    from mlip_exafs.study.config import StudyConfig
+    from mlip_exafs.study.executor import connect
+
+    with pytest.raises(UserError, match="cannot reach the Dask scheduler localhost"):
+        connect("localhost", 1)
+    config = StudyConfig(name="t", structure="ws2", absorber="W", pristine=["chgnet"], threads=3)
+    assert runtime_environment(config, "cuda", "tcp://gpu-node:8786") == {"MLIP_EXAFS_THREADS": "3", "MLIP_EXAFS_DEVICE": "cuda"}
+    assert runtime_environment(config, "cpu", None) == {"MLIP_EXAFS_THREADS": "3", "MLIP_EXAFS_DEVICE": "cpu"}
+    with pytest.raises(UserError, match="unknown device"):
+        runtime_environment(config, "gpu", "tcp://gpu-node:8786")

@@ -1,11 +1,14 @@
 """Child processes that die with their parent (Linux ``PR_SET_PDEATHSIG``): a killed study or md leaves no step
-child or i-PI behind that keeps writing."""
+child or i-PI behind that keeps writing; and SIGTERM handled as Ctrl-C where a clean stop matters."""
 
 from __future__ import annotations
 
 import ctypes
+import signal
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1
 
@@ -28,3 +31,24 @@ def dies_with_parent(sig: int) -> Callable[[], None]:
             prctl(PR_SET_PDEATHSIG, sig)
 
     return preexec
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM (``kill``, SLURM's ``scancel``) stops the main thread as Ctrl-C does.
+
+    A study killed by SIGTERM died at once: its lock file stayed, and its steps on Dask workers ran on.
+    As a KeyboardInterrupt it stops its steps, removes its lock and says how to resume.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

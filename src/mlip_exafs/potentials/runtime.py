@@ -49,7 +49,7 @@ def check_device_name(device: str | None) -> str | None:
 
 
 def set_torch_threads(threads: int | None) -> int:
-    """Use ``threads`` torch threads (default: ``$MLIP_EXAFS_THREADS``, else all cores), and keep freed memory.
+    """Use ``threads`` torch threads (default: ``$MLIP_EXAFS_THREADS``, else the cores this process may use), and keep freed memory.
 
     On a shared CPU, oversubscribed torch threads spin and make every call
     tens of times slower, so callers running several processes must lower it.
@@ -58,12 +58,20 @@ def set_torch_threads(threads: int | None) -> int:
     import torch  # lazy: torch, seconds; only when a model runs
 
     keep_freed_memory()
-    n = threads or threads_from_environment() or (os.cpu_count() or 1)
+    n = threads or threads_from_environment() or available_cores()
     torch.set_num_threads(n)
     return n
 
 
 THREADS_ENV = "MLIP_EXAFS_THREADS"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (``taskset``, cgroup CPU sets, a SLURM job's CPUs), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def threads_from_environment() -> int | None:

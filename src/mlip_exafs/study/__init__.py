@@ -22,7 +22,8 @@ from mlip_exafs.dataset import assert_disjoint, dataset_folder, load_structures
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_folder, read_json, write_json, writer_lock
-from mlip_exafs.potentials.runtime import DEVICE_ENV, resolve_device
+from mlip_exafs.potentials.runtime import DEVICE_ENV, THREADS_ENV, check_device_name, resolve_device
+from mlip_exafs.processes import terminate_as_interrupt
 from mlip_exafs.provenance import package_versions
 from mlip_exafs.structures import load_structure, min_image_half_width
 from mlip_exafs.study.checks import check_study
@@ -65,10 +66,8 @@ def run_study(
     if scheduler:  # the workers of a scheduler started elsewhere would resolve a relative folder against their own
         out = Path(out).resolve()
     config = load_study_config(config_path, profile)
-    if config.threads:  # inherited by every step's child process (and by local Dask workers)
-        os.environ["MLIP_EXAFS_THREADS"] = str(config.threads)
-    if device or config.device:  # like threads: a runtime choice, not part of any step's identity
-        os.environ[DEVICE_ENV] = resolve_device(device or config.device)  # 'cuda' without a GPU fails here, before any step
+    runtime = runtime_environment(config, device, scheduler)
+    os.environ.update(runtime)  # inherited by every step's child process here (and by local Dask workers)
     selections = only_selections(only)  # a misspelt selection first: before the dataset is looked for
     all_steps = build_steps(config)
     if "learning-curve" in selections and config.dataset is None:
@@ -76,12 +75,12 @@ def run_study(
     _check_before_running(config, check_training_pool="pristine" not in selections)
     steps = selected_steps(config, all_steps, selections) if selections else all_steps
     out.mkdir(parents=True, exist_ok=True)
-    with study_lock(out):
+    with terminate_as_interrupt(), study_lock(out):
         _write_if_changed(out / RECORD_FILE, _study_record(config, profile, all_hashes(all_steps)))
         started = time.perf_counter()
         to_run = [s for s in steps if s.name not in cached_names(steps, out / STEPS_DIR, all_hashes(steps))]
         if executor == "dask":
-            results = run_dask(steps, out / STEPS_DIR, scheduler, on_step=on_step)
+            results = run_dask(steps, out / STEPS_DIR, scheduler, on_step=on_step, environment=runtime)
         else:
             results = run_local(steps, out / STEPS_DIR, on_step=on_step)
         elapsed_s = time.perf_counter() - started
@@ -96,6 +95,21 @@ def run_study(
 
             write_report(out)
     return summary
+
+
+def runtime_environment(config: StudyConfig, device: str | None, scheduler: str | None) -> dict[str, str]:
+    """The study's torch threads and device as the variables every step's child reads, wherever it runs.
+
+    Runtime choices, not part of any step's identity. Set here, they reach this machine's children; a remote
+    Dask worker gets them with each step (it ignored them, and took all of a node's cores). A device is
+    resolved here ('cuda' without a GPU fails before any step), except for a remote scheduler, whose
+    workers may have the GPU this login node lacks: there only its name is checked.
+    """
+    runtime = {THREADS_ENV: str(config.threads)} if config.threads else {}
+    if device or config.device:
+        name = device or config.device
+        runtime[DEVICE_ENV] = check_device_name(name) if scheduler else resolve_device(name)
+    return runtime
 
 
 ONLY = {

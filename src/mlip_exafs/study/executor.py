@@ -9,14 +9,16 @@ does the same across workers.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mlip_exafs.potentials.runtime import THREADS_ENV, threads_from_environment
+from mlip_exafs.errors import UserError
+from mlip_exafs.potentials.runtime import THREADS_ENV, available_cores, threads_from_environment
 from mlip_exafs.study.steps import CHILD_MODULE, Step, all_hashes, cached_result, run_step
 
 OnStep = Callable[[str, bool], None]
@@ -93,14 +95,6 @@ def threads_per_step() -> int:
     return threads_from_environment() or 1
 
 
-def available_cores() -> int:
-    """Cores this process may run on (``taskset``/cgroup CPU sets), not all the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 @contextmanager
 def _step_threads(threads: int) -> Iterator[None]:
     """Give the step children ``threads`` torch threads (they inherit this process's environment), then restore it."""
@@ -134,9 +128,13 @@ def _stop(running: dict[Future, str]) -> None:
         wait(running, timeout=0.5)
 
 
-def step_process_ids(parent: int | None = None) -> list[int]:
-    """Pids of the step children of ``parent`` (default: this process), read from ``/proc``; none elsewhere."""
+def step_process_ids(parent: int | None = None, root: str | Path | None = None) -> list[int]:
+    """Pids of the step children of ``parent`` (default: this process), read from ``/proc``; none elsewhere.
+
+    ``root``: only those running a step folder under it (a shared Dask worker also runs other studies' steps).
+    """
     parent = parent or os.getpid()
+    inside = (str(Path(root)).rstrip("/") + "/").encode() if root is not None else None
     pids = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
@@ -144,8 +142,24 @@ def step_process_ids(parent: int | None = None) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):  # gone meanwhile, or not readable
             continue
-        if ppid == parent and CHILD_MODULE.encode() in argv:
+        if ppid == parent and CHILD_MODULE.encode() in argv and (inside is None or any(arg.startswith(inside) for arg in argv)):
             pids.append(int(entry.name))
+    return pids
+
+
+def stop_step_children(root: str) -> list[int]:
+    """SIGTERM this process's step children that work under ``root``; run on every Dask worker when a study stops.
+
+    A worker runs a step in a thread that waits on the step's child, and Dask cannot stop a running task:
+    without this, an interrupted study's MD ran on to its end on the worker, and the rerun waited for it
+    (or, from another executor, found its folder locked by a pid on another machine).
+    """
+    pids = step_process_ids(root=root)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:  # it finished meanwhile
+            pass
     return pids
 
 
@@ -169,45 +183,105 @@ QUIET_LOCAL_CLUSTER = {
 
 
 def local_cluster(workers: int):
-    """``workers`` single-threaded worker processes; each step's child gets cores / workers torch threads."""
+    """``workers`` single-threaded worker processes; each step's child gets cores / workers torch threads.
+
+    The workers start with SIGINT ignored: a Ctrl-C reaches the whole process group, and each worker printed a
+    KeyboardInterrupt traceback before the study's one line. The study stops them (and their steps) itself.
+    """
     import dask  # lazy: dask, seconds to import; only a Dask run needs it
     from dask.distributed import LocalCluster  # lazy: dask, seconds to import; only a Dask run needs it
 
     workers = max(1, min(workers, available_cores()))  # torch threads x processes must not exceed the cores (taskset, cgroups)
     threads = threads_from_environment() or max(1, available_cores() // workers)
     env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
-    with dask.config.set(QUIET_LOCAL_CLUSTER):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with dask.config.set(QUIET_LOCAL_CLUSTER):
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, workers: int = 2, on_step=None) -> dict[str, dict]:
+def quiet_cancellation_warnings() -> None:
+    """On a local cluster's worker: a study stopped by Ctrl-C releases its running tasks, and each worker logged a
+    warning per task ('Async instruction ... ended with CancelledError') before the study's one line."""
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+
+def connect(scheduler: str | None, workers: int):
+    """(client, local cluster or None); an unreachable or malformed scheduler address is one line, not a traceback."""
+    from dask.distributed import Client  # lazy: dask, seconds to import; only a Dask run needs it
+
+    if scheduler is None:
+        cluster = local_cluster(workers)
+        client = Client(cluster)
+        client.run(quiet_cancellation_warnings)
+        return client, cluster
+    try:
+        return Client(scheduler, timeout="30s"), None
+    except (OSError, ValueError, TimeoutError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot reach the Dask scheduler {scheduler} ({reason}); check the address (tcp://HOST:PORT) and that the scheduler "
+                        "still runs") from None
+
+
+def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, workers: int = 2, on_step=None,
+             environment: dict[str, str] | None = None) -> dict[str, dict]:
     """Submit every step at once; Dask orders them by their dependencies, and ready ones as ``run_local`` does.
 
     Each step's Dask priority is its chain length (:func:`chain_lengths`): without it Dask ran ready steps in
     submission order, so the WS2 paper study's pristine SevenNet-0 MD (6.2 h) started after all 21 fine-tunes and
     ran alone at the end. Without a scheduler address a LocalCluster of ``workers`` single-threaded
-    processes is started (torch threads x workers must not exceed the cores).
+    processes is started (torch threads x workers must not exceed the cores). ``environment``: the study's
+    runtime settings (torch threads, device) for every step's child, wherever its worker runs. When the study
+    stops (an error, Ctrl-C, SIGTERM), its steps' children on every worker are stopped too.
     """
-    from dask.distributed import Client, as_completed  # lazy: dask, seconds to import; only a Dask run needs it
+    from dask.distributed import as_completed  # lazy: dask, seconds to import; only a Dask run needs it
 
     hashes = all_hashes(steps)
-    cluster = None if scheduler else local_cluster(workers)
-    client = Client(scheduler or cluster)
+    client, cluster = connect(scheduler, workers)
     cached_at_start = cached_names(steps, root, hashes)
     chain = chain_lengths(steps)
+    futures = {}
     try:
-        futures = {}
         for step in steps:
             deps = {d: futures[d] for d in step.deps}
-            futures[step.name] = client.submit(run_step, root, step, hashes[step.name], deps, key=f"{step.name}-{hashes[step.name]}",
+            futures[step.name] = client.submit(run_step, root, step, hashes[step.name], deps, environment, key=f"{step.name}-{hashes[step.name]}",
                                                pure=False, priority=chain[step.name])
         names = {f.key: n for n, f in futures.items()}
         for future in as_completed(list(futures.values())):
-            future.result()  # re-raises a step's error here
+            _result_of(future, names[future.key])  # re-raises a step's error here
             if on_step:
                 on_step(names[future.key], names[future.key] in cached_at_start)
         return {name: f.result() for name, f in futures.items()}
+    except BaseException:
+        _stop_on_workers(client, list(futures.values()) if cluster is None else [], root)  # a local cluster closes below anyway
+        raise
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _result_of(future, name: str):
+    """A step's result; a worker lost to SLURM (walltime, preemption, memory) or a scheduler gone is one line."""
+    from distributed.scheduler import KilledWorker  # lazy: dask, seconds to import; only a Dask run needs it
+
+    try:
+        return future.result()
+    except KilledWorker:
+        raise UserError(f"step {name}: its Dask worker died repeatedly (a job's walltime, preemption or memory limit?); "
+                        "give the jobs more time or memory, then rerun the study to resume") from None
+    except (CancelledError, OSError) as exc:
+        raise UserError(f"step {name}: the Dask scheduler or its worker went away ({type(exc).__name__}); rerun the study to resume") from None
+
+
+def _stop_on_workers(client, futures: list, root: Path) -> None:
+    """Cancel ``futures`` (no new step starts) and SIGTERM the study's step children on every worker (best effort:
+    the cluster may be gone). Cancelling running tasks makes each worker log a warning: only a remote cluster needs it."""
+    try:
+        if futures:
+            client.cancel(futures, force=True)
+        client.run(stop_step_children, str(root))
+    except Exception:  # the scheduler or the workers are gone: so are their children (they die with their worker)
+        pass

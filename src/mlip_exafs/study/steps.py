@@ -145,12 +145,13 @@ def rebased(result: dict, folder: Path) -> dict:
     return {key: here(value) for key, value in result.items()}
 
 
-def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) -> dict:
+def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict], environment: dict[str, str] | None = None) -> dict:
     """Run one step unless its result is cached; safe to call from a Dask worker.
 
     The action runs in a fresh child process: its numbers then cannot depend on
     what ran before in the same process (library state, loaded models), so a
-    resumed, a local and a Dask study give identical results.
+    resumed, a local and a Dask study give identical results. ``environment``: variables
+    the child gets on top of this process's (the study's threads and device, on a remote worker).
     """
     cached = cached_result(root, step, digest)
     if cached is not None:
@@ -168,7 +169,7 @@ def run_step(root: Path, step: Step, digest: str, dep_results: dict[str, dict]) 
     write_text(stamp, digest)
     earlier_s = _start_run(folder)
     started = time.perf_counter()
-    result = _run_in_child(folder, step, dep_results)
+    result = _run_in_child(folder, step, dep_results, environment or {})
     wall_s = round(earlier_s + time.perf_counter() - started, 1)
     write_json(folder / STEP_FILE, {"step": step.name, "action": step.action, "params": step.params, "files": step.files, "inputs_hash": digest,
                                       "wall_s": wall_s, "result": result})
@@ -252,13 +253,13 @@ def result_of(deps: dict[str, dict], prefix: str) -> Any:
 CALL_FILE, RESULT_FILE, ERROR_FILE, LOG_FILE = ".step-call.json", ".step-result.json", ".step-error.json", "step.log"
 
 
-def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict]) -> dict:
+def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict], environment: dict[str, str]) -> dict:
     """``python -m CHILD_MODULE FOLDER``; dies with its parent (no orphan writes on after a kill)."""
     for name in (RESULT_FILE, ERROR_FILE):
         (folder / name).unlink(missing_ok=True)
     write_json(folder / CALL_FILE, {"action": step.action, "params": step.params, "deps": dep_results})
     with open(folder / LOG_FILE, "a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, str(folder)], stdout=log, stderr=log, env=step_environment(),
+        proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, str(folder)], stdout=log, stderr=log, env={**step_environment(), **environment},
                                 preexec_fn=dies_with_parent(signal.SIGKILL))
         while True:
             try:
