@@ -128,3 +128,16 @@ def test_ctrl_c_in_study_exits_130_and_the_rerun_keeps_finished_steps(tiny_study
         assert (out / "steps" / name / "step.json").stat().st_mtime_ns == mtime
     assert (out / "summary.json").exists()
 
+
+
+def test_sigterm_inside_a_study_stops_it_as_ctrl_c_does():
+    """A SIGTERM (kill, scancel) killed a study at once: its lock stayed and its Dask steps ran on. Inside
+    ``terminate_as_interrupt`` it is a KeyboardInterrupt (the study's stop path); outside, the handler is the old one."""
+    from mlip_exafs.processes import terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with terminate_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs as soon as the interpreter resumes
+            time.sleep(5)  # not reached
+    assert signal.getsignal(signal.SIGTERM) is before
