@@ -630,3 +630,22 @@ def test_dask_scheduler_address_and_runtime_settings(monkeypatch):
     assert runtime_environment(config, "cpu", None) == {"MLIP_EXAFS_THREADS": "3", "MLIP_EXAFS_DEVICE": "cpu"}
     with pytest.raises(UserError, match="unknown device"):
         runtime_environment(config, "gpu", "tcp://gpu-node:8786")
+
+
+def test_a_local_dask_cluster_runs_as_many_steps_as_the_local_executor(monkeypatch, tmp_path):
+    """It was always 2 workers: on 64 cores, 2 steps of 32 torch threads each (docs/study.md: one thread per step is faster)."""
+    from mlip_exafs.study import executor
+
+    seen = {}
+
+    def connect(scheduler, workers):
+        seen["workers"] = workers
+        raise UserError("stop here")
+
+    monkeypatch.setattr(executor, "connect", connect)
+    monkeypatch.setattr(executor, "available_cores", lambda: 8)
+    for threads, workers in (("2", 4), ("1", 8)):
+        monkeypatch.setenv("MLIP_EXAFS_THREADS", threads)
+        with pytest.raises(UserError):
+            executor.run_dask([], tmp_path)
+        assert seen["workers"] == workers

@@ -225,21 +225,22 @@ def connect(scheduler: str | None, workers: int):
                         "still runs") from None
 
 
-def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, workers: int = 2, on_step=None,
+def run_dask(steps: list[Step], root: Path, scheduler: str | None = None, workers: int | None = None, on_step=None,
              environment: dict[str, str] | None = None) -> dict[str, dict]:
     """Submit every step at once; Dask orders them by their dependencies, and ready ones as ``run_local`` does.
 
     Each step's Dask priority is its chain length (:func:`chain_lengths`): without it Dask ran ready steps in
     submission order, so the WS2 paper study's pristine SevenNet-0 MD (6.2 h) started after all 21 fine-tunes and
     ran alone at the end. Without a scheduler address a LocalCluster of ``workers`` single-threaded
-    processes is started (torch threads x workers must not exceed the cores). ``environment``: the study's
+    processes is started (default: cores / threads per step, as ``run_local`` runs steps at once; it was
+    always 2, so a 64-core workstation ran 2 steps of 32 torch threads each). ``environment``: the study's
     runtime settings (torch threads, device) for every step's child, wherever its worker runs. When the study
     stops (an error, Ctrl-C, SIGTERM), its steps' children on every worker are stopped too.
     """
     from dask.distributed import as_completed  # lazy: dask, seconds to import; only a Dask run needs it
 
     hashes = all_hashes(steps)
-    client, cluster = connect(scheduler, workers)
+    client, cluster = connect(scheduler, workers or max(1, available_cores() // threads_per_step()))
     cached_at_start = cached_names(steps, root, hashes)
     chain = chain_lengths(steps)
     futures = {}
