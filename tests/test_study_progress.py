@@ -102,3 +102,16 @@ def test_a_step_that_stopped_with_an_error_is_failed_and_says_why(study, capsys)
     assert step.state == "failed" and step.last_line == "error: the MD blew up at step 12; lower the timestep"
     out = cli(capsys, "progress", str(root)).stdout
     assert "1 failed" in out and "failed steps stop again when rerun" in out
+
+
+def test_a_step_whose_child_exited_is_not_running_even_with_a_fresh_heartbeat(study):
+    """A study stopped by Ctrl-C, SIGTERM or an error showed its steps 'running' for up to a minute after: the step's
+    run record now says that its child exited."""
+    from mlip_exafs.study.steps import _heartbeat
+
+    root, hashes = study
+    now = time.time()
+    _started(root, "md-chgnet", hashes["md-chgnet"], now - 600, now - 5, log="MD 300 K: 10/20\n")
+    assert {s.name: s for s in study_progress(root, now)}["md-chgnet"].state == "running"
+    _heartbeat(root / "steps" / "md-chgnet", ended=True)
+    assert {s.name: s for s in study_progress(root, time.time())}["md-chgnet"].state == "interrupted"

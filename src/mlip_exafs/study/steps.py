@@ -210,6 +210,7 @@ class RunRecord:
     started: float
     alive_until: float
     earlier_s: float
+    ended: bool = False  # its child exited (a step stopped by an error, Ctrl-C or SIGTERM is not "running" for 60 s more)
 
     def spent_s(self, now: float | None = None) -> float:
         """Every run's time up to the last heartbeat (up to ``now`` while alive)."""
@@ -217,15 +218,15 @@ class RunRecord:
         return self.earlier_s + max(0.0, until - self.started)
 
     def alive_at(self, now: float) -> bool:
-        """A heartbeat within two periods: some process still runs the step."""
-        return now - self.alive_until < 2 * HEARTBEAT_S
+        """A heartbeat within two periods, and the child not known to have exited: some process still runs the step."""
+        return not self.ended and now - self.alive_until < 2 * HEARTBEAT_S
 
 
 def run_record(folder: Path) -> RunRecord | None:
     if not (folder / RUN_FILE).exists():
         return None
     record = read_json(folder / RUN_FILE)
-    return RunRecord(record["started"], record.get("alive_until", record["started"]), record["earlier_s"])
+    return RunRecord(record["started"], record.get("alive_until", record["started"]), record["earlier_s"], record.get("ended", False))
 
 
 def _start_run(folder: Path) -> float:
@@ -237,9 +238,9 @@ def _start_run(folder: Path) -> float:
     return earlier_s
 
 
-def _heartbeat(folder: Path) -> None:
+def _heartbeat(folder: Path, ended: bool = False) -> None:
     record = read_json(folder / RUN_FILE)
-    write_json(folder / RUN_FILE, {**record, "alive_until": time.time()})
+    write_json(folder / RUN_FILE, {**record, "alive_until": time.time(), **({"ended": True} if ended else {})})
 
 
 def result_of(deps: dict[str, dict], prefix: str) -> Any:
@@ -261,12 +262,16 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict], enviro
     with open(folder / LOG_FILE, "a") as log:
         proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, str(folder)], stdout=log, stderr=log, env={**step_environment(), **environment},
                                 preexec_fn=dies_with_parent(signal.SIGKILL))
-        while True:
-            try:
-                proc.wait(timeout=HEARTBEAT_S)
-                break
-            except subprocess.TimeoutExpired:
-                _heartbeat(folder)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=HEARTBEAT_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    _heartbeat(folder)
+        finally:
+            if proc.poll() is not None:  # exited (a KeyboardInterrupt here leaves a child that the study stops itself)
+                _heartbeat(folder, ended=True)
     if (folder / ERROR_FILE).exists():
         raise UserError(f"step {step.name}: {in_terms(read_json(folder / ERROR_FILE)['message'], yaml_names(step.action))}")
     if proc.returncode < 0:  # killed by a signal: out of memory, kill -9
