@@ -413,3 +413,13 @@ def test_a_one_frame_theory_is_not_converged_and_says_why(theory_chi, tmp_path):
 def test_a_k_window_too_short_names_the_limit_that_cut_it(theory_chi, tmp_path):
     with pytest.raises(UserError, match=r"overlap only up to k = 14.0 1/Å \('?kmax_inv_a'?\), less than 3 1/Å above '?kmin_inv_a'? 12; lower"):
         compare(theory_chi.parent, W_FOIL, CompareSettings(kmin_inv_a=12.0), tmp_path / "out")
+
+
+def test_one_shell_fit_of_a_compound_gets_every_potential_into_feffs_cluster(tmp_path):
+    """SrTiO3's first Sr shell is O at 2.76 Å; the fit's cluster (shell + 1.1 Å) held no Sr or Ti besides the absorber,
+    and FEFF8L stopped with 'Cannot calculate potentials'. The cluster now grows until it holds every potential."""
+    from mlip_exafs.exafs.fit import ShellFitSettings, shell_paths
+    from mlip_exafs.structures import load_structure
+
+    paths, next_shell_a = shell_paths(load_structure("srtio3"), "Sr", "K", ShellFitSettings(n_shells=1, scf_radius_a=None), tmp_path)
+    assert len(paths) == 1 and next_shell_a == pytest.approx(3.905 * 3**0.5 / 2, abs=1e-3)  # Sr–Ti

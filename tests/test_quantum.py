@@ -377,7 +377,7 @@ def test_einstein_fit_recovers_theta_and_static_offset():
     assert einstein_temperatures(by_t, "W", "corrected")["W-W1"]["theta_e_k"] == pytest.approx(230.0, rel=1e-3)
 
 
-def test_study_temperature_series_steps_and_summary():
+def test_study_temperature_series_steps_and_summary(tmp_path):
     """md.temperatures_k: one md/analyze/exafs per T, the first under the old names; summary by_temperature + einstein_k."""
     from mlip_exafs.study.config import load_study_config
     from mlip_exafs.study.pipeline import build_steps, summarize
@@ -414,3 +414,21 @@ def test_study_temperature_series_steps_and_summary():
     assert set(chgnet["by_temperature"]) == {"300", "10"}
     assert chgnet["msrd"] == chgnet["by_temperature"]["300"]["msrd"]
     assert chgnet["einstein_k"]["W-W1"]["theta_e_k"] == pytest.approx(230.0, rel=1e-2)
+    # the MDs ran colder than their targets (8.9 and 268 K, as a small cell's did): σ² belongs to those, and so does the fit
+    import json as json_module
+
+    from mlip_exafs.md import OutFiles as MdFiles
+
+    ran_at = {"@10K": 8.9, "": 268.0}
+    for step in build_steps(series):
+        tag = "@10K" if "@10K" in step.name else ""
+        if step.action == "md":
+            files = MdFiles(tmp_path / step.name)
+            files.summary.parent.mkdir(parents=True)
+            files.summary.write_text(json_module.dumps({"production_temperature_k": {"mean": ran_at[tag], "std": 1.0}}))
+            results[step.name] = {"snapshots": str(files.summary.parent / "snapshots.extxyz")}
+        elif step.action == "analyze":
+            results[step.name]["msrd"]["W-W1"]["sigma2"] = harmonic_sigma2_a2(omega, mu, ran_at[tag])
+    chgnet = summarize(series, results)["potentials"]["chgnet"]
+    assert chgnet["by_temperature"]["10"]["production_temperature_k"] == 8.9
+    assert chgnet["einstein_k"]["W-W1"]["theta_e_k"] == pytest.approx(230.0, rel=1e-2)  # at the targets: 7 % off

@@ -111,6 +111,7 @@ def test_one_experiment_block_keeps_its_step_hashes(tmp_path):
     ("no-temperature", ["foil.xdi", "no Sample.temperature", "temperature_k"]),
     ("unmatched", ["foil.xdi is at 100 K", "md.temperatures_k"]),
     ("same-temperature", ["two experiment spectra are at 300 K"]),
+    ("header-contradicted", ["foil.xdi: temperature_k is 300 K but its header says '100 K' (100 K)", "the spectrum you mean"]),
     ("finetune-without-dataset", ["finetune needs a dataset"]),
 ])
 def test_bad_spectra_and_a_finetune_without_dataset_are_one_line_errors_at_load(capsys, tmp_path, case, needles):
@@ -119,6 +120,7 @@ def test_bad_spectra_and_a_finetune_without_dataset_are_one_line_errors_at_load(
         "no-temperature": lambda: [{"file": str(foil_at(tmp_path, None))}],
         "unmatched": lambda: [{"file": str(foil_at(tmp_path, "100 K"))}],
         "same-temperature": lambda: [{"file": str(W_FOIL), "temperature_k": 300}, {"file": str(foil_at(tmp_path, "300K"))}],
+        "header-contradicted": lambda: [{"file": str(foil_at(tmp_path, "100 K")), "temperature_k": 300}],  # the 100 K file for the 300 K MD
         "finetune-without-dataset": lambda: [],
     }[case]()
     extra = {"finetune": {"n": [1], "seeds": [0]}} if case == "finetune-without-dataset" else {}

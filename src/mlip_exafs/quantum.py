@@ -431,14 +431,16 @@ def einstein_sigma2_a2(fit: dict, reduced_mass_amu: float, temperatures_k) -> np
 
 
 def einstein_temperatures(by_temperature: dict, absorber: str, nuclei: str) -> dict:
-    """θ_E per shell from a study's ``by_temperature`` msrd (quantum σ² unless the nuclei were classical)."""
+    """θ_E per shell from a study's ``by_temperature`` msrd (quantum σ² unless the nuclei were classical), each σ² at
+    the temperature its MD's production ran at (``production_temperature_k``; the target where it is not known)."""
     shells = sorted({label for entry in by_temperature.values() if entry["msrd"] for label in entry["msrd"]})
     fits = {}
     for label in shells:
         match = _SHELL_LABEL.match(label)
         if not match:
             continue
-        points = [(float(t), e["msrd"][label]["sigma2"]) for t, e in by_temperature.items() if e["msrd"] and label in e["msrd"]]
+        points = [(e.get("production_temperature_k") or float(t), e["msrd"][label]["sigma2"])
+                  for t, e in by_temperature.items() if e["msrd"] and label in e["msrd"]]
         fit = fit_einstein([p[0] for p in points], [p[1] for p in points], reduced_mass_amu(*match.groups()), quantum=nuclei != "classical")
         if fit:
             fits[label] = fit

@@ -659,6 +659,12 @@ def temperature_series(view: StudyView) -> dict[str, dict[float, dict]]:
     return series
 
 
+def production_temperatures(view: StudyView, name: str) -> dict[float, float]:
+    """Target T -> the temperature the potential's MD ran at (summary ``production_temperature_k``), where recorded."""
+    entries = (view.potentials[name].get("by_temperature") or {}).items()
+    return {float(t): e["production_temperature_k"] for t, e in entries if e.get("production_temperature_k")}
+
+
 def series_shells(series: dict[str, dict[float, dict]]) -> list[str]:
     """The first shells of the absorber, in the order the analysis found them (nearest first)."""
     first = next(iter(series.values()))
@@ -688,8 +694,10 @@ def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, di
             color = f"C{i}"
             at = [(t, msrd[shell]) for t, msrd in points.items() if shell in msrd]
             errors = [view.sigma2_err(name, shell, t) or 0.0 for t, _ in at]
-            ax.errorbar([t for t, _ in at], [s["sigma2"] for _, s in at], yerr=errors, fmt="o", color=color, ms=4, capsize=2)
-            classical = [(t, s["sigma2_classical"]) for t, s in at if s.get("sigma2_classical") is not None and abs(s["sigma2_classical"] - s["sigma2"]) > 1e-7]
+            ran_at = production_temperatures(view, name)  # the Einstein curve was fitted at these
+            ax.errorbar([ran_at.get(t, t) for t, _ in at], [s["sigma2"] for _, s in at], yerr=errors, fmt="o", color=color, ms=4, capsize=2)
+            classical = [(ran_at.get(t, t), s["sigma2_classical"]) for t, s in at
+                         if s.get("sigma2_classical") is not None and abs(s["sigma2_classical"] - s["sigma2"]) > 1e-7]
             if classical:
                 ax.plot([t for t, _ in classical], [s for _, s in classical], "s", mfc="none", color=color, ms=4)
                 handles["quantum σ² (filled), classical (open)"] = Line2D([], [], color="0.4", marker="s", mfc="none", ms=4, ls="none")

@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.exafs import ExafsSettings, cached_potentials
 from mlip_exafs.exafs.feff import POTENTIAL_FILES, Cluster, Potentials, feff_input, run_module
-from mlip_exafs.exafs.persnapshot import cluster_of
-from mlip_exafs.geometry import build_pairs, find_shells
+from mlip_exafs.exafs.stage import cluster_with_every_potential
+from mlip_exafs.geometry import find_shells
 from mlip_exafs.settings import R_WINDOW_BELOW_NEXT_SHELL_A
 from mlip_exafs.shells import SHELL_TOL_A  # analyze's shell tolerance: the same shells, the same names; FEFF paths this close belong to a shell
 from mlip_exafs.spectra import FTWindow, Spectrum, check_chi
@@ -109,7 +109,7 @@ def shell_paths(ideal: Atoms, absorber: str, edge: str, settings: ShellFitSettin
     absorber_index = int(fitted[0].pairs.i[0])
     exafs_settings = ExafsSettings(absorber=absorber, edge=edge, rmax_a=max(path_rmax, 1.01), scf_radius_a=settings.scf_radius_a)
     phase_pad = cached_potentials(ideal, absorber_index, potentials, ipot_of_atom, exafs_settings, folder / "potentials")
-    cluster = _cluster(ideal, absorber_index, ipot_of_atom, path_rmax + 1.0)
+    cluster = cluster_with_every_potential(ideal, absorber_index, ipot_of_atom, path_rmax + 1.0)  # paths stop at path_rmax
     files = feff_path_files(cluster, potentials, edge, path_rmax, phase_pad, folder / "paths")
     return [_match(shell, files, absorber) for shell in fitted], next_shell.r_ideal_a
 
@@ -122,11 +122,6 @@ def wide_enough(ideal: Atoms, radius_a: float) -> Atoms:
         heights = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
         reps[int(np.argmin(heights))] += 1
     return ideal.repeat(tuple(reps))
-
-
-def _cluster(ideal: Atoms, absorber_index: int, ipot_of_atom: np.ndarray, radius_a: float) -> Cluster:
-    pairs = build_pairs(ideal, radius_a)
-    return cluster_of(pairs, absorber_index, ideal.get_scaled_positions(wrap=False), ideal.cell.array, ipot_of_atom)
 
 
 def feff_path_files(cluster: Cluster, potentials: Potentials, edge: str, rmax_a: float, phase_pad: Path, dest: Path) -> list[Path]:

@@ -214,17 +214,26 @@ def even_blocks(n_frames: int, wanted: int) -> int:
 MAX_POTENTIAL_RADIUS_A = 15.0  # beyond this the cluster is left as it is and FEFF names the missing potential
 
 
+def cluster_with_every_potential(reference: Atoms, absorber: int, ipot_of_atom: np.ndarray, radius_a: float) -> Cluster:
+    """The atoms within ``radius_a`` of the absorber, grown 1 Å at a time until they hold one of every potential.
+
+    FEFF8L stops ("Cannot calculate potentials") when a declared potential has no atom in the cluster: a minority
+    element, or the absorber's own element, may lie beyond the radius (SrTiO3's Sr–Sr at 3.9 Å, GaAs's As–As at 4.0 Å).
+    """
+    frac = reference.get_scaled_positions(wrap=False)
+    wanted = set(np.unique(ipot_of_atom[ipot_of_atom > 0]))
+    while True:
+        cluster = cluster_of(build_pairs(reference, radius_a), absorber, frac, reference.cell.array, ipot_of_atom)
+        if set(np.unique(cluster.ipots[1:])) >= wanted or radius_a > MAX_POTENTIAL_RADIUS_A:
+            return cluster
+        radius_a += 1.0
+
+
 def cached_potentials(reference: Atoms, absorber: int, potentials: Potentials, ipot_of_atom: np.ndarray, settings: ExafsSettings, folder: Path,
                       say: Say = lambda line: None) -> Path:
     """FEFF potentials of the reference structure, reused while their input is unchanged."""
     radius = max(settings.rmax_a, settings.scf_radius_a or 0.0) + POTENTIAL_CLUSTER_EXTRA_A
-    frac = reference.get_scaled_positions(wrap=False)
-    while True:  # FEFF needs an atom of every potential it is given: a minority element may lie beyond the radius
-        cluster = cluster_of(build_pairs(reference, radius), absorber, frac, reference.cell.array, ipot_of_atom)
-        if set(np.unique(cluster.ipots[1:])) >= set(np.unique(ipot_of_atom[ipot_of_atom > 0])) or radius > MAX_POTENTIAL_RADIUS_A:
-            break
-        radius += 1.0
-    cluster = _round_cluster(cluster)
+    cluster = _round_cluster(cluster_with_every_potential(reference, absorber, ipot_of_atom, radius))
     text = feff_input(cluster, potentials, settings.edge, 1.0, 2, settings.scf_radius_a)
     stamp = folder / "feff_pot.inp"
     if stamp.exists() and stamp.read_text() == text and (folder / "phase.pad").exists():

@@ -231,8 +231,12 @@ def _resolve_spectrum(plan: ExperimentPlan, root: Path, temperatures_k: list[flo
     if not exp_file.exists():
         raise UserError(f"experimental spectrum {exp_file} does not exist; fix experiment.file in the config or remove the block")
     temperature_k, source = plan.temperature_k, "temperature_k"
+    header_k, text = spectrum_temperature_k(exp_file)
+    if temperature_k is not None and header_k is not None and abs(header_k - temperature_k) > HEADER_CONFLICT_K:
+        raise UserError(f"experiment {exp_file.name}: temperature_k is {temperature_k:g} K but its header says '{text}' ({header_k:g} K); "
+                        "check that this is the spectrum you mean, or fix temperature_k")
     if temperature_k is None:
-        temperature_k, text = spectrum_temperature_k(exp_file)
+        temperature_k = header_k
         source = f"its header ('{text}')"
         if temperature_k is None:
             said = f"its header's Sample.temperature is '{text}', not a number" if text else "its header gives no Sample.temperature"
@@ -246,3 +250,4 @@ def _resolve_spectrum(plan: ExperimentPlan, root: Path, temperatures_k: list[flo
 
 
 TEMPERATURE_MATCH_K = 0.5  # a spectrum's temperature matches an MD temperature this close ('25 C' is 298.15 K, not 300 K)
+HEADER_CONFLICT_K = 10.0  # a given temperature_k may round its header ('25 C' -> 300), not contradict it (100 K given for a 300 K scan)

@@ -9,6 +9,7 @@ from mlip_exafs.dataset import content_tag
 from mlip_exafs.errors import UserError
 from mlip_exafs.files import read_json, sha256_file, sha256_text
 from mlip_exafs.md import comparable_settings
+from mlip_exafs.md import read_result as md_read_result
 from mlip_exafs.quantum import einstein_temperatures
 from mlip_exafs.recommend import RULE_TEXT, recommend_n, summarize_by_n
 from mlip_exafs.study.config import DatasetPlan, ExperimentPlan, StudyConfig
@@ -251,11 +252,23 @@ def temperature_series(config: StudyConfig, name: str, result) -> dict:
         analysis = result("analyze", name, temperature)
         comparison = result("compare", name, temperature)
         by_temperature[f"{temperature:g}"] = {"msrd": analysis["msrd"] if analysis else None,
-                                              "exafs": exafs_record(comparison)}
+                                              "exafs": exafs_record(comparison),
+                                              "production_temperature_k": production_temperature_k(result("md", name, temperature))}
     series = {"by_temperature": by_temperature}
     if len(by_temperature) >= 2:
         series["einstein_k"] = einstein_temperatures(by_temperature, config.absorber, config.md.nuclei)
     return series
+
+
+def production_temperature_k(md_result: dict | None) -> float | None:
+    """The mean temperature an MD's production ran at (md.json), which its σ² belongs to; None without one.
+
+    A thermostat realizes its target only on average: the review's 10/100/300 K series of a small cell ran at
+    8.9/88.5/267.8 K, and θ_E fitted at the targets came out 7 % high.
+    """
+    record = md_read_result(Path(md_result["snapshots"]).parent) if md_result else None
+    realized = (record or {}).get("production_temperature_k")
+    return round(realized["mean"], 2) if realized else None
 
 
 def require_study_folder(study_dir: Path) -> None:
