@@ -16,6 +16,13 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """An exception's message as one line (ASE's, larch's and torch's span many); ``default`` (else the exception's
+    type name) when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else (type(exc).__name__ if default is None else default)
+
+
 _OPEN, _CLOSE = "\u27e6", "\u27e7"  # ⟦ ⟧: mathematical white square brackets, never in a message's own text
 _MARKED = re.compile(f"{_OPEN}([^{_OPEN}{_CLOSE}]+){_CLOSE}")
 

@@ -689,14 +689,14 @@ def plot_sigma2_vs_temperature(view: StudyView, series: dict[str, dict[float, di
     grid_k = np.linspace(1.0, t_max_k, 150)
     fits = view.experiment_fits()
     handles = {}
+    ran_at = {name: production_temperatures(view, name) for name in series}  # the Einstein curves were fitted at these
     for ax, shell in zip(axes[0], shells):
         for i, (name, points) in enumerate(series.items()):
             color = f"C{i}"
             at = [(t, msrd[shell]) for t, msrd in points.items() if shell in msrd]
             errors = [view.sigma2_err(name, shell, t) or 0.0 for t, _ in at]
-            ran_at = production_temperatures(view, name)  # the Einstein curve was fitted at these
-            ax.errorbar([ran_at.get(t, t) for t, _ in at], [s["sigma2"] for _, s in at], yerr=errors, fmt="o", color=color, ms=4, capsize=2)
-            classical = [(ran_at.get(t, t), s["sigma2_classical"]) for t, s in at
+            ax.errorbar([ran_at[name].get(t, t) for t, _ in at], [s["sigma2"] for _, s in at], yerr=errors, fmt="o", color=color, ms=4, capsize=2)
+            classical = [(ran_at[name].get(t, t), s["sigma2_classical"]) for t, s in at
                          if s.get("sigma2_classical") is not None and abs(s["sigma2_classical"] - s["sigma2"]) > 1e-7]
             if classical:
                 ax.plot([t for t, _ in classical], [s for _, s in classical], "s", mfc="none", color=color, ms=4)

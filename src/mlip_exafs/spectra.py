@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-from mlip_exafs.errors import UserError, setting
+from mlip_exafs.errors import UserError, first_line, setting
 
 EDGE_TOLERANCE_EV = 100.0  # the file's edge must lie this close to the tabulated edge
 MIN_POINTS = 20
@@ -188,7 +188,7 @@ def _xdi_header(path: Path):
     try:
         xdi = read_xdi(str(path))
     except Exception as exc:
-        raise UserError(f"cannot read XDI file {path} ({_first_line(exc)}); check that the file is complete") from None
+        raise UserError(f"cannot read XDI file {path} ({first_line(exc)}); check that the file is complete") from None
     return getattr(xdi, "element", None), getattr(xdi, "edge", None)
 
 
@@ -289,7 +289,7 @@ def _read_xdi(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         xdi = read_xdi(str(path))
     except Exception as exc:
-        raise UserError(f"cannot read XDI file {path} ({_first_line(exc)}); check that the file is complete") from None
+        raise UserError(f"cannot read XDI file {path} ({first_line(exc)}); check that the file is complete") from None
     labels = [str(c).lower() for c in getattr(xdi, "array_labels", [])]
     if not labels or labels[0] not in ("energy", "e"):
         raise UserError(f"XDI file {path} has no energy column first (columns: {', '.join(labels) or 'none'}); add an energy column in eV")
@@ -327,7 +327,7 @@ def _athena_groups(path: Path) -> list:
         project = read_athena(str(path), do_preedge=False, do_bkg=False, do_fft=False)
         groups = [g for name, g in project.groups.items()] if hasattr(project, "groups") else [getattr(project, n) for n in dir(project) if not n.startswith("_")]
     except Exception as exc:
-        raise UserError(f"cannot read Athena project {path} ({_first_line(exc)}); save it again from Athena") from None
+        raise UserError(f"cannot read Athena project {path} ({first_line(exc)}); save it again from Athena") from None
     groups = [g for g in groups if hasattr(g, "energy") and hasattr(g, "mu")]
     if not groups:
         raise UserError(f"Athena project {path} holds no μ(E) group; save a project with at least one spectrum")
@@ -344,7 +344,7 @@ def _read_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
             warnings.simplefilter("ignore", UserWarning)
             data = np.loadtxt(path, comments="#", ndmin=2)
     except ValueError as exc:
-        raise UserError(f"{path} is not a table of numbers ({_first_line(exc)}); give two columns: E (eV) and μ, or k (Å⁻¹) and χ") from None
+        raise UserError(f"{path} is not a table of numbers ({first_line(exc)}); give two columns: E (eV) and μ, or k (Å⁻¹) and χ") from None
     if data.shape[1] < 2 or data.shape[0] < MIN_POINTS:
         raise UserError(f"{path} has {data.shape[0]} rows × {data.shape[1]} columns; give at least {MIN_POINTS} rows of two columns: E (eV) and μ, or k (Å⁻¹) and χ")
     return data[:, 0], data[:, 1]
@@ -422,8 +422,3 @@ def _mu_hint(path: Path) -> str:
         warnings.simplefilter("ignore", UserWarning)
         n_columns = np.loadtxt(path, comments="#", ndmin=2, max_rows=1).shape[1]
     return f" (its second of {n_columns} columns was read as μ: give a file of E and μ)" if n_columns > 2 else ""
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

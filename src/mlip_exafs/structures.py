@@ -17,7 +17,7 @@ from ase.build import bulk
 from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, first_line
 from mlip_exafs.settings import BUILTIN_STRUCTURES
 
 
@@ -112,8 +112,8 @@ def _read_structure_file(path: Path) -> Atoms:
     try:
         atoms = ase.io.read(path, index=0)
     except Exception as exc:  # ASE raises many types for unreadable files
-        first_line = (str(exc).strip().splitlines() or [""])[0]  # one-line errors: ASE's messages can span lines
-        reason = f"{type(exc).__name__}: {first_line}" if first_line else f"{type(exc).__name__}, not a format ASE recognises"
+        first = first_line(exc, default="")
+        reason = f"{type(exc).__name__}: {first}" if first else f"{type(exc).__name__}, not a format ASE recognises"
         raise UserError(f"cannot read structure file {path} ({reason}); give a CIF, POSCAR or extxyz file") from None
     if len(atoms) == 0:
         raise UserError(f"structure file {path} contains no atoms; give a CIF, POSCAR or extxyz file with atoms")

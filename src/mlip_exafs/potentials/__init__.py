@@ -22,7 +22,7 @@ from pathlib import Path
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, first_line
 from mlip_exafs.files import atomic_path, sha256_file
 from mlip_exafs.potentials.ase_callable import AseCallableFamily, is_callable_spec
 from mlip_exafs.potentials.base import ModelFamily, Potential, Pretrained
@@ -100,7 +100,7 @@ def load_potential(spec: str | Path, device: str | None = None, threads: int | N
             model = family.from_checkpoint(payload, device)
     except Exception as exc:  # the family's loader meets a damaged payload in its own way (KeyError, shape mismatch, ...)
         raise UserError(f"refusing checkpoint {spec}: it names family {family.name} but its weights do not load "
-                        f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); "
+                        f"({type(exc).__name__}: {first_line(exc, default='no detail')}); "
                         "use a checkpoint written by 'mlip-exafs finetune'") from None
     return Potential(str(spec), identity, family, model, device, payload.get("metadata", {}))
 
@@ -170,7 +170,7 @@ def _load_payload(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc).split(". ")[0]
         raise UserError(
             f"refusing checkpoint {path}: it is corrupted or not a plain-weights file ({first}); "
             "use a checkpoint written by 'mlip-exafs finetune'"

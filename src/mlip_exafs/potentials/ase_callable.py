@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
 
-from mlip_exafs.errors import UserError, setting
+from mlip_exafs.errors import UserError, first_line, setting
 from mlip_exafs.potentials.base import ModelFamily, Pretrained
 from mlip_exafs.units import matrix_to_voigt
 
@@ -80,7 +80,7 @@ def make_calculator(spec: str) -> BaseCalculator:
     try:
         module = importlib.import_module(parsed.module)
     except ImportError as exc:
-        raise UserError(f"potential '{spec}': cannot import module '{parsed.module}' ({_first_line(exc)}); install it in this environment or fix the spec") from None
+        raise UserError(f"potential '{spec}': cannot import module '{parsed.module}' ({first_line(exc)}); install it in this environment or fix the spec") from None
     factory = getattr(module, parsed.attribute, None)
     if factory is None or not callable(factory):
         what = "has no" if factory is None else "has a non-callable"
@@ -88,7 +88,7 @@ def make_calculator(spec: str) -> BaseCalculator:
     try:
         calc = factory(**parsed.kwargs)
     except Exception as exc:  # user code: any failure becomes one line
-        raise UserError(f"potential '{spec}': {parsed.module}.{parsed.attribute}(**{parsed.kwargs}) failed ({type(exc).__name__}: {_first_line(exc)}); fix its arguments") from None
+        raise UserError(f"potential '{spec}': {parsed.module}.{parsed.attribute}(**{parsed.kwargs}) failed ({type(exc).__name__}: {first_line(exc)}); fix its arguments") from None
     if not isinstance(calc, BaseCalculator):
         raise UserError(f"potential '{spec}': {parsed.module}.{parsed.attribute} returned a {type(calc).__name__}, not an ASE calculator; point to a callable that returns one")
     return calc
@@ -125,7 +125,7 @@ class CheckedCalculator(Calculator):
                 value = self.inner.get_property(name, self.atoms)
             except Exception as exc:  # user code: any failure becomes one line
                 raise UserError(f"potential '{self.spec}': its calculator failed computing {name} of {self.atoms.get_chemical_formula()} "
-                                f"({type(exc).__name__}: {_first_line(exc)}); fix the calculator or the arguments of the spec") from None
+                                f"({type(exc).__name__}: {first_line(exc)}); fix the calculator or the arguments of the spec") from None
             self.results[name] = self._checked(name, value, self.atoms)
 
     def _checked(self, name: str, value, atoms: Atoms):
@@ -148,11 +148,6 @@ class CheckedCalculator(Calculator):
         if name == "stress" and array.shape == (3, 3):
             array = matrix_to_voigt(array)
         return float(array) if array.ndim == 0 else array
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class AseCallableFamily(ModelFamily):

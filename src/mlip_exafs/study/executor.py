@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mlip_exafs.errors import UserError
+from mlip_exafs.errors import UserError, first_line
 from mlip_exafs.potentials.runtime import THREADS_ENV, available_cores, threads_from_environment
 from mlip_exafs.study.steps import CHILD_MODULE, Step, all_hashes, cached_result, run_step
 
@@ -120,11 +120,7 @@ def _stop(running: dict[Future, str]) -> None:
     thread may be about to start its child when the first signal goes out.
     """
     while not all(future.done() for future in running):
-        for pid in step_process_ids():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:  # it finished meanwhile
-                pass
+        stop_step_children()
         wait(running, timeout=0.5)
 
 
@@ -147,8 +143,8 @@ def step_process_ids(parent: int | None = None, root: str | Path | None = None) 
     return pids
 
 
-def stop_step_children(root: str) -> list[int]:
-    """SIGTERM this process's step children that work under ``root``; run on every Dask worker when a study stops.
+def stop_step_children(root: str | None = None) -> list[int]:
+    """SIGTERM this process's step children (those working under ``root``); on every Dask worker when a study stops.
 
     A worker runs a step in a thread that waits on the step's child, and Dask cannot stop a running task:
     without this, an interrupted study's MD ran on to its end on the worker, and the rerun waited for it
@@ -193,7 +189,7 @@ def local_cluster(workers: int):
 
     workers = max(1, min(workers, available_cores()))  # torch threads x processes must not exceed the cores (taskset, cgroups)
     threads = threads_from_environment() or max(1, available_cores() // workers)
-    env = {"OMP_WAIT_POLICY": "PASSIVE", "MLIP_EXAFS_THREADS": str(threads)}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", THREADS_ENV: str(threads)}
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with dask.config.set(QUIET_LOCAL_CLUSTER):
@@ -220,8 +216,7 @@ def connect(scheduler: str | None, workers: int):
     try:
         return Client(scheduler, timeout="30s"), None
     except (OSError, ValueError, TimeoutError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot reach the Dask scheduler {scheduler} ({reason}); check the address (tcp://HOST:PORT) and that the scheduler "
+        raise UserError(f"cannot reach the Dask scheduler {scheduler} ({first_line(exc)}); check the address (tcp://HOST:PORT) and that the scheduler "
                         "still runs") from None
 
 

@@ -254,6 +254,21 @@ def result_of(deps: dict[str, dict], prefix: str) -> Any:
 CALL_FILE, RESULT_FILE, ERROR_FILE, LOG_FILE = ".step-call.json", ".step-result.json", ".step-error.json", "step.log"
 
 
+def _wait_beating(proc: subprocess.Popen, folder: Path) -> None:
+    """Wait for a step's child, with a heartbeat in its run record every ``HEARTBEAT_S``, and the record marked
+    ended once the child has exited (a KeyboardInterrupt here leaves a running child, which the study stops itself)."""
+    try:
+        while True:
+            try:
+                proc.wait(timeout=HEARTBEAT_S)
+                return
+            except subprocess.TimeoutExpired:
+                _heartbeat(folder)
+    finally:
+        if proc.poll() is not None:
+            _heartbeat(folder, ended=True)
+
+
 def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict], environment: dict[str, str]) -> dict:
     """``python -m CHILD_MODULE FOLDER``; dies with its parent (no orphan writes on after a kill)."""
     for name in (RESULT_FILE, ERROR_FILE):
@@ -262,16 +277,7 @@ def _run_in_child(folder: Path, step: Step, dep_results: dict[str, dict], enviro
     with open(folder / LOG_FILE, "a") as log:
         proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, str(folder)], stdout=log, stderr=log, env={**step_environment(), **environment},
                                 preexec_fn=dies_with_parent(signal.SIGKILL))
-        try:
-            while True:
-                try:
-                    proc.wait(timeout=HEARTBEAT_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    _heartbeat(folder)
-        finally:
-            if proc.poll() is not None:  # exited (a KeyboardInterrupt here leaves a child that the study stops itself)
-                _heartbeat(folder, ended=True)
+        _wait_beating(proc, folder)
     if (folder / ERROR_FILE).exists():
         raise UserError(f"step {step.name}: {in_terms(read_json(folder / ERROR_FILE)['message'], yaml_names(step.action))}")
     if proc.returncode < 0:  # killed by a signal: out of memory, kill -9
