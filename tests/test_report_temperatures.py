@@ -105,14 +105,35 @@ def test_the_einstein_table_gives_theta_and_offset_per_shell_and_potential(serie
 
 def test_the_verdict_names_the_series_in_one_sentence_and_ranks_the_pretrained_potentials(series_report):
     verdict = _verdict_html(series_report)
+    ratio = {(name, t): harmonic_sigma2(THETA_K[name], t, True) / experiment_fit(t)["shells"]["W-W1"]["sigma2"]
+             for name in THETA_K for t in (10.0, 300.0)}
+    assert ratio[("chgnet", 300.0)] > 1.15 and ratio[("sevennet-0", 300.0)] < 0.95  # the synthetic bonds differ from the measured one
     assert ("<b>Temperature series</b>: MD at 10 and 300 K (corrected nuclei); Einstein temperature θ_E of W-W1: chgnet 250 K, "
-            "sevennet-0 300 K; the experiment's σ² at 10 and 300 K beside them (σ²(T) of each shell below).") in verdict
+            "sevennet-0 300 K; σ² of W-W1 against the experiment's own (MD / measured): "
+            f"chgnet {ratio[('chgnet', 10.0)]:.2f}× at 10 K, {ratio[('chgnet', 300.0)]:.2f}× at 300 K; "
+            f"sevennet-0 {ratio[('sevennet-0', 10.0)]:.2f}× at 10 K, {ratio[('sevennet-0', 300.0)]:.2f}× at 300 K "
+            "(σ²(T) of each shell below).") in verdict
     assert "Of the pretrained potentials, sevennet-0 agrees best with the experiment</b>: EXAFS R-factor 0.050 at 300 K, against 0.080 for chgnet" in verdict
     assert "No fine-tuning in this study." in verdict and "σ² are quantum" in verdict
     # the #24 table: softening slope, force MAE and first-shell σ² per pretrained model, R-factor per spectrum
     assert "<th>softening slope</th><th>force MAE (eV/Å)</th><th>σ² W-W1 at 300 K (Å²)</th>" in verdict
     assert "<th>EXAFS R-factor at 300 K</th><th>EXAFS R-factor at 10 K</th>" in verdict
     assert "R-factor 0.080 at 300 K (S0² 0.90), 0.110 at 10 K (S0² 0.90)" in verdict
+
+
+def test_every_measured_temperature_holds_the_md_sigma2_against_the_experiments(series_report):
+    text = series_report.read_text()
+    section = text[text.index("<h2>σ² against temperature"):]
+    table = section[section.index("<th>potential</th><th>T (K)</th>"): section.index("</section>")]
+    assert "<th>σ² W-W1: MD / experiment (Å²)</th><th>σ² W-W2: MD / experiment (Å²)</th></tr>" in table  # the fit's shells only
+    for name in THETA_K:
+        for t in (10.0, 300.0):
+            md = harmonic_sigma2(THETA_K[name], t, True)
+            measured = experiment_fit(t)["shells"]["W-W1"]
+            z = (md - measured["sigma2"]) / np.hypot(0.00005, measured["sigma2_err"])
+            bars = "within the error bars" if abs(z) < 1 else f"{abs(z):.1f} error bars {'above' if z > 0 else 'below'}"
+            assert (f"<td>{name}</td><td>{t:g}</td><td>{md:.5f} / {measured['sigma2']:.5f} "
+                    f"({md / measured['sigma2']:.2f}×, {bars})</td>") in table
 
 
 def test_the_tables_on_demand_have_a_row_per_temperature(series_report):

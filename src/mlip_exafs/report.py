@@ -461,11 +461,27 @@ def _temperature_sentence(view: StudyView, series: dict[str, dict[float, dict]])
     shell = series_shells(series)[0]
     thetas = [f"{html.escape(name)} {fit['theta_e_k']:.0f} K" for name in series
               if (fit := (view.potentials[name].get("einstein_k") or {}).get(shell))]
-    measured_k = sorted(t for t, fit in view.experiment_fits().items() if shell in fit["shells"])
     text = f"<b>Temperature series</b>: MD at {_kelvin(temperatures_k)} ({view.nuclei} nuclei)"
     text += (f"; Einstein temperature θ_E of {shell}: " + ", ".join(thetas)) if thetas else ""
-    text += f"; the experiment's σ² at {_kelvin(measured_k)} beside them" if measured_k else ""
+    ratios = {name: ", ".join(f"{md / measured:.2f}× at {t:g} K" for t, (md, _, measured, _) in at.items())
+              for name in series if (at := sigma2_against_experiment(view, series, name, shell))}
+    if ratios:
+        text += (f"; σ² of {shell} against the experiment's own (MD / measured): "
+                 + "; ".join(f"{html.escape(name)} {each}" for name, each in ratios.items()))
     return text + " (σ²(T) of each shell below)."
+
+
+def sigma2_against_experiment(view: StudyView, series: dict[str, dict[float, dict]], name: str,
+                              shell: str) -> dict[float, tuple[float, float | None, float, float | None]]:
+    """T (K) -> (MD σ², its error, the experiment's fitted σ², its error) of one shell, at every temperature where
+    both exist: the comparison a temperature series is run for, at each temperature, not only the first."""
+    fits = view.experiment_fits()
+    pairs = {}
+    for t, msrd in series.get(name, {}).items():
+        measured = fits.get(t, {}).get("shells", {}).get(shell)
+        if shell in msrd and measured and measured["sigma2"] > 0:
+            pairs[t] = (msrd[shell]["sigma2"], view.sigma2_err(name, shell, t), measured["sigma2"], measured["sigma2_err"])
+    return pairs
 
 
 def _verdict_table(view: StudyView) -> str:
@@ -743,7 +759,32 @@ def _temperature_section(view: StudyView) -> str:
     caption = (f"σ²(T) per shell: MD ({points}; error bars: 1σ of the MD), "
                "each potential's correlated-Einstein fit (line), the experiment's own shell fit (diamonds)")
     body = f"<div class='beside'>{_img(path, caption, 'wide')}<div>{_einstein_table(view, series)}</div></div>"
-    return _section(f"σ² against temperature ({view.nuclei} nuclei)", body)
+    return _section(f"σ² against temperature ({view.nuclei} nuclei)", body + _measured_sigma2_table(view, series))
+
+
+def _measured_sigma2_table(view: StudyView, series: dict[str, dict[float, dict]]) -> str:
+    """Each potential's σ² beside the experiment's own fitted σ², shell by shell, at every measured temperature."""
+    shells = list(dict.fromkeys(s for fit in view.experiment_fits().values() for s in fit["shells"]))
+    pairs = {(name, shell): sigma2_against_experiment(view, series, name, shell) for name in series for shell in shells}
+    temperatures_k = sorted({t for at in pairs.values() for t in at})
+    rows = []
+    for name in series:
+        for t in temperatures_k:
+            cells = [_measured_cell(pairs[name, shell].get(t)) for shell in shells]
+            if any(cells):
+                rows.append([name, f"{t:g}"] + cells)
+    if not rows:
+        return ""
+    note = ("<p><small>MD σ² / the experiment's own shell-fit σ² (Å²), their ratio, and their difference in combined "
+            f"1σ error bars; {'quantum' if view.nuclei != 'classical' else 'classical (no zero-point motion)'} MD σ².</small></p>")
+    return _table(["potential", "T (K)"] + [f"σ² {s}: MD / experiment (Å²)" for s in shells], rows) + note
+
+
+def _measured_cell(pair: tuple[float, float | None, float, float | None] | None) -> str | None:
+    if pair is None:
+        return None
+    md, md_err, measured, measured_err = pair
+    return f"{md:.5f} / {measured:.5f} ({md / measured:.2f}×{_bars(md, md_err, measured, measured_err)})"
 
 
 # ---------------------------------------------------------------- parity plots and everything on demand
