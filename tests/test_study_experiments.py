@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -153,3 +154,46 @@ def test_a_pristine_only_study_at_two_temperatures_runs_end_to_end(tmp_path):
     assert 0 < cold_md["msrd"][first]["sigma2"] < warm_md["msrd"][first]["sigma2"]  # classical σ² grows with T
     assert [s["temperature_k"] for s in summary["experiment"]["spectra"]] == [300.0, 10.0]
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def _strained_frames(c_over_a: float, n_frames: int = 12, seed: int = 0) -> list:
+    """SrTiO3 3x3x3 frames of a tetragonal cell (c/a given), atoms jiggled 0.03 Å about their sites."""
+    from mlip_exafs.structures import load_structure
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n_frames):
+        atoms = load_structure("srtio3", "3x3x3")
+        atoms.set_cell(atoms.cell.array * [[1], [1], [c_over_a]], scale_atoms=True)
+        atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
+        frames.append(atoms)
+    return frames
+
+
+def test_a_temperature_series_finds_one_shell_set_at_every_temperature(tmp_path):
+    """A cold MD that finds a distortion (c/a 1.08 splits the 12 Sr-O of the frame average into 4 + 8) and a warm cubic one:
+    each against its own average, 'Sr-O2' would name the split-off 8 at one temperature and the 24 at 4.78 Å at the other.
+    The series' analyses take the crystal the MDs start from, so each shell is one pair list at both."""
+    import ase.io
+    from mlip_exafs.study.actions import analyze_action
+    from mlip_exafs.study.config import load_study_config
+    from mlip_exafs.study.pipeline import build_steps, series_reference
+
+    config = load_study_config(write_config(tmp_path, structure="srtio3", absorber="Sr", md={**PRISTINE_ONLY["md"], "supercell": "3x3x3"}))
+    steps = {s.name: s for s in build_steps(config)}
+    reference = series_reference(config)
+    assert reference == {"reference": "srtio3", "reference_supercell": "3x3x3"}
+    assert steps["analyze-chgnet"].params == steps["analyze@10K-chgnet"].params == {"absorber": "Sr", **reference}
+    one_t = load_study_config(write_config(tmp_path, md={**PRISTINE_ONLY["md"], "temperatures_k": None, "temperature_k": 300}))
+    assert series_reference(one_t) == {}  # one temperature: its own average, its hashes as before
+
+    shells = {}
+    for label, c_over_a in (("cold", 1.08), ("warm", 1.0)):
+        traj = tmp_path / f"{label}.extxyz"
+        ase.io.write(traj, _strained_frames(c_over_a))
+        for how, params in (("own average", {}), ("series", reference)):
+            out = tmp_path / f"{label}-{how}"
+            result = analyze_action(out, {f"md-{label}": {"snapshots": str(traj)}}, absorber="Sr", **params)
+            shells[label, how] = list(result["msrd"])
+    assert shells["cold", "own average"][:2] == ["Sr-O1", "Sr-O2"] and shells["cold", "own average"] != shells["warm", "own average"]
+    assert shells["cold", "series"] == shells["warm", "series"] == shells["warm", "own average"]

@@ -89,9 +89,10 @@ def md_action(folder: Path, deps: dict, *, structure: str, settings: dict, poten
 
 
 @action("analyze")
-def analyze_action(folder: Path, deps: dict, *, absorber: str) -> dict:
+def analyze_action(folder: Path, deps: dict, *, absorber: str, reference: str | None = None, reference_supercell: str | None = None) -> dict:
     trajectory = result_of(deps, "md")["snapshots"]  # "md-NAME", or "md@TK-NAME" in a temperature series
-    result = analyze([trajectory], AnalysisSettings(absorber=absorber), folder)
+    settings = AnalysisSettings(absorber=absorber, reference=reference, reference_supercell=reference_supercell)  # pipeline.series_reference
+    result = analyze([trajectory], settings, folder)
     shells = result["trajectories"][0]["shells"]
     return {"msrd": {s["label"]: {"r_mean": s["r_mean"], "sigma2": s["sigma2"], "sigma2_classical": s.get("sigma2_classical")} for s in shells}}
 

@@ -130,7 +130,7 @@ def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict,
         at = {**model, "temperature_k": temperature}
         steps.append(Step(f"md{tag}-{name}", "md", {"structure": config.structure, "settings": md, **potential}, deps,
                           _file_hash("structure", config.structure, hash_inputs), **at))
-        steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber}, (f"md{tag}-{name}",), **at))
+        steps.append(Step(f"analyze{tag}-{name}", "analyze", {"absorber": config.absorber, **series_reference(config)}, (f"md{tag}-{name}",), **at))
         steps.append(Step(f"exafs{tag}-{name}", "exafs", exafs, (f"md{tag}-{name}",), **at))
     for plan in config.experiment:  # each spectrum against the EXAFS of the MD at its temperature
         temperature_k = spectrum_temperature(config, plan)
@@ -139,6 +139,16 @@ def _model_steps(config: StudyConfig, data: tuple, model: dict, potential: dict,
         steps.append(Step(f"compare{tag}-{name}", "compare", compare, (f"exafs{tag}-{name}",), _file_hash("experiment", plan.file, hash_inputs),
                           **model, temperature_k=temperature_k))
     return steps
+
+
+def series_reference(config: StudyConfig) -> dict:
+    """The analysis reference of a temperature series: the crystal every MD starts from. σ²(T) and θ_E compare one
+    shell across temperatures, so it must be one pair list at each; each temperature's own symmetrized frame average
+    can split or merge shells differently (a tilt found at 10 K only splits SrTiO3's 12 Sr-O). Its shells are also
+    the ones the experiment's shell fit names. One temperature keeps its trajectory's own average (and its hashes)."""
+    if len(config.md.temperatures()) < 2:
+        return {}
+    return {"reference": config.structure, "reference_supercell": config.md.supercell}
 
 
 def temperature_tag(index: int, temperature_k: float) -> str:
