@@ -318,11 +318,29 @@ def oscillating_bcc(folder: Path, nuclei: str, frequency_thz: float, amplitude_a
     return folder
 
 
-def test_corrected_chi_gets_the_extra_debye_waller_factor_of_its_shells(tmp_path):
+def test_a_single_scattering_path_takes_its_own_elements_shell():
+    """WS2's W-W2 (5.462 Å) and W-S5 (5.569 Å) lie 0.107 Å apart: a W-W2 pair stretched past the midpoint is nearer
+    W-S5, whose Δσ² is ~3× larger (lighter pair). Single scattering keeps to its element; multiple scattering to length."""
+    from mlip_exafs.quantum import PathCorrections
+
+    corrections = PathCorrections(np.array([2.405, 3.153, 5.462, 5.569]), ("S", "W", "W", "S"), np.array([4.9e-4, 1.4e-4, 1.5e-4, 4.8e-4]))
+    lengths_a = np.array([5.40, 5.53, 5.60, 3.0])
+    assert corrections(lengths_a, "W").tolist() == [1.5e-4, 1.5e-4, 1.5e-4, 1.4e-4]
+    assert corrections(lengths_a, "S").tolist() == [4.8e-4, 4.8e-4, 4.8e-4, 4.9e-4]
+    assert corrections(lengths_a).tolist() == [1.5e-4, 4.8e-4, 4.8e-4, 1.4e-4]  # nearest of any element
+    assert corrections(lengths_a, "Mo").tolist() == corrections(lengths_a).tolist()  # no shell of its own: nearest
+
+
+def test_corrected_chi_gets_the_extra_debye_waller_factor_of_its_shells(tmp_path, monkeypatch):
     """One frequency everywhere: Δσ² = σ²_dyn (x coth x − 1) for every shell, and χ_corrected = χ_classical · exp(−2k²Δσ²)."""
     import json
 
     from mlip_exafs.exafs import ExafsSettings, read_chi_csv, run_exafs
+    from mlip_exafs.quantum import PathCorrections
+
+    asked = set()  # the scatterer each lookup names
+    lookup = PathCorrections.__call__
+    monkeypatch.setattr(PathCorrections, "__call__", lambda self, r, element=None: asked.add(element) or lookup(self, r, element))
 
     nu_thz, temperature_k = 6.25, 100.0  # 4 whole periods in 64 frames 10 fs apart: no spectral leakage
     x = HBAR_EV_FS * 2 * np.pi * nu_thz * 1e-3 / (2 * units.kB * temperature_k)
@@ -343,6 +361,7 @@ def test_corrected_chi_gets_the_extra_debye_waller_factor_of_its_shells(tmp_path
     expected = chis["classical"] * np.exp(-2 * k**2 * delta)
     assert np.abs(k**2 * (chis["corrected"] - expected))[band].max() < 0.05 * np.abs(k**2 * chis["classical"])[band].max()
     assert np.abs(k**2 * (chis["corrected"] - chis["classical"]))[band].max() > 0.1 * np.abs(k**2 * chis["classical"])[band].max()
+    assert asked == {"W"}  # single scattering asks for its scatterer's shells (no multiple-scattering path within 4 Å here)
 
 
 def test_study_md_nuclei_reaches_the_md_step_and_classical_keeps_old_hashes():

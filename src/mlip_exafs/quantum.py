@@ -36,7 +36,8 @@ keeps ħ/(2μω) per mode. Three kinds of nuclei (``md.nuclei``):
     configuration, so σ² and χ(k) need no correction.
 
 χ(k) of a ``corrected`` run gets, per path, the extra Debye–Waller factor
-exp(−2k²Δσ²) of the shell with the nearest length (:func:`extra_sigma2_of_length`).
+exp(−2k²Δσ²) of a shell (:class:`PathCorrections`): a single-scattering path its scatterer's shell nearest in
+length, a multiple-scattering path the shell nearest its half length.
 
 Bead count: a ring polymer of P beads gives a harmonic oscillator of frequency
 ω the position variance (1/βm) Σ_k 1/(ω² + (2P/βħ)² sin²(πk/P)) instead of the
@@ -49,7 +50,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from ase import units
@@ -273,18 +273,28 @@ def realized_temperature_k(frames, fallback_k: float | None) -> float:
     return float(fallback_k)
 
 
-def extra_sigma2_of_length(shell_r_a: np.ndarray, delta_sigma2_a2: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Δσ² of a path from its half length: the shell of nearest length (SS exact; MS paths approximated)."""
-    r = np.asarray(shell_r_a, dtype=float)
-    d = np.asarray(delta_sigma2_a2, dtype=float)
-    order = np.argsort(r)
-    r, d = r[order], d[order]
-    midpoints = 0.5 * (r[1:] + r[:-1])
+@dataclass(frozen=True)
+class PathCorrections:
+    """Δσ² (Å²) of every absorber shell, looked up per path by half length (Å).
 
-    def extra(half_length_a: np.ndarray) -> np.ndarray:
-        return d[np.searchsorted(midpoints, np.asarray(half_length_a, dtype=float))]
+    A single-scattering path takes the shell of its own scatterer's element nearest in length: a pair's instantaneous
+    length can lie nearer another element's shell (shells of W–W and W–S 0.1–0.3 Å apart, further out or in a
+    low-symmetry crystal), whose Δσ² differs by the reduced mass (W–S's is 3× W–W's in WS2). A multiple-scattering
+    path takes the shell nearest its half length of any element (its legs are shells, whose corrections are similar).
+    """
 
-    return extra
+    r_a: np.ndarray
+    elements: tuple[str, ...]  # the neighbour element of each shell
+    delta_sigma2_a2: np.ndarray
+
+    def __call__(self, half_length_a: np.ndarray, element: str | None = None) -> np.ndarray:
+        mine = np.array([element is None or e == element for e in self.elements])
+        if not mine.any():  # a scatterer with no shell inside the cut (its paths lie beyond it): nearest of any
+            mine[:] = True
+        r, delta = self.r_a[mine], self.delta_sigma2_a2[mine]
+        order = np.argsort(r)
+        r, delta = r[order], delta[order]
+        return delta[np.searchsorted(0.5 * (r[1:] + r[:-1]), np.asarray(half_length_a, dtype=float))]
 
 
 # ---------------------------------------------------------------- which nuclei a trajectory has
@@ -356,13 +366,11 @@ def quantum_sigma2_fields(lengths_a: np.ndarray, sigma2_a2: float, quantum: Quan
 EXAFS_SHELL_TOL_A = 0.1  # the analysis stage's default shell split
 
 
-def exafs_correction(snapshots, absorber: str, rmax_a: float, engine: str, traj: str | Path) -> tuple[Callable | None, dict]:
+def exafs_correction(snapshots, absorber: str, rmax_a: float, engine: str, traj: str | Path) -> tuple[PathCorrections | None, dict]:
     """Δσ²(half path length) for the EXAFS of ``corrected`` snapshots, and what exafs.json records.
 
     Every absorber shell up to ``rmax_a`` gets its Δσ² (:func:`shell_correction`);
-    a path of half length R takes the Δσ² of the shell nearest in length (exact
-    for single scattering; for multiple scattering an approximation: the path's
-    legs are shells, whose corrections are similar). Classical and path-integral
+    each path takes the Δσ² of a shell (:class:`PathCorrections`). Classical and path-integral
     snapshots get no correction (the second has the zero-point motion in its beads).
     """
 
@@ -374,7 +382,8 @@ def exafs_correction(snapshots, absorber: str, rmax_a: float, engine: str, traj:
     quantum = quantum_input_of(traj, read_frames(traj))
     shells = find_shells(snapshots.reference, absorber, rmax_a, EXAFS_SHELL_TOL_A)
     corrections = {s.label: (s.r_ideal_a, shell_correction(pair_lengths_a(s.pairs, snapshots), quantum.times_fs, quantum.temperature_k, s.label, quantum.friction_per_fs)) for s in shells}
-    extra = extra_sigma2_of_length(np.array([r for r, _ in corrections.values()]), np.array([c.delta_sigma2_a2 for _, c in corrections.values()]))
+    extra = PathCorrections(np.array([r for r, _ in corrections.values()]), tuple(s.neighbor for s in shells),
+                            np.array([c.delta_sigma2_a2 for _, c in corrections.values()]))
     info = {
         "nuclei": nuclei,
         "correction_temperature_k": round(quantum.temperature_k, 2),

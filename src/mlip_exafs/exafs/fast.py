@@ -9,7 +9,9 @@ once per occupied bin, at the bin's mean length: the cost grows with the
 number of path instances, not with instances × k points. There is no
 Debye-Waller factor: the disorder is in the snapshots — except the quantum
 zero-point part that classical MD lacks: with ``extra_sigma2`` set (nuclei
-``corrected``, see mlip_exafs.quantum) each bin is damped by exp(−2k²Δσ²(R)).
+``corrected``, see mlip_exafs.quantum.PathCorrections) each bin is damped by
+exp(−2k²Δσ²), Δσ² of its scatterer's shell at its length (single scattering)
+or of the shell at its half length (multiple scattering).
 """
 
 from __future__ import annotations
@@ -90,15 +92,16 @@ class Histogram:
 class FastEngine:
     """Accumulate path-length histograms frame by frame, then evaluate χ(k) per block."""
 
-    def __init__(self, paths: PathInstances, phase_pad: Path, rmax_a: float, n_blocks: int):
+    def __init__(self, paths: PathInstances, phase_pad: Path, rmax_a: float, n_blocks: int, scatterers: tuple[str, ...] = ()):
         self.paths, self.phase_pad, self.rmax_a = paths, phase_pad, rmax_a
+        self.scatterers = scatterers  # element of FEFF potential 1, 2, … (feff.Potentials): the shell of an SS path's Δσ²
         self.n_ss_pot = int(paths.ss_ipot.max()) + 1 if len(paths.ss_ipot) else 1
         self.n_ss_bins = int(np.ceil((rmax_a + 1.0) / BIN_A)) + 1
         self.n_ms_bins = 2 * int(np.ceil(MS_HALF_SPAN_A / BIN_A)) + 1
         self.ms_reff = np.array([t.reff_a for t in paths.types])
         self.ss_hist = Histogram.empty(n_blocks, self.n_ss_pot * self.n_ss_bins)
         self.ms_hist = Histogram.empty(n_blocks, max(1, len(paths.types)) * self.n_ms_bins)
-        self.extra_sigma2 = None  # half path length (Å) -> extra Debye–Waller σ² (Å²), or None
+        self.extra_sigma2 = None  # (half path length (Å), scatterer element or None) -> extra Debye–Waller σ² (Å²), or None
 
     def add_frame(self, block: int, frac: np.ndarray, cell: np.ndarray) -> None:
         lengths = np.linalg.norm(self.paths.pairs.vectors_a(frac, cell), axis=-1)
@@ -133,7 +136,7 @@ class FastEngine:
             table = SingleScatteringTable(self.phase_pad, int(pot), r_mean[sel], k)
             for chunk in _chunks(np.flatnonzero(sel)):
                 amp, phase = table.at(r_mean[chunk])
-                signal = self._damped(k, r_mean[chunk], path_chi(k, amp, phase, table.lambda_a, r_mean[chunk]))
+                signal = self._damped(k, r_mean[chunk], path_chi(k, amp, phase, table.lambda_a, r_mean[chunk]), self._element(int(pot)))
                 out += self.ss_hist.counts[:, idx[chunk]] @ signal
         return out
 
@@ -150,11 +153,14 @@ class FastEngine:
                 out += self.ms_hist.counts[:, idx[chunk]] @ signal
         return out
 
-    def _damped(self, k: np.ndarray, r_a: np.ndarray, signal: np.ndarray) -> np.ndarray:
-        """The extra Debye–Waller factor exp(−2k²Δσ²) of each row's path length, when there is one."""
+    def _damped(self, k: np.ndarray, r_a: np.ndarray, signal: np.ndarray, element: str | None = None) -> np.ndarray:
+        """The extra Debye–Waller factor exp(−2k²Δσ²) of each row's path (its length, its scatterer's element), when there is one."""
         if self.extra_sigma2 is None:
             return signal
-        return signal * np.exp(-2.0 * np.outer(self.extra_sigma2(r_a), k * k))
+        return signal * np.exp(-2.0 * np.outer(self.extra_sigma2(r_a, element), k * k))
+
+    def _element(self, ipot: int) -> str | None:
+        return self.scatterers[ipot - 1] if 1 <= ipot <= len(self.scatterers) else None
 
     @property
     def n_ms_types(self) -> int:

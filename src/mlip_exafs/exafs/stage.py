@@ -32,7 +32,7 @@ from mlip_exafs.files import check_output_folder, write_json, write_text
 from mlip_exafs.geometry import Snapshots, absorber_indices, build_pairs, default_absorber, read_frames, snapshots_from_frames
 from mlip_exafs.plots import plot_chi, plot_ft
 from mlip_exafs.provenance import provenance
-from mlip_exafs.quantum import exafs_correction
+from mlip_exafs.quantum import PathCorrections, exafs_correction
 from mlip_exafs.settings import DEFAULT_RMAX_A, ExafsEngine, ExafsSettings, FTWindowSettings  # noqa: F401  (re-exported: defined with the other stages' settings)
 from mlip_exafs.shells import Cut, check_within_half_cell, cut_between_shells, shells_around
 from mlip_exafs.spectra import default_edge, edge_energy_ev, k_weighted_r_factor
@@ -99,7 +99,7 @@ class Prepared:
     ipot_of_atom: np.ndarray
     phase_pad: Path
     block_of_frame: np.ndarray  # block of each used frame
-    extra_sigma2: Optional[Callable[[np.ndarray], np.ndarray]] = None  # quantum Δσ² by half path length (nuclei: corrected)
+    extra_sigma2: Optional[PathCorrections] = None  # quantum Δσ² of each path (nuclei: corrected)
     quantum: Optional[dict] = None  # the kind of nuclei and the correction, for exafs.json
 
 
@@ -281,7 +281,7 @@ def _fast_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None],
     say(f"enumerating paths of up to {s.nleg} legs to {s.rmax_a + PATH_MARGIN_A:g} Å for {len(prepared.absorbers)} absorbers ...")
     paths = enumerate_paths(prepared.snapshots.reference, prepared.absorbers, prepared.ipot_of_atom, s.rmax_a, s.nleg, PATH_MARGIN_A)
     say(f"{paths.n_instances} path instances, {len(paths.types)} MS path types: tabulating FEFF amplitudes and phases ...")
-    engine = FastEngine(paths, prepared.phase_pad, s.rmax_a, int(prepared.block_of_frame.max()) + 1)
+    engine = FastEngine(paths, prepared.phase_pad, s.rmax_a, int(prepared.block_of_frame.max()) + 1, prepared.potentials.scatterers)
     engine.extra_sigma2 = prepared.extra_sigma2
     snaps = prepared.snapshots
     for i, f in enumerate(prepared.frames):
