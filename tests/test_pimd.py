@@ -38,3 +38,42 @@ def test_given_beads_stand_where_the_rule_would_ask_too_many():
     omega = 0.03  # rad/fs, ≈ 4.8 THz: W's stiffest CHGNet mode
     assert _rule_beads(omega, 300.0) == bead_count(omega, 300.0)
     assert _rule_beads(omega, 0.5) is None
+
+
+def test_a_socket_bound_but_not_yet_listening_is_retried_not_fatal(tmp_path):
+    """i-PI's socket file appears at bind(), before listen(): a connect in between is refused (the race a review
+    suspected). The client retries until i-PI listens."""
+    import os
+    import socket
+    import threading
+    import time
+    from pathlib import Path
+
+    from mlip_exafs.pimd import _connect
+
+    name = socket_name_for(tmp_path)
+    path = Path(f"/tmp/ipi_{name}")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))  # the file exists; connecting now is refused
+    try:
+        refused = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            refused.connect(str(path))
+            raise AssertionError("a bound socket that does not listen should refuse")
+        except ConnectionRefusedError:
+            pass
+        finally:
+            refused.close()
+        threading.Timer(0.3, server.listen, args=(1,)).start()
+
+        class Running:  # i-PI still running
+            def poll(self):
+                return None
+
+        started = time.monotonic()
+        client = _connect(Running(), name, path, tmp_path)
+        assert time.monotonic() - started >= 0.25
+        client.close()
+    finally:
+        server.close()
+        os.unlink(path)

@@ -270,10 +270,10 @@ def _serve(folder: Path, settings: MdSettings, beads: int, total_steps: int, sta
     log = open(folder / "ipi.log", "a")
     process = subprocess.Popen([sys.executable, _ipi_script(), input_name], cwd=folder, stdout=log, stderr=subprocess.STDOUT, preexec_fn=dies_with_parent(signal.SIGTERM))
     try:
-        _wait_for_socket(process, socket_path, folder)
+        client = _connect(process, name, socket_path, folder)
         client_atoms = atoms.copy()
         client_atoms.calc = calc
-        SocketClient(unixsocket=name).run(client_atoms, use_stress=False)
+        client.run(client_atoms, use_stress=False)
         rc = process.wait(timeout=600)
     finally:
         if process.poll() is None:
@@ -294,9 +294,14 @@ def _ipi_script() -> str:
     return str(script)
 
 
-def _wait_for_socket(process: subprocess.Popen, socket_path: Path, folder: Path) -> None:
+def _connect(process: subprocess.Popen, name: str, socket_path: Path, folder: Path) -> SocketClient:
+    """The client, once i-PI listens: its socket file appears at bind(), a moment before listen(), and a connect
+    in between is refused; so refusals are retried until the deadline, as a missing file is waited for."""
     deadline = time.monotonic() + SOCKET_WAIT_S
-    while not socket_path.exists():
+    while True:
+        if socket_path.exists():
+            with contextlib.suppress(ConnectionRefusedError):
+                return SocketClient(unixsocket=name)
         if process.poll() is not None:
             raise UserError(f"i-PI exited before opening its socket ({_last_line(folder / 'ipi.log')}); see {folder / 'ipi.log'}")
         if time.monotonic() > deadline:
