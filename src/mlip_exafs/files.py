@@ -147,17 +147,22 @@ def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
-def check_output_file(path: str | Path, what: str = "database file", example: str = "train.db") -> Path:
-    """Like :func:`check_output_folder`, for an output that is one file; a ``.db`` example asks for an ASE SQLite database."""
+def check_output_file(path: str | Path, what: str, example: str) -> Path:
+    """Like :func:`check_output_folder`, for an output that is one file: not a folder, and creatable."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder, not a file; give a file path, e.g. {path / example}")
-    if Path(example).suffix == ".db":
-        if path.suffix != ".db":
-            raise UserError(f"{what} {path} needs the .db suffix (an ASE SQLite database); e.g. {path.with_suffix('.db')}")
-        if path.is_file() and path.stat().st_size and not _is_sqlite(path):
-            raise UserError(f"{what} {path} exists and is not an SQLite database; choose another {what}")
     _check_creatable(path, path.parent, what)
+    return path
+
+
+def check_output_database(path: str | Path, what: str = "database file") -> Path:
+    """:func:`check_output_file` for an ASE SQLite database: the .db suffix, and no other kind of file overwritten."""
+    path = check_output_file(path, what, example="train.db")
+    if path.suffix != ".db":
+        raise UserError(f"{what} {path} needs the .db suffix (an ASE SQLite database); e.g. {path.with_suffix('.db')}")
+    if path.is_file() and path.stat().st_size and not _is_sqlite(path):
+        raise UserError(f"{what} {path} exists and is not an SQLite database; choose another {what}")
     return path
 
 

@@ -22,7 +22,7 @@ from ase.io.formats import open_with_compression
 
 from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
-from mlip_exafs.files import check_output_file, db_write_guard
+from mlip_exafs.files import check_output_database, db_write_guard
 from mlip_exafs.label import UNITS, finished_uids, write_row
 from mlip_exafs.potentials import calculator_for
 from mlip_exafs.units import ase_stress_to_gpa, gpa_to_ase_stress, matrix_to_voigt, vasp_kbar_to_gpa
@@ -207,7 +207,7 @@ def import_files(paths: list[Path], db_path: Path, fmt: str = "auto", stress_uni
     With ``check_units`` the stresses are compared with the pretrained CHGNet
     (:func:`check_stress_units`) before anything is written.
     """
-    check_output_file(db_path)  # before reading (and checking with CHGNet) every file
+    check_output_database(db_path)  # before reading (and checking with CHGNet) every file
     parsed = [(path, *read_labelled(path, fmt, stress_units)) for path in paths]  # read all before writing any
     for path, frames, code in parsed:
         check_same_code(db_path, code, path)

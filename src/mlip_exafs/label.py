@@ -30,7 +30,7 @@ from mlip_exafs.cp2k import (NOT_THE_LABEL, SOLVER_ONLY, Cp2kSettings, abort_rea
                              scf_converged, scf_steps)
 from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
-from mlip_exafs.files import check_output_file, db_write_guard, lock_holder, writer_lock
+from mlip_exafs.files import check_output_database, db_write_guard, lock_holder, writer_lock
 
 UNITS = {
     "energy": "eV",
@@ -59,7 +59,7 @@ def read_structures(path: Path) -> list[Atoms]:
 
 
 def finished_uids(db_path: Path) -> set[str]:
-    check_output_file(db_path)  # a folder or a path below a file: one line, not ASE's ValueError
+    check_output_database(db_path)  # a folder or a path below a file: one line, not ASE's ValueError
     if not db_path.exists():
         return set()
     with ase.db.connect(db_path) as db:
@@ -69,7 +69,7 @@ def finished_uids(db_path: Path) -> set[str]:
 def labelled_geometries(db_path: Path) -> dict[str, str]:
     """uid -> geometry fingerprint of every row: resuming by uid alone would skip a structure the file now holds
     with another geometry (a structure file re-sampled or edited after labelling)."""
-    check_output_file(db_path)
+    check_output_database(db_path)
     if not db_path.exists():
         return {}
     with ase.db.connect(db_path) as db:
@@ -98,7 +98,7 @@ def label_structures(
     file and database meets the first in the middle; each structure is skipped if
     another labeller finished it meanwhile.
     """
-    check_output_file(db_path)
+    check_output_database(db_path)
     direction = "reverse" if reverse else "forward"  # one labeller per direction: the two meet in the middle
     with writer_lock(Path(db_path).parent, "label", _lock_name(Path(db_path), direction), "database file's folder",
                      hint=f"wait for it to finish, or run this labeller with{'out' if reverse else ''} {setting('reverse')}"):
