@@ -52,6 +52,38 @@ def test_fast_engine_matches_per_snapshot_feff_with_multiple_scattering(tmp_path
     assert np.max(np.abs(k**2 * chi["feff"])) > 0.5  # a real spectrum, not zeros
 
 
+def test_focusing_paths_take_feffs_amplitude_at_their_instantaneous_angle(tmp_path):
+    """bcc W to 6 Å holds the 180° path absorber → shell 1 → shell 5 (5.48 Å), whose forward-scattering amplitude
+    changes within degrees of bending. With ideal-angle amplitudes the fast engine was R 1.2e-3 from per-snapshot
+    FEFF here (σ 0.05 Å, 4 frames × 2 absorbers; 2.2e-3 at σ 0.07 Å); by angle 3.4e-4 (2.5e-4)."""
+    traj = gaussian_snapshots("w-bcc", "4x4x4", 2, 0.05, tmp_path / "w.extxyz", seed=1)
+    k, chi = both_engines(traj, tmp_path, absorber="W", edge="L3", rmax_a=6.0, nleg=4, max_frames=2, max_absorbers=2)
+    r = k_weighted_r_factor(k, chi["fast"], chi["feff"], WINDOW)
+    assert r <= 6e-4, r
+    info = json.loads((tmp_path / "fast" / "exafs.json").read_text())["engine_info"]
+    assert info["focusing_path_types"] >= 1
+
+
+def test_a_bent_path_keeps_its_legs_and_takes_the_angle_asked():
+    from mlip_exafs.exafs.fast import bent_to, type_legs, vertex_angles_deg
+    from mlip_exafs.exafs.paths import PathType
+
+    d, u = 2.741, np.array([1.0, 1.0, 1.0]) / np.sqrt(3.0)
+    paths = {"0-1-5": PathType(3, np.array([d * u, 2 * d * u]), (1, 2), 2 * d),  # straight through shell 1
+             "0-5-1": PathType(3, np.array([2 * d * u, d * u]), (2, 1), 2 * d),  # the same path reversed
+             "0-1-5-1": PathType(4, np.array([d * u, 2 * d * u, d * u]), (1, 2, 1), 2 * d)}  # forward, back, forward
+    for name, path in paths.items():
+        assert vertex_angles_deg(type_legs(path)).max() == pytest.approx(180.0), name
+        for angle in (180.0, 175.0, 160.0):
+            scatterers, ipots = bent_to(path, angle)
+            nodes = np.vstack([np.zeros(3), scatterers])
+            legs = np.roll(nodes, -1, axis=0) - nodes
+            assert vertex_angles_deg(legs).max() == pytest.approx(angle, abs=1e-6), (name, angle)
+            assert np.linalg.norm(legs[:2], axis=1) == pytest.approx([d, d]), name  # the bend keeps both legs at the pivot
+            assert sorted(ipots.tolist()) == sorted(path.ipots)
+        assert bent_to(paths["0-5-1"], 170.0)[1].tolist() == [1, 2]  # reversed: its ipots with it
+
+
 def test_fast_engine_reduces_to_feff_perfect_crystal_two_elements(tmp_path):
     # no disorder: FEFF's own perfect-crystal χ(k) (degenerate paths merged, σ² = 0)
     traj = gaussian_snapshots("ws2", "3x3x1", 1, 0.0, tmp_path / "ws2.extxyz")

@@ -3,7 +3,10 @@
 Single scattering: FEFF's curved-wave amplitude and phase are tabulated on a
 0.1 Å grid of distances and interpolated at each instantaneous distance.
 Multiple scattering: each instance keeps its path type's amplitude and phase
-(ideal angles) at its instantaneous half path length. The instantaneous
+(ideal angles) at its instantaneous half path length, except near-collinear
+(focusing) types, whose forward-scattering amplitude changes within degrees:
+their instances are binned by their instantaneous largest scattering angle too,
+and each angle node gets FEFF's amplitude of the path bent to it. The instantaneous
 lengths of all absorbers and frames are binned (0.002 Å) and χ(k) is evaluated
 once per occupied bin, at the bin's mean length: the cost grows with the
 number of path instances, not with instances × k points. There is no
@@ -24,13 +27,16 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from mlip_exafs.exafs.feff import PathSignal, onepath
-from mlip_exafs.exafs.paths import PathInstances
+from mlip_exafs.exafs.paths import PathInstances, PathType
 
 K_STEP_INV_A = 0.05
 K_MAX_INV_A = 20.0
 BIN_A = 0.002
 SS_TABLE_STEP_A = 0.1  # FEFF's SS amplitude and phase are smooth in R: 0.1 Å gave the same R-factor as 0.02 Å
 MS_HALF_SPAN_A = 0.6  # MS bins reach this far from the ideal half length (outliers go to the edge bins)
+FOCUS_MIN_DEG = 150.0  # an MS type with a scattering angle this near forward gets its amplitude by angle
+FOCUS_STEP_DEG = 1.0  # angle nodes 180°, 179°, …: thermal bends are a few degrees, and focusing narrows with k
+FOCUS_NODES = 41  # down to 140°; instances bent further take the last node
 CHUNK_BINS = 4000
 
 
@@ -99,15 +105,24 @@ class FastEngine:
         self.n_ss_bins = int(np.ceil((rmax_a + 1.0) / BIN_A)) + 1
         self.n_ms_bins = 2 * int(np.ceil(MS_HALF_SPAN_A / BIN_A)) + 1
         self.ms_reff = np.array([t.reff_a for t in paths.types])
+        # MS slots: one per type, FOCUS_NODES per focusing type (its angle nodes)
+        self.focusing = np.array([vertex_angles_deg(type_legs(t)).max() >= FOCUS_MIN_DEG for t in paths.types], dtype=bool)
+        self.slot_base = np.concatenate([[0], np.cumsum(np.where(self.focusing, FOCUS_NODES, 1))]).astype(np.int64)
+        self.focus_rows = {nleg: np.flatnonzero(self.focusing[types]) for nleg, types in paths.ms_type.items()}
         self.ss_hist = Histogram.empty(n_blocks, self.n_ss_pot * self.n_ss_bins)
-        self.ms_hist = Histogram.empty(n_blocks, max(1, len(paths.types)) * self.n_ms_bins)
+        self.ms_hist = Histogram.empty(n_blocks, max(1, int(self.slot_base[-1])) * self.n_ms_bins)
         self.extra_sigma2 = None  # (half path length (Å), scatterer element or None) -> extra Debye–Waller σ² (Å²), or None
 
     def add_frame(self, block: int, frac: np.ndarray, cell: np.ndarray) -> None:
-        lengths = np.linalg.norm(self.paths.pairs.vectors_a(frac, cell), axis=-1)
+        vectors = self.paths.pairs.vectors_a(frac, cell)
+        lengths = np.linalg.norm(vectors, axis=-1)
         self._add_ss(block, lengths)
         for nleg, legs in self.paths.ms_legs.items():
-            self._add_ms(block, 0.5 * lengths[legs].sum(axis=1), self.paths.ms_type[nleg], self.paths.ms_weight[nleg])
+            node = np.zeros(len(legs), dtype=np.int64)
+            rows = self.focus_rows[nleg]
+            if len(rows):
+                node[rows] = angle_node(vertex_angles_deg(vectors[legs[rows]]).max(axis=1))
+            self._add_ms(block, 0.5 * lengths[legs].sum(axis=1), self.paths.ms_type[nleg], node, self.paths.ms_weight[nleg])
 
     def _add_ss(self, block: int, lengths: np.ndarray) -> None:
         r = lengths[self.paths.ss_pair]
@@ -116,11 +131,11 @@ class FastEngine:
         bins = ipot * self.n_ss_bins + np.minimum((r / BIN_A).astype(np.int64), self.n_ss_bins - 1)
         self.ss_hist.add(block, bins, r, np.ones_like(r))
 
-    def _add_ms(self, block: int, half_length: np.ndarray, types: np.ndarray, weights: np.ndarray) -> None:
+    def _add_ms(self, block: int, half_length: np.ndarray, types: np.ndarray, node: np.ndarray, weights: np.ndarray) -> None:
         keep = half_length <= self.rmax_a
-        r, t, w = half_length[keep], types[keep], weights[keep]
+        r, t, node, w = half_length[keep], types[keep], node[keep], weights[keep]
         offset = np.rint((r - self.ms_reff[t]) / BIN_A).astype(np.int64) + self.n_ms_bins // 2
-        bins = t * self.n_ms_bins + np.clip(offset, 0, self.n_ms_bins - 1)
+        bins = (self.slot_base[t] + node) * self.n_ms_bins + np.clip(offset, 0, self.n_ms_bins - 1)
         self.ms_hist.add(block, bins, r, w)
 
     def chi_blocks(self, k: np.ndarray) -> np.ndarray:
@@ -142,12 +157,16 @@ class FastEngine:
 
     def _ms_chi(self, k: np.ndarray) -> np.ndarray:
         idx, r_mean = self.ms_hist.occupied()
-        type_of_bin = idx // self.n_ms_bins
+        slot_of_bin = idx // self.n_ms_bins
         out = np.zeros((self.ms_hist.counts.shape[0], k.size))
-        for t in np.unique(type_of_bin):
-            sel = np.flatnonzero(type_of_bin == t)
+        for slot in np.unique(slot_of_bin):
+            sel = np.flatnonzero(slot_of_bin == slot)
+            t = int(np.searchsorted(self.slot_base, slot, side="right")) - 1
             ptype = self.paths.types[t]
-            g = on_grid(onepath(self.phase_pad, ptype.scatterers_a, np.array(ptype.ipots)), k)
+            scatterers, ipots = ptype.scatterers_a, np.array(ptype.ipots)
+            if self.focusing[t]:
+                scatterers, ipots = bent_to(ptype, 180.0 - FOCUS_STEP_DEG * (slot - self.slot_base[t]))
+            g = on_grid(onepath(self.phase_pad, scatterers, ipots), k)
             for chunk in _chunks(sel):
                 signal = self._damped(k, r_mean[chunk], path_chi(k, g.amp, g.phase, g.lambda_a, r_mean[chunk]))
                 out += self.ms_hist.counts[:, idx[chunk]] @ signal
@@ -165,6 +184,60 @@ class FastEngine:
     @property
     def n_ms_types(self) -> int:
         return len(self.paths.types)
+
+    @property
+    def n_focusing_types(self) -> int:
+        return int(self.focusing.sum())
+
+
+def type_legs(ptype: PathType) -> np.ndarray:
+    """The leg vectors (nleg, 3) of a path type's ideal geometry, absorber at the origin, along the path."""
+    nodes = np.vstack([np.zeros(3), ptype.scatterers_a])
+    return np.roll(nodes, -1, axis=0) - nodes
+
+
+def vertex_angles_deg(legs: np.ndarray) -> np.ndarray:
+    """The angle (degrees) at each scatterer of paths given by their leg vectors (…, nleg, 3): between the
+    directions back to the previous atom and on to the next; 180° is scattering straight forward through it."""
+    back, on = -legs[..., :-1, :], legs[..., 1:, :]
+    cos = (back * on).sum(-1) / (np.linalg.norm(back, axis=-1) * np.linalg.norm(on, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def angle_node(angle_deg: np.ndarray) -> np.ndarray:
+    """The index of the angle node nearest each angle (node j at 180° − j·FOCUS_STEP_DEG)."""
+    return np.clip(np.rint((180.0 - angle_deg) / FOCUS_STEP_DEG).astype(np.int64), 0, FOCUS_NODES - 1)
+
+
+def bent_to(ptype: PathType, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scatterer positions and ipots of a path type bent at its most forward scatterer to ``angle_deg``.
+
+    The atoms after that scatterer turn rigidly about it (the legs keep their lengths); a path whose most
+    forward scatterer is its last is reversed first (the same path). Atoms on the pivot or the absorber stay.
+    """
+    nodes = np.vstack([np.zeros(3), ptype.scatterers_a])
+    ipots = np.array(ptype.ipots)
+    angles = vertex_angles_deg(np.roll(nodes, -1, axis=0) - nodes)
+    pivot, current_deg = 1 + int(np.argmax(angles)), float(angles.max())
+    if pivot == len(nodes) - 1:
+        nodes, ipots = np.vstack([nodes[:1], nodes[:0:-1]]), ipots[::-1]
+        pivot = 1
+    centre = nodes[pivot]
+    back, on = nodes[pivot - 1] - centre, nodes[pivot + 1] - centre
+    axis = np.cross(back, on)
+    if np.linalg.norm(axis) < 1e-9 * np.linalg.norm(back) * np.linalg.norm(on):  # straight: any axis normal to the line
+        axis = np.cross(on, [1.0, 0.0, 0.0] if abs(on[0]) < 0.9 * np.linalg.norm(on) else [0.0, 1.0, 0.0])
+    turn = np.radians(angle_deg - current_deg)
+    moved = nodes.copy()
+    for i in range(pivot + 1, len(nodes)):
+        if not (np.allclose(nodes[i], centre) or np.allclose(nodes[i], 0.0)):
+            moved[i] = centre + _rotated(nodes[i] - centre, axis / np.linalg.norm(axis), turn)
+    return moved[1:], ipots
+
+
+def _rotated(v: np.ndarray, axis: np.ndarray, angle_rad: float) -> np.ndarray:
+    """Rodrigues' rotation of ``v`` about the unit ``axis``."""
+    return v * np.cos(angle_rad) + np.cross(axis, v) * np.sin(angle_rad) + axis * (axis @ v) * (1.0 - np.cos(angle_rad))
 
 
 class SingleScatteringTable:

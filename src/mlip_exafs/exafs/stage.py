@@ -288,7 +288,7 @@ def _fast_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None],
         engine.add_frame(prepared.block_of_frame[i], snaps.frac[f], snaps.cells[f])
         advance()
     raw = engine.chi_blocks(k)
-    return raw, {"path_instances": paths.n_instances, "ms_path_types": engine.n_ms_types}
+    return raw, {"path_instances": paths.n_instances, "ms_path_types": engine.n_ms_types, "focusing_path_types": engine.n_focusing_types}
 
 
 def _feff_blocks(prepared: Prepared, k: np.ndarray, advance: Callable[[], None]) -> tuple[np.ndarray, dict]:
