@@ -217,7 +217,7 @@ def bent_to(ptype: PathType, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """
     nodes = np.vstack([np.zeros(3), ptype.scatterers_a])
     ipots = np.array(ptype.ipots)
-    angles = vertex_angles_deg(np.roll(nodes, -1, axis=0) - nodes)
+    angles = vertex_angles_deg(type_legs(ptype))
     pivot, current_deg = 1 + int(np.argmax(angles)), float(angles.max())
     if pivot == len(nodes) - 1:
         nodes, ipots = np.vstack([nodes[:1], nodes[:0:-1]]), ipots[::-1]
