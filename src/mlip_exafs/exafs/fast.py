@@ -98,7 +98,7 @@ class Histogram:
 class FastEngine:
     """Accumulate path-length histograms frame by frame, then evaluate χ(k) per block."""
 
-    def __init__(self, paths: PathInstances, phase_pad: Path, rmax_a: float, n_blocks: int, scatterers: tuple[str, ...] = ()):
+    def __init__(self, paths: PathInstances, phase_pad: Path, rmax_a: float, n_blocks: int, scatterers: tuple[str, ...]):
         self.paths, self.phase_pad, self.rmax_a = paths, phase_pad, rmax_a
         self.scatterers = scatterers  # element of FEFF potential 1, 2, … (feff.Potentials): the shell of an SS path's Δσ²
         self.n_ss_pot = int(paths.ss_ipot.max()) + 1 if len(paths.ss_ipot) else 1
