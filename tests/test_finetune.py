@@ -56,12 +56,13 @@ def test_epoch_rule_and_scheduler_steps():
     assert [scheduler_steps_per_epoch(b) for b in (1, 3, 10, 25)] == [1, 3, 10, 10]
 
 
-def test_finetune_lowers_loss_and_checkpoint_reloads(dataset, tmp_path):
+def test_finetune_lowers_loss_and_checkpoint_reloads(dataset, tmp_path, capsys):
     from mlip_exafs.potentials import calculator_for
     from mlip_exafs.structures import load_structure
 
     out = tmp_path / "ft"
     model = finetune(settings(dataset, 3, epochs=2), out)
+    assert "fine-tune on 3 structures, epochs: 2/2, elapsed" in capsys.readouterr().err  # what `progress` shows of a running study
     record = json.loads((out / "finetune.json").read_text())
     assert record["train_loss_after"] < record["train_loss_before"]
     assert record["train_force_mae_after_ev_a"] < record["train_force_mae_before_ev_a"]

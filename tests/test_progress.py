@@ -2,6 +2,7 @@
 
 import io
 
+from mlip_exafs import progress
 from mlip_exafs.progress import log_lines
 
 
@@ -23,3 +24,17 @@ def test_log_lines_are_throttled_but_the_last_one_is_always_written():
         advance()
     lines = stream.getvalue().splitlines()
     assert [line.split(",")[0] for line in lines] == ["MD 300 K: 1/1000", "MD 300 K: 1000/1000"]
+
+
+def test_a_resumed_run_counts_earlier_units_as_done_and_its_eta_from_its_own_rate(monkeypatch):
+    stream = io.StringIO()
+    clock = iter([0.0, 10.0, 20.0])  # start, then one unit each 10 s
+    with monkeypatch.context() as patch:
+        patch.setattr(progress.time, "time", lambda: next(clock))
+        advance = log_lines("fine-tune on 10 structures, epochs", 100, stream, every_s=0.0, done_before=40)
+        advance()
+        advance()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("fine-tune on 10 structures, epochs: 41/100, elapsed 0:00:10")
+    assert lines[1].startswith("fine-tune on 10 structures, epochs: 42/100, elapsed 0:00:20")
+    assert lines[1].endswith("(in 0:09:40)")  # 58 epochs at 10 s each, not at 20 s for 42

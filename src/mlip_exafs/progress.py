@@ -19,15 +19,18 @@ LOG_EVERY_S = 30.0
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[], None]]:
-    """Yield ``advance()``; progress goes to stderr so stdout stays parseable."""
+def progress_bar(description: str, total: int, done_before: int = 0) -> Iterator[Callable[[], None]]:
+    """Yield ``advance()``; progress goes to stderr so stdout stays parseable.
+
+    ``done_before``: units a resumed run finished earlier; they count as done but not towards the rate.
+    """
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield log_lines(description, total, sys.stderr)
+        yield log_lines(description, total, sys.stderr, done_before=done_before)
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(description, total=total, completed=done_before)
         try:
             yield lambda: progress.advance(task)
         except BaseException:
@@ -35,10 +38,13 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[], None]]:
             raise
 
 
-def log_lines(description: str, total: int, stream: TextIO, every_s: float = LOG_EVERY_S) -> Callable[[], None]:
-    """``advance()`` that writes 'DESCRIPTION: i/total, elapsed H:MM:SS, ETA HH:MM (in H:MM:SS)' lines."""
+def log_lines(description: str, total: int, stream: TextIO, every_s: float = LOG_EVERY_S, done_before: int = 0) -> Callable[[], None]:
+    """``advance()`` that writes 'DESCRIPTION: i/total, elapsed H:MM:SS, ETA HH:MM (in H:MM:SS)' lines.
+
+    Elapsed time and rate are this run's: a resumed run's ETA comes from the units it did itself.
+    """
     start = time.time()
-    state = {"done": 0, "last": float("-inf")}
+    state = {"done": done_before, "last": float("-inf")}
 
     def advance() -> None:
         state["done"] += 1
@@ -47,7 +53,7 @@ def log_lines(description: str, total: int, stream: TextIO, every_s: float = LOG
             return
         state["last"] = now
         done, elapsed = state["done"], now - start
-        remaining = elapsed / done * (total - done)
+        remaining = elapsed / (done - done_before) * (total - done)
         eta = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + remaining))
         stream.write(f"{description}: {done}/{total}, elapsed {_hms(elapsed)}, ETA {eta} (in {_hms(remaining)})\n")
         stream.flush()

@@ -60,6 +60,11 @@ MIN_STRUCTURES_FOR_VALIDATION = 10
 LOG_FILE = "train.log"  # the trainer's log: written by the adapters into the work folder, then moved to ``out``
 
 
+def epochs_progress(n_train: int) -> str:
+    """What a fine-tune's progress lines on stderr are called (a study's ``progress`` shows the last one)."""
+    return f"fine-tune on {n_train} structure{'s' if n_train != 1 else ''}, epochs"
+
+
 def diverged(work: Path, when: str = "loss is NaN after training") -> UserError:
     """The one message of a fine-tune whose loss ran away: a rerun would diverge again, a lower rate need not."""
     return UserError(f"fine-tuning diverged ({when}, see {work / LOG_FILE}); lower {setting('learning_rate')} or {setting('stress_weight')}")

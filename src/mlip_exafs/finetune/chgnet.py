@@ -18,7 +18,7 @@ from ase import Atoms
 from torch.nn.utils import parametrize
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from mlip_exafs.finetune import LOG_FILE, FinetuneRecipe, FreezeMode, diverged, learning_rate_of, training_targets
+from mlip_exafs.finetune import LOG_FILE, FinetuneRecipe, FreezeMode, diverged, epochs_progress, learning_rate_of, training_targets
 from mlip_exafs.potentials import Potential
 from mlip_exafs.potentials.chgnet import to_structures
 from mlip_exafs.units import gpa_to_vasp_kbar
@@ -163,7 +163,7 @@ def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offs
     scale = apply_freeze(model, recipe.freeze)
     trainer = make_trainer(model, recipe, targets, epochs, settings.seed, len(train_loader), potential.device)
     with open(work / LOG_FILE, "a") as log, contextlib.redirect_stdout(log):
-        resumed_at = train_resumably(trainer, train_loader, val_loader, work / "trainer")
+        resumed_at = train_resumably(trainer, train_loader, val_loader, work / "trainer", epochs_progress(len(train)))
     seconds = trainer.training_seconds()
     kept_epoch = epochs
     if val:

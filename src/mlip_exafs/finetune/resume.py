@@ -17,9 +17,12 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from chgnet.trainer import Trainer
+
+from mlip_exafs.progress import progress_bar
 
 EPOCH_FILE = re.compile(r"^epoch(\d+)_.*\.pth\.tar$")
 BEST_FORCE_FILE = re.compile(r"^bestF_epoch(\d+)_.*\.pth\.tar$")
@@ -30,6 +33,7 @@ class ResumableTrainer(Trainer):
 
     seconds_before = 0.0  # training seconds of earlier, killed runs
     started_at: float | None = None
+    finished_epoch: Callable[[], None] | None = None  # progress: CHGNet's own epoch lines go to the train log
 
     def training_seconds(self) -> float:
         running = time.perf_counter() - self.started_at if self.started_at is not None else 0.0
@@ -58,6 +62,8 @@ class ResumableTrainer(Trainer):
         if "f" in self.targets and mae_error["f"] == min(self.training_history["f"]["val"]):
             _keep_only(folder, BEST_FORCE_FILE, _copy_atomically(latest, folder / f"bestF_{latest.name}"))
         _keep_only(folder, EPOCH_FILE, latest)
+        if self.finished_epoch is not None:
+            self.finished_epoch()
 
 
 def resume(trainer: ResumableTrainer, save_dir: Path) -> int:
@@ -90,13 +96,14 @@ def _restore_best_force_copy(trainer: ResumableTrainer, save_dir: Path, latest: 
     _keep_only(save_dir, BEST_FORCE_FILE, copy)
 
 
-def train_resumably(trainer: ResumableTrainer, train_loader, val_loader, save_dir: Path) -> int:
+def train_resumably(trainer: ResumableTrainer, train_loader, val_loader, save_dir: Path, description: str) -> int:
     """``trainer.train`` from the last finished epoch in ``save_dir``; returns the epoch it resumed at."""
     resumed_at = resume(trainer, save_dir)
     if resumed_at:
         print(f"resumed after epoch {resumed_at} of {trainer.epochs} (from {save_dir})")
     trainer.started_at = time.perf_counter()
-    trainer.train(train_loader, val_loader, save_dir=str(save_dir))
+    with progress_bar(description, trainer.epochs, done_before=resumed_at) as trainer.finished_epoch:
+        trainer.train(train_loader, val_loader, save_dir=str(save_dir))
     return resumed_at
 
 

@@ -24,8 +24,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from mlip_exafs.errors import UserError, setting
-from mlip_exafs.finetune import LOG_FILE, diverged, learning_rate_of, shifted_energies_ev, training_targets
+from mlip_exafs.finetune import LOG_FILE, diverged, epochs_progress, learning_rate_of, shifted_energies_ev, training_targets
 from mlip_exafs.potentials import Potential
+from mlip_exafs.progress import progress_bar
 
 GPA2_TO_KBAR2 = 1 / 100  # weight per kbar² = weight per GPa² x this (1 kbar = 0.1 GPa)
 
@@ -97,7 +98,7 @@ def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offs
     judge_targets = training_targets(val, offsets_ev) if val else train_targets
     history, best = [], (np.inf, None, epochs)
     start = time.perf_counter()
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, progress_bar(epochs_progress(len(train)), epochs) as finished_epoch:
         for epoch in range(1, epochs + 1):
             lr = trainer.optimizer.param_groups[0]["lr"]
             model.set_is_batch_data(True)
@@ -108,6 +109,7 @@ def train_model(potential: Potential, train: list[Atoms], val: list[Atoms], offs
             log.write(f"epoch {epoch}/{epochs} lr {lr:.3g}: force MAE train {train_row['f_mae_ev_a']:.4f}, "
                       f"{'validation' if val else 'train (no validation split)'} {val_row['f_mae_ev_a']:.4f} eV/Å\n")
             log.flush()
+            finished_epoch()
             if val and val_row["f_mae_ev_a"] < best[0]:
                 best = (val_row["f_mae_ev_a"], copy.deepcopy(model.state_dict()), epoch)
     seconds = time.perf_counter() - start
