@@ -16,6 +16,7 @@ from fake_dft import fake_cp2k_shell
 from mlip_exafs.cp2k import Cp2kSettings, kpoint_mesh, make_calculator
 from mlip_exafs.errors import UserError
 from mlip_exafs.label import WORKDIR_PARENT, finished_uids, group_by_cell, new_workdir, remove_stale_workdirs
+from mlip_exafs.processes import process_alive
 from mlip_exafs.structures import load_structure
 
 # A cheap but real level of theory: 2-atom bcc W, 2x2x2 k-points, 200 Ry.
@@ -109,9 +110,9 @@ def test_label_is_resumable_after_kill_9(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # only the labelling process, as `kill -9 PID` would
     proc.wait()
     deadline = time.time() + 30  # SIGKILL is delivered at once; a loaded machine may take seconds to tear MPI's orted down
-    while [pid for pid in cp2k_pids if _running(pid)] and time.time() < deadline:
+    while [pid for pid in cp2k_pids if process_alive(pid)] and time.time() < deadline:
         time.sleep(0.5)
-    assert not [pid for pid in cp2k_pids if _running(pid)], "CP2K outlived the killed labelling run"
+    assert not [pid for pid in cp2k_pids if process_alive(pid)], "CP2K outlived the killed labelling run"
     done_before = finished_uids(db)
     assert 1 <= len(done_before) < 3
     with ase.db.connect(db) as conn:
@@ -136,16 +137,6 @@ def test_label_is_resumable_after_kill_9(tmp_path):
     assert "labelled 0 new, 3 already done" in out
 
 
-def _running(pid: int) -> bool:
-    """Whether a process still exists and is not a zombie: an orphan killed under a PID 1 that reaps slowly (CI's
-    container) stays in /proc as a zombie, computing nothing."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _owner(workdir: Path) -> int | None:
     try:
         return int((workdir / "owner.pid").read_text())
@@ -166,6 +157,25 @@ def test_stale_cp2k_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path
     assert not stale.exists()
     assert unowned.exists() and mine.exists() and _owner(mine) == os.getpid()
     assert remove_stale_workdirs(tmp_path) == []
+
+
+def test_a_cp2k_folder_of_a_killed_owner_not_yet_reaped_is_stale(tmp_path):
+    """A zombie still answers kill(pid, 0), but it will never clean up after itself."""
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder = tmp_path / "mlx-cp2k-zombie"
+        folder.mkdir()
+        (folder / "owner.pid").write_text(str(owner.pid))
+        assert remove_stale_workdirs(tmp_path) == []  # alive
+        owner.kill()
+        deadline = time.time() + 10
+        while process_alive(owner.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(owner.pid, 0)  # not waited on: still in the process table, a zombie
+        assert remove_stale_workdirs(tmp_path) == [folder]
+    finally:
+        owner.kill()
+        owner.wait()
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from mlip_exafs.cp2k import (NOT_THE_LABEL, SOLVER_ONLY, Cp2kSettings, abort_rea
 from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_database, db_write_guard, lock_holder, writer_lock
+from mlip_exafs.processes import process_alive
 
 UNITS = {
     "energy": "eV",
@@ -308,20 +309,10 @@ def remove_stale_workdirs(parent: Path) -> list[Path]:
             pid = int((workdir / "owner.pid").read_text())
         except (OSError, ValueError):
             continue
-        if not _process_alive(pid):
+        if not process_alive(pid):
             shutil.rmtree(workdir, ignore_errors=True)
             removed.append(workdir)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def _keep_output(workdir: Path, keep_dir: Path) -> None:

@@ -4,10 +4,12 @@ child or i-PI behind that keeps writing; and SIGTERM handled as Ctrl-C where a c
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import threading
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1
@@ -31,6 +33,22 @@ def dies_with_parent(sig: int) -> Callable[[], None]:
             prctl(PR_SET_PDEATHSIG, sig)
 
     return preexec
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. A killed process its parent has not reaped (a zombie) does not: it still answers
+    ``kill(pid, 0)``, but it will never finish or clean up (CI's PID 1 reaps orphans slowly)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # not Linux (no /proc), or it went in between
+        return not Path("/proc/self").exists()
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 @contextmanager
