@@ -1,5 +1,6 @@
 """Progress lines for jobs whose stderr goes to a log file."""
 
+import contextlib
 import io
 
 from mlip_exafs import progress
@@ -38,3 +39,14 @@ def test_a_resumed_run_counts_earlier_units_as_done_and_its_eta_from_its_own_rat
     assert lines[0].startswith("fine-tune on 10 structures, epochs: 41/100, elapsed 0:00:10")
     assert lines[1].startswith("fine-tune on 10 structures, epochs: 42/100, elapsed 0:00:20")
     assert lines[1].endswith("(in 0:09:40)")  # 58 epochs at 10 s each, not at 20 s for 42
+
+
+def test_a_bar_on_a_terminal_leaves_a_redirected_stdout_where_it_was(monkeypatch):
+    """A fine-tune redirects its trainer's prints to train.log; rich's live bar must not take them to the terminal."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: stderr counts as a terminal
+    trainer_log = io.StringIO()
+    with contextlib.redirect_stdout(trainer_log), progress.progress_bar("fine-tune on 3 structures, epochs", 2) as advance:
+        print("Epoch: [0][1/1] | Loss 1.0")
+        advance()
+        advance()
+    assert trainer_log.getvalue() == "Epoch: [0][1/1] | Loss 1.0\n"

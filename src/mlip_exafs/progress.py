@@ -29,7 +29,7 @@ def progress_bar(description: str, total: int, done_before: int = 0) -> Iterator
         yield log_lines(description, total, sys.stderr, done_before=done_before)
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console, redirect_stdout=False) as progress:  # rich would take stdout off a redirect (a trainer's log)
         task = progress.add_task(description, total=total, completed=done_before)
         try:
             yield lambda: progress.advance(task)
