@@ -1,4 +1,5 @@
-"""The CP2K driver: SCF convergence read from its output; the shell command ASE starts, with the path quoted."""
+"""The CP2K driver: SCF convergence and spin moments read from its output; the shell command ASE starts, with the path
+quoted; spin-polarised settings, their input and multiplicity."""
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_cp2k_abort_message_is_read_from_its_box(tmp_path):
 
 
 def test_what_cp2k_cannot_label_is_refused_before_any_work(tmp_path, monkeypatch):
-    """An element without the basis set, or a magnetic one (labels are spin-restricted), is one line before sampling."""
+    """An element without the basis set, or a magnetic one without a word on spin, is one line before sampling."""
     from mlip_exafs.cp2k import Cp2kSettings, check_can_label
     from mlip_exafs.errors import UserError
 
@@ -73,7 +74,81 @@ def test_what_cp2k_cannot_label_is_refused_before_any_work(tmp_path, monkeypatch
     check_can_label(Cp2kSettings(), {"W", "O"})
     with pytest.raises(UserError, match=r"BASIS_MOLOPT \(.*\) has no basis set DZVP-MOLOPT-SR-GTH for La; choose"):
         check_can_label(Cp2kSettings(), {"La", "O"})
-    with pytest.raises(UserError, match="Fe compounds are usually magnetic, and these CP2K labels are spin-restricted"):
+    with pytest.raises(UserError, match=r"Fe compounds are usually magnetic, and these CP2K settings are spin-restricted; set .magnetic_moments_mub. \(e.g. {Fe: 3.0}\)"):
         check_can_label(Cp2kSettings(), {"Fe", "O"})
     check_can_label(Cp2kSettings(nonmagnetic=True), {"Fe", "O"})
     assert Cp2kSettings(nonmagnetic=True).settings_hash() == Cp2kSettings().settings_hash()  # an acknowledgement, not a level of theory
+    check_can_label(Cp2kSettings(magnetic_moments_mub={"Fe": 3.0}), {"Fe", "O"})  # spin-polarised
+    with pytest.raises(UserError, match=r"names Ni, which the structures do not hold; give moments to their elements \(Fe, O\)"):
+        check_can_label(Cp2kSettings(magnetic_moments_mub={"Fe": 3.0, "Ni": 1.0}), {"Fe", "O"})
+
+
+def test_spin_polarised_settings_are_a_level_of_theory_and_unused_spin_leaves_the_hash_alone():
+    """The shipped datasets (ws2, mos2, w-bcc) were labelled before spin existed: their hash must not move."""
+    from mlip_exafs.cp2k import Cp2kSettings
+
+    assert Cp2kSettings().settings_hash() == "db9e3f5360131201"  # datasets/*/ metadata
+    assert "magnetic_moments_mub" not in Cp2kSettings().as_params()  # and the label steps of committed studies keep theirs
+    fe = Cp2kSettings(magnetic_moments_mub={"Fe": 3.0})
+    assert fe.settings_hash() != Cp2kSettings().settings_hash()
+    assert fe.level_of_theory()["magnetic_moments_mub"] == {"Fe": 3.0}
+    assert Cp2kSettings(**fe.as_params()) == fe  # a study step rebuilds its settings from its parameters
+
+
+def test_spin_settings_that_cannot_be_meant_are_refused():
+    from pydantic import ValidationError
+
+    from mlip_exafs.cp2k import Cp2kSettings
+
+    with pytest.raises(ValidationError, match="FE is not an element symbol"):
+        Cp2kSettings(magnetic_moments_mub={"FE": 3.0})
+    with pytest.raises(ValidationError, match="contradict each other"):
+        Cp2kSettings(nonmagnetic=True, magnetic_moments_mub={"Fe": 3.0})
+
+
+def test_spin_polarised_input_starts_each_element_at_its_moment():
+    from mlip_exafs.cp2k import Cp2kSettings, input_template
+
+    text = input_template(Cp2kSettings(magnetic_moments_mub={"Fe": 3.0, "O": 0.0}), (4, 4, 4))
+    assert "  &END DFT\n  &SUBSYS\n    &KIND Fe\n      MAGNETIZATION 3.0\n    &END KIND\n    &KIND O\n      MAGNETIZATION 0.0" in text
+    assert "&SUBSYS" not in input_template(Cp2kSettings(), (4, 4, 4))
+
+
+def test_the_multiplicity_holds_the_start_moment_at_the_parity_of_the_electrons(tmp_path, monkeypatch):
+    """CP2K aborts on a multiplicity of the wrong parity ('LSD: try to use a different multiplicity'; measured: 1 Fe at 4)."""
+    from ase import Atoms
+
+    from mlip_exafs.cp2k import Cp2kSettings, spin_multiplicity
+
+    (tmp_path / "GTH_POTENTIALS").write_text("Fe GTH-PBE-q16 GTH-PBE\n    3    6    7\n     0.36  2\nO GTH-PBE-q6 GTH-PBE\n    2    4\n")
+    monkeypatch.setenv("CP2K_DATA_DIR", str(tmp_path))
+    fe3 = Cp2kSettings(magnetic_moments_mub={"Fe": 3.0})
+    assert spin_multiplicity(fe3, Atoms("Fe")) == 5  # 16 electrons: 3 unpaired cannot be, 4 can
+    assert spin_multiplicity(fe3, Atoms("Fe2")) == 7  # 32 electrons, 6 unpaired
+    assert spin_multiplicity(fe3, Atoms("FeO")) == 5  # 22 electrons
+    assert spin_multiplicity(Cp2kSettings(magnetic_moments_mub={"Fe": 2.2}), Atoms("Fe2")) == 5  # 4.4 rounds to 4
+
+
+SPIN_OUTPUT = """
+                     Mulliken Population Analysis
+
+ #  Atom  Element  Kind  Atomic population (alpha,beta) Net charge  Spin moment
+       1     Fe       1         8.746698     7.545105    -0.291803     1.201593
+       2     Fe       1         9.317283     6.390914     0.291803     2.926369
+ # Total charge and spin       18.063981    13.936019     0.000000     4.127962
+"""
+
+
+def test_spin_moments_are_read_from_the_last_mulliken_table(tmp_path):
+    """The lines are CP2K 2023.1's (2-atom bcc Fe, UKS); a spin-restricted output has no such table."""
+    from mlip_exafs.cp2k import spin_moments
+
+    out = tmp_path / "cp2k.out"
+    out.write_text(SPIN_OUTPUT.replace("1.201593", "9.0"))
+    offset = out.stat().st_size
+    with open(out, "a") as fh:
+        fh.write(SPIN_OUTPUT)
+    assert spin_moments(out, offset).tolist() == [1.201593, 2.926369]
+    assert spin_moments(out)[0] == 1.201593  # the last table
+    out.write_text(" #  Atom  Element  Kind  Atomic population  Net charge\n       1     W       1        14.0  0.0\n # Total charge  14.0  0.0\n")
+    assert spin_moments(out) is None

@@ -409,3 +409,33 @@ def test_a_nonmagnetic_acknowledgement_is_recorded_in_the_database(tmp_path, mon
     with ase.db.connect(tmp_path / "fe.db") as fe, ase.db.connect(tmp_path / "w.db") as w:
         assert fe.metadata["nonmagnetic_acknowledged"] is True and "nonmagnetic_acknowledged" not in w.metadata
         assert fe.metadata["settings_hash"] == w.metadata["settings_hash"]
+
+
+@pytest.mark.slow
+@requires_cp2k
+def test_spin_polarised_labels_of_bcc_iron_are_magnetic_and_below_the_restricted_ones(tmp_path):
+    """One bcc Fe atom at a cheap level: the spin-polarised row holds a moment near PBE's 2.2 μB and an energy well
+    below the spin-restricted label of the same structure (PBE: ≈ 0.6 eV/atom); both SCFs converge."""
+    import ase.db
+    import ase.io
+    from ase.build import bulk
+
+    from mlip_exafs.label import label_structures
+
+    atoms = bulk("Fe", "bcc", a=2.83)
+    atoms.info["uid"] = "fe-bcc"
+    ase.io.write(tmp_path / "fe.extxyz", atoms)
+    cheap = TINY.model_dump() | {"mixing_alpha": 0.1, "broyden_nbuffer": 8}  # a magnetic metal's SCF needs gentler mixing
+    energies = {}
+    for name, spin in (("spin", {"magnetic_moments_mub": {"Fe": 3.0}}), ("restricted", {"nonmagnetic": True})):
+        label_structures(tmp_path / "fe.extxyz", tmp_path / f"{name}.db", Cp2kSettings(**(cheap | spin)), mpi_ranks=1)
+        with ase.db.connect(tmp_path / f"{name}.db") as db:
+            row = db.get(uid="fe-bcc")
+        assert row.scf_converged, name
+        energies[name] = row.energy
+        if name == "spin":
+            assert 1.8 < row.magnetic_moment_mub < 2.8
+            assert row.data["spin_moments_mub"].shape == (1,)
+        else:
+            assert "magnetic_moment_mub" not in row.key_value_pairs and "spin_moments_mub" not in row.data
+    assert energies["restricted"] - energies["spin"] > 0.3

@@ -5,7 +5,8 @@ The defaults are the settings shown converged for 2H-WS2 on these machines
 basis, 400 Ry cutoff, Monkhorst-Pack k-points from a reciprocal spacing, SCF by
 diagonalisation with Fermi-Dirac smearing and Broyden mixing. Γ-only supercell
 labels are wrong by tens of meV/atom here: never set a spacing that gives 1x1x1
-for small cells unless you mean it.
+for small cells unless you mean it. Labels are spin-restricted unless the settings
+give magnetic moments (then UKS from a ferromagnetic start; docs/datasets.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Literal
 import numpy as np
 from ase import Atoms
 from ase.calculators.cp2k import CP2K
-from pydantic import BaseModel, ConfigDict, Field
+from ase.data import chemical_symbols
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlip_exafs.errors import UserError, setting
 
@@ -59,16 +61,40 @@ class Cp2kSettings(BaseModel):
     d3_cutoff_a: float = Field(12.0, gt=0)
     kspacing_inv_a: float = Field(0.26, gt=0, description="k-point spacing, Å^-1 including 2π (VASP KSPACING)")
     broyden_nbuffer: int = Field(4, ge=1, description="Broyden mixing history (CP2K's NBUFFER; solver only)")
-    nonmagnetic: bool = Field(False, description="label Cr, Mn, Fe, Co or Ni compounds anyway: for a material known to be non-magnetic "
-                                                  "(labels are always spin-restricted)")
+    nonmagnetic: bool = Field(False, description="label Cr, Mn, Fe, Co or Ni compounds spin-restricted anyway: for a material known "
+                                                  "to be non-magnetic")
+    magnetic_moments_mub: dict[str, float] = Field(
+        default_factory=dict, description="spin-polarised (UKS) labels: each element's initial magnetic moment per atom (μB), a "
+                                          "ferromagnetic start that the SCF relaxes, e.g. {Fe: 3.0}; empty: spin-restricted")
+
+    @field_validator("magnetic_moments_mub")
+    @classmethod
+    def _moments_of_elements(cls, moments: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(s for s in moments if s not in chemical_symbols[1:])
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} is not an element symbol (write e.g. Fe: 3.0)")
+        return moments
+
+    @model_validator(mode="after")
+    def _spin_said_once(self) -> "Cp2kSettings":
+        if self.nonmagnetic and self.magnetic_moments_mub:
+            raise ValueError("nonmagnetic: true (spin-restricted labels) and magnetic_moments_mub (spin-polarised ones) contradict each "
+                             "other; keep one")
+        return self
+
+    def level_of_theory(self) -> dict:
+        """The settings that make a label: the hash's input and the database's record. Spin stays out while it is
+        unused, so datasets labelled before it existed keep their hash (and their hours of CP2K rows)."""
+        unused = set() if self.magnetic_moments_mub else {"magnetic_moments_mub"}
+        return self.model_dump(exclude=NOT_THE_LABEL | unused)
 
     def settings_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(exclude=NOT_THE_LABEL), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.level_of_theory(), sort_keys=True).encode()).hexdigest()[:16]
 
     def as_params(self) -> dict:
         """The settings as a study step's parameters: solver-only ones only when set, so that the label steps of
         studies begun before they existed keep their hashes (and their hours of finished CP2K rows)."""
-        return self.model_dump(exclude=NOT_THE_LABEL) | self.model_dump(include=NOT_THE_LABEL, exclude_defaults=True)
+        return self.level_of_theory() | self.model_dump(include=NOT_THE_LABEL, exclude_defaults=True)
 
 
 SOLVER_ONLY = frozenset({"broyden_nbuffer"})
@@ -107,6 +133,13 @@ def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int]) -> str:
         &END PAIR_POTENTIAL
       &END VDW_POTENTIAL
     &END XC"""
+    kinds = "".join(f"""
+    &KIND {symbol}
+      MAGNETIZATION {moment}
+    &END KIND""" for symbol, moment in sorted(s.magnetic_moments_mub.items()))  # ASE adds each kind's basis and potential
+    subsys = f"""
+  &SUBSYS{kinds}
+  &END SUBSYS""" if kinds else ""
     return f"""&FORCE_EVAL
   &DFT
     &QS
@@ -132,7 +165,7 @@ def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int]) -> str:
         NBUFFER {s.broyden_nbuffer}
       &END MIXING
     &END SCF{vdw}
-  &END DFT
+  &END DFT{subsys}
 &END FORCE_EVAL
 """
 
@@ -188,12 +221,17 @@ def _named_entries(path: Path) -> frozenset[tuple[str, str]]:
 
 def check_can_label(settings: Cp2kSettings, symbols: set[str]) -> None:
     """Before any sampling or CP2K: each element has the basis set and pseudopotential the settings name (CP2K would
-    abort on the first structure and say why only in its output), and no magnetic material is labelled without spin."""
+    abort on the first structure and say why only in its output), and no magnetic material is labelled without a word on spin."""
     magnetic = sorted(set(symbols) & set(MAGNETIC_ELEMENTS))
-    if magnetic and not settings.nonmagnetic:
-        raise UserError(f"{', '.join(magnetic)} compounds are usually magnetic, and these CP2K labels are spin-restricted (no magnetic "
-                        f"moments, no DFT+U); for a magnetic material label with your own spin-polarised DFT and import it ('mlip-exafs import'), "
-                        f"for one known to be non-magnetic set {setting('nonmagnetic')} true")
+    if magnetic and not settings.nonmagnetic and not settings.magnetic_moments_mub:
+        raise UserError(f"{', '.join(magnetic)} compounds are usually magnetic, and these CP2K settings are spin-restricted; set "
+                        f"{setting('magnetic_moments_mub')} (e.g. {{{magnetic[0]}: 3.0}}) for spin-polarised labels from a ferromagnetic "
+                        f"start, or {setting('nonmagnetic')} true for a material known to be non-magnetic (other magnetic orders and "
+                        f"DFT+U: label with your own DFT and 'mlip-exafs import' it)")
+    absent = sorted(set(settings.magnetic_moments_mub) - set(symbols))
+    if absent:
+        raise UserError(f"{setting('magnetic_moments_mub')} names {', '.join(absent)}, which the structures do not hold; "
+                        f"give moments to their elements ({', '.join(sorted(symbols))})")
     for kind, name, file_name in (("basis set", settings.basis_set, settings.basis_set_file),
                                   ("pseudopotential", settings.pseudo_potential, settings.potential_file)):
         path = data_file(file_name)
@@ -203,6 +241,48 @@ def check_can_label(settings: Cp2kSettings, symbols: set[str]) -> None:
         if missing:
             raise UserError(f"CP2K's {file_name} ({path}) has no {kind} {name} for {', '.join(missing)}; "
                             f"choose a {kind} it has for every element ({setting('basis_set')}, {setting('pseudo_potential')} and their files)")
+
+
+@lru_cache(maxsize=8)
+def _valence_electrons(path: Path) -> dict[tuple[str, str], int]:
+    """(element, name) -> valence electrons of a GTH potential file: the line after 'Fe GTH-PBE-q16 GTH-PBE' holds
+    the electrons per angular momentum ('3 6 7')."""
+    lines = path.read_text(errors="replace").splitlines()
+    counts = {}
+    for header, following in zip(lines, lines[1:]):
+        tokens, numbers = header.split(), following.split()
+        if len(tokens) >= 2 and tokens[0].isalpha() and len(tokens[0]) <= 2 and numbers and all(n.isdigit() for n in numbers):
+            counts.update(((tokens[0].capitalize(), name), sum(map(int, numbers))) for name in tokens[1:])
+    return counts
+
+
+def spin_multiplicity(settings: Cp2kSettings, atoms: Atoms) -> int:
+    """2S + 1 of the ferromagnetic start: the moments' sum, rounded to the parity of the electron count.
+
+    CP2K rescales the atomic guess to this many unpaired electrons; at its default (1) the kinds' moments are
+    rescaled away and the SCF stays non-magnetic (measured on bcc Fe). The smeared SCF then relaxes the moment.
+    """
+    symbols = atoms.get_chemical_symbols()
+    path = data_file(settings.potential_file)
+    if path is None:
+        raise UserError(f"spin-polarised labels count valence electrons in CP2K's {settings.potential_file}, which is neither in "
+                        f"$CP2K_DATA_DIR nor in {', '.join(CP2K_DATA_DIRS)}; set CP2K_DATA_DIR to the folder that holds it")
+    valence = _valence_electrons(path)
+    electrons = sum(valence[(symbol, settings.pseudo_potential)] for symbol in symbols)
+    unpaired = abs(round(sum(settings.magnetic_moments_mub.get(symbol, 0.0) for symbol in symbols)))
+    return unpaired + (electrons - unpaired) % 2 + 1
+
+
+SPIN_TABLE = re.compile(r"#\s+Atom\s+Element\s+Kind\s+Atomic population \(alpha,beta\)\s+Net charge\s+Spin moment\n(.*?)\n\s*# Total charge and spin",
+                        re.DOTALL)
+
+
+def spin_moments(output_file: Path, offset: int = 0) -> np.ndarray | None:
+    """Each atom's Mulliken spin moment (μB) of the last spin-polarised SCF after byte ``offset``; None when there is none."""
+    tables = SPIN_TABLE.findall(_output_from(output_file, offset))
+    if not tables:
+        return None
+    return np.array([float(line.split()[-1]) for line in tables[-1].splitlines() if line.strip()])
 
 
 @lru_cache(maxsize=1)
@@ -231,6 +311,8 @@ def make_calculator(settings: Cp2kSettings, atoms: Atoms, workdir: Path, mpi_ran
         stress_tensor=True,
         print_level="MEDIUM",
         poisson_solver=None,
+        uks=bool(settings.magnetic_moments_mub),
+        multiplicity=spin_multiplicity(settings, atoms) if settings.magnetic_moments_mub else None,
     )
 
 

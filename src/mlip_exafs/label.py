@@ -26,8 +26,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip_exafs.cp2k import (NOT_THE_LABEL, SOLVER_ONLY, Cp2kSettings, abort_reason, check_can_label, cp2k_version, kpoint_mesh, make_calculator,
-                             scf_converged, scf_steps)
+from mlip_exafs.cp2k import (SOLVER_ONLY, Cp2kSettings, abort_reason, check_can_label, cp2k_version, kpoint_mesh, make_calculator, scf_converged,
+                             scf_steps, spin_moments)
 from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_database, db_write_guard, lock_holder, writer_lock
@@ -168,7 +168,9 @@ def _label_one(session: "Cp2kSession", atoms: Atoms, db_path: Path, failures: Pa
     start = time.perf_counter()
     label = session.evaluate(atoms, failures / uid)
     elapsed = time.perf_counter() - start
-    data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else None
+    data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else {}
+    if label.spin_moments_mub is not None:
+        data["spin_moments_mub"] = label.spin_moments_mub
     keys = _cp2k_row_keys(atoms, label, elapsed, version, settings)
     if uid in finished_uids(db_path):
         return None
@@ -245,10 +247,11 @@ class Cp2kSession:
         if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
             converged = False
         steps = scf_steps(output, offset)
+        spins = spin_moments(output, offset)
         if not converged:  # keep the evidence, and do not start the next SCF from this one
             _keep_output(self.workdir, keep_dir)
             self.close()
-        return Cp2kLabel(float(energy), forces, stress, converged, steps)
+        return Cp2kLabel(float(energy), forces, stress, converged, steps, spins)
 
 
 class Cp2kLabel(NamedTuple):
@@ -259,6 +262,7 @@ class Cp2kLabel(NamedTuple):
     stress_ev_a3: np.ndarray
     scf_converged: bool
     scf_steps: int | None
+    spin_moments_mub: np.ndarray | None = None  # Mulliken, per atom; spin-polarised labels only
 
 
 def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
@@ -273,7 +277,7 @@ def ensure_settings(db_path: Path, settings: Cp2kSettings) -> None:
         if old is None:
             db.metadata = {
                 "dft_code": {"name": "CP2K", "version": cp2k_version()},
-                "settings": settings.model_dump(exclude=NOT_THE_LABEL),  # the level of theory; rows record their solver
+                "settings": settings.level_of_theory(),  # rows record their solver
                 "settings_hash": settings.settings_hash(),
                 "units": UNITS,
             } | ({"nonmagnetic_acknowledged": True} if settings.nonmagnetic else {})  # spin-restricted labels of Cr/Mn/Fe/Co/Ni, by choice
@@ -351,6 +355,8 @@ def _cp2k_row_keys(atoms: Atoms, label: Cp2kLabel, wall_time_s: float, version: 
     }
     if label.scf_steps is not None:
         keys["scf_steps"] = label.scf_steps
+    if label.spin_moments_mub is not None:
+        keys["magnetic_moment_mub"] = round(float(label.spin_moments_mub.sum()), 4)  # the cell's; per atom in the row's data
     for key in INFO_KEYS:
         if key in atoms.info:
             keys[key] = atoms.info[key]
