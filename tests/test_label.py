@@ -121,7 +121,9 @@ def test_label_is_resumable_after_kill_9(tmp_path):
     killed_workdirs = [d for d in WORKDIR_PARENT.glob("mlx-cp2k-*") if _owner(d) == proc.pid]
     assert killed_workdirs, "the killed run's CP2K folder should still be there"
 
-    run_cli("label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1", check=True)
+    rerun = run_cli("label", str(structures), "--db", str(db), "--config", str(config), "--mpi-ranks", "1", check=True)
+    progress = [line for line in rerun.stderr.splitlines() if line.startswith("CP2K labelling")]
+    assert progress[-1].startswith(f"CP2K labelling → {db}: 3/3, "), rerun.stderr  # the resumed run counts the whole file
     assert not [d for d in killed_workdirs if d.exists()], "the rerun should remove the killed run's CP2K folder"
     with ase.db.connect(db) as conn:
         rows = list(conn.select())

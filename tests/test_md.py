@@ -237,18 +237,23 @@ def test_bad_structure_for_md(capsys, tmp_path, kind, needles):
     assert_nothing_written(out)
 
 
-def test_disk_full_during_md_then_rerun_resumes(tmp_path, monkeypatch):
+def test_disk_full_during_md_then_rerun_resumes(tmp_path, monkeypatch, capsys):
     """Snapshots cannot be appended: a one-line error; after space is freed the same command finishes the run."""
     import ase.io
+
+    from mlip_exafs.files import read_json
 
     from mlip_exafs.md import MdSettings, read_thermo, run_md
 
     settings = MdSettings(structure="ws2", equilibration_fs=0, production_fs=40, snapshot_every_fs=10, checkpoint_every_fs=10)
     real_write = ase.io.write
+    snapshots_written = []
 
-    def full_disk(target, *args, **kwargs):
+    def full_disk(target, *args, **kwargs):  # the disk fills after two snapshots (and their checkpoints)
         if kwargs.get("format") == "extxyz" and not isinstance(target, (str, Path)):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            if len(snapshots_written) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            snapshots_written.append(target)
         return real_write(target, *args, **kwargs)
 
     monkeypatch.setattr(ase.io, "write", full_disk)
@@ -256,7 +261,11 @@ def test_disk_full_during_md_then_rerun_resumes(tmp_path, monkeypatch):
         run_md(settings, tmp_path, show_progress=False)
     assert "\n" not in str(err.value) and no_temp_files(tmp_path)
     monkeypatch.setattr(ase.io, "write", real_write)
-    run_md(settings, tmp_path, show_progress=False)
+    capsys.readouterr()
+    run_md(settings, tmp_path, show_progress=True)
+    resumed_at = read_json(tmp_path / "md.json")["segments"][-1]["start_step"]
+    progress = capsys.readouterr().err.splitlines()  # not a terminal: log lines
+    assert resumed_at > 0 and progress[-1].startswith("MD 300 K: 20/20, ")  # a resumed run counts the whole run, as fine-tunes do
     assert [f.info["step"] for f in ase.io.read(tmp_path / "snapshots.extxyz", ":")] == [5, 10, 15, 20]
     assert list(read_thermo(tmp_path / "thermo.csv")["step"]) == [0, 5, 10, 15, 20]
 

@@ -503,7 +503,7 @@ def _run_steps(files: OutFiles, atoms: Atoms, state: RunState, settings: MdSetti
                "device": device_for(settings.potential, settings.device)}
     state.segments.append(segment)
     t0 = time.perf_counter()
-    bar = progress_bar(f"MD {settings.temperature_k:g} K", schedule.total - state.step) if show_progress else _no_bar()
+    bar = progress_bar(f"MD {settings.temperature_k:g} K", schedule.total, done_before=state.step) if show_progress else _no_bar()  # a resumed run counts from where it is
     with bar as advance, open(files.snapshots, "a") as snapshots, open(files.thermo, "a") as thermo:
         for step in range(state.step + 1, schedule.total + 1):
             if schedule.ensemble_of(step) != ensemble:

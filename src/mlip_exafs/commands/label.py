@@ -58,10 +58,10 @@ def label_cmd(
     check_numbers({"mpi_ranks": mpi_ranks, "limit": limit}, "mlip-exafs label")
     settings = load_yaml_model(Cp2kSettings, config) if config else Cp2kSettings()
     cp2k_executable()
-    n_todo = len({a.info["uid"] for a in read_structures(structures)} - finished_uids(db))
-    if limit:
-        n_todo = min(n_todo, limit)
-    with progress_bar(f"CP2K labelling → {db}", n_todo) as advance:
+    uids = {a.info["uid"] for a in read_structures(structures)}
+    n_done = len(uids & finished_uids(db))
+    n_todo = min(len(uids) - n_done, limit) if limit else len(uids) - n_done
+    with progress_bar(f"CP2K labelling → {db}", n_done + n_todo, done_before=n_done) as advance:  # a resumed run counts from where it is
         result = label_structures(structures, db, settings, limit=limit, on_progress=lambda i, n, t: advance(), reverse=reverse, **given(mpi_ranks=mpi_ranks))
     secs = result["seconds"]
     mean = f", {sum(secs) / len(secs):.0f} s per structure" if secs else ""
