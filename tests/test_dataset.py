@@ -10,7 +10,7 @@ import yaml
 
 from conftest import assert_nothing_written, assert_one_line_error, cli, run_cli
 from mlip_exafs.dataset import SHIPPED, assert_disjoint, load_structures, shipped_dir
-from mlip_exafs.cp2k import NOT_THE_LABEL, Cp2kSettings
+from mlip_exafs.cp2k import Cp2kSettings
 
 
 COMPOSITIONS = {"ws2": "S36W18", "w-bcc": "W16", "mos2": "Mo18S36"}
@@ -29,7 +29,7 @@ def test_shipped_dataset_info_names_counts_code_and_settings(name):
     assert info["n_train"] >= 10 and info["n_test"] >= 3  # the quick studies fine-tune on up to 10
     assert info["n_train_not_converged"] == 0 and info["n_test_not_converged"] == 0
     assert info["dft_code"] == {"name": "CP2K", "version": "2023.1"}
-    assert info["settings"] == Cp2kSettings().model_dump(exclude=NOT_THE_LABEL)  # the defaults shown converged in docs/dft_convergence.md
+    assert info["settings"] == Cp2kSettings().level_of_theory()  # the defaults shown converged in docs/dft_convergence.md
     assert info["settings_hash"] == Cp2kSettings().settings_hash()
     assert info["train_summary"]["compositions"] == [composition]
 
@@ -328,3 +328,17 @@ def test_dataset_info_says_which_solver_labelled_the_rows(tmp_path, capsys):
         conn.update(3, broyden_nbuffer=8, scf_steps=23)
     proc = cli(capsys, "dataset", "info", db)
     assert proc.returncode == 0 and "solver broyden_nbuffer=8 (2 rows); median SCF steps 21.5" in proc.stdout
+
+
+def test_dataset_info_gives_the_range_of_spin_polarised_moments(tmp_path, capsys):
+    """Spin-polarised rows record their cell's Mulliken moment: info shows it per atom, so a collapsed moment stands out."""
+    import ase.db
+
+    db = _labelled_db(tmp_path / "spin.db", ["ok", "ok"])
+    with ase.db.connect(db) as conn:
+        n_atoms = conn.get(id=1).natoms
+        conn.update(1, magnetic_moment_mub=2.2 * n_atoms)
+        conn.update(2, magnetic_moment_mub=0.1 * n_atoms)
+    proc = cli(capsys, "dataset", "info", db)
+    assert proc.returncode == 0 and "magnetic moment 0.100 .. 2.200 μB/atom" in proc.stdout
+    assert "magnetic moment" not in cli(capsys, "dataset", "info", _labelled_db(tmp_path / "plain.db", ["ok"])).stdout

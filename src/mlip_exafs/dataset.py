@@ -217,6 +217,10 @@ def _count_rows(db_path: Path, converged: bool = False) -> int:
         return sum(is_converged(row, db_path) for row in db.select()) if converged else db.count()
 
 
+def _range(values: list[float]) -> list[float] | None:
+    return [float(min(values)), float(max(values))] if values else None
+
+
 def _summary(frames: list[Atoms]) -> dict:
     energies = np.array([a.get_potential_energy() / len(a) for a in frames])
     fmax = np.array([np.abs(a.get_forces()).max() for a in frames])
@@ -232,6 +236,7 @@ def _summary(frames: list[Atoms]) -> dict:
         "max_abs_force_component_ev_a": float(fmax.max()),
         "mean_abs_force_component_ev_a": float(np.mean([np.abs(a.get_forces()).mean() for a in frames])),
         "stress_gpa_range": [float(np.min(stress)), float(np.max(stress))] if stress else None,
+        "magnetic_moment_mub_atom_range": _range([a.info["magnetic_moment_mub"] / len(a) for a in frames if "magnetic_moment_mub" in a.info]),
         **_solver_summary(frames),
     }
 

@@ -38,6 +38,9 @@ def info_cmd(
             if summary["stress_gpa_range"]:
                 s = summary["stress_gpa_range"]
                 console.print(f"    stress components {s[0]:.3f} .. {s[1]:.3f} GPa (positive = tensile)")
+            if summary.get("magnetic_moment_mub_atom_range"):  # spin-polarised labels
+                m = summary["magnetic_moment_mub_atom_range"]
+                console.print(f"    magnetic moment {m[0]:.3f} .. {m[1]:.3f} μB/atom (Mulliken, the cell's over its atoms)")
             if summary["solver_rows"]:
                 rows = ", ".join(f"{k} ({n} rows)" for k, n in summary["solver_rows"].items())
                 console.print(f"    solver {rows}; median SCF steps {summary['scf_steps_median']:g}")
