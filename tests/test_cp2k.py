@@ -107,9 +107,12 @@ def test_spin_settings_that_cannot_be_meant_are_refused():
 
 
 def test_spin_polarised_input_starts_each_element_at_its_moment():
-    from mlip_exafs.cp2k import Cp2kSettings, input_template
+    from ase import Atoms
 
-    text = input_template(Cp2kSettings(magnetic_moments_mub={"Fe": 3.0, "O": 0.0}), (4, 4, 4))
+    from mlip_exafs.cp2k import Cp2kSettings, input_template, site_kinds
+
+    settings = Cp2kSettings(magnetic_moments_mub={"Fe": 3.0, "O": 0.0})
+    text = input_template(settings, (4, 4, 4), site_kinds(settings, Atoms("FeOFe")))
     assert "  &END DFT\n  &SUBSYS\n    &KIND Fe\n      MAGNETIZATION 3.0\n    &END KIND\n    &KIND O\n      MAGNETIZATION 0.0" in text
     assert "&SUBSYS" not in input_template(Cp2kSettings(), (4, 4, 4))
 
@@ -152,3 +155,52 @@ def test_spin_moments_are_read_from_the_last_mulliken_table(tmp_path):
     assert spin_moments(out)[0] == 1.201593  # the last table
     out.write_text(" #  Atom  Element  Kind  Atomic population  Net charge\n       1     W       1        14.0  0.0\n # Total charge  14.0  0.0\n")
     assert spin_moments(out) is None
+
+
+def _fake_potentials(folder, monkeypatch):
+    (folder / "GTH_POTENTIALS").write_text("Fe GTH-PBE-q16 GTH-PBE\n    3    6    7\n     0.36  2\nO GTH-PBE-q6 GTH-PBE\n    2    4\n")
+    monkeypatch.setenv("CP2K_DATA_DIR", str(folder))
+
+
+def test_an_antiferromagnet_starts_from_the_structures_own_moments_as_two_kinds(tmp_path, monkeypatch):
+    """ASE names every atom by its element; the input names each sublattice's kind, and the multiplicity follows the sum."""
+    from ase.build import bulk
+
+    from mlip_exafs import cp2k
+
+    _fake_potentials(tmp_path, monkeypatch)
+    monkeypatch.setattr(cp2k, "cp2k_executable", lambda: "/usr/bin/cp2k_shell")
+    settings = cp2k.Cp2kSettings(magnetic_moments_mub={"Fe": 3.0})
+    fe = bulk("Fe", "bcc", a=2.83, cubic=True)
+    fe.set_initial_magnetic_moments(None)  # ASE's bulk Fe comes with 2.3 μB on each atom
+    assert cp2k.site_kinds(settings, fe) == [cp2k.Kind("Fe", "Fe", 3.0)] * 2  # no moments of its own: the element's
+    fe.set_initial_magnetic_moments([2.5, -2.5])
+    assert cp2k.site_kinds(settings, fe) == [cp2k.Kind("Fe", "Fe", 2.5), cp2k.Kind("Fe2", "Fe", -2.5)]
+    assert cp2k.site_kinds(cp2k.Cp2kSettings(nonmagnetic=True), fe) == []
+    calc = cp2k.make_calculator(settings, fe, tmp_path / "work", mpi_ranks=1)
+    calc.atoms = fe.copy()
+    text = calc._generate_input()
+    coords = text.split("&COORD\n")[1].split("&END COORD")[0].split("\n")
+    assert [line.split()[0] for line in coords if line.strip()] == ["Fe", "Fe2"]
+    assert "&KIND Fe2\n         ELEMENT Fe\n         BASIS_SET DZVP-MOLOPT-SR-GTH\n         POTENTIAL GTH-PBE\n         MAGNETIZATION -2.5" in text
+    assert "&KIND Fe\n         MAGNETIZATION 2.5\n         BASIS_SET DZVP-MOLOPT-SR-GTH" in text  # ASE adds the element kind's basis
+    assert "MULTIPLICITY 1" in text  # ±2.5 sum to 0 unpaired of 32 electrons
+
+
+def test_start_moments_in_the_structures_need_spin_and_one_number_per_atom():
+    from ase.build import bulk
+
+    from mlip_exafs.cp2k import Cp2kSettings, check_start_moments
+    from mlip_exafs.errors import UserError
+
+    fe = bulk("Fe", "bcc", a=2.83, cubic=True)
+    fe.set_initial_magnetic_moments(None)  # ASE's bulk Fe comes with 2.3 μB on each atom
+    check_start_moments(Cp2kSettings(nonmagnetic=True), [fe])
+    fe.set_initial_magnetic_moments([2.5, -2.5])
+    with pytest.raises(UserError, match="carry initial magnetic moments but the CP2K settings are spin-restricted; set 'magnetic_moments_mub'"):
+        check_start_moments(Cp2kSettings(nonmagnetic=True), [fe])
+    check_start_moments(Cp2kSettings(magnetic_moments_mub={"Fe": 3.0}), [fe])
+    fe.set_initial_magnetic_moments(None)
+    fe.set_initial_magnetic_moments([[0, 0, 2.5], [0, 0, -2.5]])
+    with pytest.raises(UserError, match="non-collinear"):
+        check_start_moments(Cp2kSettings(magnetic_moments_mub={"Fe": 3.0}), [fe])

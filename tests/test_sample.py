@@ -65,3 +65,23 @@ def test_an_output_that_is_a_folder_is_refused_before_the_sampling_md(capsys, tm
     (tmp_path / "sdir").mkdir()
     assert_one_line_error(cli(capsys, "sample", "--out", tmp_path / "sdir", "--threads", "1"), "structures file", "is a folder, not a file",
                           "train.extxyz")
+
+
+def test_sampled_structures_keep_the_magnetic_order_of_their_structure_file(tmp_path):
+    """An antiferromagnet's ± start moments (extxyz initial_magmoms) reach every sampled structure, and so its labels."""
+    import ase.io
+    import numpy as np
+    from ase.build import bulk
+
+    from mlip_exafs.sample import SampleSpec, sample
+
+    ni = bulk("Ni", "fcc", a=3.52, cubic=True)  # a magnetic element EMT knows: the order is made up, the point is that it stays
+    ni.set_initial_magnetic_moments([0.6, -0.6, 0.6, -0.6])
+    ase.io.write(tmp_path / "ni.extxyz", ni)
+    spec = SampleSpec(structure=str(tmp_path / "ni.extxyz"), supercell="2x1x1", potential="python:ase.calculators.emt:EMT", temperatures_k=[300.0],
+                      snapshots_per_temperature=1, strained=1, rattled=1, equilibration_fs=4, interval_fs=4, threads=1)
+    sample(spec, tmp_path / "s.extxyz")
+    frames = ase.io.read(tmp_path / "s.extxyz", ":")
+    assert sorted(a.info["method"] for a in frames) == ["md", "rattled", "strained"]
+    for atoms in frames:
+        assert np.array_equal(atoms.get_initial_magnetic_moments(), [0.6, -0.6, 0.6, -0.6] * 2)

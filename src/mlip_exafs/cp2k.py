@@ -21,7 +21,7 @@ import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -108,7 +108,58 @@ def kpoint_mesh(atoms: Atoms, spacing: float) -> tuple[int, int, int]:
     return tuple(max(1, math.ceil(b / spacing - 1e-6)) for b in recip)  # type: ignore[return-value]
 
 
-def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int]) -> str:
+class Kind(NamedTuple):
+    """A CP2K kind: atoms of one element that start with one magnetic moment."""
+
+    name: str  # the element's symbol, or the symbol and a number for its second, third, … start moment
+    element: str
+    moment_mub: float
+
+
+def site_kinds(settings: Cp2kSettings, atoms: Atoms) -> list[Kind]:
+    """Each atom's kind; empty for spin-restricted labels.
+
+    Atoms start from the structure's own initial magnetic moments where it carries any (an antiferromagnet's ±,
+    extxyz ``initial_magmoms``), else from their element's ``magnetic_moments_mub``.
+    """
+    if not settings.magnetic_moments_mub:
+        return []
+    symbols = atoms.get_chemical_symbols()
+    own = atoms.get_initial_magnetic_moments()
+    moments = own if own.any() else [settings.magnetic_moments_mub.get(symbol, 0.0) for symbol in symbols]
+    names: dict[tuple[str, float], str] = {}
+    for symbol, moment in zip(symbols, map(float, moments)):
+        if (symbol, moment) not in names:
+            count = sum(element == symbol for element, _ in names)
+            names[(symbol, moment)] = symbol if count == 0 else f"{symbol}{count + 1}"
+    return [Kind(names[(symbol, float(moment))], symbol, float(moment)) for symbol, moment in zip(symbols, moments)]
+
+
+def check_start_moments(settings: Cp2kSettings, frames: list[Atoms]) -> None:
+    """Initial magnetic moments in the structures need spin-polarised settings, and collinear ones."""
+    carrying = [a for a in frames if a.has("initial_magmoms") and a.get_initial_magnetic_moments().any()]
+    if carrying and carrying[0].get_initial_magnetic_moments().ndim != 1:
+        raise UserError("the structures carry non-collinear (vector) initial magnetic moments; these labels are collinear: give one "
+                        "number per atom")
+    if carrying and not settings.magnetic_moments_mub:
+        raise UserError(f"the structures carry initial magnetic moments but the CP2K settings are spin-restricted; set "
+                        f"{setting('magnetic_moments_mub')} (each element's moment, used where a structure carries none) for "
+                        f"spin-polarised labels")
+
+
+def _kind_section(kind: Kind, settings: Cp2kSettings) -> str:
+    """A kind named by its element gets its basis and potential from ASE; a second kind of the element needs its own."""
+    own = "" if kind.name == kind.element else f"""
+      ELEMENT {kind.element}
+      BASIS_SET {settings.basis_set}
+      POTENTIAL {settings.pseudo_potential}"""
+    return f"""
+    &KIND {kind.name}{own}
+      MAGNETIZATION {kind.moment_mub}
+    &END KIND"""
+
+
+def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int], kinds: list[Kind] = ()) -> str:
     """The part of the CP2K input ASE's calculator does not write itself."""
     s = settings
     kpoints = ""
@@ -133,13 +184,10 @@ def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int]) -> str:
         &END PAIR_POTENTIAL
       &END VDW_POTENTIAL
     &END XC"""
-    kinds = "".join(f"""
-    &KIND {symbol}
-      MAGNETIZATION {moment}
-    &END KIND""" for symbol, moment in sorted(s.magnetic_moments_mub.items()))  # ASE adds each kind's basis and potential
+    subsys = "".join(_kind_section(kind, s) for kind in dict.fromkeys(kinds))
     subsys = f"""
-  &SUBSYS{kinds}
-  &END SUBSYS""" if kinds else ""
+  &SUBSYS{subsys}
+  &END SUBSYS""" if subsys else ""
     return f"""&FORCE_EVAL
   &DFT
     &QS
@@ -257,7 +305,7 @@ def _valence_electrons(path: Path) -> dict[tuple[str, str], int]:
 
 
 def spin_multiplicity(settings: Cp2kSettings, atoms: Atoms) -> int:
-    """2S + 1 of the ferromagnetic start: the moments' sum, rounded to the parity of the electron count.
+    """2S + 1 of the start: the atoms' start moments summed, rounded to the parity of the electron count.
 
     CP2K rescales the atomic guess to this many unpaired electrons; at its default (1) the kinds' moments are
     rescaled away and the SCF stays non-magnetic (measured on bcc Fe). The smeared SCF then relaxes the moment.
@@ -269,7 +317,7 @@ def spin_multiplicity(settings: Cp2kSettings, atoms: Atoms) -> int:
                         f"$CP2K_DATA_DIR nor in {', '.join(CP2K_DATA_DIRS)}; set CP2K_DATA_DIR to the folder that holds it")
     valence = _valence_electrons(path)
     electrons = sum(valence[(symbol, settings.pseudo_potential)] for symbol in symbols)
-    unpaired = abs(round(sum(settings.magnetic_moments_mub.get(symbol, 0.0) for symbol in symbols)))
+    unpaired = abs(round(sum(kind.moment_mub for kind in site_kinds(settings, atoms))))
     return unpaired + (electrons - unpaired) % 2 + 1
 
 
@@ -297,10 +345,12 @@ def make_calculator(settings: Cp2kSettings, atoms: Atoms, workdir: Path, mpi_ran
     """An ASE CP2K calculator writing its files under ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     kpts = kpoint_mesh(atoms, settings.kspacing_inv_a)
-    return CP2K(
+    kinds = site_kinds(settings, atoms)
+    return _KindedCP2K(
+        [kind.name for kind in kinds],
         command=shell_command(mpi_ranks),
         label=str(workdir / "cp2k"),
-        inp=input_template(settings, kpts),
+        inp=input_template(settings, kpts, kinds),
         xc=settings.xc,
         basis_set=settings.basis_set,
         basis_set_file=settings.basis_set_file,
@@ -314,6 +364,30 @@ def make_calculator(settings: Cp2kSettings, atoms: Atoms, workdir: Path, mpi_ran
         uks=bool(settings.magnetic_moments_mub),
         multiplicity=spin_multiplicity(settings, atoms) if settings.magnetic_moments_mub else None,
     )
+
+
+class _KindedCP2K(CP2K):
+    """ASE's CP2K calculator with each atom written under its own kind: ASE names every atom by its element, and an
+    antiferromagnet's sublattices start from opposite moments, so they are two kinds of one element."""
+
+    def __init__(self, kind_names: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.kind_names = kind_names
+
+    def _generate_input(self) -> str:
+        return with_kind_names(super()._generate_input(), self.kind_names)
+
+
+def with_kind_names(text: str, names: list[str]) -> str:
+    """A CP2K input whose ``&COORD`` lines name the atoms' kinds (one name per atom, in order) instead of elements."""
+    if not names:
+        return text
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip() == "&COORD") + 1
+    for i, name in enumerate(names, start=first):
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        lines[i] = f"{indent}{name} {lines[i].split(maxsplit=1)[1]}"
+    return "\n".join(lines)
 
 
 ABORT_ART = re.compile(r"^(\[ABORT\]|\\___/|\||O/\||/\| \||/ \\|/   \\|___)\s*")  # the drawing around CP2K's abort message

@@ -26,8 +26,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip_exafs.cp2k import (SOLVER_ONLY, Cp2kSettings, abort_reason, check_can_label, cp2k_version, kpoint_mesh, make_calculator, scf_converged,
-                             scf_steps, spin_moments)
+from mlip_exafs.cp2k import (SOLVER_ONLY, Cp2kSettings, abort_reason, check_can_label, check_start_moments, cp2k_version, kpoint_mesh,
+                             make_calculator, scf_converged, scf_steps, site_kinds, spin_moments)
 from mlip_exafs.dataset import structure_fingerprint
 from mlip_exafs.errors import UserError, setting
 from mlip_exafs.files import check_output_database, db_write_guard, lock_holder, writer_lock
@@ -124,6 +124,7 @@ def _label_structures(structures: Path, db_path: Path, settings: Cp2kSettings, m
     frames = read_structures(structures)
     version = cp2k_version()  # fails clearly, before anything is written, if CP2K is missing
     check_can_label(settings, {symbol for atoms in frames for symbol in atoms.get_chemical_symbols()})
+    check_start_moments(settings, frames)
     with db_write_guard(db_path):  # a new database that cannot be written is not left behind
         ensure_settings(db_path, settings)
     labelled = labelled_geometries(db_path)
@@ -171,6 +172,7 @@ def _label_one(session: "Cp2kSession", atoms: Atoms, db_path: Path, failures: Pa
     data = {"strain_voigt": np.asarray(atoms.info["strain_voigt"])} if "strain_voigt" in atoms.info else {}
     if label.spin_moments_mub is not None:
         data["spin_moments_mub"] = label.spin_moments_mub
+        data["start_moments_mub"] = np.array([kind.moment_mub for kind in site_kinds(settings, atoms)])
     keys = _cp2k_row_keys(atoms, label, elapsed, version, settings)
     if uid in finished_uids(db_path):
         return None
@@ -213,7 +215,7 @@ class Cp2kSession:
         self.calc, self.workdir, self.key = None, None, None
 
     def _calculator_for(self, atoms: Atoms):
-        key = cell_key(atoms)
+        key = (cell_key(atoms), tuple(site_kinds(self.settings, atoms)))  # kinds are in CP2K's input, not moved with the atoms
         if key != self.key:
             self.close()
             self.workdir = new_workdir(WORKDIR_PARENT)

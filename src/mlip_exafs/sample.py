@@ -75,7 +75,7 @@ def _md_snapshots(base: Atoms, calc, temperature: float, count: int, spec: Sampl
         dyn.run(every)
         if not np.isfinite(atoms.positions).all() or atoms.get_temperature() > 5 * temperature + 500:
             raise UserError(f"sampling MD at {temperature} K blew up; lower the temperature or the timestep")
-        snap = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True)
+        snap = _like(atoms, atoms.positions)
         snap.info.update(method="md", temperature_k=float(temperature))
         snaps.append(snap)
         if progress:
@@ -97,6 +97,12 @@ def _strained(atoms: Atoms, strain_max: float, rng) -> Atoms:
 
 
 def _rattled(base: Atoms, sigma: float, rng) -> Atoms:
-    out = Atoms(base.numbers, base.positions + rng.normal(0, sigma, base.positions.shape), cell=base.cell, pbc=True)
+    out = _like(base, base.positions + rng.normal(0, sigma, base.positions.shape))
     out.info.update(method="rattled", rattle_a=round(float(sigma), 5))
     return out
+
+
+def _like(base: Atoms, positions: np.ndarray) -> Atoms:
+    """``base``'s cell at other positions; of the rest only its initial magnetic moments (a magnetic order to label)."""
+    magmoms = base.get_initial_magnetic_moments() if base.has("initial_magmoms") else None
+    return Atoms(base.numbers, positions, cell=base.cell, pbc=True, magmoms=magmoms)

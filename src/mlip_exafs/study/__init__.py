@@ -17,7 +17,7 @@ from typing import Callable
 from ase import Atoms
 
 import mlip_exafs.study.actions  # noqa: F401  (registers the step actions)
-from mlip_exafs.cp2k import check_can_label
+from mlip_exafs.cp2k import check_can_label, check_start_moments
 from mlip_exafs.dataset import assert_disjoint, dataset_folder, load_structures
 from mlip_exafs.study.config import DatasetPlan, StudyConfig, load_study_config
 from mlip_exafs.errors import UserError, setting
@@ -164,9 +164,11 @@ def _check_before_running(config: StudyConfig, check_training_pool: bool = True)
                         f"{config.md.supercell}); use a larger md.supercell or exafs.rmax_a <= {half:.2f}")
     fine_tunes = check_training_pool and bool(config.finetune.n and config.finetune.seeds)
     if isinstance(config.dataset, DatasetPlan):  # labelled by this study: of its material (overlap is checked when merged)
-        for split in ("train", "test"):
-            _check_elements(load_structure(getattr(config.dataset, split).structure), structure, f"dataset.{split}.structure")
+        sources = {split: load_structure(getattr(config.dataset, split).structure) for split in ("train", "test")}
+        for split, source in sources.items():
+            _check_elements(source, structure, f"dataset.{split}.structure")
         check_can_label(config.dataset.cp2k, set(structure.get_chemical_symbols()))
+        check_start_moments(config.dataset.cp2k, list(sources.values()))
     elif config.dataset is not None:
         train = _checked_dataset(config.dataset, structure, with_train=fine_tunes)
     if not fine_tunes:
