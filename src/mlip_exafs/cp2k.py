@@ -6,7 +6,8 @@ basis, 400 Ry cutoff, Monkhorst-Pack k-points from a reciprocal spacing, SCF by
 diagonalisation with Fermi-Dirac smearing and Broyden mixing. Γ-only supercell
 labels are wrong by tens of meV/atom here: never set a spacing that gives 1x1x1
 for small cells unless you mean it. Labels are spin-restricted unless the settings
-give magnetic moments (then UKS from a ferromagnetic start; docs/datasets.md).
+give magnetic moments (then UKS, each atom starting from its element's moment or
+from the structure's own, e.g. an antiferromagnet's ±; docs/datasets.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -64,8 +66,9 @@ class Cp2kSettings(BaseModel):
     nonmagnetic: bool = Field(False, description="label Cr, Mn, Fe, Co or Ni compounds spin-restricted anyway: for a material known "
                                                   "to be non-magnetic")
     magnetic_moments_mub: dict[str, float] = Field(
-        default_factory=dict, description="spin-polarised (UKS) labels: each element's initial magnetic moment per atom (μB), a "
-                                          "ferromagnetic start that the SCF relaxes, e.g. {Fe: 3.0}; empty: spin-restricted")
+        default_factory=dict, description="spin-polarised (UKS) labels: each element's initial magnetic moment per atom (μB), the "
+                                          "start that the SCF relaxes where a structure carries no moments of its own (an "
+                                          "antiferromagnet's ±), e.g. {Fe: 3.0}; empty: spin-restricted")
 
     @field_validator("magnetic_moments_mub")
     @classmethod
@@ -159,7 +162,7 @@ def _kind_section(kind: Kind, settings: Cp2kSettings) -> str:
     &END KIND"""
 
 
-def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int], kinds: list[Kind] = ()) -> str:
+def input_template(settings: Cp2kSettings, kpts: tuple[int, int, int], kinds: Sequence[Kind] = ()) -> str:
     """The part of the CP2K input ASE's calculator does not write itself."""
     s = settings
     kpoints = ""
@@ -273,9 +276,9 @@ def check_can_label(settings: Cp2kSettings, symbols: set[str]) -> None:
     magnetic = sorted(set(symbols) & set(MAGNETIC_ELEMENTS))
     if magnetic and not settings.nonmagnetic and not settings.magnetic_moments_mub:
         raise UserError(f"{', '.join(magnetic)} compounds are usually magnetic, and these CP2K settings are spin-restricted; set "
-                        f"{setting('magnetic_moments_mub')} (e.g. {{{magnetic[0]}: 3.0}}) for spin-polarised labels from a ferromagnetic "
-                        f"start, or {setting('nonmagnetic')} true for a material known to be non-magnetic (other magnetic orders and "
-                        f"DFT+U: label with your own DFT and 'mlip-exafs import' it)")
+                        f"{setting('magnetic_moments_mub')} (e.g. {{{magnetic[0]}: 3.0}}) for spin-polarised labels (an antiferromagnet: "
+                        f"give the structure file its own ± initial moments too), or {setting('nonmagnetic')} true for a material known "
+                        f"to be non-magnetic (DFT+U: label with your own DFT and 'mlip-exafs import' it)")
     absent = sorted(set(settings.magnetic_moments_mub) - set(symbols))
     if absent:
         raise UserError(f"{setting('magnetic_moments_mub')} names {', '.join(absent)}, which the structures do not hold; "
