@@ -649,3 +649,23 @@ def test_a_local_dask_cluster_runs_as_many_steps_as_the_local_executor(monkeypat
         with pytest.raises(UserError):
             executor.run_dask([], tmp_path)
         assert seen["workers"] == workers
+
+
+def test_a_study_refuses_a_magnetic_order_it_would_label_spin_restricted(capsys, tmp_path):
+    """Structures with their own ± moments and spin-restricted CP2K settings: one line before any sampling or CP2K."""
+    import ase.io
+    from ase.build import bulk
+
+    ni = bulk("Ni", "fcc", a=3.52, cubic=True)
+    ni.set_initial_magnetic_moments([0.6, -0.6, 0.6, -0.6])
+    ase.io.write(tmp_path / "ni.extxyz", ni)
+    sample = {"structure": str(tmp_path / "ni.extxyz"), "supercell": "1x1x1"}
+    config = {"name": "ni", "structure": str(tmp_path / "ni.extxyz"), "absorber": "Ni",
+              "dataset": {"train": {**sample, "temperatures_k": [300], "snapshots_per_temperature": 2, "seed": 1},
+                          "test": {**sample, "temperatures_k": [300], "snapshots_per_temperature": 1, "seed": 2},
+                          "cp2k": {"nonmagnetic": True}},
+              "pristine": ["chgnet"], "finetune": {"n": [1], "seeds": [0]}, "md": {"supercell": "4x4x4"}, "exafs": {"rmax_a": 5.0}}
+    (tmp_path / "ni.yaml").write_text(yaml.safe_dump(config))
+    proc = cli(capsys, "study", tmp_path / "ni.yaml", "--out", tmp_path / "run")
+    assert_one_line_error(proc, "the structures carry initial magnetic moments but the CP2K settings are spin-restricted")
+    assert not (tmp_path / "run").exists()
