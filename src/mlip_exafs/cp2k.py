@@ -75,7 +75,7 @@ class Cp2kSettings(BaseModel):
     def _moments_of_elements(cls, moments: dict[str, float]) -> dict[str, float]:
         unknown = sorted(s for s in moments if s not in chemical_symbols[1:])
         if unknown:
-            raise ValueError(f"{', '.join(unknown)} is not an element symbol (write e.g. Fe: 3.0)")
+            raise ValueError(f"not an element symbol: {', '.join(unknown)} (write e.g. Fe: 3.0)")
         return moments
 
     @model_validator(mode="after")
@@ -147,7 +147,7 @@ def check_start_moments(settings: Cp2kSettings, frames: list[Atoms]) -> None:
     if carrying and not settings.magnetic_moments_mub:
         raise UserError(f"the structures carry initial magnetic moments but the CP2K settings are spin-restricted; set "
                         f"{setting('magnetic_moments_mub')} (each element's moment, used where a structure carries none) for "
-                        f"spin-polarised labels")
+                        f"spin-polarised labels, or take the moments out of the structure file (ASE's bulk Fe, Co and Ni carry some)")
 
 
 def _kind_section(kind: Kind, settings: Cp2kSettings) -> str:
