@@ -117,14 +117,19 @@ def test_spin_polarised_input_starts_each_element_at_its_moment():
     assert "&SUBSYS" not in input_template(Cp2kSettings(), (4, 4, 4))
 
 
+def _fake_potentials(folder, monkeypatch):
+    """A GTH potential file with Fe (16 valence electrons: 3 6 7) and O (6), found where CP2K looks."""
+    (folder / "GTH_POTENTIALS").write_text("Fe GTH-PBE-q16 GTH-PBE\n    3    6    7\n     0.36  2\nO GTH-PBE-q6 GTH-PBE\n    2    4\n")
+    monkeypatch.setenv("CP2K_DATA_DIR", str(folder))
+
+
 def test_the_multiplicity_holds_the_start_moment_at_the_parity_of_the_electrons(tmp_path, monkeypatch):
     """CP2K aborts on a multiplicity of the wrong parity ('LSD: try to use a different multiplicity'; measured: 1 Fe at 4)."""
     from ase import Atoms
 
     from mlip_exafs.cp2k import Cp2kSettings, spin_multiplicity
 
-    (tmp_path / "GTH_POTENTIALS").write_text("Fe GTH-PBE-q16 GTH-PBE\n    3    6    7\n     0.36  2\nO GTH-PBE-q6 GTH-PBE\n    2    4\n")
-    monkeypatch.setenv("CP2K_DATA_DIR", str(tmp_path))
+    _fake_potentials(tmp_path, monkeypatch)
     fe3 = Cp2kSettings(magnetic_moments_mub={"Fe": 3.0})
     assert spin_multiplicity(fe3, Atoms("Fe")) == 5  # 16 electrons: 3 unpaired cannot be, 4 can
     assert spin_multiplicity(fe3, Atoms("Fe2")) == 7  # 32 electrons, 6 unpaired
@@ -155,11 +160,6 @@ def test_spin_moments_are_read_from_the_last_mulliken_table(tmp_path):
     assert spin_moments(out)[0] == 1.201593  # the last table
     out.write_text(" #  Atom  Element  Kind  Atomic population  Net charge\n       1     W       1        14.0  0.0\n # Total charge  14.0  0.0\n")
     assert spin_moments(out) is None
-
-
-def _fake_potentials(folder, monkeypatch):
-    (folder / "GTH_POTENTIALS").write_text("Fe GTH-PBE-q16 GTH-PBE\n    3    6    7\n     0.36  2\nO GTH-PBE-q6 GTH-PBE\n    2    4\n")
-    monkeypatch.setenv("CP2K_DATA_DIR", str(folder))
 
 
 def test_an_antiferromagnet_starts_from_the_structures_own_moments_as_two_kinds(tmp_path, monkeypatch):

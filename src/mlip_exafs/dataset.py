@@ -217,8 +217,9 @@ def _count_rows(db_path: Path, converged: bool = False) -> int:
         return sum(is_converged(row, db_path) for row in db.select()) if converged else db.count()
 
 
-def _range(values: list[float]) -> list[float] | None:
-    return [float(min(values)), float(max(values))] if values else None
+def _range(values: list) -> list[float] | None:
+    """[min, max] over numbers or arrays; None for none."""
+    return [float(np.min(values)), float(np.max(values))] if values else None
 
 
 def _summary(frames: list[Atoms]) -> dict:
@@ -235,7 +236,7 @@ def _summary(frames: list[Atoms]) -> dict:
         "energy_ev_atom_range": [float(energies.min()), float(energies.max())],
         "max_abs_force_component_ev_a": float(fmax.max()),
         "mean_abs_force_component_ev_a": float(np.mean([np.abs(a.get_forces()).mean() for a in frames])),
-        "stress_gpa_range": [float(np.min(stress)), float(np.max(stress))] if stress else None,
+        "stress_gpa_range": _range(stress),
         "magnetic_moment_mub_atom_range": _range([a.info["magnetic_moment_mub"] / len(a) for a in frames if "magnetic_moment_mub" in a.info]),
         **_solver_summary(frames),
     }
